@@ -1,0 +1,1 @@
+"""The Django application under test (the benchmark subject)."""

@@ -1,0 +1,5 @@
+"""Sync views (served at /sync/...)."""
+
+from django.urls import URLPattern
+
+urlpatterns: list[URLPattern] = []

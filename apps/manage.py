@@ -1,0 +1,16 @@
+"""Django's command-line utility, run from the repository root:
+``python -m apps.manage <command>``."""
+
+import os
+import sys
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "apps.project.settings")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)
+
+
+if __name__ == "__main__":
+    main()

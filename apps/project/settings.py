@@ -1,0 +1,169 @@
+"""Production-like settings for the benchmark subject.
+
+Everything that varies between runs comes from the environment:
+
+- ``DJANGO_SECRET_KEY``: the secret key. Without it a random key is generated
+  once and kept in the data folder, so every worker of a server shares it.
+- ``BENCH_ALLOWED_HOSTS``: extra allowed hosts, comma separated.
+- ``BENCH_MIDDLEWARE``: ``minimal`` (no middleware, as the TechEmpower Django
+  entry runs) or ``default`` (what ``django-admin startproject`` generates).
+- ``DATABASE_URL``: ``postgres://user@host:port/name`` selects PostgreSQL
+  (psycopg 3); without it an SQLite file in ``BENCH_DATA_DIR`` is used.
+- ``REDIS_URL``: selects Django's RedisCache; without it the local-memory cache.
+- ``BENCH_UPSTREAM_URL``: base URL of the upstream service (``apps.upstream``).
+- ``BENCH_DATA_DIR``: where the SQLite file and the generated key live
+  (default ``.data/`` at the repository root, git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+APPS_DIR = REPO_ROOT / "apps"
+DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR", REPO_ROOT / ".data"))
+
+
+def _secret_key() -> str:
+    key = os.environ.get("DJANGO_SECRET_KEY")
+    if key:
+        return key
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    path = DATA_DIR / "secret_key"
+    try:
+        # O_EXCL: the first process to get here writes the key, the others read it.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        existing = path.read_text().strip()
+        if existing:
+            return existing
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    generated = secrets.token_urlsafe(50)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(generated)
+    return generated
+
+
+def _database(url: str | None) -> dict[str, object]:
+    if not url:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(DATA_DIR / "bench.sqlite3"),
+            "CONN_MAX_AGE": None,
+            "OPTIONS": {
+                # WAL lets readers and one writer work at once; the rest is
+                # what Django 5.1+ recommends for concurrent web serving.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql"}:
+        raise ValueError(f"DATABASE_URL must be a postgres:// URL, got scheme {parts.scheme!r}")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parts.path.lstrip("/")) or "postgres",
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+        # Persistent connections. (Under ASGI Django closes connections at
+        # the end of each request's async context anyway; that is part of
+        # what the suite measures.)
+        "CONN_MAX_AGE": None,
+        "CONN_HEALTH_CHECKS": True,
+    }
+
+
+def _cache(url: str | None) -> dict[str, object]:
+    if url:
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+    return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "bench"}
+
+
+SECRET_KEY = _secret_key()
+DEBUG = False
+ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"] + [
+    h.strip() for h in os.environ.get("BENCH_ALLOWED_HOSTS", "").split(",") if h.strip()
+]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "apps.bench",
+]
+
+MIDDLEWARE_PROFILES: dict[str, list[str]] = {
+    "minimal": [],
+    "default": [
+        "django.middleware.security.SecurityMiddleware",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django.contrib.messages.middleware.MessageMiddleware",
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    ],
+}
+MIDDLEWARE_PROFILE = os.environ.get("BENCH_MIDDLEWARE", "minimal")
+if MIDDLEWARE_PROFILE not in MIDDLEWARE_PROFILES:
+    raise ValueError(
+        f"BENCH_MIDDLEWARE={MIDDLEWARE_PROFILE!r}: expected one of {', '.join(MIDDLEWARE_PROFILES)}"
+    )
+MIDDLEWARE = MIDDLEWARE_PROFILES[MIDDLEWARE_PROFILE]
+
+ROOT_URLCONF = "apps.project.urls"
+WSGI_APPLICATION = "apps.project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": False,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+            # Spelled out (DEBUG is off, so Django would pick it too): the
+            # cached loader compiles each template once per process.
+            "loaders": [
+                (
+                    "django.template.loaders.cached.Loader",
+                    [
+                        "django.template.loaders.filesystem.Loader",
+                        "django.template.loaders.app_directories.Loader",
+                    ],
+                )
+            ],
+        },
+    }
+]
+
+DATABASES = {"default": _database(os.environ.get("DATABASE_URL"))}
+CACHES = {"default": _cache(os.environ.get("REDIS_URL"))}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+USE_I18N = False
+STATIC_URL = "static/"
+
+UPSTREAM_URL = os.environ.get("BENCH_UPSTREAM_URL", "http://127.0.0.1:8081")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["stderr"], "level": "WARNING"},
+}

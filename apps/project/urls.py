@@ -1,0 +1,12 @@
+"""URL layout: every endpoint exists as ``/sync/<name>`` and ``/async/<name>``."""
+
+from django.urls import include, path
+
+from apps.bench import views_async, views_sync
+from apps.bench.views_common import health
+
+urlpatterns = [
+    path("health", health, name="health"),
+    path("sync/", include((views_sync.urlpatterns, "bench"), namespace="sync")),
+    path("async/", include((views_async.urlpatterns, "bench"), namespace="async")),
+]
