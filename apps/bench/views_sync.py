@@ -1,5 +1,166 @@
-"""Sync views (served at /sync/...)."""
+"""Sync views (served at /sync/...): the classic blocking Django code."""
 
-from django.urls import URLPattern
+from __future__ import annotations
 
-urlpatterns: list[URLPattern] = []
+import httpx
+from django.core.cache import cache
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import URLPattern, path
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from apps.bench import queries, upstream_client
+from apps.bench.models import Fortune, Like, Member, Post, World
+from apps.bench.views_common import (
+    FORTUNES_TEMPLATE,
+    GET,
+    HELLO,
+    POST,
+    PROFILE_TEMPLATE,
+    LikeRequest,
+    distinct_world_ids,
+    feed_response,
+    json_error,
+    new_random_number,
+    not_found,
+    parse_count,
+    parse_like_body,
+    parse_ms,
+    profile_context,
+    random_world_id,
+    random_world_ids,
+    sorted_fortunes,
+    sync_endpoint,
+    upstream_response,
+    upstream_unreachable,
+    valid_id,
+    world_dict,
+    world_key,
+)
+
+
+@sync_endpoint(*GET)
+def plaintext(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(HELLO.encode(), content_type="text/plain")
+
+
+@sync_endpoint(*GET)
+def json_view(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"message": HELLO})
+
+
+@sync_endpoint(*GET)
+def db(request: HttpRequest) -> HttpResponse:
+    world = World.objects.get(id=random_world_id())
+    return JsonResponse(world_dict(world))
+
+
+@sync_endpoint(*GET)
+def queries_view(request: HttpRequest) -> HttpResponse:
+    count = parse_count(request.GET.get("queries"))
+    worlds = [world_dict(World.objects.get(id=i)) for i in random_world_ids(count)]
+    return JsonResponse(worlds, safe=False)
+
+
+@sync_endpoint(*GET)
+def fortunes(request: HttpRequest) -> HttpResponse:
+    rows = sorted_fortunes(Fortune.objects.all())
+    return render(request, FORTUNES_TEMPLATE, {"fortunes": rows})
+
+
+@sync_endpoint(*GET)
+def updates(request: HttpRequest) -> HttpResponse:
+    count = parse_count(request.GET.get("queries"))
+    worlds = [World.objects.get(id=i) for i in distinct_world_ids(count)]
+    for world in worlds:
+        world.random_number = new_random_number(world.random_number)
+    with transaction.atomic():
+        # In id order, so that concurrent updates lock rows in the same order.
+        World.objects.bulk_update(sorted(worlds, key=lambda w: w.id), ["random_number"])
+    return JsonResponse([world_dict(w) for w in worlds], safe=False)
+
+
+@sync_endpoint(*GET)
+def cached_queries(request: HttpRequest) -> HttpResponse:
+    ids = random_world_ids(parse_count(request.GET.get("count")))
+    keys = {world_id: world_key(world_id) for world_id in ids}
+    found = cache.get_many(list(keys.values()))
+    missing = [world_id for world_id, key in keys.items() if key not in found]
+    if missing:
+        fetched = {world_key(w.id): world_dict(w) for w in World.objects.filter(id__in=missing)}
+        cache.set_many(fetched, timeout=None)
+        found.update(fetched)
+    return JsonResponse([found[keys[world_id]] for world_id in ids], safe=False)
+
+
+@sync_endpoint(*GET)
+def feed(request: HttpRequest, user_id: int) -> HttpResponse:
+    if not valid_id(user_id) or not Member.objects.filter(id=user_id).exists():
+        return not_found("user")
+    return feed_response(user_id, queries.feed_posts(user_id))
+
+
+@sync_endpoint(*GET)
+def profile(request: HttpRequest, user_id: int) -> HttpResponse:
+    if not valid_id(user_id):
+        return not_found("user")
+    try:
+        member = Member.objects.get(id=user_id)
+    except Member.DoesNotExist:
+        return not_found("user")
+    followers = queries.followers_of(user_id).count()
+    post_count = queries.posts_by(user_id).count()
+    posts = list(queries.profile_posts(user_id))
+    return render(request, PROFILE_TEMPLATE, profile_context(member, followers, post_count, posts))
+
+
+def _record_like(like: LikeRequest) -> HttpResponse:
+    if not valid_id(like.user_id) or not Member.objects.filter(id=like.user_id).exists():
+        return not_found("user")
+    if not valid_id(like.post_id) or not Post.objects.filter(id=like.post_id).exists():
+        return not_found("post")
+    _, created = Like.objects.get_or_create(
+        user_id=like.user_id,
+        post_id=like.post_id,
+        defaults={"created_at": timezone.now()},
+    )
+    likes = queries.likes_of(like.post_id).count()
+    return JsonResponse({"post_id": like.post_id, "likes": likes, "created": created})
+
+
+@csrf_exempt
+@sync_endpoint(*POST)
+def like(request: HttpRequest) -> HttpResponse:
+    parsed = parse_like_body(request.body)
+    if isinstance(parsed, str):
+        return json_error(400, parsed)
+    return _record_like(parsed)
+
+
+@sync_endpoint(*GET)
+def upstream(request: HttpRequest) -> HttpResponse:
+    ms = parse_ms(request.GET.get("ms"))
+    if ms is None:
+        return json_error(400, "ms must be an integer from 0 to 5000")
+    try:
+        response = upstream_client.sync_client().get(upstream_client.delay_url(ms))
+    except httpx.HTTPError as exc:
+        return upstream_unreachable(exc)
+    return upstream_response(ms, response.status_code, response.content)
+
+
+urlpatterns: list[URLPattern] = [
+    path("plaintext", plaintext, name="plaintext"),
+    path("json", json_view, name="json"),
+    path("db", db, name="db"),
+    path("queries", queries_view, name="queries"),
+    path("fortunes", fortunes, name="fortunes"),
+    path("updates", updates, name="updates"),
+    path("cached-queries", cached_queries, name="cached-queries"),
+    path("feed/<int:user_id>", feed, name="feed"),
+    path("profile/<int:user_id>", profile, name="profile"),
+    path("like", like, name="like"),
+    path("upstream", upstream, name="upstream"),
+]
