@@ -8,14 +8,19 @@ process.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 Family = Literal["prefork", "threaded", "async"]
 Interface = Literal["wsgi", "asgi"]
 Variant = Literal["sync", "async"]
 GcMode = Literal["default", "freeze", "off"]
 WorkerRule = Literal["2n+1", "n", "1"]
+
+VARIANTS: tuple[Variant, ...] = get_args(Variant)
+GC_MODES: tuple[GcMode, ...] = get_args(GcMode)
+FAMILIES: tuple[Family, ...] = get_args(Family)
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,11 @@ class Runner:
     ``workers`` is a rule evaluated against the CPUs given to the server
     (``2n+1`` pre-fork workers, ``n`` async workers, ``1`` for single-process
     servers); ``threads`` is a per-worker thread count for threaded servers.
-    Both can be overridden per run.
+    Both can be overridden per run. ``variant`` is the view variant served by
+    default (``/sync/...`` or ``/async/...``); ASGI runners can be told to
+    serve the sync views to measure the thread hop. ``preload`` means the app
+    is imported in the master before the workers are forked. ``options`` are
+    extra server options appended verbatim to the generated command line.
     """
 
     name: str
@@ -48,3 +57,188 @@ def worker_count(rule: WorkerRule, cpus: int) -> int:
     if rule == "n":
         return max(1, cpus)
     return 1
+
+
+_RUNNERS: tuple[Runner, ...] = (
+    # Pre-fork WSGI: one request at a time per process.
+    Runner(
+        name="gunicorn-sync",
+        family="prefork",
+        server="gunicorn",
+        interface="wsgi",
+        variant="sync",
+        workers="2n+1",
+        options=("--worker-class", "sync"),
+        description="gunicorn sync workers, gunicorn's defaults, app imported in each worker",
+    ),
+    Runner(
+        name="gunicorn-sync-preload",
+        family="prefork",
+        server="gunicorn",
+        interface="wsgi",
+        variant="sync",
+        workers="2n+1",
+        preload=True,
+        options=("--worker-class", "sync"),
+        description="gunicorn sync workers, --preload: app imported once in the master",
+    ),
+    Runner(
+        name="gunicorn-sync-freeze",
+        family="prefork",
+        server="gunicorn",
+        interface="wsgi",
+        variant="sync",
+        workers="2n+1",
+        preload=True,
+        gc="freeze",
+        options=("--worker-class", "sync"),
+        description=(
+            "gunicorn sync, preload + Instagram's copy-on-write pattern: gc.disable() "
+            "in the master, gc.freeze() before fork, gc.enable() in each worker"
+        ),
+    ),
+    Runner(
+        name="uwsgi",
+        family="prefork",
+        server="uwsgi",
+        interface="wsgi",
+        variant="sync",
+        workers="2n+1",
+        preload=True,
+        description="uWSGI (pyuwsgi wheel), master + processes, app loaded before fork",
+    ),
+    # Threaded WSGI.
+    Runner(
+        name="gunicorn-gthread",
+        family="threaded",
+        server="gunicorn",
+        interface="wsgi",
+        variant="sync",
+        workers="n",
+        threads=4,
+        options=("--worker-class", "gthread"),
+        description="gunicorn gthread workers: workers x threads",
+    ),
+    Runner(
+        name="waitress",
+        family="threaded",
+        server="waitress",
+        interface="wsgi",
+        variant="sync",
+        workers="1",
+        threads=4,
+        description="waitress: one process, a pool of threads",
+    ),
+    Runner(
+        name="granian-wsgi",
+        family="threaded",
+        server="granian",
+        interface="wsgi",
+        variant="sync",
+        workers="n",
+        threads=4,
+        description="granian (Rust server), WSGI interface, blocking threads per worker",
+    ),
+    # Async ASGI.
+    Runner(
+        name="uvicorn",
+        family="async",
+        server="uvicorn",
+        interface="asgi",
+        variant="async",
+        workers="n",
+        description="uvicorn, uvloop + httptools; --workers are spawned (not forked)",
+    ),
+    Runner(
+        name="gunicorn-uvicorn",
+        family="async",
+        server="gunicorn",
+        interface="asgi",
+        variant="async",
+        workers="n",
+        preload=True,
+        options=("--worker-class", "uvicorn_worker.UvicornWorker"),
+        description="gunicorn master with uvicorn-worker's UvicornWorker, preload",
+    ),
+    Runner(
+        name="gunicorn-asgi",
+        family="async",
+        server="gunicorn",
+        interface="asgi",
+        variant="async",
+        workers="n",
+        preload=True,
+        options=("--worker-class", "asgi", "--asgi-loop", "uvloop"),
+        description="gunicorn's own asgi worker class (uvloop), preload",
+    ),
+    Runner(
+        name="granian-asgi",
+        family="async",
+        server="granian",
+        interface="asgi",
+        variant="async",
+        workers="n",
+        options=("--loop", "uvloop"),
+        description="granian (Rust server), ASGI interface, uvloop",
+    ),
+    Runner(
+        name="hypercorn",
+        family="async",
+        server="hypercorn",
+        interface="asgi",
+        variant="async",
+        workers="n",
+        options=("--worker-class", "uvloop"),
+        description="hypercorn, uvloop workers (spawned)",
+    ),
+    Runner(
+        name="daphne",
+        family="async",
+        server="daphne",
+        interface="asgi",
+        variant="async",
+        workers="1",
+        description="daphne (Twisted), one process",
+    ),
+)
+
+RUNNERS: dict[str, Runner] = {runner.name: runner for runner in _RUNNERS}
+
+
+def get_runner(name: str) -> Runner:
+    """The runner called ``name``; ``KeyError`` with the known names otherwise."""
+    try:
+        return RUNNERS[name]
+    except KeyError:
+        raise KeyError(f"unknown runner {name!r}; known: {', '.join(RUNNERS)}") from None
+
+
+def format_table(cpus: int, runners: Iterable[Runner] | None = None) -> str:
+    """A plain-text table of runners with their settings on ``cpus`` server CPUs.
+
+    Used by ``tox -e serve -- --list`` and ``tox -e bench -- --list``.
+    """
+    rows = [("name", "family", "server", "iface", "variant", "workers", "threads", "preload", "gc")]
+    chosen = list(RUNNERS.values()) if runners is None else list(runners)
+    for r in chosen:
+        rows.append(
+            (
+                r.name,
+                r.family,
+                r.server,
+                r.interface,
+                r.variant,
+                f"{worker_count(r.workers, cpus)} ({r.workers})",
+                "-" if r.threads is None else str(r.threads),
+                "yes" if r.preload else "no",
+                r.gc,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("")
+    for r in chosen:
+        extra = f"  [{' '.join(r.options)}]" if r.options else ""
+        lines.append(f"{r.name}: {r.description}{extra}")
+    return "\n".join(line.rstrip() for line in lines)

@@ -1,0 +1,402 @@
+"""Memory and CPU accounting of a server's process tree.
+
+Every process of the tree (the root and all its descendants; the load
+generator and the upstream are not in it) is read from ``/proc`` directly:
+
+- ``/proc/PID/smaps_rollup``: ``Rss``, ``Pss`` and USS (``Private_Clean +
+  Private_Dirty + Private_Hugetlb``, as psutil computes it), all from the same
+  page-table walk, so ``USS <= PSS <= RSS`` holds per process. Shared is
+  ``RSS - USS``. This is what ``psutil.Process.memory_full_info()`` reads too,
+  minus its extra ``statm`` read and object overhead.
+- ``/proc/PID/stat``: parent PID (to find the tree: this kernel has no
+  ``/proc/PID/task/TID/children``), state (zombies are skipped) and CPU times.
+
+Summed RSS double-counts the copy-on-write pages forked workers share; summed
+PSS charges each shared page to its sharers in equal parts, so it is the real
+footprint and the denominator of throughput per GiB (``1 GiB = 2**30``).
+
+Roles: the root is ``master`` when it has children that serve (gunicorn,
+uWSGI, granian, hypercorn, uvicorn with more than one worker) and ``worker``
+when it serves itself (waitress, daphne, uvicorn with one worker). Its
+children are ``worker``. Helper processes that serve nothing, such as
+``multiprocessing``'s resource tracker that uvicorn's and hypercorn's spawning
+masters start, and any deeper descendant, are reported with role ``master``
+(they are supervision overhead) and ``helper: true``: they count in every
+sum (they are memory the server costs) but not as workers.
+
+CPU: a process's ``cpu_seconds`` is its own user + system time. A tree's
+``cpu_seconds`` also adds the children times (``cutime + cstime``) of its
+members, which hold the CPU of workers that have exited and been reaped, so
+the difference between two samples is the CPU the server used in between.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["master", "worker"]
+GIB = 2**30
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_HELPER_MARKERS = (
+    b"multiprocessing.resource_tracker",
+    b"multiprocessing.forkserver",
+    b"multiprocessing.semaphore_tracker",
+)
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    """One process at one instant. Bytes; ``cpu_seconds`` since it started."""
+
+    pid: int
+    role: Role
+    rss: int
+    pss: int
+    uss: int
+    cpu_seconds: float
+    helper: bool = False
+
+    @property
+    def shared(self) -> int:
+        """Resident pages shared with some other process (``rss - uss``)."""
+        return self.rss - self.uss
+
+    def as_dict(self) -> dict[str, object]:
+        """A ``process_sample`` of results.schema.json (plus ``helper``)."""
+        return {
+            "pid": self.pid,
+            "role": self.role,
+            "rss": self.rss,
+            "pss": self.pss,
+            "uss": self.uss,
+            "shared": self.shared,
+            "cpu_seconds": round(self.cpu_seconds, 3),
+            "helper": self.helper,
+        }
+
+
+@dataclass(frozen=True)
+class TreeSample:
+    """Every process of a tree at one instant; ``t`` in seconds since ``t0``."""
+
+    t: float
+    processes: tuple[ProcessMemory, ...]
+    reaped_cpu_seconds: float = 0.0
+
+    @property
+    def rss(self) -> int:
+        return sum(p.rss for p in self.processes)
+
+    @property
+    def pss(self) -> int:
+        return sum(p.pss for p in self.processes)
+
+    @property
+    def uss(self) -> int:
+        return sum(p.uss for p in self.processes)
+
+    @property
+    def shared(self) -> int:
+        return sum(p.shared for p in self.processes)
+
+    @property
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the live processes plus that of reaped children."""
+        return sum(p.cpu_seconds for p in self.processes) + self.reaped_cpu_seconds
+
+    @property
+    def workers(self) -> tuple[ProcessMemory, ...]:
+        return tuple(p for p in self.processes if p.role == "worker" and not p.helper)
+
+    @property
+    def server_processes(self) -> tuple[ProcessMemory, ...]:
+        """Master and workers, without helpers."""
+        return tuple(p for p in self.processes if not p.helper)
+
+    def as_dict(self) -> dict[str, object]:
+        """One element of ``memory.samples`` in results.schema.json."""
+        return {
+            "t": round(self.t, 3),
+            "rss": self.rss,
+            "pss": self.pss,
+            "uss": self.uss,
+            "shared": self.shared,
+            "cpu_seconds": round(self.cpu_seconds, 3),
+            "processes": [p.as_dict() for p in self.processes],
+        }
+
+
+@dataclass(frozen=True)
+class _Stat:
+    pid: int
+    ppid: int
+    state: str
+    cpu_seconds: float
+    children_cpu_seconds: float
+
+
+def _read(path: str, size: int = 4096) -> bytes | None:
+    """The start of a /proc file (raw ``os`` calls: this runs ~100 times a sample)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    try:
+        return os.read(fd, size)
+    except (ProcessLookupError, PermissionError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_stat(pid: int) -> _Stat | None:
+    data = _read(f"/proc/{pid}/stat", 1024)
+    if not data:
+        return None
+    # The command name (field 2) is in parentheses and may contain anything.
+    fields = data[data.rindex(b")") + 2 :].split()
+    # fields[0] is field 3 (state); utime..cstime are fields 14..17.
+    return _Stat(
+        pid=pid,
+        ppid=int(fields[1]),
+        state=fields[0].decode(),
+        cpu_seconds=(int(fields[11]) + int(fields[12])) / _CLK_TCK,
+        children_cpu_seconds=(int(fields[13]) + int(fields[14])) / _CLK_TCK,
+    )
+
+
+def read_smaps_rollup(pid: int) -> dict[str, int]:
+    """Every field of ``/proc/PID/smaps_rollup``, in bytes (``OSError`` if it is gone)."""
+    values: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+        for line in fh:
+            key, sep, rest = line.partition(b":")
+            if sep and rest.strip().endswith(b"kB"):
+                values[key.decode()] = int(rest.split()[0]) * 1024
+    return values
+
+
+def _memory(pid: int) -> tuple[int, int, int] | None:
+    """(rss, pss, uss) of ``pid`` or None if it vanished (or is a zombie)."""
+    data = _read(f"/proc/{pid}/smaps_rollup")
+    if not data:
+        return None
+    rss = pss = uss = 0
+    for line in data.splitlines():
+        if line.startswith(b"Private_"):
+            uss += int(line.split()[1]) * 1024
+        elif line.startswith(b"Pss:"):
+            pss = int(line.split()[1]) * 1024
+        elif line.startswith(b"Rss:"):
+            rss = int(line.split()[1]) * 1024
+    if rss == 0:  # a zombie or a kernel thread: nothing mapped
+        return None
+    return rss, pss, uss
+
+
+def _is_helper(pid: int) -> bool:
+    cmdline = _read(f"/proc/{pid}/cmdline") or b""
+    return any(marker in cmdline for marker in _HELPER_MARKERS)
+
+
+def _all_stats() -> dict[int, _Stat]:
+    stats: dict[int, _Stat] = {}
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                stat = _read_stat(int(entry.name))
+                if stat is not None:
+                    stats[stat.pid] = stat
+    return stats
+
+
+def _tree(root_pid: int) -> list[tuple[_Stat, int]]:
+    """(stat, depth) of the root and every live descendant, root first."""
+    stats = _all_stats()
+    root = stats.get(root_pid)
+    if root is None or root.state == "Z":
+        raise ProcessLookupError(f"process {root_pid} is gone")
+    children: dict[int, list[_Stat]] = {}
+    for stat in stats.values():
+        children.setdefault(stat.ppid, []).append(stat)
+    tree = [(root, 0)]
+    i = 0
+    while i < len(tree):
+        parent, depth = tree[i]
+        tree.extend((child, depth + 1) for child in children.get(parent.pid, ()))
+        i += 1
+    return [(stat, depth) for stat, depth in tree if stat.state != "Z"]
+
+
+def tree_pids(root_pid: int) -> list[int]:
+    """The root and all its live descendants (``ProcessLookupError`` if the root is gone)."""
+    return [stat.pid for stat, _ in _tree(root_pid)]
+
+
+def tree_cpu_seconds(root_pid: int) -> float:
+    """User + system CPU seconds of the tree: live processes and reaped children."""
+    return sum(stat.cpu_seconds + stat.children_cpu_seconds for stat, _ in _tree(root_pid))
+
+
+def sample_tree(root_pid: int, t0: float | None = None) -> TreeSample:
+    """Memory and CPU of the root and all its descendants, now.
+
+    ``t`` is ``time.monotonic() - t0`` (0 without ``t0``). A process that
+    vanishes mid-sample is skipped; ``ProcessLookupError`` if the root is gone.
+    """
+    now = time.monotonic()
+    tree = _tree(root_pid)
+    helpers = {s.pid for s, depth in tree if depth > 1 or (depth == 1 and _is_helper(s.pid))}
+    serving_children = any(depth == 1 and s.pid not in helpers for s, depth in tree)
+    processes: list[ProcessMemory] = []
+    reaped = 0.0
+    for stat, depth in tree:
+        mem = _memory(stat.pid)
+        if mem is None:
+            continue
+        if depth == 0:
+            role: Role = "master" if serving_children else "worker"
+            helper = False
+        else:
+            helper = stat.pid in helpers
+            role = "master" if helper else "worker"
+        rss, pss, uss = mem
+        processes.append(
+            ProcessMemory(stat.pid, role, rss, pss, uss, stat.cpu_seconds, helper=helper)
+        )
+        reaped += stat.children_cpu_seconds
+    if not processes:
+        raise ProcessLookupError(f"process {root_pid} is gone")
+    return TreeSample(
+        t=0.0 if t0 is None else now - t0,
+        processes=tuple(processes),
+        reaped_cpu_seconds=reaped,
+    )
+
+
+@dataclass
+class Sampler:
+    """Samples a process tree in a background thread, about once per ``interval``.
+
+    ``start()`` takes a first sample at once, ``stop()`` a last one and returns
+    them all; ``t`` counts from ``start()``. If the root dies, sampling stops
+    and ``error`` says so. ``cpu_percent_of_sampler`` is the CPU the sampling
+    thread itself used, in percent of one core, over its lifetime.
+    """
+
+    root_pid: int
+    interval: float = 1.0
+    error: str | None = field(default=None, init=False)
+    _samples: list[TreeSample] = field(default_factory=list, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _t0: float = field(default=0.0, init=False, repr=False)
+    _busy: float = field(default=0.0, init=False, repr=False)
+    _elapsed: float = field(default=0.0, init=False, repr=False)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("sampler already started")
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(
+            target=self._run, name=f"sampler-{self.root_pid}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> list[TreeSample]:
+        if self._thread is None:
+            raise RuntimeError("sampler not started")
+        self._stop.set()
+        self._thread.join()
+        return self.samples
+
+    @property
+    def samples(self) -> list[TreeSample]:
+        """A copy of the samples so far (usable while running)."""
+        with self._lock:
+            return list(self._samples)
+
+    def latest(self) -> TreeSample | None:
+        with self._lock:
+            return self._samples[-1] if self._samples else None
+
+    @property
+    def cpu_percent_of_sampler(self) -> float:
+        """CPU used by the sampling thread, percent of one core."""
+        elapsed = self._elapsed or (time.monotonic() - self._t0 if self._t0 else 0.0)
+        return 100.0 * self._busy / elapsed if elapsed > 0 else 0.0
+
+    def _take(self) -> bool:
+        before = time.thread_time()
+        try:
+            sample = sample_tree(self.root_pid, self._t0)
+        except ProcessLookupError as exc:
+            self.error = f"sampling stopped: {exc}"
+            return False
+        finally:
+            self._busy += time.thread_time() - before
+        with self._lock:
+            self._samples.append(sample)
+        return True
+
+    def _run(self) -> None:
+        tick = 0
+        try:
+            if not self._take():
+                return
+            while True:
+                tick += 1
+                delay = self._t0 + tick * self.interval - time.monotonic()
+                if self._stop.wait(max(0.0, delay)):
+                    self._take()
+                    return
+                if not self._take():
+                    return
+        finally:
+            self._elapsed = time.monotonic() - self._t0
+
+
+def _mean(values: Iterable[int]) -> int:
+    items = list(values)
+    return round(sum(items) / len(items)) if items else 0
+
+
+def summarize(
+    samples: Sequence[TreeSample],
+    cpu_seconds: float | None = None,
+    sampler_cpu_percent: float | None = None,
+) -> dict[str, object]:
+    """The ``memory`` block of results.schema.json for the measured window.
+
+    Peaks and means are of the per-sample sums. ``cpu_seconds`` defaults to
+    the tree's CPU between the first and the last sample.
+    """
+    if not samples:
+        raise ValueError("no memory samples")
+    if cpu_seconds is None and len(samples) >= 2:
+        cpu_seconds = max(0.0, samples[-1].cpu_seconds - samples[0].cpu_seconds)
+    return {
+        "rss_peak_bytes": max(s.rss for s in samples),
+        "rss_mean_bytes": _mean(s.rss for s in samples),
+        "pss_peak_bytes": max(s.pss for s in samples),
+        "pss_mean_bytes": _mean(s.pss for s in samples),
+        "uss_peak_bytes": max(s.uss for s in samples),
+        "uss_mean_bytes": _mean(s.uss for s in samples),
+        "processes": len(samples[-1].processes),
+        "cpu_seconds": None if cpu_seconds is None else round(cpu_seconds, 3),
+        "sampler_cpu_percent": (
+            None if sampler_cpu_percent is None else round(sampler_cpu_percent, 3)
+        ),
+        "samples": [s.as_dict() for s in samples],
+    }
+
+
+def per_gib(rate: float, pss_bytes: int) -> float | None:
+    """``rate`` (e.g. requests per second) per GiB of PSS; None without memory."""
+    return rate / (pss_bytes / GIB) if pss_bytes > 0 else None

@@ -1,0 +1,136 @@
+"""Helpers for tests that start real servers (mark them ``@pytest.mark.servers``).
+
+- ``prepared_data_dir()``: a BENCH_DATA_DIR migrated and seeded once per test
+  process (small sizes, about a second), removed at exit. ``sqlite_env()`` is
+  the server environment pointing at it (DATABASE_URL/REDIS_URL blanked).
+- ``running(name, **overrides)``: start a runner pinned to the server CPUs,
+  with a small worker count, on the prepared data; on exit, stop it and
+  assert that no process it ever had is left.
+- ``get(server, path)``, ``get_json``: plain HTTP to the server.
+- ``assert_no_processes(pids)``: none of ``pids`` is alive (zombies aside).
+
+Fixtures: import them under a different name, e.g.
+``from tests.servers import data_dir_fixture  # noqa: F401`` gives ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from runners.commands import SINGLE_PROCESS_SERVERS
+from runners.cpus import default_placement
+from runners.memcheck import prepare_small
+from runners.memcheck import sqlite_env as _sqlite_env
+from runners.memory import tree_pids
+from runners.process import RunningServer, ServeConfig, http_get, serve
+from runners.registry import Runner, get_runner
+
+
+@functools.cache
+def prepared_data_dir() -> Path:
+    """A BENCH_DATA_DIR with a small seeded SQLite database, made once per process."""
+    path = Path(tempfile.mkdtemp(prefix="bench-servers-"))
+    atexit.register(shutil.rmtree, path, True)
+    prepare_small(_sqlite_env(path))
+    return path
+
+
+def sqlite_env() -> dict[str, str]:
+    """Server environment for the prepared SQLite data."""
+    return _sqlite_env(prepared_data_dir())
+
+
+@functools.cache
+def _log_dir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="bench-server-logs-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+@pytest.fixture(scope="session", name="data_dir")
+def data_dir_fixture() -> Path:
+    """The prepared BENCH_DATA_DIR (see ``prepared_data_dir``)."""
+    return prepared_data_dir()
+
+
+def server_cpus() -> tuple[int, ...]:
+    """The CPUs tests pin servers to: the server half of the default placement."""
+    return default_placement().server
+
+
+def small_workers(runner: Runner) -> int:
+    """The worker count tests use: 2, or 1 for single-process servers."""
+    return 1 if runner.server in SINGLE_PROCESS_SERVERS else 2
+
+
+def assert_no_processes(pids: Iterable[int], timeout: float = 5.0) -> None:
+    """Fail unless none of ``pids`` is alive within ``timeout`` (zombies count as gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    left.append(f"{pid} {' '.join(proc.cmdline())[:100]}")
+            except psutil.NoSuchProcess:
+                continue
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    assert not left, f"processes left: {left}"
+
+
+@contextlib.contextmanager
+def running(
+    runner_name: str, log_dir: Path | None = None, **overrides: Any
+) -> Iterator[RunningServer]:
+    """Serve the prepared app with ``runner_name``; checks nothing is left after.
+
+    ``overrides`` are ``ServeConfig`` fields (``workers``, ``variant``, ``gc``,
+    ``with_upstream``, ``app``...). Defaults: ``small_workers``, the server
+    CPUs, the prepared SQLite data.
+    """
+    runner = get_runner(runner_name)
+    settings: dict[str, Any] = {
+        "workers": small_workers(runner),
+        "cpus": server_cpus(),
+        "env": sqlite_env(),
+        "startup_timeout": 60.0,
+        "grace": 10.0,
+    }
+    settings.update(overrides)
+    directory = log_dir or _log_dir()
+    config = ServeConfig(runner=runner, log_path=directory / f"{runner_name}.log", **settings)
+    seen: set[int] = set()
+    with serve(config) as server:
+        seen.update(tree_pids(server.pid))
+        try:
+            yield server
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                seen.update(tree_pids(server.pid))
+    assert_no_processes(seen, timeout=0.0)
+
+
+def get(server: RunningServer, path: str, timeout: float = 30.0) -> tuple[int, bytes]:
+    """``GET path`` on ``server`` (path starts with ``/``)."""
+    return http_get("127.0.0.1", server.port, path, timeout)
+
+
+def get_json(server: RunningServer, path: str) -> Any:
+    status, body = get(server, path)
+    assert status == 200, (path, status, body[:500])
+    return json.loads(body)
