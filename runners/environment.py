@@ -1,0 +1,161 @@
+"""What a benchmark ran on: the ``environment`` block of results.json.
+
+CPU model and count, memory, the CPU placement of server and load generator,
+OS, Python, the versions of every package that shapes the figures, the
+database (its URL without the password), the cache and the git commit of the
+suite.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Distribution names whose versions are recorded (None when not installed).
+PACKAGES: tuple[str, ...] = (
+    "django",
+    "asgiref",
+    "gunicorn",
+    "uvicorn",
+    "uvicorn-worker",
+    "uvloop",
+    "httptools",
+    "granian",
+    "waitress",
+    "hypercorn",
+    "daphne",
+    "twisted",
+    "pyuwsgi",
+    "psycopg",
+    "psycopg-binary",
+    "redis",
+    "httpx",
+    "locust",
+    "gevent",
+    "psutil",
+    "pyperf",
+)
+
+
+def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU model name, from /proc/cpuinfo where there is one."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in {"model name", "Model", "cpu model", "Hardware"} and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def memory_total_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password: ``postgres://bench@db:5432/bench``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def database_label(database_url: str | None) -> str:
+    return redact_url(database_url) if database_url else "sqlite"
+
+
+def cache_label(redis_url: str | None) -> str:
+    return f"redis {redact_url(redis_url)}" if redis_url else "locmem"
+
+
+def git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """The commit of the suite and whether the work tree differs from it."""
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return commit, (None if status is None else bool(status))
+
+
+def python_info(executable: str = sys.executable) -> dict[str, str]:
+    return {
+        "implementation": platform.python_implementation(),
+        "version": platform.python_version(),
+        "path": executable,
+    }
+
+
+def capture(
+    *,
+    placement: Mapping[str, Any],
+    database_url: str | None,
+    redis_url: str | None,
+    seed: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """The environment block; ``placement`` is ``Placement.as_dict()``."""
+    commit, dirty = git_state()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    memory = memory_total_bytes()
+    block: dict[str, Any] = {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count() or 1,
+        "cpus_available": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else (os.cpu_count() or 1),
+        "hostname": socket.gethostname(),
+        "placement": dict(placement),
+        "os": platform.platform(),
+        "kernel": platform.release(),
+        "load_average": list(load) if load is not None else None,
+        "python": python_info(),
+        "packages": package_versions(),
+        "database": database_label(database_url),
+        "cache": cache_label(redis_url),
+        "seed": dict(seed) if seed else None,
+        "git_commit": commit,
+        "git_dirty": dirty,
+    }
+    if memory is not None:
+        block["memory_total_bytes"] = memory
+    return block

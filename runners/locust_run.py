@@ -1,0 +1,387 @@
+"""Locust as a headless subprocess, with a measured window, and its CSV.
+
+The driver never imports Locust (its gevent monkey-patching would reach the
+driver's threads and subprocesses); it runs ``python -m locust`` pinned to
+the load-generator CPUs with a fixed user count and spawn rate, loading
+``loadtests/locustfile.py`` (the workloads) and ``loadtests/measure.py`` (the
+measured window). The plugin prints ``@@bench-window start|end <time>`` on
+stdout; ``LocustProcess.wait_for`` returns when such a line arrives, so the
+driver starts and stops its server-side measurements at those moments.
+
+Usage::
+
+    with LocustProcess(plan) as locust:
+        locust.wait_for("start")
+        ...start sampling the server...
+        locust.wait_for("end")
+        ...stop sampling...
+        outcome = locust.finish()
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Literal
+
+from loadtests.catalog import WORKLOADS
+from runners.results import Latency
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
+MEASURE_PLUGIN = REPO_ROOT / "loadtests" / "measure.py"
+MARKER = "@@bench-window"  # loadtests/measure.py prints it
+SETTLE_S = 1.5
+STARTUP_MARGIN_S = 30.0
+"""Allowance for Locust's own start-up and the spawning, on top of the warm-up."""
+
+Event = Literal["start", "end"]
+
+
+class LocustError(RuntimeError):
+    """Locust failed; the message ends with the tail of its log."""
+
+
+@dataclass(frozen=True)
+class LocustPlan:
+    """One headless Locust run against one server."""
+
+    host: str
+    workload: str
+    variant: str
+    users: int
+    warmup_s: float
+    duration_s: float
+    out_prefix: Path
+    """Files are ``<prefix>.html``, ``<prefix>_stats.csv``, ``<prefix>.locust.log``..."""
+    spawn_rate: float | None = None
+    """Users started per second; default: all of them within a second."""
+    cpus: tuple[int, ...] | None = None
+    options: tuple[str, ...] = ()
+    """Workload options, e.g. ``("--upstream-ms", "50", "--max-user-id", "100")``."""
+    python: str = sys.executable
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.spawn_rate if self.spawn_rate else float(self.users)
+
+    @property
+    def spawn_s(self) -> float:
+        return self.users / self.rate
+
+    @property
+    def run_time_limit_s(self) -> int:
+        """Locust's ``--run-time``: a safety net well after the window should end."""
+        return int(self.spawn_s + self.warmup_s + self.duration_s + SETTLE_S + 60)
+
+    @property
+    def html(self) -> Path:
+        return self.out_prefix.with_name(self.out_prefix.name + ".html")
+
+    @property
+    def log(self) -> Path:
+        return self.out_prefix.with_name(self.out_prefix.name + ".locust.log")
+
+    @property
+    def window_json(self) -> Path:
+        return self.out_prefix.with_name(self.out_prefix.name + ".window.json")
+
+    def csv(self, kind: str) -> Path:
+        return self.out_prefix.with_name(f"{self.out_prefix.name}_{kind}.csv")
+
+    @property
+    def csv_files(self) -> list[Path]:
+        return [self.csv(kind) for kind in ("stats", "stats_history", "failures", "exceptions")]
+
+
+def command(plan: LocustPlan) -> list[str]:
+    """The ``python -m locust`` command line (not yet pinned to CPUs)."""
+    user_class = WORKLOADS[plan.workload].user_class
+    return [
+        plan.python,
+        "-m",
+        "locust",
+        "-f",
+        f"{LOCUSTFILE},{MEASURE_PLUGIN}",
+        "--headless",
+        "--host",
+        plan.host,
+        "--users",
+        str(plan.users),
+        "--spawn-rate",
+        f"{plan.rate:g}",
+        "--run-time",
+        f"{plan.run_time_limit_s}s",
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",
+        "--csv",
+        str(plan.out_prefix),
+        "--html",
+        str(plan.html),
+        "--variant",
+        plan.variant,
+        "--measure-warmup",
+        f"{plan.warmup_s:g}",
+        "--measure-duration",
+        f"{plan.duration_s:g}",
+        "--measure-out",
+        str(plan.window_json),
+        "--measure-settle",
+        f"{SETTLE_S:g}",
+        *plan.options,
+        user_class,
+    ]
+
+
+# --- what Locust wrote -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """The measured window as the plugin saw it (``<prefix>.window.json``)."""
+
+    start: float
+    end: float
+    duration_s: float
+    requests: int
+    failures: int
+    loadgen_cpu_seconds: float
+    loadgen_processes: int
+    users: int
+
+    @classmethod
+    def read(cls, path: Path) -> Window:
+        data = json.loads(path.read_text())
+        return cls(
+            start=float(data["start"]),
+            end=float(data["end"]),
+            duration_s=float(data["duration_s"]),
+            requests=int(data["requests"]),
+            failures=int(data["failures"]),
+            loadgen_cpu_seconds=float(data["loadgen_cpu_seconds"]),
+            loadgen_processes=int(data["loadgen_processes"]),
+            users=int(data["users"]),
+        )
+
+
+@dataclass(frozen=True)
+class Aggregated:
+    """The ``Aggregated`` row of Locust's ``*_stats.csv``."""
+
+    requests: int
+    failures: int
+    latency: Latency
+    locust_rps: float | None
+
+
+def _number(row: Mapping[str, str], column: str) -> float | None:
+    text = (row.get(column) or "").strip()
+    if not text or text == "N/A":
+        return None
+    return float(text)
+
+
+def parse_stats_csv(path: Path) -> Aggregated:
+    """Read the Aggregated row; ``LocustError`` if there is none."""
+    with path.open(newline="") as fh:
+        rows = [row for row in csv.DictReader(fh) if row.get("Name") == "Aggregated"]
+    if not rows:
+        raise LocustError(f"{path.name} has no Aggregated row")
+    row = rows[-1]
+    requests = int(_number(row, "Request Count") or 0)
+    latency = Latency(
+        p50=_number(row, "50%"),
+        p90=_number(row, "90%"),
+        p95=_number(row, "95%"),
+        p99=_number(row, "99%"),
+        # The exact maximum, not the rounded 100% percentile.
+        max=_number(row, "Max Response Time") if requests else None,
+        mean=_number(row, "Average Response Time") if requests else None,
+    )
+    return Aggregated(
+        requests=requests,
+        failures=int(_number(row, "Failure Count") or 0),
+        latency=latency,
+        locust_rps=_number(row, "Requests/s"),
+    )
+
+
+@dataclass(frozen=True)
+class LocustOutcome:
+    window: Window
+    stats: Aggregated
+    exit_code: int
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# --- the process -------------------------------------------------------------------------------
+
+
+def _pinned(argv: list[str], cpus: Sequence[int] | None) -> list[str]:
+    if not cpus:
+        return argv
+    from runners.cpus import pin_command
+
+    return pin_command(argv, cpus)
+
+
+class LocustProcess:
+    """A running headless Locust; a context manager that never leaves it behind."""
+
+    def __init__(self, plan: LocustPlan) -> None:
+        self.plan = plan
+        self.proc: subprocess.Popen[str] | None = None
+        self.events: queue.Queue[tuple[str, float]] = queue.Queue()
+        self.seen: dict[str, float] = {}
+        self._reader: threading.Thread | None = None
+        self._log: IO[str] | None = None
+
+    def __enter__(self) -> LocustProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.kill()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        plan = self.plan
+        plan.out_prefix.parent.mkdir(parents=True, exist_ok=True)
+        for stale in (plan.window_json, plan.html, *plan.csv_files):
+            stale.unlink(missing_ok=True)
+        env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+        )
+        self._log = plan.log.open("w", encoding="utf-8")
+        self._log.write("$ " + " ".join(command(plan)) + "\n")
+        self._log.flush()
+        self.proc = subprocess.Popen(
+            _pinned(command(plan), plan.cpus),
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, name="locust-output", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None and self._log is not None
+        for line in self.proc.stdout:
+            self._log.write(line)
+            if line.startswith(MARKER):
+                parts = line.split()
+                if len(parts) >= 2:
+                    self.events.put((parts[1], time.time()))
+        self._log.flush()
+        self.events.put(("exit", time.time()))
+
+    def deadline_for(self, event: Event) -> float:
+        plan = self.plan
+        if event == "start":
+            return plan.spawn_s + plan.warmup_s + STARTUP_MARGIN_S
+        return plan.duration_s + STARTUP_MARGIN_S
+
+    def wait_for(self, event: Event, timeout: float | None = None) -> float:
+        """Block until the plugin prints ``event``; the driver's time of arrival."""
+        if event in self.seen:
+            return self.seen[event]
+        limit = time.monotonic() + (timeout if timeout is not None else self.deadline_for(event))
+        while True:
+            remaining = limit - time.monotonic()
+            if remaining <= 0:
+                raise self.error(f"no measured-window {event} from Locust in time")
+            try:
+                name, at = self.events.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                continue
+            if name == "exit":
+                self.events.put((name, at))
+                code = self.proc.wait() if self.proc is not None else None
+                raise self.error(f"Locust exited (status {code}) before the window {event}")
+            self.seen[name] = at
+            if name == event:
+                return at
+
+    def finish(self, timeout: float = SETTLE_S + 60) -> LocustOutcome:
+        """Wait for Locust to exit and read what it wrote."""
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise self.error("Locust did not exit after the measured window") from None
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        if not self.plan.window_json.exists():
+            raise self.error(f"Locust exited (status {code}) without a measured window")
+        try:
+            window = Window.read(self.plan.window_json)
+            stats = parse_stats_csv(self.plan.csv("stats"))
+        except (OSError, ValueError, KeyError, LocustError) as exc:
+            raise self.error(f"cannot read Locust's results: {exc}") from exc
+        return LocustOutcome(window=window, stats=stats, exit_code=code)
+
+    def kill(self) -> None:
+        """Stop Locust (and anything it started) if it is still running."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        if self._log is not None and not self._log.closed:
+            self._log.close()
+
+    def error(self, message: str) -> LocustError:
+        if self._log is not None and not self._log.closed:
+            self._log.flush()
+        tail = log_tail(self.plan.log)
+        return LocustError(f"{message}; Locust log {self.plan.log.name}:\n{tail}")
+
+
+def window_summary(outcome: LocustOutcome) -> dict[str, Any]:
+    """The window's own figures, kept in the run record for cross-checking."""
+    w = outcome.window
+    return {"start": w.start, "end": w.end, "requests": w.requests, "failures": w.failures}

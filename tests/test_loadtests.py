@@ -1,0 +1,257 @@
+"""loadtests/: the Locust workloads and the measured-window plugin.
+
+Locust is only ever run in subprocesses (importing it gevent-patches the
+interpreter, which must not happen inside pytest).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from loadtests.catalog import MIXED_WEIGHTS, WORKLOADS
+from runners.locust_run import (
+    LOCUSTFILE,
+    LocustPlan,
+    LocustProcess,
+    command,
+    parse_stats_csv,
+)
+from runners.process import ServeConfig, prepare_database, serve, upstream
+from runners.registry import RUNNERS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SEED = {"users": 30, "follows": 3, "posts": 200, "likes": 400, "comments": 100}
+HELLO = b'{"message": "Hello, World!"}'
+
+
+def locust(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "locust", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def listed_users(output: str) -> set[str]:
+    lines = output.split("Available Users:", 1)[1].splitlines()
+    return {line.strip() for line in lines if line.strip()}
+
+
+def test_one_user_class_per_workload() -> None:
+    done = locust("-f", str(LOCUSTFILE), "--list")
+    assert done.returncode == 0, done.stderr
+    assert listed_users(done.stdout) == {w.user_class for w in WORKLOADS.values()}
+    assert set(MIXED_WEIGHTS) <= set(WORKLOADS)
+    assert sum(MIXED_WEIGHTS.values()) == 100
+
+
+def test_the_folder_loads_as_a_locustfile_too() -> None:
+    done = locust("-f", str(REPO_ROOT / "loadtests"), "--list")
+    assert done.returncode == 0, done.stderr
+    assert listed_users(done.stdout) == {w.user_class for w in WORKLOADS.values()}
+
+
+def test_command_picks_the_workload_by_user_class(tmp_path: Path) -> None:
+    plan = LocustPlan(
+        host="http://127.0.0.1:1",
+        workload="cached-queries",
+        variant="sync",
+        users=8,
+        warmup_s=2,
+        duration_s=5,
+        out_prefix=tmp_path / "x",
+    )
+    argv = command(plan)
+    assert argv[-1] == "CachedQueriesUser"
+    assert argv[argv.index("--variant") + 1] == "sync"
+    assert argv[argv.index("--users") + 1] == "8"
+    assert argv[argv.index("--spawn-rate") + 1] == "8"
+    assert "--headless" in argv
+    assert int(argv[argv.index("--run-time") + 1].rstrip("s")) > 2 + 5
+
+
+def test_parse_stats_csv(tmp_path: Path) -> None:
+    path = tmp_path / "x_stats.csv"
+    path.write_text(
+        "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,"
+        "Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,"
+        "50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%\n"
+        "GET,/async/json,10,2,4,4.5,1.0,12.25,28.0,5.0,1.0,4,5,5,6,7,8,9,12,12,12,12\n"
+        ",Aggregated,10,2,4,4.5,1.0,12.25,28.0,5.0,1.0,4,5,5,6,7,8,9,12,12,12,12\n"
+    )
+    stats = parse_stats_csv(path)
+    assert (stats.requests, stats.failures) == (10, 2)
+    assert stats.latency.p50 == 4 and stats.latency.p90 == 7 and stats.latency.p99 == 12
+    assert stats.latency.max == 12.25 and stats.latency.mean == 4.5
+    assert stats.locust_rps == 5.0
+
+
+# --- the measured window, against a stub that answers every other request wrongly --------------
+
+
+class Stub(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), StubHandler)
+        self.lock = threading.Lock()
+        self.served = 0
+        self.paths: set[str] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class StubHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Stub
+
+    def do_GET(self) -> None:
+        with self.server.lock:
+            self.server.served += 1
+            n = self.server.served
+            self.server.paths.add(self.path)
+        if self.path != "/sync/json":
+            status, body = 404, b"{}"
+        else:
+            status, body = 200, HELLO if n % 2 else b'{"message": "Goodbye"}'
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    server = Stub()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.slow
+def test_window_excludes_warmup_and_counts_failures(stub: Stub, tmp_path: Path) -> None:
+    plan = LocustPlan(
+        host=stub.url,
+        workload="json",
+        variant="sync",
+        users=2,
+        warmup_s=1.5,
+        duration_s=2,
+        out_prefix=tmp_path / "stub-json",
+    )
+    with LocustProcess(plan) as process:
+        started = process.wait_for("start")
+        served_at_start = stub.served
+        ended = process.wait_for("end")
+        outcome = process.finish()
+    window, stats = outcome.window, outcome.stats
+
+    assert stub.paths == {"/sync/json"}  # the --variant prefix
+    assert served_at_start > 0  # the warm-up was served...
+    assert window.requests <= stub.served - served_at_start + 2  # ...and not counted
+    assert window.duration_s == pytest.approx(2, abs=0.5)
+    assert ended - started == pytest.approx(window.duration_s, abs=0.5)
+    # Wrong bodies are failures: about half of the requests.
+    assert window.requests > 10
+    assert 0.3 < window.failures / window.requests < 0.7
+    # The CSV Locust wrote holds the window only, and its final figures.
+    assert (stats.requests, stats.failures) == (window.requests, window.failures)
+    with plan.csv("failures").open(newline="") as fh:
+        errors = [row["Error"] for row in csv.DictReader(fh)]
+    assert any("unexpected JSON body" in error for error in errors)
+    assert plan.html.is_file()
+    assert json.loads(plan.window_json.read_text())["users"] == 2
+    assert window.loadgen_cpu_seconds > 0
+
+
+def test_locust_that_cannot_start_is_an_error(tmp_path: Path) -> None:
+    plan = LocustPlan(
+        host="http://127.0.0.1:1",
+        workload="json",
+        variant="sync",
+        users=1,
+        warmup_s=0,
+        duration_s=1,
+        out_prefix=tmp_path / "bad",
+        options=("--no-such-option",),
+    )
+    from runners.locust_run import LocustError
+
+    with LocustProcess(plan) as process, pytest.raises(LocustError, match="exited"):
+        process.wait_for("start", timeout=60)
+
+
+# --- every workload against the real app --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def app_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    data_dir = tmp_path_factory.mktemp("loadtests-data")
+    env = {"BENCH_DATA_DIR": str(data_dir), "DATABASE_URL": ""}
+    prepare_database(env, sys.executable, 600.0, **SEED)
+    return env
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", ["gunicorn-gthread", "uvicorn"])
+def test_every_workload_passes_its_checks_against_the_app(
+    runner: str, app_env: dict[str, str], tmp_path: Path
+) -> None:
+    """All user classes at once, one user each, on the runner's view variant: no failure."""
+    classes = [w.user_class for w in WORKLOADS.values()]
+    with upstream(log_path=tmp_path / "upstream.log") as upstream_url:
+        config = ServeConfig(
+            runner=RUNNERS[runner],
+            log_path=tmp_path / "server.log",
+            env={**app_env, "BENCH_UPSTREAM_URL": upstream_url},
+        )
+        with serve(config) as server:
+            done = locust(
+                *("-f", str(LOCUSTFILE), "--headless", "--host", server.url),
+                *("-u", str(len(classes)), "-r", str(len(classes)), "-t", "4s"),
+                *("--only-summary", "--csv", str(tmp_path / "all"), "--variant", server.variant),
+                *("--max-user-id", str(SEED["users"]), "--max-post-id", str(SEED["posts"])),
+                *classes,
+            )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with (tmp_path / "all_stats.csv").open(newline="") as fh:
+        rows = {row["Name"]: row for row in csv.DictReader(fh)}
+    assert rows["Aggregated"]["Failure Count"] == "0"
+    prefix = f"/{server.variant}"
+    expected = {
+        f"{prefix}/{name}" for name in ("plaintext", "json", "db", "queries", "fortunes", "updates")
+    } | {
+        f"{prefix}/cached-queries",
+        f"{prefix}/feed/[user]",
+        f"{prefix}/profile/[user]",
+        f"{prefix}/like",
+        f"{prefix}/upstream",
+    }
+    assert expected <= set(rows)
+    for name in expected:
+        assert int(rows[name]["Request Count"]) > 0, name
