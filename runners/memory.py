@@ -215,9 +215,26 @@ def _all_stats() -> dict[int, _Stat]:
     return stats
 
 
-def _tree(root_pid: int) -> list[tuple[_Stat, int]]:
-    """(stat, depth) of the root and every live descendant, root first."""
-    stats = _all_stats()
+def _known_stats(pids: Sequence[int]) -> dict[int, _Stat] | None:
+    """Stats of ``pids`` only, or None when one of them is gone (the tree changed)."""
+    stats: dict[int, _Stat] = {}
+    for pid in pids:
+        stat = _read_stat(pid)
+        if stat is None or stat.state == "Z":
+            return None
+        stats[pid] = stat
+    return stats
+
+
+def _tree(root_pid: int, known: Sequence[int] = ()) -> list[tuple[_Stat, int]]:
+    """(stat, depth) of the root and every live descendant, root first.
+
+    Finding the tree means reading every ``/proc/*/stat`` (most of a sample's
+    cost). With ``known`` (the pids of the previous sample, root first) only
+    those are read; if one of them has gone, the whole of /proc is scanned.
+    A caller passing ``known`` must rescan now and then to see new processes.
+    """
+    stats = (_known_stats(known) if known and known[0] == root_pid else None) or _all_stats()
     root = stats.get(root_pid)
     if root is None or root.state == "Z":
         raise ProcessLookupError(f"process {root_pid} is gone")
@@ -243,14 +260,16 @@ def tree_cpu_seconds(root_pid: int) -> float:
     return sum(stat.cpu_seconds + stat.children_cpu_seconds for stat, _ in _tree(root_pid))
 
 
-def sample_tree(root_pid: int, t0: float | None = None) -> TreeSample:
+def sample_tree(root_pid: int, t0: float | None = None, known: Sequence[int] = ()) -> TreeSample:
     """Memory and CPU of the root and all its descendants, now.
 
     ``t`` is ``time.monotonic() - t0`` (0 without ``t0``). A process that
     vanishes mid-sample is skipped; ``ProcessLookupError`` if the root is gone.
+    ``known``: the pids of a previous sample, to skip the scan of /proc (see
+    ``_tree``).
     """
     now = time.monotonic()
-    tree = _tree(root_pid)
+    tree = _tree(root_pid, known)
     helpers = {s.pid for s, depth in tree if depth > 1 or (depth == 1 and _is_helper(s.pid))}
     serving_children = any(depth == 1 and s.pid not in helpers for s, depth in tree)
     processes: list[ProcessMemory] = []
@@ -291,6 +310,9 @@ class Sampler:
 
     root_pid: int
     interval: float = 1.0
+    #: Scan all of /proc for new processes every this many samples (and
+    #: whenever a known process has gone); in between only the known tree is read.
+    rescan_every: int = 5
     error: str | None = field(default=None, init=False)
     _samples: list[TreeSample] = field(default_factory=list, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -334,8 +356,12 @@ class Sampler:
 
     def _take(self) -> bool:
         before = time.thread_time()
+        known: tuple[int, ...] = ()
+        with self._lock:
+            if self._samples and len(self._samples) % self.rescan_every:
+                known = tuple(p.pid for p in self._samples[-1].processes)
         try:
-            sample = sample_tree(self.root_pid, self._t0)
+            sample = sample_tree(self.root_pid, self._t0, known)
         except ProcessLookupError as exc:
             self.error = f"sampling stopped: {exc}"
             return False

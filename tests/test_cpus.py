@@ -93,7 +93,7 @@ def test_placement_from_options() -> None:
 
 AFFINITY_TREE = (
     "import os, subprocess, sys\n"
-    "print(sorted(os.sched_getaffinity(0)), os.getpid())\n"
+    "print(sorted(os.sched_getaffinity(0)), os.getpid(), flush=True)\n"
     "subprocess.run([sys.executable, '-c', "
     "'import os; print(sorted(os.sched_getaffinity(0)))'], check=True)\n"
 )

@@ -43,19 +43,28 @@ def _schema_validator(definition: str) -> jsonschema.Draft202012Validator:
 # -- one process ------------------------------------------------------------------
 
 
-def test_own_process_sample_matches_psutil() -> None:
-    sample = sample_tree(os.getpid())
-    me = sample.processes[0]
-    assert me.pid == os.getpid()
-    assert me.role == "worker"  # no serving children
-    assert 0 < me.uss <= me.pss <= me.rss
-    full = psutil.Process().memory_full_info()
-    # Same source (smaps_rollup), read moments apart.
-    assert abs(me.pss - full.pss) / full.pss < 0.05
-    assert abs(me.uss - full.uss) / full.uss < 0.05
-    assert abs(me.rss - full.rss) / full.rss < 0.05
-    times = psutil.Process().cpu_times()
-    assert abs(me.cpu_seconds - (times.user + times.system)) < 0.5
+def test_single_process_sample_matches_psutil() -> None:
+    # A quiet child of its own (the test process itself may have children).
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.3)
+        sample = sample_tree(child.pid)
+        me = sample.processes[0]
+        assert len(sample.processes) == 1
+        assert me.pid == child.pid
+        assert me.role == "worker"  # no serving children
+        assert 0 < me.uss <= me.pss <= me.rss
+        proc = psutil.Process(child.pid)
+        full = proc.memory_full_info()
+        # Same source (smaps_rollup), read moments apart.
+        assert abs(me.pss - full.pss) / full.pss < 0.05
+        assert abs(me.uss - full.uss) / full.uss < 0.05
+        assert abs(me.rss - full.rss) / full.rss < 0.05
+        times = proc.cpu_times()
+        assert abs(me.cpu_seconds - (times.user + times.system)) < 0.5
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_read_smaps_rollup_fields() -> None:
@@ -250,3 +259,29 @@ def test_preload_uses_less_pss_than_no_preload() -> None:
     assert preload.pss < plain.pss, (preload.pss, plain.pss)
     # The saving comes from pages the workers share with the master.
     assert preload.shared > plain.shared
+
+
+@pytest.mark.servers
+def test_sampler_follows_a_replaced_worker() -> None:
+    # Between full scans of /proc the sampler reads only the known tree; a
+    # worker that dies must trigger a rescan that finds its replacement.
+    with running("gunicorn-sync", workers=2) as server:
+        sampler = Sampler(server.pid, interval=0.2, rescan_every=1000)
+        sampler.start()
+        time.sleep(0.5)
+        first = sampler.latest()
+        assert first is not None
+        old = first.workers[0].pid
+        os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        latest = first
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            latest = sampler.latest() or latest
+            pids = {p.pid for p in latest.workers}
+            if len(pids) == 2 and old not in pids:
+                break
+        sampler.stop()
+        assert sampler.error is None
+        assert old not in {p.pid for p in latest.workers}
+        assert len(latest.workers) == 2
