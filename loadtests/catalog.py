@@ -16,6 +16,9 @@ DEFAULT_UPSTREAM_MS = 50
 # The app's default seed: users 1..1000, posts 1..20000.
 DEFAULT_MAX_USER_ID = 1000
 DEFAULT_MAX_POST_ID = 20000
+# A request unanswered for this long fails (connect, and each read or write),
+# so that a hung server turns into counted failures instead of stalled users.
+DEFAULT_REQUEST_TIMEOUT_S = 30.0
 
 # The Instagram-like mix of the `mixed` workload, in percent of requests.
 MIXED_WEIGHTS: dict[str, int] = {"feed": 50, "profile": 20, "like": 10, "upstream": 20}

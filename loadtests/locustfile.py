@@ -23,6 +23,10 @@ Options (also in the web UI):
     latency the upstream service adds for ``upstream`` and ``mixed`` (50).
 ``--max-user-id N`` / ``--max-post-id N``
     random ids are drawn from 1..N (the app's default seed: 1000 and 20000).
+``--request-timeout S``
+    a request with no answer for S seconds (to connect, or between bytes)
+    fails with ``connection error: timeout`` (default 30), so a hung server
+    shows as failures instead of silently stalled users.
 
 A response with the wrong status or the wrong body is a failure.
 """
@@ -49,6 +53,7 @@ from loadtests.catalog import (  # noqa: E402
     DEFAULT_MAX_POST_ID,
     DEFAULT_MAX_USER_ID,
     DEFAULT_QUERIES,
+    DEFAULT_REQUEST_TIMEOUT_S,
     DEFAULT_UPSTREAM_MS,
     MIXED_WEIGHTS,
     WORKLOADS,
@@ -93,6 +98,15 @@ def _add_arguments(parser: Any) -> None:
         type=int,
         default=DEFAULT_MAX_POST_ID,
         help=f"random post ids are drawn from 1..N (default {DEFAULT_MAX_POST_ID})",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULT_REQUEST_TIMEOUT_S,
+        help=(
+            "seconds without an answer (to connect, or between bytes) before a request "
+            f"fails (default {DEFAULT_REQUEST_TIMEOUT_S:g})"
+        ),
     )
 
 
@@ -185,6 +199,16 @@ def expect_upstream(ms: int) -> Validator:
     return check
 
 
+def error_name(response: ResponseContextManager) -> str:
+    """What went wrong with a request that got no response: ``timeout`` when
+    nothing came back in time (geventhttpclient wraps the timeout in its
+    ``RetriesExceeded``), else the exception's name."""
+    error = getattr(response, "error", None)
+    if isinstance(error, TimeoutError) or "timed out" in str(error):
+        return "timeout"
+    return type(error).__name__
+
+
 # --- users ------------------------------------------------------------------------------
 
 
@@ -193,6 +217,13 @@ class BenchUser(FastHttpUser):
 
     abstract = True
     wait_time = constant(0)
+
+    def __init__(self, environment: Any) -> None:
+        # Read by FastHttpUser.__init__ when it builds the client.
+        options = environment.parsed_options
+        timeout = getattr(options, "request_timeout", None) if options is not None else None
+        self.network_timeout = self.connection_timeout = float(timeout or DEFAULT_REQUEST_TIMEOUT_S)
+        super().__init__(environment)
 
     def option(self, name: str, default: Any) -> Any:
         options = self.environment.parsed_options
@@ -223,8 +254,7 @@ class BenchUser(FastHttpUser):
             method, url, name=name or url.split("?")[0], json=payload, catch_response=True
         ) as response:
             if not response.status_code:
-                error = getattr(response, "error", None)
-                response.failure(f"connection error: {type(error).__name__}")
+                response.failure(f"connection error: {error_name(response)}")
                 return
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}")

@@ -29,14 +29,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal
 
-from loadtests.catalog import WORKLOADS
+from loadtests.catalog import DEFAULT_REQUEST_TIMEOUT_S, WORKLOADS
+from runners import orphans
 from runners.results import Latency
+from runners.servers.launch import launch_command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
@@ -72,6 +74,8 @@ class LocustPlan:
     """Workload options, e.g. ``("--upstream-ms", "50", "--max-user-id", "100")``."""
     python: str = sys.executable
     env: Mapping[str, str] = field(default_factory=dict)
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    """A request unanswered for this long fails (a hung server cannot stall a user)."""
 
     @property
     def rate(self) -> float:
@@ -141,6 +145,8 @@ def command(plan: LocustPlan) -> list[str]:
         str(plan.window_json),
         "--measure-settle",
         f"{SETTLE_S:g}",
+        "--request-timeout",
+        f"{plan.request_timeout_s:g}",
         *plan.options,
         user_class,
     ]
@@ -237,12 +243,10 @@ def log_tail(path: Path, lines: int = 30) -> str:
 # --- the process -------------------------------------------------------------------------------
 
 
-def _pinned(argv: list[str], cpus: Sequence[int] | None) -> list[str]:
-    if not cpus:
-        return argv
-    from runners.cpus import pin_command
-
-    return pin_command(argv, cpus)
+def _launched(argv: list[str], cpus: Sequence[int] | None) -> list[str]:
+    """``argv`` pinned to ``cpus`` and tied to this process's life (``PR_SET_PDEATHSIG``:
+    Locust gets SIGTERM if the driver is killed, even with ``kill -9``)."""
+    return launch_command(argv, cpus=cpus or None, parent=os.getpid())
 
 
 class LocustProcess:
@@ -282,11 +286,12 @@ class LocustProcess:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
         )
-        self._log = plan.log.open("w", encoding="utf-8")
+        # Line-buffered: the log can be followed while Locust runs (tail -f, the tests).
+        self._log = plan.log.open("w", encoding="utf-8", buffering=1)
         self._log.write("$ " + " ".join(command(plan)) + "\n")
         self._log.flush()
         self.proc = subprocess.Popen(
-            _pinned(command(plan), plan.cpus),
+            _launched(command(plan), plan.cpus),
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -296,6 +301,7 @@ class LocustProcess:
             bufsize=1,
             start_new_session=True,
         )
+        orphans.started("locust", self.proc.pid, command(plan))
         self._reader = threading.Thread(target=self._read, name="locust-output", daemon=True)
         self._reader.start()
 
@@ -316,8 +322,14 @@ class LocustProcess:
             return plan.spawn_s + plan.warmup_s + STARTUP_MARGIN_S
         return plan.duration_s + STARTUP_MARGIN_S
 
-    def wait_for(self, event: Event, timeout: float | None = None) -> float:
-        """Block until the plugin prints ``event``; the driver's time of arrival."""
+    def wait_for(
+        self, event: Event, timeout: float | None = None, check: Callable[[], None] | None = None
+    ) -> float:
+        """Block until the plugin prints ``event``; the driver's time of arrival.
+
+        ``check`` is called about twice a second while waiting; what it raises
+        ends the wait (the driver uses it to give up when the server died).
+        """
         if event in self.seen:
             return self.seen[event]
         limit = time.monotonic() + (timeout if timeout is not None else self.deadline_for(event))
@@ -328,6 +340,8 @@ class LocustProcess:
             try:
                 name, at = self.events.get(timeout=min(remaining, 0.5))
             except queue.Empty:
+                if check is not None:
+                    check()
                 continue
             if name == "exit":
                 self.events.put((name, at))
@@ -369,6 +383,8 @@ class LocustProcess:
                     break
                 except subprocess.TimeoutExpired:
                     continue
+        if proc is not None and proc.poll() is not None:
+            orphans.stopped(proc.pid)
         if self._reader is not None:
             self._reader.join(timeout=5)
         if self._log is not None and not self._log.closed:

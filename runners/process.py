@@ -28,6 +28,7 @@ from typing import IO
 
 import psutil
 
+from runners import orphans
 from runners.commands import Command, Settings, command
 from runners.cpus import available_cpus
 from runners.memory import sample_tree, tree_pids
@@ -132,6 +133,16 @@ class RunningServer:
     def alive(self) -> bool:
         return self._child is not None and self._child.popen.poll() is None
 
+    def exit_status(self) -> str | None:
+        """How the root process ended (``killed by SIGKILL``, ``exit status 1``), or None."""
+        code = None if self._child is None else self._child.popen.poll()
+        if code is None:
+            return None
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-code).name}"
+        return f"exit status {code}"
+
     def expected_processes(self) -> int:
         """Server processes when fully up: workers, plus the master if it has one."""
         return self.workers + (1 if self.command.master else 0)
@@ -179,6 +190,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def check_port_free(name: str, host: str, port: int) -> None:
+    """``RunnerError`` naming the runner and the address if ``host:port`` cannot be bound.
+
+    (A server that finds its port taken retries for seconds, or serves nothing
+    while its /health check reaches whoever holds the port.)
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As the servers do: a port left in TIME_WAIT by an earlier run is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise RunnerError(
+                f"runner {name}: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
 
 
 def _connect_host(host: str) -> str:
@@ -248,6 +277,7 @@ def _spawn(
         raise
     child = _Child(name=name, popen=popen, log_path=log_path, log=log)
     _remember(child, [popen.pid])
+    orphans.started(name, popen.pid, argv)
     return child
 
 
@@ -345,6 +375,7 @@ def _terminate(child: _Child, grace: float) -> None:
             raise _error(
                 child.name, f"processes left after SIGKILL: {_describe(left)}", child.log_path
             )
+        orphans.stopped(child.pid)
     finally:
         child.log.close()
 
@@ -424,6 +455,8 @@ def start(config: ServeConfig) -> RunningServer:
     variant: Variant = config.variant or runner.variant
     gc: GcMode = config.gc or runner.gc
     port = config.port or free_port(config.host)
+    if config.port:
+        check_port_free(runner.name, config.host, port)
     cmd = command(
         runner,
         Settings(config.host, port, workers, threads, gc=gc, python=config.python, app=config.app),
