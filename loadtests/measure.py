@@ -13,7 +13,9 @@ spawned (``spawning_complete``) it
    HTML report hold the measured window only, and prints
    ``@@bench-window start <unix time>`` on stdout: the driver starts sampling
    the server's memory and CPU on that line;
-3. after the duration stops every user (``runner.stop()``), prints
+3. after the duration (or, with ``--measure-requests N``, as soon as N
+   requests were counted in the window, the duration being the cap) stops
+   every user (``runner.stop()``), prints
    ``@@bench-window end <unix time>`` and writes the window (precise
    monotonic duration, request and failure counts, the load generator's own
    CPU seconds) to ``--measure-out``;
@@ -70,6 +72,14 @@ def _add_arguments(parser: Any) -> None:
         help="length of the measured window in seconds (0, the default, disables the window)",
     )
     parser.add_argument(
+        "--measure-requests",
+        type=int,
+        include_in_web_ui=False,
+        default=0,
+        help="end the window as soon as this many requests were counted in it "
+        "(0: at the duration only; the duration stays the upper bound)",
+    )
+    parser.add_argument(
         "--measure-out",
         default="",
         include_in_web_ui=False,
@@ -110,11 +120,18 @@ class MeasuredWindow:
     """Warm-up, reset, measure, stop, quit: one per Locust process."""
 
     def __init__(
-        self, environment: Environment, warmup: float, duration: float, out: str, settle: float
+        self,
+        environment: Environment,
+        warmup: float,
+        duration: float,
+        out: str,
+        settle: float,
+        requests: int = 0,
     ) -> None:
         self.environment = environment
         self.warmup = warmup
         self.duration = duration
+        self.requests = requests
         self.out = Path(out) if out else None
         self.settle = settle
         self.started = False
@@ -136,7 +153,14 @@ class MeasuredWindow:
         cpu0, _ = tree_cpu_seconds()
         emit("start", start)
 
-        gevent.sleep(max(0.0, self.duration - (time.monotonic() - t0)))
+        if self.requests > 0:
+            # A request target (soak runs): poll the count, the duration stays the cap.
+            while time.monotonic() - t0 < self.duration:
+                if runner.stats.total.num_requests >= self.requests:
+                    break
+                gevent.sleep(min(0.05, max(0.0, self.duration - (time.monotonic() - t0))))
+        else:
+            gevent.sleep(max(0.0, self.duration - (time.monotonic() - t0)))
         runner.stop()
         duration = time.monotonic() - t0
         end = time.time()
@@ -174,6 +198,7 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
         duration=duration,
         out=str(options.measure_out),
         settle=float(options.measure_settle),
+        requests=int(getattr(options, "measure_requests", 0) or 0),
     )
     environment.events.spawning_complete.add_listener(window.on_spawning_complete)  # type: ignore[no-untyped-call]
 

@@ -31,6 +31,16 @@ one. The database is prepared once per invocation; the upstream service (for
 ``upstream`` and ``mixed``) runs once per invocation on the load-generator
 CPUs.
 
+Faults: a server whose root dies mid-run ends its run at once (``failed``,
+"the server died during the run (killed by SIGKILL)", with the log's tail); a
+worker that dies and is replaced marks the run ``worker-restarted`` (recovered);
+a request with no answer within ``--request-timeout`` fails (``timeouts``).
+Ctrl-C or SIGTERM stops Locust, the server and the upstream (later signals are
+ignored until that is done), keeps every finished run, writes the report and
+exits 130. Every process tree the driver starts is listed in
+``.data/running/<driver pid>.json`` (``runners/orphans.py``); the next
+invocation stops what a driver killed with ``kill -9`` left behind.
+
 Exit status: 0 when every run succeeded, 1 when some run failed, 2 for a bad
 option (one line on stderr), 130 when interrupted.
 """
@@ -39,13 +49,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import os
 import shlex
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -55,13 +66,16 @@ from urllib.parse import urlsplit
 from loadtests.catalog import (
     DEFAULT_MAX_POST_ID,
     DEFAULT_MAX_USER_ID,
+    DEFAULT_REQUEST_TIMEOUT_S,
     DEFAULT_UPSTREAM_MS,
     WORKLOADS,
 )
 from runners import environment as env_capture
+from runners import orphans, preflight, runtimes, soak
 from runners.cpus import Placement, placement_from
+from runners.interpreters import Interpreter, Runtime
 from runners.locust_run import LocustError, LocustPlan, LocustProcess
-from runners.memory import Sampler, summarize
+from runners.memory import Sampler, TreeSample, sample_tree, summarize
 from runners.process import (
     RunningServer,
     ServeConfig,
@@ -70,7 +84,16 @@ from runners.process import (
     serve,
     upstream,
 )
-from runners.registry import FAMILIES, RUNNERS, VARIANTS, Runner, Variant, format_table
+from runners.registry import (
+    FAMILIES,
+    RUNNERS,
+    VARIANTS,
+    GcMode,
+    Runner,
+    Variant,
+    format_table,
+    worker_count,
+)
 from runners.results import (
     Measurement,
     ResultsFile,
@@ -79,6 +102,8 @@ from runners.results import (
     run_id,
     utc_now,
 )
+from runners.runtimes import RuntimeKey
+from runners.soak import SoakTarget
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPORTS_DIR = REPO_ROOT / "reports"
@@ -145,10 +170,16 @@ class Options:
     spawn_rate: float | None
     quick: bool
     report: bool
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    # --python, --django, --gc, --soak (runners.runtimes, runners.soak); empty: the default.
+    pythons: tuple[Interpreter, ...] = ()
+    djangos: tuple[str, ...] = ()
+    gcs: tuple[GcMode, ...] = ()
+    soak: SoakTarget | None = None
 
     @property
     def runs(self) -> int:
-        return len(self.runners) * len(self.workloads) * len(self.users) * self.repeat
+        return len(plan(self))
 
     def estimate_s(self) -> float:
         spawn = max(self.users) / (self.spawn_rate or max(self.users))
@@ -163,6 +194,7 @@ class Options:
             str(self.seed.get("users", DEFAULT_MAX_USER_ID)),
             "--max-post-id",
             str(self.seed.get("posts", DEFAULT_MAX_POST_ID)),
+            *soak.locust_options(self.soak),
         )
 
 
@@ -230,6 +262,37 @@ def build_parser() -> Parser:
     )
     p.add_argument(
         "--spawn-rate", type=float, metavar="R", help="users started per second (default: all)"
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        metavar="S",
+        help=(
+            "a request unanswered for S seconds fails, so a hung server ends as failures "
+            f"(default {DEFAULT_REQUEST_TIMEOUT_S:g})"
+        ),
+    )
+    p.add_argument(
+        "--python",
+        metavar="3.11,3.12|PATH",
+        help="run the servers on each interpreter (versions found on PATH and in pyenv, or "
+        "paths), each in a virtual environment with the locked versions (default: this one)",
+    )
+    p.add_argument(
+        "--django",
+        metavar="5.2,6.1",
+        help="run the servers with each Django release instead of the locked one",
+    )
+    p.add_argument(
+        "--gc",
+        metavar="default,freeze,off",
+        help="gc modes for the runners whose pre-fork master preloads the app (others: default)",
+    )
+    p.add_argument(
+        "--soak",
+        metavar="N|120s",
+        help="soak: one runner (default gunicorn-sync-preload) on mixed for N requests or a "
+        "duration, per gc mode (default all) and interpreter; per-worker memory over time",
     )
     p.add_argument("--output", metavar="DIR", help="results folder (default reports/<timestamp>)")
     p.add_argument(
@@ -315,6 +378,18 @@ def parse_database(text: str | None) -> str | None:
     return value
 
 
+def check_database(url: str | None, what: str) -> None:
+    """A usage error, before any server starts, if the PostgreSQL database does not answer."""
+    if url is None:
+        return
+    problem = preflight.database_problem(url)
+    if problem is not None:
+        raise UsageError(
+            f"{what} {preflight.redact(url)}: {problem} "
+            "(accepted: sqlite or a reachable postgres:// URL)"
+        )
+
+
 def parse_variant(text: str | None) -> Variant | None:
     for variant in VARIANTS:
         if text == variant:
@@ -363,6 +438,7 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         (a.threads, "threads", False),
         (a.upstream_ms, "upstream-ms", True),
         (a.spawn_rate, "spawn-rate", False),
+        (a.request_timeout, "request-timeout", False),
     ):
         positive(value, what, zero_ok=zero_ok)
     quick = bool(a.quick)
@@ -389,7 +465,15 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         spawn_rate=a.spawn_rate,
         quick=quick,
         report=not a.no_report,
+        request_timeout_s=a.request_timeout or DEFAULT_REQUEST_TIMEOUT_S,
     )
+    try:
+        options = replace(
+            options, **runtimes.from_args(a, options.runners, options.workloads, options.users)
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    check_database(options.database_url, "--database" if a.database else "$DATABASE_URL")
     return options, a
 
 
@@ -404,27 +488,35 @@ class Cell:
     workload: str
     users: int
     repeat: int
+    runtime: runtimes.RunVariant = runtimes.DEFAULT_VARIANT
+    """Interpreter, Django and gc mode (None: the default); qualifiers when they vary."""
 
     @property
     def id(self) -> str:
-        return run_id(self.runner.name, self.workload, self.users, self.repeat)
+        base = run_id(self.runner.name, self.workload, self.users, self.repeat)
+        return runtimes.qualified(base, self.runtime.qualifiers)
 
     @property
     def stem(self) -> str:
-        return f"{self.runner.name}-{self.workload}-u{self.users}-r{self.repeat}"
+        base = f"{self.runner.name}-{self.workload}-u{self.users}-r{self.repeat}"
+        return runtimes.qualified(base, self.runtime.qualifiers, "-")
 
     @property
     def label(self) -> str:
-        return f"{self.runner.name} {self.workload} u={self.users} r{self.repeat}"
+        base = f"{self.runner.name} {self.workload} u={self.users} r{self.repeat}"
+        return runtimes.qualified(base, self.runtime.qualifiers, " ")
 
 
 def plan(options: Options) -> list[Cell]:
     return [
-        Cell(RUNNERS[runner], workload, users, repeat)
+        Cell(RUNNERS[runner], workload, users, repeat, variant)
         for repeat in range(1, options.repeat + 1)
         for runner in options.runners
         for workload in options.workloads
         for users in options.users
+        for variant in runtimes.variants(
+            RUNNERS[runner], options.pythons, options.djangos, options.gcs
+        )
     ]
 
 
@@ -446,6 +538,16 @@ class Context:
     out_dir: Path
     server_env: dict[str, str]
     upstream_url: str | None = None
+    built_runtimes: dict[RuntimeKey, Runtime] = field(default_factory=dict)
+
+    def runtime(self, cell: Cell) -> Runtime:
+        """The interpreter and packages the cell's server runs on (built in ``execute``)."""
+        key = runtimes.runtime_key(cell.runtime)
+        if key not in self.built_runtimes:
+            self.built_runtimes.update(
+                runtimes.build_runtimes(self.options.pythons, self.options.djangos)
+            )
+        return self.built_runtimes[key]
 
     @property
     def runs_dir(self) -> Path:
@@ -460,8 +562,95 @@ def sample_interval(duration_s: float) -> float:
     return min(1.0, max(0.25, duration_s / 10))
 
 
-def measure(server: RunningServer, cell: Cell, ctx: Context) -> Measurement:
-    """Drive ``server`` with Locust and measure it over the window."""
+class ServerDied(RuntimeError):
+    """The server's root process ended during a run."""
+
+
+def server_watch(server: RunningServer) -> Callable[[], None]:
+    """A check for ``LocustProcess.wait_for``: raise ``ServerDied`` once the server is gone,
+    so that a run whose server died ends at once instead of at Locust's deadline."""
+
+    def check() -> None:
+        status = server.exit_status()
+        if status is not None:
+            raise ServerDied(f"the server died during the run ({status})")
+
+    return check
+
+
+def worker_pids(server: RunningServer) -> set[int]:
+    """The server's worker processes now (empty if it is gone)."""
+    try:
+        return {p.pid for p in sample_tree(server.pid).workers}
+    except ProcessLookupError:
+        return set()
+
+
+@dataclass(frozen=True)
+class Incidents:
+    """What went wrong in a run that still produced figures: workers that died
+    (and those the master started instead), requests that timed out."""
+
+    gone: tuple[int, ...] = ()
+    new: tuple[int, ...] = ()
+    timeouts: int = 0
+
+    @property
+    def recovered(self) -> bool:
+        return len(self.new) >= len(self.gone)
+
+    def flags(self) -> list[str]:
+        flags = []
+        if self.gone:
+            flags.append("worker-restarted" if self.recovered else "worker-lost")
+        if self.timeouts:
+            flags.append("timeouts")
+        return flags
+
+    def events(self) -> list[str]:
+        events = []
+        if self.gone:
+            gone = ", ".join(map(str, self.gone))
+            if self.new:
+                new = ", ".join(map(str, self.new))
+                state = "recovered" if self.recovered else "not every worker was replaced"
+                events.append(f"worker(s) {gone} died; the master started {new} ({state})")
+            else:
+                events.append(f"worker(s) {gone} died and were not replaced")
+        if self.timeouts:
+            events.append(f"{self.timeouts} request(s) got no answer within the request timeout")
+        return events
+
+
+def worker_changes(
+    before: set[int], samples: Sequence[TreeSample]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(workers gone, workers new) between the start of a run and the window's last sample."""
+    if not before or not samples:
+        return (), ()
+    seen = set(before).union(*({p.pid for p in s.workers} for s in samples))
+    last = {p.pid for p in samples[-1].workers}
+    return tuple(sorted(seen - last)), tuple(sorted(last - before))
+
+
+def timeout_failures(path: Path) -> int:
+    """Requests that failed for want of an answer, from Locust's ``*_failures.csv``."""
+    try:
+        with path.open(newline="") as fh:
+            return sum(
+                int(row.get("Occurrences") or 0)
+                for row in csv.DictReader(fh)
+                if "timeout" in (row.get("Error") or "")
+            )
+    except (OSError, ValueError):
+        return 0
+
+
+def measure(server: RunningServer, cell: Cell, ctx: Context) -> tuple[Measurement, Incidents]:
+    """Drive ``server`` with Locust and measure it over the window.
+
+    Ends early with ``ServerDied`` when the server's root exits.
+    """
     options = ctx.options
     placement = options.placement
     locust_plan = LocustPlan(
@@ -475,25 +664,36 @@ def measure(server: RunningServer, cell: Cell, ctx: Context) -> Measurement:
         spawn_rate=options.spawn_rate,
         cpus=placement.loadgen,
         options=options.locust_options(),
+        request_timeout_s=options.request_timeout_s,
     )
+    check = server_watch(server)
+    workers_before = worker_pids(server)
     with LocustProcess(locust_plan) as locust:
-        locust.wait_for("start")
+        locust.wait_for("start", check=check)
         sampler = Sampler(server.pid, interval=sample_interval(options.duration_s))
         sampler.start()
         try:
-            locust.wait_for("end")
+            locust.wait_for("end", check=check)
         finally:
             samples = sampler.stop()
+        check()
         outcome = locust.finish()
-    if sampler.error is not None or not server.alive():
-        raise RuntimeError(f"the server died during the measured window ({sampler.error})")
+    check()
+    if sampler.error is not None:
+        raise ServerDied(f"the server died during the run ({sampler.error})")
     window = outcome.window
     if window.requests == 0:
-        raise RuntimeError("no request completed in the measured window")
+        raise RuntimeError(
+            "no request completed in the measured window: the server answered nothing "
+            f"(hung?) and no request reached the {options.request_timeout_s:g} s "
+            "--request-timeout"
+        )
+    gone, new = worker_changes(workers_before, samples)
+    incidents = Incidents(gone, new, timeout_failures(locust_plan.csv("failures")))
     stats = outcome.stats
     memory = summarize(samples, sampler_cpu_percent=sampler.cpu_percent_of_sampler)
     cpu_seconds = memory.get("cpu_seconds")
-    return Measurement(
+    measurement = Measurement(
         window_s=window.duration_s,
         requests=window.requests,
         failures=window.failures,
@@ -505,6 +705,33 @@ def measure(server: RunningServer, cell: Cell, ctx: Context) -> Measurement:
         loadgen_cpus=max(1, min(len(placement.loadgen), window.loadgen_processes)),
         server_cpus=len(placement.server),
     )
+    return measurement, incidents
+
+
+def soak_measure(
+    server: RunningServer, cell: Cell, ctx: Context
+) -> tuple[Measurement, Incidents, dict[str, Any]]:
+    """``--soak``: ``runners.soak.measure`` (memory sampled from before the first request)."""
+    options = ctx.options
+    assert options.soak is not None
+    locust_plan = LocustPlan(
+        host=server.url,
+        workload=cell.workload,
+        variant=server.variant,
+        users=cell.users,
+        warmup_s=options.warmup_s,
+        duration_s=options.duration_s,
+        out_prefix=ctx.runs_dir / cell.stem,
+        spawn_rate=options.spawn_rate,
+        cpus=options.placement.loadgen,
+        options=options.locust_options(),
+        request_timeout_s=options.request_timeout_s,
+    )
+    measurement, series = soak.measure(
+        server, locust_plan, options.soak, options.placement, check=server_watch(server)
+    )
+    incidents = Incidents(timeouts=timeout_failures(locust_plan.csv("failures")))
+    return measurement, incidents, series
 
 
 def base_record(cell: Cell, ctx: Context) -> dict[str, Any]:
@@ -517,12 +744,16 @@ def base_record(cell: Cell, ctx: Context) -> dict[str, Any]:
         "server": runner.server,
         "interface": runner.interface,
         "variant": options.variant or runner.variant,
-        "workers": None,
+        # What the run asks for; the server's own count replaces it once it is up
+        # (a run whose server never started still needs one: the schema says integer).
+        "workers": worker_override(runner, options)
+        or worker_count(runner.workers, len(options.placement.server)),
         "threads": None,
-        "gc": runner.gc,
+        "gc": cell.runtime.gc or runner.gc,
         "middleware": options.middleware,
-        "python": env_capture.python_info(),
-        "django": env_capture.package_versions(("django",))["django"] or "",
+        # The server's interpreter and the Django it imports (not the driver's).
+        "python": ctx.runtime(cell).python_record(),
+        "django": ctx.runtime(cell).django,
         "workload": cell.workload,
         "users": cell.users,
         "repeat": cell.repeat,
@@ -536,6 +767,7 @@ def base_record(cell: Cell, ctx: Context) -> dict[str, Any]:
         "loadgen_cpus": list(options.placement.loadgen),
         **empty_figures(),
         "flags": [],
+        **({"soak": True} if options.soak is not None else {}),
     }
 
 
@@ -569,6 +801,8 @@ def run_cell(cell: Cell, ctx: Context) -> dict[str, Any]:
         middleware=options.middleware,
         cpus=options.placement.server,
         env=ctx.server_env,
+        python=ctx.runtime(cell).python,
+        gc=cell.runtime.gc,
     )
     try:
         with serve(config) as server:
@@ -580,13 +814,18 @@ def run_cell(cell: Cell, ctx: Context) -> dict[str, Any]:
                 server_command=list(server.command.argv),
                 startup_s=round(server.startup_seconds, 3),
             )
-            measurement = measure(server, cell, ctx)
+            if options.soak is not None:
+                measurement, incidents, record["soak_series"] = soak_measure(server, cell, ctx)
+            else:
+                measurement, incidents = measure(server, cell, ctx)
         record.update(measurement.as_dict())
-        flags = measurement.flags()
+        flags = measurement.flags() + incidents.flags()
         if options.placement.shared:
             flags.append("shared-cpus")
         record["flags"] = flags
         record["notes"] = notes_for(flags)
+        if incidents.events():
+            record["events"] = incidents.events()
     except Exception as exc:  # a failed cell is recorded, the matrix goes on
         message = str(exc).strip() or type(exc).__name__
         tails = [log_tail(server_log)]
@@ -642,6 +881,8 @@ def summary_line(record: Mapping[str, Any]) -> str:
     line = ", ".join(parts)
     if record["flags"]:
         line += f" [{', '.join(record['flags'])}]"
+    for event in record.get("events") or []:
+        line += f"; {event}"
     return line
 
 
@@ -754,7 +995,17 @@ def results_table(runs: Sequence[Mapping[str, Any]]) -> str:
     for run in runs:
         if run["status"] != "ok":
             rows.append(
-                (run["runner"], run["workload"], str(run["users"]), "FAILED", "", "", "", "", "")
+                (
+                    runtimes.run_label(run),
+                    run["workload"],
+                    str(run["users"]),
+                    "FAILED",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                )
             )
             continue
         pss = (run.get("memory") or {}).get("pss_peak_bytes")
@@ -762,7 +1013,7 @@ def results_table(runs: Sequence[Mapping[str, Any]]) -> str:
         lg = run.get("loadgen_cpu_percent")
         rows.append(
             (
-                run["runner"],
+                runtimes.run_label(run),
                 run["workload"],
                 str(run["users"]),
                 f"{run['rps']:.0f}",
@@ -826,7 +1077,12 @@ def matrix_block(options: Options) -> dict[str, Any]:
         "middleware": options.middleware,
         "spawn_rate": options.spawn_rate,
         "upstream_ms": options.upstream_ms,
+        "request_timeout_s": options.request_timeout_s,
         "seed": options.seed or None,
+        "pythons": [p.as_dict() for p in options.pythons],
+        "djangos": list(options.djangos),
+        "gcs": list(options.gcs),
+        "soak": None if options.soak is None else options.soak.as_dict(),
         "order": "repeat-major",
         "server_lifecycle": "a fresh server per run",
         "locust": "closed loop, wait_time constant(0), one process, headless subprocess",
@@ -836,7 +1092,7 @@ def matrix_block(options: Options) -> dict[str, Any]:
 def describe_plan(options: Options) -> str:
     spawn = max(options.users) / (options.spawn_rate or max(options.users))
     per_run = options.warmup_s + options.duration_s + RUN_OVERHEAD_S + spawn
-    return (
+    text = (
         f"Plan: {options.runs} runs = {len(options.runners)} runners x "
         f"{len(options.workloads)} workloads x {len(options.users)} user levels x "
         f"{options.repeat} repeats; each {options.warmup_s:g} s warm-up + "
@@ -845,6 +1101,8 @@ def describe_plan(options: Options) -> str:
         f"({options.runs} x ~{per_run:.0f} s + ~{SETUP_S:.0f} s setup). "
         f"{options.placement.describe()}."
     )
+    line = runtimes.describe(options.pythons, options.djangos, options.gcs, options.soak)
+    return f"{text}\n{line}" if line else text
 
 
 def list_text(placement: Placement) -> str:
@@ -870,18 +1128,34 @@ def list_text(placement: Placement) -> str:
     return "\n".join(lines)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Let SIGTERM (a CI timeout, tox) unwind like Ctrl-C, so nothing is left running."""
+def stop_on_signals() -> Iterator[None]:
+    """Ctrl-C and SIGTERM (a CI timeout, tox) unwind the matrix as ``KeyboardInterrupt``.
+
+    Only the first one does: later ones are ignored, so that a second Ctrl-C or
+    tox's SIGTERM cannot cut short the clean-up (stopping Locust, the server and
+    the upstream, writing results.json and the report). After an interrupt they
+    stay ignored until the driver exits.
+    """
+    interrupted = False
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupted
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        interrupted = True
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not interrupted:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
 
 def server_environment(options: Options) -> dict[str, str]:
@@ -905,13 +1179,26 @@ def remaining_s(options: Options, done: int, elapsed_runs: float) -> float:
     return options.estimate_s() - SETUP_S
 
 
+def report_reaped(ledger: orphans.Ledger) -> None:
+    """Last resort at the end of the matrix: stop what a cut-short stop left running."""
+    for line in ledger.reap():
+        print(f"warning: stopped a leftover process: {line}", file=sys.stderr, flush=True)
+
+
 def execute(options: Options, command: str) -> int:
     """Run the matrix; the exit status."""
     out_dir = options.output
+    stray = orphans.sweep_message()
+    if stray is not None:
+        print(stray, flush=True)
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     print(describe_plan(options), flush=True)
     print(f"Results: {out_dir}", flush=True)
     clock = Clock()
+    # The servers' interpreters: virtual environments built (or reused) before any run.
+    built = runtimes.build_runtimes(
+        options.pythons, options.djangos, say=lambda text: print(text, flush=True)
+    )
     results = ResultsFile(
         out_dir / "results.json",
         command=command,
@@ -923,18 +1210,30 @@ def execute(options: Options, command: str) -> int:
         ),
         matrix=matrix_block(options),
     )
+    results.doc["runtimes"] = [runtime.as_dict() for runtime in built.values()]
     results.save()
-    ctx = Context(options=options, out_dir=out_dir, server_env=server_environment(options))
+    ctx = Context(
+        options=options,
+        out_dir=out_dir,
+        server_env=server_environment(options),
+        built_runtimes=built,
+    )
     cells = plan(options)
     progress: ProgressView | None = None
     interrupted = False
     try:
-        with sigterm_as_interrupt(), contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack:
+            # Entered first, left last: after the upstream and every server were stopped,
+            # the ledger stops whatever a cut-short stop left (and says so).
+            ledger = stack.enter_context(orphans.track())
+            stack.callback(report_reaped, ledger)
             print(
                 f"Preparing the database ({env_capture.database_label(options.database_url)})...",
                 flush=True,
             )
-            prepare_database(ctx.server_env, sys.executable, 600.0, **options.seed)
+            # Once per interpreter: the app runs there (idempotent after the first).
+            for python in dict.fromkeys(runtime.python for runtime in built.values()):
+                prepare_database(ctx.server_env, python, 600.0, **options.seed)
             if any(WORKLOADS[w].needs_upstream for w in options.workloads):
                 ctx.upstream_url = stack.enter_context(
                     upstream(cpus=options.placement.loadgen, log_path=out_dir / "upstream.log")
@@ -991,7 +1290,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     command = shlex.join(["python", "-m", "runners.bench", *args])
     try:
-        return execute(options, command)
+        with stop_on_signals():
+            return execute(options, command)
+    except KeyboardInterrupt:
+        # Before the matrix started or after it ended: runs are on disk already.
+        print("Interrupted.", file=sys.stderr, flush=True)
+        return 130
     except Exception as exc:
         # Setup failures (database, upstream): the finished runs are on disk already.
         print(f"bench: error: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -64,6 +64,18 @@ FLAG_NOTES: dict[str, str] = {
         "server and load generator shared CPUs, so they competed: use --server-cpus and "
         "--loadgen-cpus on a machine with at least two CPUs"
     ),
+    "worker-restarted": (
+        "a worker died during the run and the server's master started a new one: the "
+        "server recovered, but the figures include the lost requests and the restart"
+    ),
+    "worker-lost": (
+        "a worker died during the run and was not replaced: the server ran the rest of "
+        "the run with fewer workers"
+    ),
+    "timeouts": (
+        "some requests got no answer within --request-timeout: the server hung or was "
+        "overloaded (see the server log and the Locust failures)"
+    ),
 }
 
 
@@ -239,14 +251,53 @@ def cell_key(run: Mapping[str, Any]) -> tuple[str, str, int]:
     return (str(run["runner"]), str(run["workload"]), int(run["users"]))
 
 
+def runtime_key(run: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(server Python version, Django version, gc mode) of a run; '' when not recorded.
+
+    Runs of one cell that differ in these (``--python``, ``--django``, ``--gc``)
+    are different cells, never repeats of one another.
+    """
+    python = run.get("python")
+    version = str(python.get("version") or "") if isinstance(python, Mapping) else ""
+    return (version, str(run.get("django") or ""), str(run.get("gc") or ""))
+
+
+def varying_runtimes(runs: Sequence[Mapping[str, Any]]) -> tuple[bool, bool, bool]:
+    """Whether Python, Django and gc take several values within some runner x workload x users."""
+    seen: dict[tuple[str, str, int], list[set[str]]] = {}
+    for run in runs:
+        values = seen.setdefault(cell_key(run), [set(), set(), set()])
+        for found, value in zip(values, runtime_key(run), strict=True):
+            found.add(value)
+    return (
+        any(len(v[0]) > 1 for v in seen.values()),
+        any(len(v[1]) > 1 for v in seen.values()),
+        any(len(v[2]) > 1 for v in seen.values()),
+    )
+
+
+def cell_id(run: Mapping[str, Any], varying: tuple[bool, bool, bool]) -> str:
+    """``runner/workload/users``, plus ``py3.12.1``, ``django6.1.3``, ``gc-freeze`` for
+    the dimensions that vary."""
+    runner, workload, users = cell_key(run)
+    python, django, gc = runtime_key(run)
+    qualifiers = [
+        text
+        for text, on in zip((f"py{python}", f"django{django}", f"gc-{gc}"), varying, strict=True)
+        if on
+    ]
+    return "/".join([f"{runner}/{workload}/{users}", *qualifiers])
+
+
 def _mean_or_none(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.fmean(present) if present else None
 
 
-def summarize_cell(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def summarize_cell(runs: Sequence[Mapping[str, Any]], id: str | None = None) -> dict[str, Any]:
     """Mean and spread of the successful repeats of one cell."""
     runner, workload, users = cell_key(runs[0])
+    python, django, gc = runtime_key(runs[0])
     ok = [r for r in runs if r["status"] == "ok"]
     rps = [float(r["rps"]) for r in ok]
     mean = statistics.fmean(rps) if rps else None
@@ -254,10 +305,11 @@ def summarize_cell(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     spread = (max(rps) - min(rps)) / 2 / mean if len(rps) > 1 and mean else None
     flags = ["noisy"] if spread is not None and spread > NOISY_SPREAD else []
     return {
-        "id": f"{runner}/{workload}/{users}",
+        "id": id or f"{runner}/{workload}/{users}",
         "runner": runner,
         "workload": workload,
         "users": users,
+        **{k: v for k, v in (("python", python), ("django", django), ("gc", gc)) if v},
         "runs": len(runs),
         "ok_runs": len(ok),
         "rps_mean": mean,
@@ -275,18 +327,19 @@ def summarize_cell(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def summarize_cells(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, str, int], list[Mapping[str, Any]]] = {}
+    varying = varying_runtimes(runs)
+    groups: dict[str, list[Mapping[str, Any]]] = {}
     for run in runs:
-        groups.setdefault(cell_key(run), []).append(run)
-    return [summarize_cell(group) for group in groups.values()]
+        groups.setdefault(cell_id(run, varying), []).append(run)
+    return [summarize_cell(group, id) for id, group in groups.items()]
 
 
 def mark_noisy(runs: list[dict[str, Any]], cells: Sequence[Mapping[str, Any]]) -> None:
     """Add the ``noisy`` flag (and its note) to every run of a noisy cell."""
     noisy = {c["id"] for c in cells if "noisy" in c["flags"]}
+    varying = varying_runtimes(runs)
     for run in runs:
-        runner, workload, users = cell_key(run)
-        if f"{runner}/{workload}/{users}" in noisy and "noisy" not in run["flags"]:
+        if cell_id(run, varying) in noisy and "noisy" not in run["flags"]:
             run["flags"].append("noisy")
             run.setdefault("notes", []).extend(notes_for(["noisy"]))
 

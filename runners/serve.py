@@ -4,11 +4,18 @@ Prepares the database (migrate and seed, idempotent), starts the runner
 pinned to the server CPUs, prints where it listens and follows its log until
 Ctrl-C (or SIGTERM/SIGHUP), then stops it and checks that no process is left.
 ``--list`` prints every runner with its family and settings.
+
+A bad value (unknown runner, a worker or thread count the server cannot
+honour, a port already taken, a missing interpreter, an unreachable
+``$DATABASE_URL``) is one line on stderr and exit status 2, before anything
+starts. Servers left running by an earlier run that was killed are stopped
+first (``runners/orphans.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -17,25 +24,49 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
+from urllib.parse import urlsplit
 
-from runners.cpus import Placement, format_cpus, placement_from
+from runners import orphans, preflight
+from runners.commands import Settings, check
+from runners.cpus import Placement, available_cpus, format_cpus, placement_from
+from runners.interpreters import server_python
 from runners.process import (
     REPO_ROOT,
     PrepareError,
     RunnerError,
     RunningServer,
     ServeConfig,
+    check_port_free,
     prepare_database,
     start,
     stop,
 )
-from runners.registry import GC_MODES, RUNNERS, VARIANTS, format_table, get_runner
+from runners.registry import (
+    GC_MODES,
+    RUNNERS,
+    VARIANTS,
+    Runner,
+    format_table,
+    get_runner,
+    worker_count,
+)
 
 DEFAULT_LOG_DIR = REPO_ROOT / ".data" / "logs"
 
 
+class UsageError(ValueError):
+    """A bad option or name; the message is one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with errors as one line (``serve: error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m runners.serve",
         description="Serve the benchmark app with one runner until Ctrl-C.",
     )
@@ -63,7 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run the upstream service (on the loadgen CPUs) for the upstream endpoint",
     )
-    parser.add_argument("--python", default=sys.executable, help="interpreter for the server")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        metavar="3.12|PATH",
+        help="interpreter for the server: a version (found on PATH or in pyenv) or a path, run "
+        "from a virtual environment with the locked versions (default: this Python, as is)",
+    )
     parser.add_argument("--log", type=Path, help="server log file (default .data/logs/RUNNER.log)")
     parser.add_argument("--no-prepare", action="store_true", help="skip migrate + seed")
     parser.add_argument("--quiet", action="store_true", help="do not echo the server log")
@@ -112,27 +149,104 @@ def _banner(server: RunningServer, placement: Placement) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Runner, Placement] | None:
+    """The options, checked; None after ``--list``. ``UsageError`` for a bad value."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         placement = placement_from(args.server_cpus, args.loadgen_cpus)
     except ValueError as exc:
-        parser.error(str(exc))
+        raise UsageError(str(exc)) from None
     if args.list:
         ncpus = len(placement.server)
         print(f"Runners (worker counts for {ncpus} server CPU(s): {placement.describe()})\n")
         print(format_table(len(placement.server)))
-        return 0
+        return None
     if not args.runner:
-        parser.error(f"a runner name is required; one of: {', '.join(RUNNERS)}")
+        raise UsageError(f"a runner name is required; one of: {', '.join(RUNNERS)}")
     try:
         runner = get_runner(args.runner)
     except KeyError as exc:
-        parser.error(str(exc.args[0]))
+        raise UsageError(str(exc.args[0])) from None
+    if args.python != sys.executable:
+        try:
+            args.python = server_python(args.python, lambda text: print(text, flush=True))
+        except ValueError as exc:
+            raise UsageError(f"--python {args.python}: {exc}") from None
+    validate(args, runner, placement)
+    return args, runner, placement
 
+
+def validate(args: argparse.Namespace, runner: Runner, placement: Placement) -> None:
+    """``UsageError`` for a value the server would fail on, before anything starts."""
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: expected 0..65535 (0: a free port)")
+    for value, what in ((args.workers, "workers"), (args.threads, "threads")):
+        if value is not None and value < 1:
+            raise UsageError(f"--{what} {value}: must be a whole number >= 1")
+    workers = args.workers
+    if workers is None:
+        workers = worker_count(runner.workers, len(placement.server or available_cpus()))
+    threads = args.threads if args.threads is not None else runner.threads
+    settings = Settings(args.host, args.port or 1, workers, threads, gc=args.gc or runner.gc)
+    try:
+        check(runner, settings)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    problem = preflight.interpreter_problem(args.python)
+    if problem is not None:
+        raise UsageError(
+            f"--python {args.python}: {problem} "
+            "(accepted: a Python 3 interpreter with the suite's packages installed)"
+        )
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        if urlsplit(url).scheme not in {"postgres", "postgresql"}:
+            problem = "not a postgres:// URL"
+        else:
+            problem = preflight.database_problem(url)
+        if problem is not None:
+            raise UsageError(
+                f"$DATABASE_URL {preflight.redact(url)}: {problem} "
+                "(accepted: unset or empty for SQLite, or a reachable postgres:// URL)"
+            )
+
+
+def check_port(args: argparse.Namespace, runner: Runner) -> None:
+    """``UsageError`` naming the runner and the port if the port is taken."""
+    if not args.port:
+        return
+    try:
+        check_port_free(runner.name, args.host, args.port)
+    except RunnerError as exc:
+        raise UsageError(
+            f"--port {args.port}: {exc} (something else listens there: "
+            "stop it, or choose another port, or --port 0 for a free one)"
+        ) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parsed = parse(argv)
+        if parsed is None:
+            return 0
+        args, runner, placement = parsed
+        # A server left by an earlier run that was killed may hold the port.
+        stray = orphans.sweep_message()
+        if stray is not None:
+            print(stray, flush=True)
+        check_port(args, runner)
+    except UsageError as exc:
+        print(f"serve: error: {exc}", file=sys.stderr)
+        return 2
     for sig in _STOP_SIGNALS:
         signal.signal(sig, _interrupt)
+    with orphans.track():
+        return run(args, runner, placement)
+
+
+def run(args: argparse.Namespace, runner: Runner, placement: Placement) -> int:
+    """Prepare, serve until interrupted, stop; the exit status."""
     log_path = args.log or DEFAULT_LOG_DIR / f"{runner.name}.log"
     config = ServeConfig(
         runner=runner,

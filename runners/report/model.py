@@ -41,13 +41,18 @@ MAX_WORKER_ROWS = 4
 FLAG_ORDER = ("failed", "loadgen-bound", "noisy", "failures", "shared-cpus")
 # A cell with one of these flags is shown but given no rank. Other flags (such
 # as shared-cpus, which marks every run of an invocation alike) are shown only.
-UNRANKED_FLAGS = frozenset({"failed", "loadgen-bound", "noisy", "failures"})
+UNRANKED_FLAGS = frozenset(
+    {"failed", "loadgen-bound", "noisy", "failures", "worker-restarted", "worker-lost", "timeouts"}
+)
 FLAG_HELP = {
     "failed": "a repetition of this cell failed (see Failed runs)",
     "loadgen-bound": "the load generator ran out of CPU: the server may be able to do more",
     "noisy": f"its repetitions differ by more than ±{NOISY_SPREAD:.0%} around their mean",
     "failures": "some requests failed",
     "shared-cpus": "the server and the load generator shared CPUs",
+    "worker-restarted": "a worker died during a run; the master replaced it (recovered)",
+    "worker-lost": "a worker died during a run and was not replaced",
+    "timeouts": "some requests got no answer within the request timeout (a hang?)",
 }
 
 JSON = dict[str, Any]
@@ -230,7 +235,7 @@ def django_label(run: JSON, results: JSON) -> str:
 
 @dataclass(frozen=True)
 class Cell:
-    """Every repetition of one (runner, workload, users, python) cell."""
+    """Every repetition of one (runner, workload, users, python, django, gc) cell."""
 
     runner: str
     workload: str
@@ -255,8 +260,8 @@ class Cell:
     flags: tuple[str, ...]
 
     @property
-    def key(self) -> tuple[str, int, str, str]:
-        return (self.workload, self.users, self.runner, self.python)
+    def key(self) -> tuple[str, int, str, str, str, str]:
+        return (self.workload, self.users, self.runner, self.python, self.django, self.gc)
 
     @property
     def failed(self) -> bool:
@@ -333,11 +338,33 @@ def _position(values: Sequence[Any], value: Any) -> int:
         return len(values)
 
 
+GC_ORDER = ("default", "freeze", "off")
+
+
+def version_key(label: str) -> tuple[int, ...]:
+    """``(3, 12, 1)`` from ``CPython 3.12.1`` or ``5.2.19``: versions sort as numbers."""
+    numbers: list[int] = []
+    for part in label.rsplit(" ", 1)[-1].split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers)
+
+
 def cells_of(results: JSON) -> list[Cell]:
-    """The cells of an invocation, in matrix order (workload, users, runner)."""
-    groups: dict[tuple[str, int, str, str], list[JSON]] = {}
+    """The cells of an invocation, in matrix order (workload, users, runner), then by
+    interpreter, Django and gc mode (runs differing in those are different cells)."""
+    groups: dict[tuple[str, int, str, str, str, str], list[JSON]] = {}
     for run in results["runs"]:
-        key = (run["workload"], int(run["users"]), run["runner"], python_label(run, results))
+        key = (
+            run["workload"],
+            int(run["users"]),
+            run["runner"],
+            python_label(run, results),
+            django_label(run, results),
+            str(run.get("gc") or "default"),
+        )
         groups.setdefault(key, []).append(run)
     matrix = results["matrix"]
     cells = [make_cell(runs, results) for runs in groups.values()]
@@ -348,7 +375,10 @@ def cells_of(results: JSON) -> list[Cell]:
             c.users,
             _position(matrix["runners"], c.runner),
             c.runner,
+            version_key(c.python),
             c.python,
+            version_key(c.django),
+            _position(GC_ORDER, c.gc),
         )
     )
     return cells
@@ -367,8 +397,32 @@ def workloads_of(cells: Sequence[Cell]) -> list[str]:
     return seen
 
 
-def runner_label(cell: Cell, with_python: bool) -> str:
-    return f"{cell.runner} ({cell.python})" if with_python else cell.runner
+def runner_label(
+    cell: Cell, with_python: bool, with_django: bool = False, with_gc: bool = False
+) -> str:
+    """``gunicorn-sync-preload (CPython 3.12.1, Django 6.1.3, gc freeze)``: the runner
+    and what distinguishes its cells."""
+    extra = [
+        text
+        for text, on in (
+            (cell.python, with_python),
+            (f"Django {cell.django}", with_django),
+            (f"gc {cell.gc}", with_gc),
+        )
+        if on
+    ]
+    return f"{cell.runner} ({', '.join(extra)})" if extra else cell.runner
+
+
+def matters(cells: Sequence[Cell], dimension: str) -> bool:
+    """Whether some runner x workload x users has cells differing in ``dimension``
+    (``python``, ``django`` or ``gc``)."""
+    seen: dict[tuple[str, int, str], set[str]] = {}
+    for cell in cells:
+        seen.setdefault((cell.workload, cell.users, cell.runner), set()).add(
+            str(getattr(cell, dimension))
+        )
+    return any(len(values) > 1 for values in seen.values())
 
 
 # --------------------------------------------------------------------------
@@ -585,8 +639,19 @@ def _python_matters(cells: Sequence[Cell]) -> bool:
     return any(len(pythons) > 1 for pythons in seen.values())
 
 
-def compare_key(cell: Cell, with_python: bool) -> tuple[str, int, str, str]:
-    return (cell.workload, cell.users, cell.runner, cell.python if with_python else "")
+def compare_key(
+    cell: Cell, with_python: bool, with_django: bool = False
+) -> tuple[str, int, str, str, str, str]:
+    """Which cells of two invocations are the same: the gc mode always counts; the
+    interpreter and Django only when one side has several of them."""
+    return (
+        cell.workload,
+        cell.users,
+        cell.runner,
+        cell.python if with_python else "",
+        cell.django if with_django else "",
+        cell.gc,
+    )
 
 
 @dataclass(frozen=True)
@@ -595,17 +660,20 @@ class Comparison:
     only_old: tuple[Cell, ...]
     only_new: tuple[Cell, ...]
     with_python: bool
+    with_django: bool = False
+    with_gc: bool = False
 
 
 def compare(old: JSON, new: JSON) -> Comparison:
     """The cells two invocations share, with the change of each figure."""
     old_cells, new_cells = cells_of(old), cells_of(new)
     with_python = _python_matters(old_cells) or _python_matters(new_cells)
-    old_by_key = {compare_key(c, with_python): c for c in old_cells}
-    new_by_key = {compare_key(c, with_python): c for c in new_cells}
+    with_django = matters(old_cells, "django") or matters(new_cells, "django")
+    old_by_key = {compare_key(c, with_python, with_django): c for c in old_cells}
+    new_by_key = {compare_key(c, with_python, with_django): c for c in new_cells}
     shared = []
     for cell in new_cells:
-        before = old_by_key.get(compare_key(cell, with_python))
+        before = old_by_key.get(compare_key(cell, with_python, with_django))
         if before is None:
             continue
         shared.append(
@@ -622,6 +690,8 @@ def compare(old: JSON, new: JSON) -> Comparison:
         only_old=tuple(c for k, c in old_by_key.items() if k not in new_by_key),
         only_new=tuple(c for k, c in new_by_key.items() if k not in old_by_key),
         with_python=with_python,
+        with_django=with_django,
+        with_gc=matters(old_cells, "gc") or matters(new_cells, "gc"),
     )
 
 

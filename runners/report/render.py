@@ -37,6 +37,7 @@ from runners.report.model import (
     environment_diff,
     environment_rows,
     load_results,
+    matters,
     peak_sample,
     process_rows,
     pss_series,
@@ -47,6 +48,7 @@ from runners.report.model import (
     several,
     workloads_of,
 )
+from runners.report.runtimes import runtime_views
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -233,8 +235,14 @@ def workload_view(
     with_python: bool,
     colors: dict[str, str],
     charts: dict[str, JSON],
+    with_django: bool = False,
+    with_gc: bool = False,
 ) -> JSON:
     """Tables and chart specs of one workload; chart specs go into ``charts``."""
+
+    def label_of(cell: Cell) -> str:
+        return runner_label(cell, with_python, with_django, with_gc)
+
     levels = sorted({c.users for c in cells})
     measured = [c.users for c in cells if not c.failed]
     top = max(measured) if measured else max(levels)
@@ -244,12 +252,12 @@ def workload_view(
         (c for c in cells if c.users == top),
         key=lambda c: (c.failed, -(c.rps_per_gib.mean if c.rps_per_gib else -1.0)),
     )
-    order = [runner_label(c, with_python) for c in at_top]
+    order = [label_of(c) for c in at_top]
     for cell in cells:
-        label = runner_label(cell, with_python)
+        label = label_of(cell)
         if label not in order:
             order.append(label)
-    by_label_level = {(runner_label(c, with_python), c.users): c for c in cells}
+    by_label_level = {(label_of(c), c.users): c for c in cells}
     prefix = f"w{index}"
 
     # Requests/s per GiB, one bar per runner and users level.
@@ -288,7 +296,7 @@ def workload_view(
     top_cells = [c for c in at_top if not c.failed]
     charts[f"{prefix}-lat"] = {
         "kind": "latency",
-        "labels": [runner_label(c, with_python) for c in top_cells],
+        "labels": [label_of(c) for c in top_cells],
         "datasets": [
             {
                 "label": p,
@@ -339,7 +347,7 @@ def workload_view(
         run = _first_with_memory(cell)
         if run is None:
             continue
-        label = runner_label(cell, with_python)
+        label = label_of(cell)
         sample = peak_sample(run["memory"])
         if sample is not None:
             for proc in process_rows(sample):
@@ -438,15 +446,25 @@ def run_context(results: JSON, results_dir: Path) -> JSON:
     cells = cells_of(results)
     with_python = several(c.python for c in cells)
     with_django = several(c.django for c in cells)
+    with_gc = matters(cells, "gc")
     labels: list[str] = []
     for cell in cells:
-        label = runner_label(cell, with_python)
+        label = runner_label(cell, with_python, with_django, with_gc)
         if label not in labels:
             labels.append(label)
     colors = {label: _color(i) for i, label in enumerate(labels)}
     charts: dict[str, JSON] = {}
     workloads = [
-        workload_view(w, i, [c for c in cells if c.workload == w], with_python, colors, charts)
+        workload_view(
+            w,
+            i,
+            [c for c in cells if c.workload == w],
+            with_python,
+            colors,
+            charts,
+            with_django,
+            with_gc,
+        )
         for i, w in enumerate(workloads_of(cells))
     ]
     runs = [
@@ -466,6 +484,8 @@ def run_context(results: JSON, results_dir: Path) -> JSON:
         "workloads": workloads,
         "with_python": with_python,
         "with_django": with_django,
+        "with_gc": with_gc,
+        "runtime_views": runtime_views(results, cells, charts),
         "runs": runs,
         "failed_runs": [r for r in results["runs"] if r["status"] == "failed"],
         "used_flags": used_flags,

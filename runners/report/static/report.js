@@ -185,6 +185,35 @@
         },
       };
     },
+
+    /* Soak runs: memory per process (or of the mean worker) over time; solid
+       lines shared, dashed lines private; one y scale for every soak chart. */
+    soakTime: function (spec) {
+      return {
+        type: "line",
+        data: {
+          datasets: spec.datasets.map(function (ds) {
+            return {
+              label: ds.label,
+              data: ds.data,
+              borderColor: ds.color,
+              backgroundColor: ds.color,
+              borderDash: ds.dash ? [6, 4] : [],
+              borderWidth: 2,
+              pointRadius: ds.data.length > 40 ? 0 : 2,
+            };
+          }),
+        },
+        options: {
+          parsing: true,
+          scales: {
+            x: { type: "linear", min: 0, title: title("seconds since the server was ready (load starts at once)") },
+            y: { beginAtZero: true, suggestedMax: spec.yMax, title: title(spec.yTitle) },
+          },
+          plugins: { legend: { position: "bottom", labels: { boxWidth: 18 } } },
+        },
+      };
+    },
   };
 
   var charts = [];

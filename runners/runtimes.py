@@ -1,0 +1,246 @@
+"""The runtime dimensions of a matrix: interpreters, Django releases, gc modes.
+
+``runners.bench`` multiplies every runner x workload x users cell by them:
+
+- ``--python 3.11,3.12`` (versions or paths; ``runners.interpreters`` finds
+  them): the servers run on each interpreter, from a virtual environment with
+  the locked versions. Without it the servers run on the driver's own Python.
+- ``--django 5.2,6.1``: the same with each Django release.
+- ``--gc default,freeze,off``: the garbage-collector modes of
+  ``runners/servers/gcmode.py``. They act on what a pre-fork master imports
+  before it forks, so they apply to the runners whose master preloads the app
+  (``gunicorn-sync-preload``, ``gunicorn-sync-freeze``, ``uwsgi``,
+  ``gunicorn-uvicorn``, ``gunicorn-asgi``): each of those runs once per mode.
+  A pre-fork runner that imports the app in each worker after the fork
+  (``gunicorn-sync``) has nothing shared to freeze: a mode other than
+  ``default`` is refused for it (use ``gunicorn-sync-preload``). Every other
+  runner (threads, async servers without a preloading master) runs once, with
+  ``default``, and records it.
+
+A run's id gets one qualifier per dimension that has more than one value,
+e.g. ``gunicorn-sync-preload/json/16/1/py3.12.1/gc-freeze``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from runners import soak
+from runners.commands import GC_SERVERS
+from runners.interpreters import (
+    DjangoUnavailable,
+    Interpreter,
+    InterpreterNotFound,
+    Runtime,
+    check_djangos,
+    current_interpreter,
+    current_runtime,
+    find_interpreters,
+    parse_django,
+    runtime_env,
+)
+from runners.registry import GC_MODES, RUNNERS, GcMode, Runner
+
+
+def gc_capable(runner: Runner) -> bool:
+    """The runner's master imports the app, then forks: gc modes change what is shared."""
+    return runner.server in GC_SERVERS and runner.preload
+
+
+def parse_gcs(text: str) -> tuple[GcMode, ...]:
+    """``default,freeze,off`` -> the modes; ``ValueError`` with the accepted ones."""
+    items = [part.strip() for part in text.split(",")]
+    if not text.strip() or any(not item for item in items):
+        raise ValueError(f"malformed list {text!r} (expected e.g. default,freeze,off)")
+    unknown = [item for item in items if item not in GC_MODES]
+    if unknown:
+        raise ValueError(
+            f"unknown gc mode {', '.join(map(repr, unknown))} (accepted: {', '.join(GC_MODES)})"
+        )
+    return tuple(cast(GcMode, item) for item in dict.fromkeys(items))
+
+
+def check_gcs(runners: Sequence[Runner], gcs: Sequence[GcMode]) -> None:
+    """``ValueError`` for a pre-fork runner without preload asked for a non-default mode."""
+    modes = [m for m in gcs if m != "default"]
+    if not modes:
+        return
+    for runner in runners:
+        if runner.family == "prefork" and not gc_capable(runner):
+            raise ValueError(
+                f"{','.join(modes)}: {runner.name} imports the app in each worker after the "
+                f"fork (no preload), so there is nothing shared for gc {modes[0]} to keep; "
+                "use gunicorn-sync-preload (the same server with --preload), or --gc default"
+            )
+
+
+def gc_modes_for(runner: Runner, gcs: Sequence[GcMode]) -> tuple[GcMode | None, ...]:
+    """The modes ``runner`` runs under: each of ``gcs`` for a preloading pre-fork
+    master, ``default`` for the others, the runner's own (None) without ``--gc``."""
+    if not gcs:
+        return (None,)
+    if gc_capable(runner):
+        return tuple(gcs)
+    return ("default",)
+
+
+@dataclass(frozen=True)
+class RunVariant:
+    """One interpreter x Django x gc combination of a cell (None: the default)."""
+
+    python: Interpreter | None = None
+    django: str | None = None
+    gc: GcMode | None = None
+    qualifiers: tuple[str, ...] = ()
+
+
+DEFAULT_VARIANT = RunVariant()
+"""The driver's interpreter, the locked Django, the runner's own gc mode."""
+
+
+def variants(
+    runner: Runner,
+    pythons: Sequence[Interpreter],
+    djangos: Sequence[str],
+    gcs: Sequence[GcMode],
+) -> list[RunVariant]:
+    """Every combination a runner's cell runs under, interpreters outermost."""
+    out: list[RunVariant] = []
+    python_choices: list[Interpreter | None] = list(pythons) or [None]
+    django_choices: list[str | None] = list(djangos) or [None]
+    for python in python_choices:
+        for django in django_choices:
+            for gc in gc_modes_for(runner, gcs):
+                qualifiers: list[str] = []
+                if python is not None and len(pythons) > 1:
+                    qualifiers.append(python.tag)
+                if django is not None and len(djangos) > 1:
+                    qualifiers.append(f"django{django}")
+                if gc is not None and len(gcs) > 1:
+                    qualifiers.append(f"gc-{gc}")
+                out.append(RunVariant(python, django, gc, tuple(qualifiers)))
+    return out
+
+
+def qualified(base: str, qualifiers: Sequence[str], sep: str = "/") -> str:
+    """``base`` followed by the qualifiers: ``a/b/1/py3.12.1/gc-off``."""
+    return sep.join([base, *qualifiers])
+
+
+def _split(text: str, what: str) -> tuple[str, ...]:
+    items = tuple(part.strip() for part in text.split(","))
+    if not text.strip() or any(not item for item in items):
+        raise ValueError(f"--{what}: malformed list {text!r} (expected e.g. a,b)")
+    return tuple(dict.fromkeys(items))
+
+
+def from_args(
+    a: argparse.Namespace,
+    runners: Sequence[str],
+    workloads: Sequence[str],
+    users: Sequence[int],
+) -> dict[str, Any]:
+    """What ``--python``, ``--django``, ``--gc`` and ``--soak`` change in the bench options
+    (``runners``, ``workloads``, ``users``: the matrix chosen so far). ``ValueError`` with a
+    one-line message naming the option, raised before anything runs."""
+    pythons: tuple[Interpreter, ...] = ()
+    if a.python is not None:
+        try:
+            pythons = find_interpreters(_split(a.python, "python"))
+        except (InterpreterNotFound, ValueError) as exc:
+            raise ValueError(f"--python: {exc}".replace("--python: --python", "--python")) from None
+    djangos: tuple[str, ...] = ()
+    if a.django is not None:
+        try:
+            djangos = tuple(dict.fromkeys(parse_django(s) for s in _split(a.django, "django")))
+        except ValueError as exc:
+            raise ValueError(f"--django: {exc}".replace("--django: --django", "--django")) from None
+        try:
+            check_djangos(djangos, pythons or (current_interpreter(),))
+        except DjangoUnavailable as exc:
+            raise ValueError(str(exc)) from None
+    gcs: tuple[GcMode, ...] = ()
+    if a.gc is not None:
+        try:
+            gcs = parse_gcs(a.gc)
+        except ValueError as exc:
+            raise ValueError(f"--gc: {exc}") from None
+    out: dict[str, Any] = {}
+    if a.soak is not None:
+        try:
+            target = soak.parse_soak(a.soak)
+        except ValueError as exc:
+            raise ValueError(f"--soak: {exc}") from None
+        runner = runners[0] if a.runners is not None else soak.DEFAULT_RUNNER
+        if a.gc is None:
+            gcs = GC_MODES if gc_capable(RUNNERS[runner]) else ()
+        out.update(
+            runners=(runner,),
+            workloads=(workloads[0] if a.workloads is not None else soak.DEFAULT_WORKLOAD,),
+            users=(users[0] if a.users is not None else soak.DEFAULT_USERS,),
+            warmup_s=a.warmup if a.warmup is not None else 0.0,
+            duration_s=target.cap_s(a.duration),
+            soak=target,
+        )
+    try:
+        check_gcs([RUNNERS[r] for r in out.get("runners", runners)], gcs)
+    except ValueError as exc:
+        raise ValueError(f"--gc {exc}") from None
+    out.update(pythons=pythons, djangos=djangos, gcs=gcs)
+    return out
+
+
+RuntimeKey = tuple[str | None, str | None]
+
+
+def runtime_key(variant: RunVariant) -> RuntimeKey:
+    """Which runtime a variant runs on: (interpreter path or None, Django or None)."""
+    return (variant.python.path if variant.python is not None else None, variant.django)
+
+
+def build_runtimes(
+    pythons: Sequence[Interpreter],
+    djangos: Sequence[str],
+    say: Callable[[str], None] = print,
+) -> dict[RuntimeKey, Runtime]:
+    """Every runtime of the matrix, built (or reused) now. Without ``--python`` and
+    ``--django`` the servers run on the driver's own interpreter and packages."""
+    if not pythons and not djangos:
+        return {(None, None): current_runtime()}
+    built: dict[RuntimeKey, Runtime] = {}
+    python_choices: list[Interpreter | None] = list(pythons) or [None]
+    django_choices: list[str | None] = list(djangos) or [None]
+    for python in python_choices:
+        interp = python or current_interpreter()
+        for django in django_choices:
+            key = (python.path if python is not None else None, django)
+            built[key] = runtime_env(interp, django, say=say)
+    return built
+
+
+def describe(
+    pythons: Sequence[Interpreter],
+    djangos: Sequence[str],
+    gcs: Sequence[GcMode],
+    target: soak.SoakTarget | None,
+) -> str:
+    """One line for the plan printed before the matrix starts ('' when nothing varies)."""
+    parts: list[str] = []
+    if pythons:
+        parts.append("interpreters " + ", ".join(f"{p.label} ({p.path})" for p in pythons))
+    if djangos:
+        parts.append("Django " + ", ".join(djangos))
+    if gcs:
+        parts.append("gc " + ", ".join(gcs) + " (preloading pre-fork runners; others: default)")
+    if target is not None:
+        parts.append(f"soak: {target.describe()} per run, per-worker memory sampled throughout")
+    return "Runtimes: " + "; ".join(parts) + "." if parts else ""
+
+
+def run_label(run: Mapping[str, Any]) -> str:
+    """The runner and the qualifiers of its run id: ``gunicorn-sync-preload py3.12.1 gc-off``."""
+    qualifiers = str(run.get("id") or "").split("/")[4:]
+    return " ".join([str(run["runner"]), *qualifiers])

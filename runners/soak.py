@@ -1,0 +1,242 @@
+"""Soak runs: one runner kept under load, per-worker memory over time.
+
+``tox -e bench -- --soak N`` (requests) or ``--soak 120s`` (``s``, ``m`` or
+``h``) keeps one runner (the first of ``--runners``, default
+``gunicorn-sync-preload``) under the ``mixed`` workload (or the first of
+``--workloads``) at one concurrency (the first of ``--users``, default 32),
+once per gc mode of ``--gc`` (default all three) and per interpreter of
+``--python``. Warm-up defaults to 0: the erosion of sharing starts with the
+first request.
+
+The server's process tree is sampled from the moment it is ready, before any
+request (the state right after the fork), until the load stops. Each run
+keeps, besides the usual figures over the measured window, ``soak: true`` and
+``soak_series``: a shared time axis (seconds since the server was ready) and,
+per process, its shared (RSS - USS), private (USS) and PSS bytes on it, at
+most ``MAX_POINTS`` points (evenly spaced, first and last kept). A request
+target ends the window as soon as Locust has counted that many requests
+(``loadtests/measure.py --measure-requests``); the window is capped at
+``max(120 s, N / 20 s)``, or at ``--duration`` when given.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runners.cpus import Placement
+from runners.locust_run import LocustPlan, LocustProcess
+from runners.memory import Sampler, TreeSample, summarize
+from runners.process import RunningServer
+from runners.results import Measurement
+
+DEFAULT_RUNNER = "gunicorn-sync-preload"
+DEFAULT_WORKLOAD = "mixed"
+DEFAULT_USERS = 32
+MAX_POINTS = 300
+MIN_CAP_S = 120.0
+CAP_RATE = 20.0
+"""A request target's window is capped at max(MIN_CAP_S, requests / CAP_RATE) seconds."""
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h)$")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True)
+class SoakTarget:
+    """How long a soak run lasts: a number of requests or a duration."""
+
+    requests: int | None = None
+    duration_s: float | None = None
+
+    def cap_s(self, duration: float | None = None) -> float:
+        """The measured window's length: the duration, or a request target's cap."""
+        if self.duration_s is not None:
+            return self.duration_s
+        if duration is not None:
+            return duration
+        return max(MIN_CAP_S, (self.requests or 0) / CAP_RATE)
+
+    def describe(self) -> str:
+        if self.requests is not None:
+            return f"{self.requests} requests"
+        return f"{self.duration_s:g} s"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "duration_s": self.duration_s}
+
+
+def parse_soak(text: str) -> SoakTarget:
+    """``300`` (requests) or ``120s`` / ``2m`` / ``1h``; ``ValueError`` otherwise."""
+    value = text.strip().lower()
+    if value.isdigit():
+        requests = int(value)
+        if requests < 1:
+            raise ValueError(f"{text!r}: the number of requests must be positive")
+        return SoakTarget(requests=requests)
+    match = _DURATION.match(value)
+    if match is None:
+        raise ValueError(f"{text!r} is neither a number of requests (300) nor a duration (120s)")
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: the duration must be positive")
+    return SoakTarget(duration_s=seconds)
+
+
+def locust_options(target: SoakTarget | None) -> tuple[str, ...]:
+    """Options for ``loadtests/measure.py``: end the window after N requests."""
+    if target is None or target.requests is None:
+        return ()
+    return ("--measure-requests", str(target.requests))
+
+
+def sample_interval(target: SoakTarget, window_s: float) -> float:
+    """Every half second for short soaks, every second from 5 minutes on."""
+    return 1.0 if window_s >= 300 and target.duration_s is not None else 0.5
+
+
+def _indices(n: int, limit: int) -> list[int]:
+    """At most ``limit`` indices of ``range(n)``, evenly spaced, first and last kept."""
+    if n <= limit:
+        return list(range(n))
+    step = (n - 1) / (limit - 1)
+    return sorted({round(i * step) for i in range(limit)})
+
+
+def _names(samples: Sequence[TreeSample]) -> dict[int, tuple[str, str]]:
+    """pid -> (role, name): the master, then workers in order of appearance."""
+    first_seen: dict[int, tuple[float, str]] = {}
+    for sample in samples:
+        for proc in sample.processes:
+            if proc.helper:
+                continue
+            first_seen.setdefault(proc.pid, (sample.t, proc.role))
+    names: dict[int, tuple[str, str]] = {}
+    worker = 0
+    for pid, (_, role) in sorted(
+        first_seen.items(), key=lambda item: (item[1][1] != "master", item[1][0], item[0])
+    ):
+        if role == "master":
+            names[pid] = ("master", "master")
+        else:
+            worker += 1
+            names[pid] = ("worker", f"worker {worker}")
+    return names
+
+
+def series(
+    samples: Sequence[TreeSample],
+    *,
+    target: SoakTarget,
+    interval_s: float,
+    window_start_s: float,
+    window_end_s: float,
+    requests: int,
+    limit: int = MAX_POINTS,
+) -> dict[str, Any]:
+    """The ``soak_series`` of a run: per-process shared, private (USS) and PSS bytes on
+    a common time axis (None where the process did not exist), downsampled."""
+    names = _names(samples)
+    kept = [samples[i] for i in _indices(len(samples), limit)]
+    processes: list[dict[str, Any]] = []
+    for pid, (role, name) in names.items():
+        shared: list[int | None] = []
+        uss: list[int | None] = []
+        pss: list[int | None] = []
+        for sample in kept:
+            proc = next((p for p in sample.processes if p.pid == pid), None)
+            shared.append(None if proc is None else proc.shared)
+            uss.append(None if proc is None else proc.uss)
+            pss.append(None if proc is None else proc.pss)
+        if all(v is None for v in uss):
+            continue
+        processes.append(
+            {"pid": pid, "role": role, "name": name, "shared": shared, "uss": uss, "pss": pss}
+        )
+    ended_by = (
+        "requests" if target.requests is not None and requests >= target.requests else "duration"
+    )
+    return {
+        "target_requests": target.requests,
+        "target_duration_s": target.duration_s,
+        "ended_by": ended_by,
+        "interval_s": interval_s,
+        "samples": len(samples),
+        "window_start_s": round(window_start_s, 3),
+        "window_end_s": round(window_end_s, 3),
+        "t": [round(s.t, 3) for s in kept],
+        "processes": processes,
+    }
+
+
+def _downsample_memory(memory: dict[str, Any], limit: int = MAX_POINTS) -> dict[str, Any]:
+    """The memory block with at most ``limit`` samples (the peak of summed PSS kept)."""
+    samples: list[dict[str, Any]] = memory["samples"]
+    if len(samples) <= limit:
+        return memory
+    keep = set(_indices(len(samples), limit - 1))
+    keep.add(max(range(len(samples)), key=lambda i: int(samples[i]["pss"])))
+    return {**memory, "samples": [samples[i] for i in sorted(keep)]}
+
+
+def measure(
+    server: RunningServer,
+    plan: LocustPlan,
+    target: SoakTarget,
+    placement: Placement,
+    check: Callable[[], None] | None = None,
+) -> tuple[Measurement, dict[str, Any]]:
+    """Sample ``server`` from now (before any load) until Locust's window ends.
+
+    The figures (rps, latency, peaks, CPU) are those of the measured window,
+    as in a matrix run; the series covers the whole soak. ``check`` is called
+    while waiting on Locust (the driver's: it raises once the server died).
+    """
+    interval = sample_interval(target, plan.duration_s)
+    began = time.monotonic()
+    sampler = Sampler(server.pid, interval=interval)
+    sampler.start()
+    try:
+        with LocustProcess(plan) as locust:
+            locust.wait_for("start", check=check)
+            window_start = time.monotonic() - began
+            try:
+                locust.wait_for("end", check=check)
+            finally:
+                window_end = time.monotonic() - began
+                samples = sampler.stop()
+            outcome = locust.finish()
+    finally:
+        sampler.stop()  # idempotent: the sampling thread never outlives the run
+    if sampler.error is not None or not server.alive():
+        raise RuntimeError(f"the server died during the soak ({sampler.error})")
+    window = outcome.window
+    if window.requests == 0:
+        raise RuntimeError("no request completed in the soak")
+    in_window = [s for s in samples if s.t >= window_start - 0.05] or samples[-1:]
+    memory = summarize(in_window, sampler_cpu_percent=sampler.cpu_percent_of_sampler)
+    cpu_seconds = memory.get("cpu_seconds")
+    measurement = Measurement(
+        window_s=window.duration_s,
+        requests=window.requests,
+        failures=window.failures,
+        latency=outcome.stats.latency,
+        locust_rps=outcome.stats.locust_rps,
+        memory=_downsample_memory(memory),
+        cpu_seconds=float(cpu_seconds) if isinstance(cpu_seconds, int | float) else None,
+        loadgen_cpu_seconds=window.loadgen_cpu_seconds,
+        loadgen_cpus=max(1, min(len(placement.loadgen), window.loadgen_processes)),
+        server_cpus=len(placement.server),
+    )
+    block = series(
+        samples,
+        target=target,
+        interval_s=interval,
+        window_start_s=window_start,
+        window_end_s=window_end,
+        requests=window.requests,
+    )
+    return measurement, block
