@@ -53,6 +53,7 @@ import csv
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -71,6 +72,7 @@ from loadtests.catalog import (
     WORKLOADS,
 )
 from runners import environment as env_capture
+from runners import micro as micro_bench
 from runners import orphans, preflight, runtimes, soak
 from runners.cpus import Placement, placement_from
 from runners.interpreters import Interpreter, Runtime
@@ -137,6 +139,8 @@ RUN_OVERHEAD_S = 6.0
 """Per-run time besides warm-up and window: server start and stop, Locust
 start-up and spawning, the settle time before Locust quits."""
 SETUP_S = 20.0
+# `--micro`: pyperf --fast over the 18 micro-benchmarks, measured on a 2-core machine.
+MICRO_ESTIMATE_S = 240.0
 """Per-invocation time: database preparation (about 17 s to seed a fresh clone), upstream start."""
 
 SEED_KEYS = ("users", "follows", "posts", "likes", "comments")
@@ -176,6 +180,7 @@ class Options:
     djangos: tuple[str, ...] = ()
     gcs: tuple[GcMode, ...] = ()
     soak: SoakTarget | None = None
+    micro: bool = False
 
     @property
     def runs(self) -> int:
@@ -184,7 +189,7 @@ class Options:
     def estimate_s(self) -> float:
         spawn = max(self.users) / (self.spawn_rate or max(self.users))
         per_run = self.warmup_s + self.duration_s + RUN_OVERHEAD_S + spawn
-        return SETUP_S + self.runs * per_run
+        return SETUP_S + self.runs * per_run + (MICRO_ESTIMATE_S if self.micro else 0.0)
 
     def locust_options(self) -> tuple[str, ...]:
         return (
@@ -299,6 +304,12 @@ def build_parser() -> Parser:
         "--quick",
         action="store_true",
         help="one runner per family on json and upstream, short windows (< 3 minutes)",
+    )
+    p.add_argument(
+        "--micro",
+        action="store_true",
+        help="after the matrix, also run the pyperf micro-benchmarks (tox -e micro, --fast) "
+        "on the server CPUs into micro.json; the report shows them",
     )
     p.add_argument("--no-report", action="store_true", help="do not render the HTML report")
     p.add_argument("--list", action="store_true", help="list runners and workloads, then exit")
@@ -466,6 +477,7 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         quick=quick,
         report=not a.no_report,
         request_timeout_s=a.request_timeout or DEFAULT_REQUEST_TIMEOUT_S,
+        micro=bool(a.micro),
     )
     try:
         options = replace(
@@ -1098,7 +1110,8 @@ def describe_plan(options: Options) -> str:
         f"{options.repeat} repeats; each {options.warmup_s:g} s warm-up + "
         f"{options.duration_s:g} s measured + ~{RUN_OVERHEAD_S + spawn:.0f} s start/stop.\n"
         f"Estimated time: ~{fmt_duration(options.estimate_s())} "
-        f"({options.runs} x ~{per_run:.0f} s + ~{SETUP_S:.0f} s setup). "
+        f"({options.runs} x ~{per_run:.0f} s + ~{SETUP_S:.0f} s setup"
+        f"{f' + ~{MICRO_ESTIMATE_S:.0f} s micro-benchmarks' if options.micro else ''}). "
         f"{options.placement.describe()}."
     )
     line = runtimes.describe(options.pythons, options.djangos, options.gcs, options.soak)
@@ -1185,6 +1198,34 @@ def report_reaped(ledger: orphans.Ledger) -> None:
         print(f"warning: stopped a leftover process: {line}", file=sys.stderr, flush=True)
 
 
+def run_micro(ctx: Context, say: Callable[[str], None]) -> str | None:
+    """The pyperf micro-benchmarks (``runners.micro --fast``) pinned to the server CPUs.
+
+    Writes ``micro.json`` and ``micro.log`` into the results folder and returns
+    the path relative to it, or None (with a warning) when they failed.
+    """
+    out = ctx.out_dir / "micro.json"
+    log = ctx.out_dir / "micro.log"
+    cpus = ",".join(str(cpu) for cpu in ctx.options.placement.server)
+    # The database was prepared for the matrix (with its --seed sizes): keep it.
+    argv = micro_bench.command(out, ["--fast", f"--affinity={cpus}", "--skip-prepare"])
+    say(f"Micro-benchmarks (pyperf --fast on CPU {cpus}, ~{MICRO_ESTIMATE_S / 60:.0f} min)...")
+    with log.open("w") as fh:
+        status = subprocess.run(
+            argv,
+            env={**os.environ, **ctx.server_env},
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            check=False,
+        ).returncode
+    if status != 0 or not out.exists():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
+        say(f"warning: the micro-benchmarks failed (exit {status}); see {log}\n{tail}")
+        return None
+    return ctx.rel(out)
+
+
 def execute(options: Options, command: str) -> int:
     """Run the matrix; the exit status."""
     out_dir = options.output
@@ -1252,6 +1293,9 @@ def execute(options: Options, command: str) -> int:
                 progress.finished(
                     index, cell, record, clock.elapsed, remaining_s(options, index, spent)
                 )
+            if options.micro:
+                results.doc["micro"] = run_micro(ctx, progress.message)
+                results.save()
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -324,3 +324,69 @@ def test_failing_view_fails_loudly(data_dir: Path, tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "answered 404, not 200" in proc.stderr
     assert not (tmp_path / "micro.json").exists()
+
+
+# --- in the HTML report, and from tox -e bench -- --micro ---------------------------
+
+
+@pytest.mark.slow
+def test_report_shows_the_benchmarks_and_the_asgi_overhead(micro_json: tuple[Path, str]) -> None:
+    import json
+    import re
+
+    from runners.report.render import render_run
+
+    path, _ = micro_json
+    results = json.loads((REPO_ROOT / "tests/data/sample_results.json").read_text())
+    results["micro"] = path.name
+    (path.parent / "results.json").write_text(json.dumps(results))
+    html = render_run(path.parent).read_text()
+    assert set(re.findall(r'data-benchmark="([^"]+)"', html)) == EXPECTED
+    expected = micro.overhead(micro.summary(path))
+    shown = re.findall(r'<tr data-overhead="([^"]+)">(.*?)</tr>', html)
+    assert [name for name, _ in shown] == [f"{r['profile']}/{r['view']}" for r in expected]
+    for (_, cells), row in zip(shown, expected, strict=True):
+        numbers = re.findall(r'<td class="n">([^<]+)</td>', cells)
+        assert numbers[0] == f"{row['wsgi_sync_us']:.1f}"
+        assert numbers[2] == f"{row['asgi_async_extra_us']:+.1f}"
+        assert numbers[4] == f"{row['asgi_sync_extra_us']:+.1f}"
+
+
+@pytest.mark.slow
+def test_bench_micro_runs_pyperf_into_the_results_folder(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+    from typing import cast
+
+    from runners import bench
+    from runners.cpus import Placement
+
+    real_command = micro.command
+
+    def quick(output: str | os.PathLike[str], pyperf_args: Any = ()) -> list[str]:
+        # The same path as --micro, in pyperf's quickest mode on two benchmarks.
+        args = [a for a in pyperf_args if a != "--fast"]
+        return real_command(
+            output, ["--debug-single-value", "--benchmarks", "*/minimal/json", *args]
+        )
+
+    monkeypatch.setattr(micro, "command", quick)
+    monkeypatch.setenv("BENCH_DATA_DIR", str(data_dir))
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    ctx = SimpleNamespace(
+        out_dir=tmp_path,
+        options=SimpleNamespace(placement=Placement(server=(cpu,), loadgen=(cpu,))),
+        server_env={"DATABASE_URL": ""},
+        rel=lambda p: p.relative_to(tmp_path).as_posix(),
+    )
+    said: list[str] = []
+    assert bench.run_micro(cast(bench.Context, ctx), said.append) == "micro.json"
+    suite = pyperf.BenchmarkSuite.load(str(tmp_path / "micro.json"))
+    assert set(suite.get_benchmark_names()) == {
+        "wsgi-sync/minimal/json",
+        "asgi-async/minimal/json",
+        "asgi-sync/minimal/json",
+    }
+    assert "pyperf --fast" in said[0]
+    assert (tmp_path / "micro.log").exists()

@@ -5,6 +5,7 @@ Read with pyperf's own API so the figures are the ones ``pyperf show`` gives.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,21 @@ from runners.report.model import safe_relative_href
 def load_micro(results_dir: Path, relative: str | None) -> dict[str, Any] | None:
     """The micro-benchmark table of a run folder, or None when there is none.
 
-    Returns ``{"path", "href", "error", "rows"}``; each row has the benchmark's
-    name, its mean and standard deviation formatted by pyperf, and the number
-    of values. A missing or unreadable file gives an ``error`` and no rows.
+    Returns ``{"path", "href", "error", "rows", "overhead"}``; each row has the
+    benchmark's name, its mean and standard deviation formatted by pyperf, and
+    the number of values; ``overhead`` is ``runners.micro.overhead``: what the
+    ASGI paths cost per request over the WSGI path, per middleware profile and
+    view. A missing or unreadable file gives an ``error`` and no rows.
     """
     if not relative:
         return None
-    table: dict[str, Any] = {"path": relative, "href": None, "error": None, "rows": []}
+    table: dict[str, Any] = {
+        "path": relative,
+        "href": None,
+        "error": None,
+        "rows": [],
+        "overhead": [],
+    }
     href = safe_relative_href(results_dir, relative)
     if href is None:
         table["error"] = "file not found next to results.json"
@@ -29,7 +38,10 @@ def load_micro(results_dir: Path, relative: str | None) -> dict[str, Any] | None
     try:
         import pyperf  # only reports with micro-benchmarks need it
 
+        from runners.micro import overhead, summarize
+
         suite = pyperf.BenchmarkSuite.load(str(results_dir / relative))
+        table["overhead"] = overhead(summarize(suite.get_benchmarks()))
         for bench in suite.get_benchmarks():
             values = bench.get_values()
             mean = bench.mean()
@@ -49,4 +61,34 @@ def load_micro(results_dir: Path, relative: str | None) -> dict[str, Any] | None
     except Exception as exc:  # pyperf raises many kinds on a bad file
         table["error"] = "cannot read it with pyperf: " + " ".join(str(exc).split())[:200]
         table["rows"] = []
+        table["overhead"] = []
     return table
+
+
+def asgi_variants(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Load-test throughput of the ASGI runners' sync and async views, side by side.
+
+    One row per ASGI runner, workload and user count that ran (ok runs; the
+    mean over repeats), with ``sync_rps`` and ``async_rps`` (None when that
+    variant did not run): the server-level picture of the thread hop that the
+    micro-benchmarks price per request.
+    """
+    groups: dict[tuple[str, str, int], dict[str, list[float]]] = {}
+    for run in runs:
+        if run.get("interface") != "asgi" or run.get("status") != "ok":
+            continue
+        key = (str(run["runner"]), str(run["workload"]), int(run["users"]))
+        groups.setdefault(key, {}).setdefault(str(run.get("variant")), []).append(float(run["rps"]))
+    rows = []
+    for (runner, workload, users), by_variant in sorted(groups.items()):
+        means = {v: sum(xs) / len(xs) for v, xs in by_variant.items()}
+        rows.append(
+            {
+                "runner": runner,
+                "workload": workload,
+                "users": users,
+                "sync_rps": means.get("sync"),
+                "async_rps": means.get("async"),
+            }
+        )
+    return rows

@@ -20,7 +20,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
-from runners.report.micro import load_micro
+from runners.report.micro import asgi_variants, load_micro
 from runners.report.model import (
     ASSUMED_NOISE,
     FLAG_HELP,
@@ -491,6 +491,7 @@ def run_context(results: JSON, results_dir: Path) -> JSON:
         "used_flags": used_flags,
         "environment_rows": environment_rows(results["environment"]),
         "micro": load_micro(results_dir, results.get("micro")),
+        "asgi_variants": asgi_variants(results["runs"]),
         "chart_data": {"charts": charts},
         "scripts": chart_scripts(),
         "ok_count": sum(1 for r in results["runs"] if r["status"] == "ok"),
