@@ -126,7 +126,8 @@ def test_upstream_bad_ms_is_400(api: Api, ms: str) -> None:
 def test_parse_count_always_in_range(raw: str | None) -> None:
     value = parse_count(raw)
     assert 1 <= value <= 500
-    if raw is None or not re.fullmatch(r"\s*[+-]?[0-9]+\s*", raw):
+    # int() strips ASCII whitespace only (not all of \s, e.g. not "\x1f").
+    if raw is None or not re.fullmatch(r"[ \t\n\r\f\v]*[+-]?[0-9]+[ \t\n\r\f\v]*", raw):
         return
     assert value == min(max(int(raw), 1), 500)
 

@@ -149,13 +149,13 @@ def test_sync_client_is_shared() -> None:
     assert upstream_client.sync_client() is upstream_client.sync_client()
 
 
-def test_async_client_per_loop_and_stale_loops_dropped() -> None:
-    async def clients() -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
-        return upstream_client.async_client(), upstream_client.async_client()
+def test_async_clients_per_loop_and_stale_loops_dropped() -> None:
+    async def clients() -> tuple[upstream_client.AsyncClients, upstream_client.AsyncClients]:
+        return upstream_client.async_clients(), upstream_client.async_clients()
 
     first_a, first_b = async_to_sync(clients)()
     assert first_a is first_b
     second_a, _ = async_to_sync(clients)()
-    assert second_a is not first_a  # a new loop, a new client
-    # The first loop is closed: its client was dropped when the second was made.
+    assert second_a is not first_a  # a new loop, new clients
+    # The first loop is closed: its clients were dropped when the second's were made.
     assert list(upstream_client._async_clients.values()) == [second_a]

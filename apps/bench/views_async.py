@@ -151,7 +151,7 @@ async def upstream(request: HttpRequest) -> HttpResponse:
     if ms is None:
         return json_error(400, "ms must be an integer from 0 to 5000")
     try:
-        response = await upstream_client.async_client().get(upstream_client.delay_url(ms))
+        response = await upstream_client.async_clients().get(upstream_client.delay_url(ms))
     except httpx.HTTPError as exc:
         return upstream_unreachable(exc)
     return upstream_response(ms, response.status_code, response.content)
