@@ -273,13 +273,20 @@ def asgi_response(messages: AsgiResult) -> Response:
 # --- Django in this process ------------------------------------------------------
 
 
-def setup_django(profile: Profile | None = None) -> None:
-    """Set Django up (once); ``profile`` selects the middleware profile before the settings load."""
+def setup_django(profile: Profile | None = None, interface: str | None = None) -> None:
+    """Set Django up (once).
+
+    ``profile`` selects the middleware profile and ``interface`` (``wsgi`` or
+    ``asgi``) the database connection handling, before the settings load, as
+    the project's wsgi.py and asgi.py entry points do for a server.
+    """
     import django
     from django.apps import apps
 
     if profile is not None and not apps.ready:
         os.environ["BENCH_MIDDLEWARE"] = profile
+    if interface is not None and not apps.ready:
+        os.environ["BENCH_INTERFACE"] = interface
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
     django.setup(set_prefix=False)
 
@@ -562,9 +569,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A worker started by hand without --worker-task runs them all.
         wanted = range(len(specs)) if args.worker_task is None else [args.worker_task]
         wanted = [i for i in wanted if i < len(specs)]
-        # The profile is selected before the settings load, as a server would.
-        setup_django(specs[wanted[0]].profile if wanted else None)
+        # The profile and interface are selected before the settings load, as a
+        # server would (under ASGI Django's docs say: no persistent connections).
+        setup_django(
+            specs[wanted[0]].profile if wanted else None,
+            specs[wanted[0]].interface if wanted else None,
+        )
         runner.metadata["database"] = database_vendor()
+        from django.conf import settings
+
+        runner.metadata["conn_max_age"] = str(settings.DATABASES["default"]["CONN_MAX_AGE"])
         for index in wanted:
             prepared[index] = build(specs[index])
     else:

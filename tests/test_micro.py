@@ -390,3 +390,13 @@ def test_bench_micro_runs_pyperf_into_the_results_folder(
     }
     assert "pyperf --fast" in said[0]
     assert (tmp_path / "micro.log").exists()
+
+
+@pytest.mark.slow
+def test_asgi_benchmarks_use_per_request_connections(micro_json: tuple[Path, str]) -> None:
+    # As a server's asgi.py/wsgi.py would: persistent connections under WSGI only.
+    path, _ = micro_json
+    suite = pyperf.BenchmarkSuite.load(str(path))
+    for bench in suite.get_benchmarks():
+        expected = "None" if bench.get_name().startswith("wsgi-") else "0"
+        assert bench.get_metadata()["conn_max_age"] == expected, bench.get_name()
