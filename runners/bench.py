@@ -61,7 +61,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, Protocol, TextIO
+from typing import Any, Protocol, TextIO
 from urllib.parse import urlsplit
 
 from loadtests.catalog import (
@@ -74,6 +74,7 @@ from loadtests.catalog import (
 from runners import environment as env_capture
 from runners import micro as micro_bench
 from runners import orphans, preflight, runtimes, soak
+from runners.cli import SEED_KEYS, Parser, UsageError, parse_seed, split_list
 from runners.cpus import Placement, placement_from
 from runners.interpreters import Interpreter, Runtime
 from runners.locust_run import LocustError, LocustPlan, LocustProcess
@@ -143,12 +144,7 @@ SETUP_S = 20.0
 MICRO_ESTIMATE_S = 240.0
 """Per-invocation time: database preparation (about 17 s to seed a fresh clone), upstream start."""
 
-SEED_KEYS = ("users", "follows", "posts", "likes", "comments")
 MIDDLEWARES = ("minimal", "default")
-
-
-class UsageError(ValueError):
-    """A bad option; the message is one line."""
 
 
 # --- options ------------------------------------------------------------------------------------
@@ -201,13 +197,6 @@ class Options:
             str(self.seed.get("posts", DEFAULT_MAX_POST_ID)),
             *soak.locust_options(self.soak),
         )
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, with errors as one line and exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
 
 
 def build_parser() -> Parser:
@@ -316,13 +305,6 @@ def build_parser() -> Parser:
     return p
 
 
-def split_list(text: str, what: str) -> tuple[str, ...]:
-    items = tuple(part.strip() for part in text.split(","))
-    if not text.strip() or any(not item for item in items):
-        raise UsageError(f"--{what}: malformed list {text!r} (expected e.g. a,b)")
-    return tuple(dict.fromkeys(items))
-
-
 def names(
     text: str | None, default: Sequence[str], known: Mapping[str, Any], what: str
 ) -> tuple[str, ...]:
@@ -358,25 +340,6 @@ def positive(value: float | None, what: str, *, zero_ok: bool = False) -> None:
         return
     if value < 0 or (value == 0 and not zero_ok):
         raise UsageError(f"--{what}: {value:g} must be {'>= 0' if zero_ok else '> 0'}")
-
-
-def parse_seed(text: str | None) -> dict[str, int]:
-    if text is None:
-        return {}
-    seed: dict[str, int] = {}
-    for item in split_list(text, "seed"):
-        key, sep, value = item.partition("=")
-        if not sep or key not in SEED_KEYS:
-            raise UsageError(
-                f"--seed: {item!r} is not KEY=N with KEY one of {', '.join(SEED_KEYS)}"
-            )
-        try:
-            seed[key] = int(value)
-        except ValueError:
-            raise UsageError(f"--seed: {item!r}: {value!r} is not a whole number") from None
-        if seed[key] < 0:
-            raise UsageError(f"--seed: {item!r} is negative")
-    return seed
 
 
 def parse_database(text: str | None) -> str | None:

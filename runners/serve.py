@@ -27,6 +27,7 @@ from typing import NoReturn
 from urllib.parse import urlsplit
 
 from runners import orphans, preflight
+from runners.cli import Parser, UsageError, follow_log
 from runners.commands import Settings, check
 from runners.cpus import Placement, available_cpus, format_cpus, placement_from
 from runners.interpreters import server_python
@@ -52,17 +53,6 @@ from runners.registry import (
 )
 
 DEFAULT_LOG_DIR = REPO_ROOT / ".data" / "logs"
-
-
-class UsageError(ValueError):
-    """A bad option or name; the message is one line."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, with errors as one line (``serve: error: ...``) and exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,20 +106,6 @@ def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
     for sig in _STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
-
-
-def _follow(path: Path, done: threading.Event) -> None:
-    """Echo what the server writes to its log until ``done`` is set."""
-    with path.open("rb") as fh:
-        while True:
-            chunk = fh.read()
-            if chunk:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-            elif done.is_set():
-                return
-            else:
-                time.sleep(0.2)
 
 
 def _banner(server: RunningServer, placement: Placement) -> str:
@@ -275,7 +251,7 @@ def run(args: argparse.Namespace, runner: Runner, placement: Placement) -> int:
         server = start(config)
         print(_banner(server, placement), flush=True)
         if not args.quiet:
-            follower = threading.Thread(target=_follow, args=(log_path, done), daemon=True)
+            follower = threading.Thread(target=follow_log, args=(log_path, done), daemon=True)
             follower.start()
         while server.alive():
             time.sleep(0.5)

@@ -33,7 +33,6 @@ for the server, ``--web-host`` for Locust).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
@@ -51,6 +50,7 @@ from typing import IO, NoReturn, cast
 import psutil
 
 from loadtests.catalog import DEFAULT_MAX_POST_ID, DEFAULT_MAX_USER_ID, WORKLOADS
+from runners.cli import SEED_KEYS, Parser, UsageError, follow_log, parse_seed
 from runners.cpus import Placement, format_cpus, placement_from
 from runners.memory import tree_pids
 from runners.process import (
@@ -71,20 +71,8 @@ from runners.servers.launch import launch_command
 DEFAULT_LOG_DIR = REPO_ROOT / ".data" / "logs"
 DEFAULT_WEB_PORT = 8089
 LOCUSTFILES = (REPO_ROOT / "loadtests" / "locustfile.py", REPO_ROOT / "loadtests" / "ui_memory.py")
-SEED_KEYS = ("users", "follows", "posts", "likes", "comments")
 UI_STARTUP_TIMEOUT_S = 60.0
 LOCUST_GRACE_S = 10.0
-
-
-class UsageError(ValueError):
-    """A bad option or name; the message is one line."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, with errors as one line (exit status 2, from ``main``)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
 
 
 def build_parser() -> Parser:
@@ -178,20 +166,6 @@ def split_locust_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
         i = args.index("--")
         return args[:i], args[i + 1 :]
     return args, []
-
-
-def parse_seed(text: str | None) -> dict[str, int]:
-    if not text:
-        return {}
-    seed: dict[str, int] = {}
-    for item in (part.strip() for part in text.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or key not in SEED_KEYS or not value.isdigit():
-            raise UsageError(
-                f"--seed: {item!r} is not KEY=N with KEY one of {', '.join(SEED_KEYS)}"
-            )
-        seed[key] = int(value)
-    return seed
 
 
 def parse_options(argv: Sequence[str]) -> Options | None:
@@ -438,20 +412,6 @@ def stop_locust(child: LocustChild, grace: float = LOCUST_GRACE_S) -> None:
         child.log.close()
 
 
-def _follow(path: Path, done: threading.Event) -> None:
-    """Echo what Locust writes to its log until ``done`` is set."""
-    with path.open("rb") as fh:
-        while True:
-            chunk = fh.read()
-            if chunk:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-            elif done.is_set():
-                return
-            else:
-                time.sleep(0.2)
-
-
 # --- the session -------------------------------------------------------------------------------
 
 
@@ -537,7 +497,7 @@ def run(options: Options) -> int:
         print(f"starting Locust on CPUs {format_cpus(options.placement.loadgen)}...", flush=True)
         locust = start_locust(options, server, locust_log)
         if not options.quiet:
-            follower = threading.Thread(target=_follow, args=(locust_log, done), daemon=True)
+            follower = threading.Thread(target=follow_log, args=(locust_log, done), daemon=True)
             follower.start()
         wait_for_ui(locust, options.web_host, options.web_port, UI_STARTUP_TIMEOUT_S, options.quiet)
         print(banner(options, server, locust), flush=True)
