@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -439,3 +440,16 @@ def test_soak_report_draws_shared_and_private_per_worker(soaked: BenchRun) -> No
         rows = [r for r in card.find_all("tr") if r.attrs.get("data-role") == "worker"]
         assert len(rows) >= 2
     assert "mean worker" in soak.text()
+
+
+def test_latency_tables_name_the_gc_mode_of_each_row(
+    sample: dict[str, Any], tmp_path: Path
+) -> None:
+    # Rows that differ only by gc mode (or interpreter) must not look the same.
+    html = render_run(place(sample, tmp_path / "run")).read_text(encoding="utf-8")
+    rows = re.findall(
+        r"<tr><td>(gunicorn-sync-preload[^\n]*?)</td><td class=\"n\">", html, flags=re.S
+    )
+    assert rows, "no latency rows for gunicorn-sync-preload"
+    assert any("gc freeze" in row for row in rows)
+    assert any("gc default" in row for row in rows)
