@@ -621,14 +621,10 @@ def timeout_failures(path: Path) -> int:
         return 0
 
 
-def measure(server: RunningServer, cell: Cell, ctx: Context) -> tuple[Measurement, Incidents]:
-    """Drive ``server`` with Locust and measure it over the window.
-
-    Ends early with ``ServerDied`` when the server's root exits.
-    """
+def plan_locust(server: RunningServer, cell: Cell, ctx: Context) -> LocustPlan:
+    """The Locust run of ``cell`` against ``server``, on the load-generator CPUs."""
     options = ctx.options
-    placement = options.placement
-    locust_plan = LocustPlan(
+    return LocustPlan(
         host=server.url,
         workload=cell.workload,
         variant=server.variant,
@@ -637,10 +633,20 @@ def measure(server: RunningServer, cell: Cell, ctx: Context) -> tuple[Measuremen
         duration_s=options.duration_s,
         out_prefix=ctx.runs_dir / cell.stem,
         spawn_rate=options.spawn_rate,
-        cpus=placement.loadgen,
+        cpus=options.placement.loadgen,
         options=options.locust_options(),
         request_timeout_s=options.request_timeout_s,
     )
+
+
+def measure(server: RunningServer, cell: Cell, ctx: Context) -> tuple[Measurement, Incidents]:
+    """Drive ``server`` with Locust and measure it over the window.
+
+    Ends early with ``ServerDied`` when the server's root exits.
+    """
+    options = ctx.options
+    placement = options.placement
+    locust_plan = plan_locust(server, cell, ctx)
     check = server_watch(server)
     workers_before = worker_pids(server)
     with LocustProcess(locust_plan) as locust:
@@ -689,19 +695,7 @@ def soak_measure(
     """``--soak``: ``runners.soak.measure`` (memory sampled from before the first request)."""
     options = ctx.options
     assert options.soak is not None
-    locust_plan = LocustPlan(
-        host=server.url,
-        workload=cell.workload,
-        variant=server.variant,
-        users=cell.users,
-        warmup_s=options.warmup_s,
-        duration_s=options.duration_s,
-        out_prefix=ctx.runs_dir / cell.stem,
-        spawn_rate=options.spawn_rate,
-        cpus=options.placement.loadgen,
-        options=options.locust_options(),
-        request_timeout_s=options.request_timeout_s,
-    )
+    locust_plan = plan_locust(server, cell, ctx)
     measurement, series = soak.measure(
         server, locust_plan, options.soak, options.placement, check=server_watch(server)
     )

@@ -19,13 +19,18 @@ import atexit
 import contextlib
 import functools
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import psutil
 import pytest
 
@@ -36,6 +41,7 @@ from runners.memcheck import sqlite_env as _sqlite_env
 from runners.memory import tree_pids
 from runners.process import RunningServer, ServeConfig, http_get, serve
 from runners.registry import Runner, get_runner
+from runners.results import SCHEMA_PATH
 
 
 @functools.cache
@@ -134,3 +140,52 @@ def get_json(server: RunningServer, path: str) -> Any:
     status, body = get(server, path)
     assert status == 200, (path, status, body[:500])
     return json.loads(body)
+
+
+# --- the bench driver, as a user runs it ------------------------------------------------
+
+#: A small database (seeding takes about a second) for the bench tests.
+BENCH_SEED = "users=30,follows=3,posts=200,likes=400,comments=100"
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """One ``python -m runners.bench`` invocation: its results folder and process."""
+
+    out: Path
+    proc: subprocess.CompletedProcess[str]
+
+    @property
+    def results(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.out / "results.json").read_text())
+        return data
+
+    def check(self) -> dict[str, Any]:
+        """The results of a run that exited 0, matches the schema and has no failed run."""
+        assert self.proc.returncode == 0, self.proc.stdout[-3000:] + self.proc.stderr[-3000:]
+        results = self.results
+        schema = json.loads(SCHEMA_PATH.read_text())
+        jsonschema.validate(results, schema, cls=jsonschema.Draft202012Validator)
+        assert "schema_errors" not in results
+        assert all(r["status"] == "ok" for r in results["runs"]), [
+            (r["id"], r["error"]) for r in results["runs"]
+        ]
+        return results
+
+
+def run_bench(out: Path, data_dir: Path, *args: str, timeout: float = 300) -> BenchRun:
+    """Run the bench CLI with ``args`` on SQLite in ``data_dir``, small seed, into ``out``."""
+    env = {**os.environ, "PYTHONPATH": str(_REPO_ROOT), "BENCH_DATA_DIR": str(data_dir)}
+    for name in ("DATABASE_URL", "REDIS_URL", "BENCH_MIDDLEWARE", "CI"):
+        env.pop(name, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runners.bench", *args, "--seed", BENCH_SEED, "--output", str(out)],
+        cwd=_REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return BenchRun(out, proc)

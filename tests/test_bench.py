@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,38 +22,11 @@ from loadtests.catalog import WORKLOADS
 from runners import bench
 from runners.registry import FAMILIES, RUNNERS
 from runners.results import GIB, SCHEMA_PATH, summarize_cells
+from tests.servers import BenchRun, run_bench
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SEED = "users=30,follows=3,posts=200,likes=400,comments=100"
 WINDOW = ("--users", "4", "--warmup", "2", "--duration", "4")
 REL = 1e-9
-
-
-@dataclass(frozen=True)
-class BenchRun:
-    out: Path
-    proc: subprocess.CompletedProcess[str]
-
-    @property
-    def results(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.out / "results.json").read_text())
-        return data
-
-
-def run_bench(out: Path, data_dir: Path, *args: str, timeout: float = 240) -> BenchRun:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "BENCH_DATA_DIR": str(data_dir)}
-    for name in ("DATABASE_URL", "REDIS_URL", "BENCH_MIDDLEWARE", "CI"):
-        env.pop(name, None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "runners.bench", *args, "--seed", SEED, "--output", str(out)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return BenchRun(out, proc)
 
 
 @pytest.fixture(scope="module")

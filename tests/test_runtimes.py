@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from runners.interpreters import find_interpreter, locked_django, runtime_env
 from runners.memory import sample_tree
 from runners.report import render_comparison, render_run
 from runners.results import SCHEMA_PATH
-from tests.servers import get_json, running
+from tests.servers import BenchRun, get_json, run_bench, running
 from tests.test_report import Node, parse
 from tests.test_report_browser import CHECK_CHARTS, chromium, console_problems, launched
 
@@ -33,7 +32,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
 SAMPLE = DATA / "sample_runtimes.json"
 MIB = 2**20
-SEED = "users=30,follows=3,posts=200,likes=400,comments=100"
 PYTHONS = ("3.11", "3.12")
 
 
@@ -247,44 +245,6 @@ def test_runtime_charts_draw_in_chromium(sample: dict[str, Any], tmp_path: Path)
 
 
 # --- real runs -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BenchRun:
-    out: Path
-    proc: subprocess.CompletedProcess[str]
-
-    @property
-    def results(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.out / "results.json").read_text())
-        return data
-
-    def check(self) -> dict[str, Any]:
-        assert self.proc.returncode == 0, self.proc.stdout[-3000:] + self.proc.stderr[-3000:]
-        results = self.results
-        schema = json.loads(SCHEMA_PATH.read_text())
-        jsonschema.validate(results, schema, cls=jsonschema.Draft202012Validator)
-        assert "schema_errors" not in results
-        assert all(r["status"] == "ok" for r in results["runs"]), [
-            (r["id"], r["error"]) for r in results["runs"]
-        ]
-        return results
-
-
-def run_bench(out: Path, data_dir: Path, *args: str, timeout: float = 300) -> BenchRun:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "BENCH_DATA_DIR": str(data_dir)}
-    for name in ("DATABASE_URL", "REDIS_URL", "BENCH_MIDDLEWARE", "CI"):
-        env.pop(name, None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "runners.bench", *args, "--seed", SEED, "--output", str(out)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return BenchRun(out, proc)
 
 
 @pytest.fixture(scope="module")
