@@ -58,6 +58,19 @@ FLAG_HELP = {
 JSON = dict[str, Any]
 
 
+# Okabe-Ito, readable by the colour-blind; one colour per runner line.
+RUNNER_COLORS = (
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#CC79A7",
+    "#56B4E9",
+    "#D55E00",
+    "#999933",
+    "#000000",
+)
+
+
 class ResultsError(Exception):
     """A results.json that is missing or invalid. The message is one line."""
 

@@ -28,6 +28,7 @@ from runners.report.model import (
     GC_ORDER,
     JSON,
     MIB,
+    RUNNER_COLORS,
     Cell,
     Stat,
     django_label,
@@ -36,17 +37,6 @@ from runners.report.model import (
     version_key,
 )
 
-# Okabe-Ito, as the rest of the report.
-SERIES_COLORS = (
-    "#0072B2",
-    "#E69F00",
-    "#009E73",
-    "#CC79A7",
-    "#56B4E9",
-    "#D55E00",
-    "#999933",
-    "#000000",
-)
 GC_COLORS = {"default": "#D55E00", "freeze": "#0072B2", "off": "#009E73"}
 SAME = 0.005
 """Relative changes smaller than this are told as 'the same'."""
@@ -167,8 +157,8 @@ def interpreter_view(cells: Sequence[Cell], charts: dict[str, JSON]) -> JSON | N
                 "label": runtime,
                 "data": [_rounded(_row_value(v["rows"], runtime)) for v in views],
                 "flags": ["" for _ in views],
-                "colors": [SERIES_COLORS[i % len(SERIES_COLORS)] for _ in views],
-                "color": SERIES_COLORS[i % len(SERIES_COLORS)],
+                "colors": [RUNNER_COLORS[i % len(RUNNER_COLORS)] for _ in views],
+                "color": RUNNER_COLORS[i % len(RUNNER_COLORS)],
             }
             for i, runtime in enumerate(runtimes)
         ],
@@ -378,7 +368,7 @@ def soak_view(results: JSON, charts: dict[str, JSON]) -> JSON | None:
             )
         datasets = []
         for n, proc in enumerate(workers):
-            color = SERIES_COLORS[n % len(SERIES_COLORS)]
+            color = RUNNER_COLORS[n % len(RUNNER_COLORS)]
             for key, what, dash in (("shared", "shared", False), ("uss", "private", True)):
                 points = _points(t, proc[key])
                 datasets.append(
@@ -444,7 +434,7 @@ def soak_view(results: JSON, charts: dict[str, JSON]) -> JSON | None:
                     {
                         "label": f"gc {view['gc']}",
                         "data": _points(view["t"], view[key]),
-                        "color": GC_COLORS.get(view["gc"], SERIES_COLORS[i % len(SERIES_COLORS)]),
+                        "color": GC_COLORS.get(view["gc"], RUNNER_COLORS[i % len(RUNNER_COLORS)]),
                         "dash": False,
                     }
                     for i, view in enumerate(group)
