@@ -5,12 +5,12 @@ Load it next to the locustfile and give it the server's root PID::
     locust -f loadtests/locustfile.py,loadtests/ui_memory.py --host http://127.0.0.1:8000 \\
         --class-picker --server-pid 12345 --server-name gunicorn-sync-freeze
 
-(``python -m runners.ui RUNNER`` does exactly that.) Without ``--server-pid``
+(``python -m runners.cli.ui RUNNER`` does exactly that.) Without ``--server-pid``
 it does nothing. With it, on the process that serves the web UI (standalone,
 or the master in distributed mode; never on a worker):
 
 - a greenlet samples the server's process tree every ``--server-sample-interval``
-  seconds (2 by default) with ``runners.memory.sample_tree`` and keeps the last
+  seconds (2 by default) with ``runners.sampling.memory.sample_tree`` and keeps the last
   150 samples;
 - a Flask blueprint adds ``GET /memory`` (JSON: the latest sample's summed
   PSS, USS and RSS, every process with its shared and private memory, the
@@ -54,7 +54,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
-from runners.memory import TreeSample, per_gib, sample_tree  # noqa: E402
+from runners.sampling.memory import TreeSample, per_gib, sample_tree  # noqa: E402
 
 TAB_KEY = "server-memory"
 HISTORY_POINTS = 150

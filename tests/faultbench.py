@@ -16,8 +16,10 @@ import os
 import sys
 from collections.abc import Iterator
 
-from runners import bench, process
-from runners.process import RunningServer, ServeConfig
+from runners.bench import main as bench_main
+from runners.bench import run as bench_run
+from runners.serving import server as process
+from runners.serving.server import RunningServer, ServeConfig
 
 
 def main() -> int:
@@ -30,8 +32,8 @@ def main() -> int:
         with real_serve(dataclasses.replace(config, app=app) if app else config) as server:
             yield server
 
-    setattr(bench, "serve", serve)  # noqa: B010 - replacing the imported name is the point
-    return bench.main()
+    setattr(bench_run, "serve", serve)  # noqa: B010 - replacing the imported name is the point
+    return bench_main.main()
 
 
 if __name__ == "__main__":

@@ -34,14 +34,14 @@ import jsonschema
 import psutil
 import pytest
 
-from runners.commands import SINGLE_PROCESS_SERVERS
-from runners.cpus import default_placement
-from runners.memcheck import prepare_small
-from runners.memcheck import sqlite_env as _sqlite_env
-from runners.memory import tree_pids
-from runners.process import RunningServer, ServeConfig, http_get, serve
-from runners.registry import Runner, get_runner
-from runners.results import SCHEMA_PATH
+from runners.cli.memcheck import prepare_small
+from runners.cli.memcheck import sqlite_env as _sqlite_env
+from runners.results.record import SCHEMA_PATH
+from runners.sampling.memory import tree_pids
+from runners.serving.commands import SINGLE_PROCESS_SERVERS
+from runners.serving.cpus import default_placement
+from runners.serving.registry import Runner, get_runner
+from runners.serving.server import RunningServer, ServeConfig, http_get, serve
 
 
 @functools.cache

@@ -33,9 +33,9 @@ from pytest_django import Settings as SettingsWrapper
 
 from apps.bench import upstream_client
 from apps.project import settings as project_settings
-from runners.memcheck import prepare_small
-from runners.memory import tree_pids
-from runners.process import RunningServer
+from runners.cli.memcheck import prepare_small
+from runners.sampling.memory import tree_pids
+from runners.serving.server import RunningServer
 from tests.conftest import REPO_ROOT
 from tests.servers import get, prepared_data_dir, running
 

@@ -19,9 +19,11 @@ import psutil
 import pytest
 
 from loadtests.catalog import WORKLOADS
-from runners import bench
-from runners.registry import FAMILIES, RUNNERS
-from runners.results import GIB, SCHEMA_PATH, summarize_cells
+from runners.bench import main
+from runners.bench import matrix as bench_matrix
+from runners.bench import options as bench_options
+from runners.results.record import GIB, SCHEMA_PATH, summarize_cells
+from runners.serving.registry import FAMILIES, RUNNERS
 from tests.servers import BenchRun, run_bench
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -242,7 +244,7 @@ def test_failed_requests_are_counted(failing: BenchRun) -> None:
 def test_bad_options_exit_2_with_one_line(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert bench.main(args) == 2
+    assert main.main(args) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
@@ -252,7 +254,7 @@ def test_bad_options_exit_2_with_one_line(
 
 
 def test_unknown_runner_lists_what_is_accepted(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench.main(["--runners", "gunicorn-sync,nope"]) == 2
+    assert main.main(["--runners", "gunicorn-sync,nope"]) == 2
     err = capsys.readouterr().err
     for name in RUNNERS:
         assert name in err
@@ -275,12 +277,12 @@ def test_bad_option_through_the_cli() -> None:
 
 def test_output_with_results_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "results.json").write_text("{}")
-    assert bench.main(["--output", str(tmp_path)]) == 2
+    assert main.main(["--output", str(tmp_path)]) == 2
     assert "already holds a results.json" in capsys.readouterr().err
 
 
 def test_list_shows_runners_and_workloads(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench.main(["--list"]) == 0
+    assert main.main(["--list"]) == 0
     out = capsys.readouterr().out
     for name in [*RUNNERS, *WORKLOADS]:
         assert name in out
@@ -289,7 +291,7 @@ def test_list_shows_runners_and_workloads(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_quick_is_one_runner_per_family_under_three_minutes() -> None:
-    options, _ = bench.parse_options(["--quick"])
+    options, _ = bench_options.parse_options(["--quick"])
     assert options is not None
     assert sorted(RUNNERS[r].family for r in options.runners) == sorted(FAMILIES)
     assert options.workloads == ("json", "upstream")
@@ -297,7 +299,7 @@ def test_quick_is_one_runner_per_family_under_three_minutes() -> None:
 
 
 def test_default_matrix_shows_the_main_contrasts_under_twenty_minutes() -> None:
-    options, _ = bench.parse_options([])
+    options, _ = bench_options.parse_options([])
     assert options is not None
     for name in (
         "gunicorn-sync",
@@ -313,19 +315,19 @@ def test_default_matrix_shows_the_main_contrasts_under_twenty_minutes() -> None:
 
 
 def test_explicit_options_override_quick() -> None:
-    options, _ = bench.parse_options(["--quick", "--users", "8,32", "--duration", "5"])
+    options, _ = bench_options.parse_options(["--quick", "--users", "8,32", "--duration", "5"])
     assert options is not None
     assert options.users == (8, 32)
     assert options.duration_s == 5
-    assert options.warmup_s == bench.QUICK_WARMUP_S
+    assert options.warmup_s == bench_options.QUICK_WARMUP_S
 
 
 def test_plan_is_repeat_major() -> None:
-    options, _ = bench.parse_options(
+    options, _ = bench_options.parse_options(
         ["--runners", "uvicorn,waitress", "--workloads", "json", "--repeat", "2"]
     )
     assert options is not None
-    ids = [cell.id for cell in bench.plan(options)]
+    ids = [cell.id for cell in bench_matrix.plan(options)]
     assert ids == [
         "uvicorn/json/32/1",
         "waitress/json/32/1",
@@ -335,12 +337,12 @@ def test_plan_is_repeat_major() -> None:
 
 
 def test_worker_and_thread_overrides_only_apply_where_they_mean_something() -> None:
-    options, _ = bench.parse_options(["--workers", "2", "--threads", "8"])
+    options, _ = bench_options.parse_options(["--workers", "2", "--threads", "8"])
     assert options is not None
-    assert bench.worker_override(RUNNERS["gunicorn-sync"], options) == 2
-    assert bench.worker_override(RUNNERS["waitress"], options) is None
-    assert bench.thread_override(RUNNERS["gunicorn-gthread"], options) == 8
-    assert bench.thread_override(RUNNERS["uvicorn"], options) is None
+    assert bench_matrix.worker_override(RUNNERS["gunicorn-sync"], options) == 2
+    assert bench_matrix.worker_override(RUNNERS["waitress"], options) is None
+    assert bench_matrix.thread_override(RUNNERS["gunicorn-gthread"], options) == 8
+    assert bench_matrix.thread_override(RUNNERS["uvicorn"], options) is None
 
 
 # --- repeats ------------------------------------------------------------------------------------

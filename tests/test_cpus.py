@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runners.cpus import (
+from runners.serving.cpus import (
     Placement,
     available_cpus,
     default_placement,

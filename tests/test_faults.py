@@ -27,10 +27,10 @@ import jsonschema
 import psutil
 import pytest
 
-from runners import orphans
-from runners.process import RunnerError, ServeConfig, start
-from runners.registry import RUNNERS
-from runners.results import SCHEMA_PATH
+from runners.results.record import SCHEMA_PATH
+from runners.serving import ledger as orphans
+from runners.serving.registry import RUNNERS
+from runners.serving.server import RunnerError, ServeConfig, start
 from tests.servers import sqlite_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ SEED = "users=30,follows=3,posts=200,likes=400,comments=100"
 WINDOW = ("--users", "4", "--warmup", "1", "--duration", "3", "--workers", "2")
 IMPORT_ERROR_APP = "tests.faultapp_import_error:application"
 BENCH = [sys.executable, "-m", "runners.bench"]
-SERVE = [sys.executable, "-m", "runners.serve"]
+SERVE = [sys.executable, "-m", "runners.cli.serve"]
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
@@ -506,9 +506,9 @@ def test_the_next_run_stops_what_a_killed_driver_left(tmp_path: Path, running_di
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from runners import orphans\n"
-        "from runners.process import ServeConfig, start\n"
-        "from runners.registry import RUNNERS\n"
+        "from runners.serving import ledger as orphans\n"
+        "from runners.serving.server import ServeConfig, start\n"
+        "from runners.serving.registry import RUNNERS\n"
         "with orphans.track():\n"
         f"    server = start(ServeConfig(runner=RUNNERS['gunicorn-sync'], port={port},\n"
         f"        log_path=Path({str(tmp_path / 'stray.log')!r}), workers=2,\n"
@@ -625,7 +625,7 @@ def test_bench_bad_input_is_one_line_and_starts_nothing(
 def test_bench_missing_interpreter_is_one_line(
     tmp_path: Path, data_dir: Path, running_dir: Path
 ) -> None:
-    from runners.bench import build_parser
+    from runners.bench.options import build_parser
 
     if "--python" not in build_parser().format_help():
         pytest.skip("runners.bench has no --python option")
@@ -683,7 +683,7 @@ def test_serve_bad_input_is_one_line_and_starts_nothing(
         env["BENCH_RUNNING_DIR"] = str(running_dir)
         log = tmp_path / "server.log"
         code, stdout, stderr, watcher = _run_watched(
-            [sys.executable, "-m", "runners.serve", *args, "--log", str(log)], env
+            [sys.executable, "-m", "runners.cli.serve", *args, "--log", str(log)], env
         )
     assert code == 2, stdout + stderr
     lines = stderr.splitlines()

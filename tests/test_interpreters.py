@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from runners import bench, interpreters, runtimes, soak
-from runners.interpreters import (
+from runners.bench import console, main, soak
+from runners.bench import matrix as bench_matrix
+from runners.bench import options as bench_options
+from runners.runtimes import axes, interpreters
+from runners.runtimes.interpreters import (
     DjangoUnavailable,
     Interpreter,
     InterpreterNotFound,
@@ -27,8 +30,8 @@ from runners.interpreters import (
     parse_django,
     version_matches,
 )
-from runners.memory import ProcessMemory, TreeSample
-from runners.registry import RUNNERS
+from runners.sampling.memory import ProcessMemory, TreeSample
+from runners.serving.registry import RUNNERS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -183,7 +186,7 @@ def test_bench_missing_interpreter_exits_2(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PYENV_ROOT", str(tmp_path))
-    assert bench.main(["--python", "3.99", "--output", str(tmp_path / "out")]) == 2
+    assert main.main(["--python", "3.99", "--output", str(tmp_path / "out")]) == 2
     line = _one_line_error(capsys)
     assert "--python: no Python 3.99: looked for python3.99 on PATH" in line
     assert f"{tmp_path}/versions/3.99.*/bin/python3" in line
@@ -229,7 +232,7 @@ def test_bench_missing_interpreter_through_the_cli(tmp_path: Path) -> None:
 def test_bad_runtime_options_exit_2_with_one_line(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert bench.main(args) == 2
+    assert main.main(args) == 2
     assert message in _one_line_error(capsys)
 
 
@@ -314,7 +317,7 @@ def test_bench_refuses_django_6_on_python_311_before_anything_runs(
     monkeypatch.setattr(interpreters, "django_releases", lookup)
     python = fake_python(tmp_path / "py311" / "python3.11", "3.11.7")
     out = tmp_path / "out"
-    assert bench.main(["--python", str(python), "--django", "6.1", "--output", str(out)]) == 2
+    assert main.main(["--python", str(python), "--django", "6.1", "--output", str(out)]) == 2
     line = _one_line_error(capsys)
     assert "--django 6.1 does not install on CPython 3.11.7" in line
     assert not out.exists()
@@ -333,28 +336,28 @@ def test_venv_names_and_overrides() -> None:
 
 
 def test_gc_modes_apply_to_preloading_pre_fork_masters_only() -> None:
-    gcs = runtimes.parse_gcs("default,freeze,off")
-    assert runtimes.gc_modes_for(RUNNERS["gunicorn-sync-preload"], gcs) == gcs
-    assert runtimes.gc_modes_for(RUNNERS["uwsgi"], gcs) == gcs
-    assert runtimes.gc_modes_for(RUNNERS["uvicorn"], gcs) == ("default",)
-    assert runtimes.gc_modes_for(RUNNERS["gunicorn-gthread"], gcs) == ("default",)
-    assert runtimes.gc_modes_for(RUNNERS["gunicorn-sync-freeze"], ()) == (None,)
-    runtimes.check_gcs([RUNNERS["gunicorn-sync"]], ("default",))
+    gcs = axes.parse_gcs("default,freeze,off")
+    assert axes.gc_modes_for(RUNNERS["gunicorn-sync-preload"], gcs) == gcs
+    assert axes.gc_modes_for(RUNNERS["uwsgi"], gcs) == gcs
+    assert axes.gc_modes_for(RUNNERS["uvicorn"], gcs) == ("default",)
+    assert axes.gc_modes_for(RUNNERS["gunicorn-gthread"], gcs) == ("default",)
+    assert axes.gc_modes_for(RUNNERS["gunicorn-sync-freeze"], ()) == (None,)
+    axes.check_gcs([RUNNERS["gunicorn-sync"]], ("default",))
     with pytest.raises(ValueError, match="gunicorn-sync imports the app in each worker"):
-        runtimes.check_gcs([RUNNERS["gunicorn-sync"]], ("default", "off"))
+        axes.check_gcs([RUNNERS["gunicorn-sync"]], ("default", "off"))
 
 
 def test_plan_ids_are_unique_and_carry_what_varies(monkeypatch: pytest.MonkeyPatch) -> None:
     pythons = (PY311, PY312)
-    monkeypatch.setattr(runtimes, "find_interpreters", lambda specs: pythons)
-    options, _ = bench.parse_options(
+    monkeypatch.setattr(bench_options, "find_interpreters", lambda specs: pythons)
+    options, _ = bench_options.parse_options(
         [
             *("--runners", "gunicorn-sync-preload,uvicorn", "--workloads", "json"),
             *("--python", "3.11,3.12", "--gc", "default,freeze,off", "--repeat", "2"),
         ]
     )
     assert options is not None
-    cells = bench.plan(options)
+    cells = bench_matrix.plan(options)
     ids = [cell.id for cell in cells]
     assert len(ids) == len(set(ids)) == 2 * (2 * 3 + 2 * 1)
     assert options.runs == len(cells)
@@ -364,14 +367,14 @@ def test_plan_ids_are_unique_and_carry_what_varies(monkeypatch: pytest.MonkeyPat
     assert "gunicorn-sync-preload-json-u32-r1-py3.12.1-gc-off" in stems
     # Interpreters and gc modes of one cell run next to each other (drift hits them alike).
     assert [c.runtime.gc for c in cells[:3]] == ["default", "freeze", "off"]
-    assert bench.matrix_block(options)["gcs"] == ["default", "freeze", "off"]
-    assert "CPython 3.12.1" in bench.describe_plan(options)
+    assert bench_matrix.matrix_block(options)["gcs"] == ["default", "freeze", "off"]
+    assert "CPython 3.12.1" in console.describe_plan(options)
 
 
 def test_without_runtime_options_the_ids_do_not_change() -> None:
-    options, _ = bench.parse_options(["--runners", "uvicorn", "--workloads", "json"])
+    options, _ = bench_options.parse_options(["--runners", "uvicorn", "--workloads", "json"])
     assert options is not None
-    assert [c.id for c in bench.plan(options)] == ["uvicorn/json/32/1"]
+    assert [c.id for c in bench_matrix.plan(options)] == ["uvicorn/json/32/1"]
 
 
 # --- soak -----------------------------------------------------------------------------------
@@ -390,7 +393,7 @@ def test_soak_targets() -> None:
 
 
 def test_soak_defaults_to_one_preloading_runner_on_mixed_with_every_gc_mode() -> None:
-    options, _ = bench.parse_options(["--soak", "300"])
+    options, _ = bench_options.parse_options(["--soak", "300"])
     assert options is not None
     assert options.runners == (soak.DEFAULT_RUNNER,)
     assert options.workloads == ("mixed",)
@@ -398,8 +401,8 @@ def test_soak_defaults_to_one_preloading_runner_on_mixed_with_every_gc_mode() ->
     assert options.gcs == ("default", "freeze", "off")
     assert options.warmup_s == 0
     assert "--measure-requests" in options.locust_options()
-    assert [c.runtime.gc for c in bench.plan(options)] == ["default", "freeze", "off"]
-    options, _ = bench.parse_options(
+    assert [c.runtime.gc for c in bench_matrix.plan(options)] == ["default", "freeze", "off"]
+    options, _ = bench_options.parse_options(
         ["--soak", "90s", "--runners", "uwsgi,uvicorn", "--workloads", "feed", "--gc", "freeze"]
     )
     assert options is not None

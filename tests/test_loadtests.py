@@ -19,15 +19,15 @@ from pathlib import Path
 import pytest
 
 from loadtests.catalog import MIXED_WEIGHTS, WORKLOADS
-from runners.locust_run import (
+from runners.load.locust import (
     LOCUSTFILE,
     LocustPlan,
     LocustProcess,
     command,
     parse_stats_csv,
 )
-from runners.process import ServeConfig, prepare_database, serve, upstream
-from runners.registry import RUNNERS
+from runners.serving.registry import RUNNERS
+from runners.serving.server import ServeConfig, prepare_database, serve, upstream
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED = {"users": 30, "follows": 3, "posts": 200, "likes": 400, "comments": 100}
@@ -199,7 +199,7 @@ def test_locust_that_cannot_start_is_an_error(tmp_path: Path) -> None:
         out_prefix=tmp_path / "bad",
         options=("--no-such-option",),
     )
-    from runners.locust_run import LocustError
+    from runners.load.locust import LocustError
 
     with LocustProcess(plan) as process, pytest.raises(LocustError, match="exited"):
         process.wait_for("start", timeout=60)

@@ -15,8 +15,8 @@ import jsonschema
 import psutil
 import pytest
 
-from runners.memcheck import deviation, exercise, read_proc
-from runners.memory import (
+from runners.cli.memcheck import deviation, exercise, read_proc
+from runners.sampling.memory import (
     GIB,
     ProcessMemory,
     Sampler,
@@ -30,7 +30,7 @@ from runners.memory import (
 )
 from tests.servers import running
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "runners" / "results.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "runners" / "results" / "schema.json"
 
 
 def _schema_validator(definition: str) -> jsonschema.Draft202012Validator:

@@ -1,4 +1,4 @@
-"""runners.micro: the pyperf micro-benchmarks of Django's request path."""
+"""runners.micro.benchmarks: the pyperf micro-benchmarks of Django's request path."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from typing import Any
 import pyperf
 import pytest
 
-from runners import micro
+from runners.micro import benchmarks as micro
+from runners.micro import cli as micro_cli
+from runners.micro import summary as micro_summary
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {
@@ -71,7 +73,7 @@ def test_select_specs_by_glob() -> None:
 def test_worker_command_keeps_own_options() -> None:
     cmd: list[str] = []
     args = argparse.Namespace(benchmarks="*/json", data_dir="/tmp/x")
-    micro._worker_args(cmd, args)
+    micro_cli._worker_args(cmd, args)
     assert cmd == ["--benchmarks", "*/json", "--data-dir", "/tmp/x"]
 
 
@@ -121,7 +123,7 @@ def test_overhead_is_asgi_minus_wsgi_in_microseconds() -> None:
         _row("wsgi-sync", "minimal", "json", 50e-6),
         _row("asgi-async", "minimal", "json", 80e-6),
     ]
-    table = micro.overhead(rows)
+    table = micro_summary.overhead(rows)
     assert [(r["profile"], r["view"]) for r in table] == [("minimal", "json"), ("default", "json")]
     minimal, default = table
     assert minimal["wsgi_sync_us"] == pytest.approx(50)
@@ -130,10 +132,10 @@ def test_overhead_is_asgi_minus_wsgi_in_microseconds() -> None:
     assert minimal["asgi_sync_extra_us"] is None
     assert default["asgi_async_extra_us"] == pytest.approx(50)
     assert default["asgi_sync_extra_us"] == pytest.approx(200)
-    text = "\n".join(micro.format_overhead(table))
+    text = "\n".join(micro_summary.format_overhead(table))
     assert "+200.0" in text
     assert "+30.0" in text
-    assert "\n".join(micro.format_summary(rows)).count("\n") == len(rows)
+    assert "\n".join(micro_summary.format_summary(rows)).count("\n") == len(rows)
 
 
 # --- calling handlers -------------------------------------------------------------
@@ -286,12 +288,12 @@ def test_pyperf_cli_reads_the_file(micro_json: tuple[Path, str]) -> None:
 @pytest.mark.slow
 def test_summary_and_printed_overhead(micro_json: tuple[Path, str]) -> None:
     path, stdout = micro_json
-    rows = micro.summary(path)
+    rows = micro_summary.summary(path)
     assert {r["name"] for r in rows} == EXPECTED
     for row in rows:
         assert row["mean_s"] > 0
         assert row["stdev_s"] is None  # one value per benchmark
-    table = micro.overhead(rows)
+    table = micro_summary.overhead(rows)
     assert {(r["profile"], r["view"]) for r in table} == {
         (p, v) for p in ("minimal", "default") for v in ("json", "fortunes", "feed")
     }
@@ -306,8 +308,8 @@ def test_failing_view_fails_loudly(data_dir: Path, tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys; from runners import micro; micro.VIEWS['json'] = 'no-such-view'; "
-            "sys.exit(micro.main(sys.argv[1:]))",
+            "import sys; from runners.micro import benchmarks, cli; "
+            "benchmarks.VIEWS['json'] = 'no-such-view'; sys.exit(cli.main(sys.argv[1:]))",
             "--debug-single-value",
             "--skip-prepare",
             "--benchmarks",
@@ -342,7 +344,7 @@ def test_report_shows_the_benchmarks_and_the_asgi_overhead(micro_json: tuple[Pat
     (path.parent / "results.json").write_text(json.dumps(results))
     html = render_run(path.parent).read_text()
     assert set(re.findall(r'data-benchmark="([^"]+)"', html)) == EXPECTED
-    expected = micro.overhead(micro.summary(path))
+    expected = micro_summary.overhead(micro_summary.summary(path))
     shown = re.findall(r'<tr data-overhead="([^"]+)">(.*?)</tr>', html)
     assert [name for name, _ in shown] == [f"{r['profile']}/{r['view']}" for r in expected]
     for (_, cells), row in zip(shown, expected, strict=True):
@@ -359,8 +361,8 @@ def test_bench_micro_runs_pyperf_into_the_results_folder(
     from types import SimpleNamespace
     from typing import cast
 
-    from runners import bench
-    from runners.cpus import Placement
+    from runners.bench import main, run
+    from runners.serving.cpus import Placement
 
     real_command = micro.command
 
@@ -381,7 +383,7 @@ def test_bench_micro_runs_pyperf_into_the_results_folder(
         rel=lambda p: p.relative_to(tmp_path).as_posix(),
     )
     said: list[str] = []
-    assert bench.run_micro(cast(bench.Context, ctx), said.append) == "micro.json"
+    assert main.run_micro(cast(run.Context, ctx), said.append) == "micro.json"
     suite = pyperf.BenchmarkSuite.load(str(tmp_path / "micro.json"))
     assert set(suite.get_benchmark_names()) == {
         "wsgi-sync/minimal/json",

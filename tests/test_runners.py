@@ -16,10 +16,11 @@ from typing import Any
 import psutil
 import pytest
 
-from runners.commands import Settings, command
-from runners.memory import sample_tree, tree_pids
-from runners.process import (
-    REPO_ROOT,
+from runners import REPO_ROOT
+from runners.sampling.memory import sample_tree, tree_pids
+from runners.serving.commands import Settings, command
+from runners.serving.registry import RUNNERS, GcMode, format_table, worker_count
+from runners.serving.server import (
     RunnerError,
     ServeConfig,
     free_port,
@@ -27,7 +28,6 @@ from runners.process import (
     start,
     stop,
 )
-from runners.registry import RUNNERS, GcMode, format_table, worker_count
 from tests.servers import (
     assert_no_processes,
     get,
@@ -86,7 +86,7 @@ def test_format_table_lists_every_runner() -> None:
 
 def test_serve_list_prints_every_runner() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "runners.serve", "--list", "--server-cpus", "0"],
+        [sys.executable, "-m", "runners.cli.serve", "--list", "--server-cpus", "0"],
         cwd=REPO_ROOT,
         env=ENV,
         capture_output=True,
@@ -295,7 +295,7 @@ def _ignore_errors(func: Callable[..., object], *args: object) -> None:
 def test_gc_modes_reach_the_workers(
     name: str, gc: GcMode | None, expected: dict[str, object]
 ) -> None:
-    with running(name, gc=gc, app="runners.servers.gc_probe:application") as server:
+    with running(name, gc=gc, app="tests.gc_probe:application") as server:
         seen: dict[int, dict[str, Any]] = {}
         for _ in range(12):
             state = get_json(server, "/probe")
@@ -312,10 +312,19 @@ def test_gc_modes_reach_the_workers(
 
 
 def _serve_cli(*args: str, sigint: bool = False) -> tuple[subprocess.Popen[str], int]:
-    """Start ``python -m runners.serve`` and return it with the server's PID."""
+    """Start ``python -m runners.cli.serve`` and return it with the server's PID."""
     env = {**ENV, **sqlite_env()}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runners.serve", *args, "--port", "0", "--quiet", "--no-prepare"],
+        [
+            sys.executable,
+            "-m",
+            "runners.cli.serve",
+            *args,
+            "--port",
+            "0",
+            "--quiet",
+            "--no-prepare",
+        ],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -361,7 +370,7 @@ def test_killing_the_driver_takes_the_server_down() -> None:
 
 def test_serve_cli_rejects_unknown_runner() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "runners.serve", "nope"],
+        [sys.executable, "-m", "runners.cli.serve", "nope"],
         cwd=REPO_ROOT,
         env=ENV,
         capture_output=True,

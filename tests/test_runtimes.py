@@ -20,10 +20,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from runners.interpreters import find_interpreter, locked_django, runtime_env
-from runners.memory import sample_tree
 from runners.report import render_comparison, render_run
-from runners.results import SCHEMA_PATH
+from runners.results.record import SCHEMA_PATH
+from runners.runtimes.interpreters import find_interpreter, locked_django, runtime_env
+from runners.sampling.memory import sample_tree
 from tests.servers import BenchRun, get_json, run_bench, running
 from tests.test_report import Node, parse
 from tests.test_report_browser import CHECK_CHARTS, chromium, console_problems, launched
@@ -346,7 +346,7 @@ def test_gc_modes_take_effect_in_workers_on_another_interpreter() -> None:
             "gunicorn-sync-preload",
             gc=mode,
             python=runtime.python,
-            app="runners.servers.gc_probe:application",
+            app="tests.gc_probe:application",
         ) as server:
             assert server.command.argv[0] == runtime.python
             workers = {p.pid for p in sample_tree(server.pid).workers}

@@ -17,10 +17,12 @@ import psutil
 import pytest
 
 from loadtests.catalog import WORKLOADS
-from runners import bench, serve
-from runners.locust_run import LocustPlan, command
-from runners.memory import tree_pids
-from runners.process import ServeConfig, upstream
+from runners.bench import matrix as bench_matrix
+from runners.bench import options as bench_options
+from runners.cli import serve
+from runners.load.locust import LocustPlan, command
+from runners.sampling.memory import tree_pids
+from runners.serving.server import ServeConfig, upstream
 from tests.servers import get, running
 
 LOOPBACK = "127.0.0.1"
@@ -53,9 +55,9 @@ def test_defaults_bind_loopback() -> None:
     assert ServeConfig.__dataclass_fields__["host"].default == LOOPBACK
     assert serve.build_parser().parse_args(["uvicorn"]).host == LOOPBACK
     # The bench driver never sets a host: its servers get the default.
-    options, _ = bench.parse_options(["--runners", "uvicorn", "--workloads", "json"])
+    options, _ = bench_options.parse_options(["--runners", "uvicorn", "--workloads", "json"])
     assert options is not None
-    assert "host" not in repr(bench.matrix_block(options))
+    assert "host" not in repr(bench_matrix.matrix_block(options))
 
 
 def test_bench_locust_has_no_web_ui(tmp_path: Path) -> None:
@@ -76,9 +78,9 @@ def test_bench_locust_has_no_web_ui(tmp_path: Path) -> None:
 
 def test_locust_web_ui_binds_loopback_by_default() -> None:
     try:
-        ui = importlib.import_module("runners.ui")
+        ui = importlib.import_module("runners.cli.ui")
     except ImportError:
-        pytest.skip("runners.ui does not exist")
+        pytest.skip("runners.cli.ui does not exist")
     args = ui.build_parser().parse_args(["uvicorn"])
     assert args.web_host == LOOPBACK
     assert args.host == LOOPBACK

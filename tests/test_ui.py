@@ -1,4 +1,4 @@
-"""``python -m runners.ui`` (``tox -e ui``): one runner, Locust's web UI, the memory tab.
+"""``python -m runners.cli.ui`` (``tox -e ui``): one runner, Locust's web UI, the memory tab.
 
 The real tests start the entry point as a subprocess, wait for Locust's UI,
 start a swarm through Locust's HTTP API (``POST /swarm``), read the memory
@@ -28,11 +28,12 @@ from typing import Any
 import psutil
 import pytest
 
-from runners import ui
-from runners.commands import Settings, command
-from runners.cpus import Placement
-from runners.process import REPO_ROOT, RunningServer, ServeConfig, free_port, http_get
-from runners.registry import get_runner
+from runners import REPO_ROOT
+from runners.cli import ui
+from runners.serving.commands import Settings, command
+from runners.serving.cpus import Placement
+from runners.serving.registry import get_runner
+from runners.serving.server import RunningServer, ServeConfig, free_port, http_get
 from tests.servers import assert_no_processes, sqlite_env
 
 SMALL_SEED = "users=20,follows=3,posts=100,likes=100,comments=50"
@@ -59,7 +60,7 @@ def test_unknown_names_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str
 
 def test_the_entry_point_rejects_an_unknown_runner_before_starting_anything() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "runners.ui", "no-such-runner"],
+        [sys.executable, "-m", "runners.cli.ui", "no-such-runner"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -68,7 +69,9 @@ def test_the_entry_point_rejects_an_unknown_runner_before_starting_anything() ->
     )
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr.startswith("python -m runners.ui: error: unknown runner 'no-such-runner'")
+    assert result.stderr.startswith(
+        "python -m runners.cli.ui: error: unknown runner 'no-such-runner'"
+    )
     assert len(result.stderr.splitlines()) == 1
 
 
@@ -149,7 +152,7 @@ def test_cpu_placement_is_passed_through() -> None:
 PLUGIN_SCRIPT = """
 import json
 from loadtests.ui_memory import Monitor, record, report, sparkline, table_rows
-from runners.memory import ProcessMemory, TreeSample
+from runners.sampling.memory import ProcessMemory, TreeSample
 
 MIB = 2**20
 
@@ -223,7 +226,7 @@ def test_plugin_figures_and_rows() -> None:
 
 @dataclass
 class UiSession:
-    """A running ``python -m runners.ui`` and the ports it was given."""
+    """A running ``python -m runners.cli.ui`` and the ports it was given."""
 
     process: subprocess.Popen[str]
     server_port: int
@@ -274,7 +277,9 @@ class UiSession:
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
-                pytest.fail(f"runners.ui exited with {self.process.returncode}:\n{self.output()}")
+                pytest.fail(
+                    f"runners.cli.ui exited with {self.process.returncode}:\n{self.output()}"
+                )
             try:
                 status, body = self.get("/")
             except OSError:
@@ -316,7 +321,7 @@ class UiSession:
 
 @contextmanager
 def ui_session(tmp_path: Path, *args: str) -> Iterator[UiSession]:
-    """``python -m runners.ui ARGS`` on free ports and the small prepared data.
+    """``python -m runners.cli.ui ARGS`` on free ports and the small prepared data.
 
     On exit the session is interrupted (if still running) and nothing it
     started may be left.
@@ -328,7 +333,7 @@ def ui_session(tmp_path: Path, *args: str) -> Iterator[UiSession]:
     argv = [
         sys.executable,
         "-m",
-        "runners.ui",
+        "runners.cli.ui",
         *args,
         "--port",
         str(server_port),
@@ -527,7 +532,7 @@ def test_a_busy_web_port_is_reported_before_anything_starts(tmp_path: Path) -> N
             [
                 sys.executable,
                 "-m",
-                "runners.ui",
+                "runners.cli.ui",
                 "gunicorn-sync",
                 "--web-port",
                 str(port),

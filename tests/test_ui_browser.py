@@ -1,6 +1,6 @@
 """Locust's web UI with the server-memory tab, in headless Chromium.
 
-Starts ``python -m runners.ui gunicorn-sync-freeze`` for real, runs a short
+Starts ``python -m runners.cli.ui gunicorn-sync-freeze`` for real, runs a short
 swarm through Locust's HTTP API, then lets Chromium load the UI with the
 memory tab selected (``/?tab=server-memory``: the React UI keeps the tab in
 the URL) and the chart page (``/memory/``): ``--dump-dom`` shows what they

@@ -17,7 +17,7 @@ def load_micro(results_dir: Path, relative: str | None) -> dict[str, Any] | None
 
     Returns ``{"path", "href", "error", "rows", "overhead"}``; each row has the
     benchmark's name, its mean and standard deviation formatted by pyperf, and
-    the number of values; ``overhead`` is ``runners.micro.overhead``: what the
+    the number of values; ``overhead`` is ``runners.micro.summary.overhead``: what the
     ASGI paths cost per request over the WSGI path, per middleware profile and
     view. A missing or unreadable file gives an ``error`` and no rows.
     """
@@ -38,7 +38,7 @@ def load_micro(results_dir: Path, relative: str | None) -> dict[str, Any] | None
     try:
         import pyperf  # only reports with micro-benchmarks need it
 
-        from runners.micro import overhead, summarize
+        from runners.micro.summary import overhead, summarize
 
         suite = pyperf.BenchmarkSuite.load(str(results_dir / relative))
         table["overhead"] = overhead(summarize(suite.get_benchmarks()))

@@ -22,7 +22,7 @@ import jsonschema
 GIB = 2**30
 MIB = 2**20
 RESULTS_NAME = "results.json"
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "results.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "results" / "schema.json"
 
 # A repeated cell whose requests/s lie further than this from their mean
 # (half the max-min range, relative to the mean) is marked noisy.
@@ -99,7 +99,7 @@ def load_results(path: Path) -> JSON:
     """Read and validate a run folder's results.json.
 
     Raises ResultsError with a one-line message when the file is missing, is
-    not JSON, or does not match ``runners/results.schema.json``.
+    not JSON, or does not match ``runners/results/schema.json``.
     """
     file = results_path(path)
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from runners import REPO_ROOT
 
 # Distribution names whose versions are recorded (None when not installed).
 PACKAGES: tuple[str, ...] = (

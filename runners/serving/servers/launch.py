@@ -1,6 +1,6 @@
 """Exec a command after pinning it to CPUs and tying it to its parent's life.
 
-Run as a script (``python -I runners/servers/launch.py [--cpus 0,1]
+Run as a script (``python -I runners/serving/servers/launch.py [--cpus 0,1]
 [--parent PID] -- ARGV...``), it sets the CPU affinity of its own process
 (inherited by everything the command forks or spawns), optionally asks the
 kernel to send it SIGTERM when its parent dies (``PR_SET_PDEATHSIG``, kept

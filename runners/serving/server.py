@@ -1,7 +1,7 @@
 """Lifecycle of a server (and of the upstream service it may need).
 
 ``start`` resolves a runner's rules to concrete settings, launches the server
-through ``runners/servers/launch.py`` (CPU affinity for the whole tree,
+through ``runners/serving/servers/launch.py`` (CPU affinity for the whole tree,
 ``PR_SET_PDEATHSIG`` so the root gets SIGTERM if the driver dies) in a new
 session and process group, with stdout and stderr in a log file kept with
 the results, then waits for ``GET /health`` and for every worker to exist.
@@ -28,14 +28,14 @@ from typing import IO
 
 import psutil
 
-from runners import orphans
-from runners.commands import Command, Settings, command
-from runners.cpus import available_cpus
-from runners.memory import sample_tree, tree_pids
-from runners.registry import GcMode, Runner, Variant, worker_count
-from runners.servers.launch import launch_command
+from runners import REPO_ROOT
+from runners.sampling.memory import sample_tree, tree_pids
+from runners.serving import ledger as orphans
+from runners.serving.commands import Command, Settings, command
+from runners.serving.cpus import available_cpus
+from runners.serving.registry import GcMode, Runner, Variant, worker_count
+from runners.serving.servers.launch import launch_command
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # Inherited variables that would silently change a server's settings.
 _SCRUBBED_ENV_PREFIXES = ("GUNICORN_CMD_ARGS", "GRANIAN_", "UWSGI_", "WEB_CONCURRENCY")
 

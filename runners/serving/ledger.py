@@ -1,13 +1,13 @@
 """A ledger of the processes a driver starts, so that the next run can clean up after it.
 
 Servers, the upstream and Locust already die with their driver: the launcher
-(``runners/servers/launch.py``) asks the kernel for ``PR_SET_PDEATHSIG``. The
+(``runners/serving/servers/launch.py``) asks the kernel for ``PR_SET_PDEATHSIG``. The
 ledger covers what that misses: a process that ignores or outlives SIGTERM,
 workers whose master was killed, a driver killed between fork and ``prctl``.
 
 A driver wraps its work in ``track()``: while it runs, ``<dir>/<driver pid>.json``
-lists the driver and every process tree it started (``runners/process.py``
-and ``runners/locust_run.py`` call ``started``/``stopped``, which do nothing
+lists the driver and every process tree it started (``runners/serving/server.py``
+and ``runners/load/locust.py`` call ``started``/``stopped``, which do nothing
 outside ``track()``); the file is removed when the driver ends normally.
 ``sweep()``, run by the next driver at start-up, reads the ledgers whose
 driver is gone and stops whatever they list that still runs.
@@ -36,7 +36,8 @@ from typing import Any
 
 import psutil
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from runners import REPO_ROOT
+
 ENV_VAR = "BENCH_RUNNING_DIR"
 TIME_TOLERANCE_S = 0.05
 """Start times are read from /proc with clock-tick resolution."""

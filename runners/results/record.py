@@ -1,6 +1,6 @@
 """results.json: assembling run records, the derived figures, and writing the file.
 
-The schema is ``runners/results.schema.json``; every write validates against
+The schema is ``runners/results/schema.json``; every write validates against
 it. The derived figures are defined here and nowhere else:
 
 - ``rps``: requests completed in the measured window / its duration (the
@@ -38,7 +38,7 @@ from typing import Any
 
 import jsonschema
 
-SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
+SCHEMA_PATH = Path(__file__).with_name("schema.json")
 SCHEMA_VERSION = 1
 GIB = 2**30
 

@@ -36,11 +36,11 @@ from types import TracebackType
 from typing import IO, Any, Literal
 
 from loadtests.catalog import DEFAULT_REQUEST_TIMEOUT_S, WORKLOADS
-from runners import orphans
-from runners.results import Latency
-from runners.servers.launch import launch_command
+from runners import REPO_ROOT
+from runners.results.record import Latency
+from runners.serving import ledger as orphans
+from runners.serving.servers.launch import launch_command
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
 MEASURE_PLUGIN = REPO_ROOT / "loadtests" / "measure.py"
 MARKER = "@@bench-window"  # loadtests/measure.py prints it

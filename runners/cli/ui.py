@@ -1,6 +1,6 @@
 """Serve one runner and drive it by hand from Locust's web UI: ``tox -e ui -- RUNNER``.
 
-``python -m runners.ui RUNNER [--port N] [--web-port N] [--web-host H] [--workload W]
+``python -m runners.cli.ui RUNNER [--port N] [--web-port N] [--web-host H] [--workload W]
 [--processes N] [... -- LOCUST OPTIONS]``
 
 1. prepares the database (migrate + seed, idempotent; ``--seed`` as in
@@ -50,11 +50,12 @@ from typing import IO, NoReturn, cast
 import psutil
 
 from loadtests.catalog import DEFAULT_MAX_POST_ID, DEFAULT_MAX_USER_ID, WORKLOADS
-from runners.cli import SEED_KEYS, Parser, UsageError, follow_log, parse_seed
-from runners.cpus import Placement, format_cpus, placement_from
-from runners.memory import tree_pids
-from runners.process import (
-    REPO_ROOT,
+from runners import REPO_ROOT
+from runners.cli.args import SEED_KEYS, Parser, UsageError, follow_log, parse_seed
+from runners.sampling.memory import tree_pids
+from runners.serving.cpus import Placement, format_cpus, placement_from
+from runners.serving.registry import GC_MODES, RUNNERS, VARIANTS, GcMode, Variant, format_table
+from runners.serving.server import (
     PrepareError,
     RunnerError,
     RunningServer,
@@ -65,8 +66,7 @@ from runners.process import (
     start,
     stop,
 )
-from runners.registry import GC_MODES, RUNNERS, VARIANTS, GcMode, Variant, format_table
-from runners.servers.launch import launch_command
+from runners.serving.servers.launch import launch_command
 
 DEFAULT_LOG_DIR = REPO_ROOT / ".data" / "logs"
 DEFAULT_WEB_PORT = 8089
@@ -77,7 +77,7 @@ LOCUST_GRACE_S = 10.0
 
 def build_parser() -> Parser:
     p = Parser(
-        prog="python -m runners.ui",
+        prog="python -m runners.cli.ui",
         description="Serve one runner and open Locust's web UI on it, until Ctrl-C.",
         epilog="Options after `--` go to Locust unchanged, e.g. `-- --tags feed`.",
     )
@@ -556,7 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options = parse_options(sys.argv[1:] if argv is None else argv)
     except UsageError as exc:
-        print(f"python -m runners.ui: error: {exc}", file=sys.stderr)
+        print(f"python -m runners.cli.ui: error: {exc}", file=sys.stderr)
         return 2
     if options is None:
         return 0

@@ -1,4 +1,4 @@
-"""The WSGI app as uWSGI loads it: ``--module runners.servers.uwsgi_app:application``.
+"""The WSGI app as uWSGI loads it: ``--module runners.serving.servers.uwsgi_app:application``.
 
 uWSGI imports this in the master (unless ``--lazy-apps``: then in each
 worker) and forks its workers right after, so the garbage-collector mode of ``BENCH_GC`` (see
@@ -13,7 +13,7 @@ import importlib
 import os
 from typing import Any
 
-from runners.servers import gcmode
+from runners.serving.servers import gcmode
 
 MODE = gcmode.from_env()
 gcmode.in_master(MODE)

@@ -27,11 +27,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runners.cpus import Placement
-from runners.locust_run import LocustPlan, LocustProcess
-from runners.memory import Sampler, TreeSample, summarize
-from runners.process import RunningServer
-from runners.results import Measurement
+from runners.load.locust import LocustPlan, LocustProcess
+from runners.results.record import Measurement
+from runners.sampling.memory import Sampler, TreeSample, summarize
+from runners.serving.cpus import Placement
+from runners.serving.server import RunningServer
 
 DEFAULT_RUNNER = "gunicorn-sync-preload"
 DEFAULT_WORKLOAD = "mixed"

@@ -54,7 +54,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from runners import REPO_ROOT
+
 LOCK_FILE = REPO_ROOT / "uv.lock"
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 VENVS_ENV = "BENCH_VENVS_DIR"
@@ -574,7 +575,7 @@ class Runtime:
 
 def current_runtime() -> Runtime:
     """The driver's own interpreter and packages (no extra environment)."""
-    from runners.environment import PACKAGES, package_versions
+    from runners.results.environment import PACKAGES, package_versions
 
     versions = package_versions(PACKAGES)
     return Runtime(
@@ -676,7 +677,7 @@ def _run(argv: Sequence[str], what: str, timeout: float = BUILD_TIMEOUT_S) -> st
 
 def query_runtime(python: str) -> dict[str, Any]:
     """Interpreter, Django and package versions as ``python`` sees them."""
-    from runners.environment import PACKAGES
+    from runners.results.environment import PACKAGES
 
     out = _run(
         [python, "-c", _RUNTIME_PROBE, json.dumps(list(PACKAGES))],
@@ -762,7 +763,7 @@ def runtime_env(
 
 
 def server_python(spec: str, say: Callable[[str], None] = lambda text: None) -> str:
-    """The python to serve with for ``--python SPEC`` (``runners.serve``): the interpreter
+    """The python to serve with for ``--python SPEC`` (``runners.cli.serve``): the interpreter
     ``spec`` names, from its virtual environment with the locked versions.
     ``ValueError`` (one line) when it is missing or its environment cannot be built."""
     try:

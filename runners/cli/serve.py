@@ -9,7 +9,7 @@ A bad value (unknown runner, a worker or thread count the server cannot
 honour, a port already taken, a missing interpreter, an unreachable
 ``$DATABASE_URL``) is one line on stderr and exit status 2, before anything
 starts. Servers left running by an earlier run that was killed are stopped
-first (``runners/orphans.py``).
+first (``runners/serving/ledger.py``).
 """
 
 from __future__ import annotations
@@ -26,13 +26,23 @@ from types import FrameType
 from typing import NoReturn
 from urllib.parse import urlsplit
 
-from runners import orphans, preflight
-from runners.cli import Parser, UsageError, follow_log
-from runners.commands import Settings, check
-from runners.cpus import Placement, available_cpus, format_cpus, placement_from
-from runners.interpreters import server_python
-from runners.process import (
-    REPO_ROOT,
+from runners import REPO_ROOT
+from runners.cli.args import Parser, UsageError, follow_log
+from runners.runtimes.interpreters import server_python
+from runners.serving import ledger as orphans
+from runners.serving import preflight
+from runners.serving.commands import Settings, check
+from runners.serving.cpus import Placement, available_cpus, format_cpus, placement_from
+from runners.serving.registry import (
+    GC_MODES,
+    RUNNERS,
+    VARIANTS,
+    Runner,
+    format_table,
+    get_runner,
+    worker_count,
+)
+from runners.serving.server import (
     PrepareError,
     RunnerError,
     RunningServer,
@@ -42,22 +52,13 @@ from runners.process import (
     start,
     stop,
 )
-from runners.registry import (
-    GC_MODES,
-    RUNNERS,
-    VARIANTS,
-    Runner,
-    format_table,
-    get_runner,
-    worker_count,
-)
 
 DEFAULT_LOG_DIR = REPO_ROOT / ".data" / "logs"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
-        prog="python -m runners.serve",
+        prog="python -m runners.cli.serve",
         description="Serve the benchmark app with one runner until Ctrl-C.",
     )
     parser.add_argument("runner", nargs="?", help="runner name (see --list)")

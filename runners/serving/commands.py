@@ -12,12 +12,12 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from runners.registry import GcMode, Runner
+from runners.serving.registry import GcMode, Runner
 
 WSGI_APP = "apps.project.wsgi:application"
 ASGI_APP = "apps.project.asgi:application"
-UWSGI_APP = "runners.servers.uwsgi_app:application"
-GUNICORN_CONFIG = "python:runners.servers.gunicorn_conf"
+UWSGI_APP = "runners.serving.servers.uwsgi_app:application"
+GUNICORN_CONFIG = "python:runners.serving.servers.gunicorn_conf"
 # pyuwsgi has no __main__ module; this is its console script's body.
 PYUWSGI_MAIN = "import sys; from pyuwsgi import run; sys.exit(run())"
 

@@ -1,8 +1,8 @@
 """Every way the suite serves the app, as small declarative records.
 
 A runner is data: the server, its interface, its concurrency model and its
-settings. ``runners.commands`` turns a record plus a concrete worker/thread
-count into a command line; ``runners.process`` runs it. Nothing here starts a
+settings. ``runners.serving.commands`` turns a record plus a concrete worker/thread
+count into a command line; ``runners.serving.server`` runs it. Nothing here starts a
 process.
 """
 

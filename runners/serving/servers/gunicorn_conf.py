@@ -1,4 +1,4 @@
-"""gunicorn config file for every gunicorn runner: ``-c python:runners.servers.gunicorn_conf``.
+"""gunicorn config for every gunicorn runner (``-c python:runners.serving.servers.gunicorn_conf``).
 
 Settings come from the command line; this file only adds the server hooks
 that apply the garbage-collector mode of ``BENCH_GC`` (see ``gcmode``). It is
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runners.servers import gcmode
+from runners.serving.servers import gcmode
 
 MODE = gcmode.from_env()
 gcmode.in_master(MODE)

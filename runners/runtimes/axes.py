@@ -2,12 +2,12 @@
 
 ``runners.bench`` multiplies every runner x workload x users cell by them:
 
-- ``--python 3.11,3.12`` (versions or paths; ``runners.interpreters`` finds
+- ``--python 3.11,3.12`` (versions or paths; ``runners.runtimes.interpreters`` finds
   them): the servers run on each interpreter, from a virtual environment with
   the locked versions. Without it the servers run on the driver's own Python.
 - ``--django 5.2,6.1``: the same with each Django release.
 - ``--gc default,freeze,off``: the garbage-collector modes of
-  ``runners/servers/gcmode.py``. They act on what a pre-fork master imports
+  ``runners/serving/servers/gcmode.py``. They act on what a pre-fork master imports
   before it forks, so they apply to the runners whose master preloads the app
   (``gunicorn-sync-preload``, ``gunicorn-sync-freeze``, ``uwsgi``,
   ``gunicorn-uvicorn``, ``gunicorn-asgi``): each of those runs once per mode.
@@ -23,26 +23,19 @@ e.g. ``gunicorn-sync-preload/json/16/1/py3.12.1/gc-freeze``.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from runners import soak
-from runners.commands import GC_SERVERS
-from runners.interpreters import (
-    DjangoUnavailable,
+from runners.runtimes.interpreters import (
     Interpreter,
-    InterpreterNotFound,
     Runtime,
-    check_djangos,
     current_interpreter,
     current_runtime,
-    find_interpreters,
-    parse_django,
     runtime_env,
 )
-from runners.registry import GC_MODES, RUNNERS, GcMode, Runner
+from runners.serving.commands import GC_SERVERS
+from runners.serving.registry import GC_MODES, GcMode, Runner
 
 
 def gc_capable(runner: Runner) -> bool:
@@ -130,69 +123,6 @@ def qualified(base: str, qualifiers: Sequence[str], sep: str = "/") -> str:
     return sep.join([base, *qualifiers])
 
 
-def _split(text: str, what: str) -> tuple[str, ...]:
-    items = tuple(part.strip() for part in text.split(","))
-    if not text.strip() or any(not item for item in items):
-        raise ValueError(f"--{what}: malformed list {text!r} (expected e.g. a,b)")
-    return tuple(dict.fromkeys(items))
-
-
-def from_args(
-    a: argparse.Namespace,
-    runners: Sequence[str],
-    workloads: Sequence[str],
-    users: Sequence[int],
-) -> dict[str, Any]:
-    """What ``--python``, ``--django``, ``--gc`` and ``--soak`` change in the bench options
-    (``runners``, ``workloads``, ``users``: the matrix chosen so far). ``ValueError`` with a
-    one-line message naming the option, raised before anything runs."""
-    pythons: tuple[Interpreter, ...] = ()
-    if a.python is not None:
-        try:
-            pythons = find_interpreters(_split(a.python, "python"))
-        except (InterpreterNotFound, ValueError) as exc:
-            raise ValueError(f"--python: {exc}".replace("--python: --python", "--python")) from None
-    djangos: tuple[str, ...] = ()
-    if a.django is not None:
-        try:
-            djangos = tuple(dict.fromkeys(parse_django(s) for s in _split(a.django, "django")))
-        except ValueError as exc:
-            raise ValueError(f"--django: {exc}".replace("--django: --django", "--django")) from None
-        try:
-            check_djangos(djangos, pythons or (current_interpreter(),))
-        except DjangoUnavailable as exc:
-            raise ValueError(str(exc)) from None
-    gcs: tuple[GcMode, ...] = ()
-    if a.gc is not None:
-        try:
-            gcs = parse_gcs(a.gc)
-        except ValueError as exc:
-            raise ValueError(f"--gc: {exc}") from None
-    out: dict[str, Any] = {}
-    if a.soak is not None:
-        try:
-            target = soak.parse_soak(a.soak)
-        except ValueError as exc:
-            raise ValueError(f"--soak: {exc}") from None
-        runner = runners[0] if a.runners is not None else soak.DEFAULT_RUNNER
-        if a.gc is None:
-            gcs = GC_MODES if gc_capable(RUNNERS[runner]) else ()
-        out.update(
-            runners=(runner,),
-            workloads=(workloads[0] if a.workloads is not None else soak.DEFAULT_WORKLOAD,),
-            users=(users[0] if a.users is not None else soak.DEFAULT_USERS,),
-            warmup_s=a.warmup if a.warmup is not None else 0.0,
-            duration_s=target.cap_s(a.duration),
-            soak=target,
-        )
-    try:
-        check_gcs([RUNNERS[r] for r in out.get("runners", runners)], gcs)
-    except ValueError as exc:
-        raise ValueError(f"--gc {exc}") from None
-    out.update(pythons=pythons, djangos=djangos, gcs=gcs)
-    return out
-
-
 RuntimeKey = tuple[str | None, str | None]
 
 
@@ -219,25 +149,6 @@ def build_runtimes(
             key = (python.path if python is not None else None, django)
             built[key] = runtime_env(interp, django, say=say)
     return built
-
-
-def describe(
-    pythons: Sequence[Interpreter],
-    djangos: Sequence[str],
-    gcs: Sequence[GcMode],
-    target: soak.SoakTarget | None,
-) -> str:
-    """One line for the plan printed before the matrix starts ('' when nothing varies)."""
-    parts: list[str] = []
-    if pythons:
-        parts.append("interpreters " + ", ".join(f"{p.label} ({p.path})" for p in pythons))
-    if djangos:
-        parts.append("Django " + ", ".join(djangos))
-    if gcs:
-        parts.append("gc " + ", ".join(gcs) + " (preloading pre-fork runners; others: default)")
-    if target is not None:
-        parts.append(f"soak: {target.describe()} per run, per-worker memory sampled throughout")
-    return "Runtimes: " + "; ".join(parts) + "." if parts else ""
 
 
 def run_label(run: Mapping[str, Any]) -> str:

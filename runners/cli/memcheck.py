@@ -1,6 +1,6 @@
 """Memory of every runner after the same requests, cross-checked against /proc.
 
-``python -m runners.memcheck [--workers 2] [--runners a,b] [--requests 20]``
+``python -m runners.cli.memcheck [--workers 2] [--runners a,b] [--requests 20]``
 
 For each runner, with the same worker count (single-process servers run
 their one process): start it pinned to the server CPUs, send the same
@@ -25,10 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from runners.commands import SINGLE_PROCESS_SERVERS
-from runners.cpus import placement_from
-from runners.memory import TreeSample, sample_tree
-from runners.process import (
+from runners.sampling.memory import TreeSample, sample_tree
+from runners.serving.commands import SINGLE_PROCESS_SERVERS
+from runners.serving.cpus import placement_from
+from runners.serving.registry import RUNNERS, Runner, get_runner
+from runners.serving.server import (
     RunnerError,
     RunningServer,
     ServeConfig,
@@ -36,7 +37,6 @@ from runners.process import (
     prepare_database,
     serve,
 )
-from runners.registry import RUNNERS, Runner, get_runner
 
 MIB = 2**20
 # Endpoints that need neither the upstream nor a POST body.
@@ -271,7 +271,7 @@ def format_comparison(rows: Sequence[Row]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runners.memcheck", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m runners.cli.memcheck", description=__doc__)
     parser.add_argument("--workers", type=int, default=2, help="workers per runner (default 2)")
     parser.add_argument("--runners", help="comma-separated runner names (default: all)")
     parser.add_argument(

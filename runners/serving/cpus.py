@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from runners.servers.launch import launch_command
+from runners.serving.servers.launch import launch_command
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def placement_from(
 def pin_command(argv: list[str], cpus: Sequence[int]) -> list[str]:
     """``argv`` wrapped so that it and every process it starts run on ``cpus``.
 
-    The wrapper (``runners/servers/launch.py``) sets the affinity and then
+    The wrapper (``runners/serving/servers/launch.py``) sets the affinity and then
     execs ``argv``, so the PID of the returned command is the PID of ``argv``.
     """
     return launch_command(argv, cpus=cpus)

@@ -1,0 +1,297 @@
+"""What the driver prints: the plan, progress lines (plain for logs, a rich bar on a
+terminal), the final table and the notes for each flag."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TextIO
+
+from loadtests.catalog import (
+    WORKLOADS,
+)
+from runners.bench.matrix import Cell
+from runners.bench.options import (
+    DEFAULT_DURATION_S,
+    DEFAULT_RUNNERS,
+    DEFAULT_USERS,
+    DEFAULT_WARMUP_S,
+    DEFAULT_WORKLOADS,
+    MICRO_ESTIMATE_S,
+    QUICK_DURATION_S,
+    QUICK_USERS,
+    QUICK_WARMUP_S,
+    QUICK_WORKLOADS,
+    RUN_OVERHEAD_S,
+    SETUP_S,
+    Options,
+    quick_runners,
+)
+from runners.bench.soak import SoakTarget
+from runners.results.record import (
+    notes_for,
+)
+from runners.runtimes import axes
+from runners.runtimes.interpreters import Interpreter
+from runners.serving.cpus import Placement
+from runners.serving.registry import (
+    GcMode,
+    format_table,
+)
+
+MIB = 2**20
+
+
+def fmt_count(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    minutes, secs = divmod(seconds, 60)
+    return f"{minutes}:{secs:02d}"
+
+
+def summary_line(record: Mapping[str, Any]) -> str:
+    if record["status"] != "ok":
+        return f"FAILED: {record['error']}"
+    memory = record.get("memory") or {}
+    pss = memory.get("pss_peak_bytes")
+    p99 = record["latency_ms"].get("p99")
+    parts = [
+        f"{record['rps']:.0f} rps",
+        f"{pss / MIB:.0f} MiB PSS" if pss else "- PSS",
+        f"{fmt_count(record['rps_per_gib'])} rps/GiB",
+        f"p99 {p99:g} ms" if p99 is not None else "p99 -",
+        f"loadgen {record['loadgen_cpu_percent']:.0f}%"
+        if record.get("loadgen_cpu_percent") is not None
+        else "loadgen -",
+    ]
+    if record["failures"]:
+        parts.append(f"{record['failures']} failed requests")
+    line = ", ".join(parts)
+    if record["flags"]:
+        line += f" [{', '.join(record['flags'])}]"
+    for event in record.get("events") or []:
+        line += f"; {event}"
+    return line
+
+
+class ProgressView(Protocol):
+    def starting(self, index: int, cell: Cell, elapsed: float, remaining: float) -> None: ...
+
+    def finished(
+        self, index: int, cell: Cell, record: Mapping[str, Any], elapsed: float, remaining: float
+    ) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PlainProgress:
+    """One line per event: readable in a CI log."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stdout) -> None:
+        self.total = total
+        self.stream = stream
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def starting(self, index: int, cell: Cell, elapsed: float, remaining: float) -> None:
+        self._print(
+            f"[{index}/{self.total}] {cell.label}: running "
+            f"(elapsed {fmt_duration(elapsed)}, ~{fmt_duration(remaining)} left)"
+        )
+
+    def finished(
+        self, index: int, cell: Cell, record: Mapping[str, Any], elapsed: float, remaining: float
+    ) -> None:
+        self._print(f"[{index}/{self.total}] {cell.label}: {summary_line(record)}")
+
+    def message(self, text: str) -> None:
+        self._print(text)
+
+    def close(self) -> None:
+        pass
+
+
+class RichProgress:
+    """A live bar for the whole matrix on a terminal, with a line per finished run."""
+
+    def __init__(self, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.total = total
+        self.last = ""
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[times]}"),
+            transient=False,
+        )
+        self.task = self.progress.add_task("matrix", total=total, times="")
+        self.progress.start()
+
+    def starting(self, index: int, cell: Cell, elapsed: float, remaining: float) -> None:
+        last = f" | last: {self.last}" if self.last else ""
+        self.progress.update(
+            self.task,
+            description=f"[{index}/{self.total}] {cell.label}",
+            times=f"{fmt_duration(elapsed)} elapsed, ~{fmt_duration(remaining)} left{last}",
+        )
+
+    def finished(
+        self, index: int, cell: Cell, record: Mapping[str, Any], elapsed: float, remaining: float
+    ) -> None:
+        line = summary_line(record)
+        if record["status"] == "ok":
+            self.last = f"{record['rps']:.0f} rps, {fmt_count(record['rps_per_gib'])} rps/GiB"
+        self.progress.console.print(f"[{index}/{self.total}] {cell.label}: {line}", markup=False)
+        self.progress.update(self.task, advance=1)
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(text, markup=False)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def make_progress(total: int) -> ProgressView:
+    if sys.stdout.isatty() and os.environ.get("CI") is None:
+        with contextlib.suppress(ImportError):
+            return RichProgress(total)
+    return PlainProgress(total)
+
+
+def results_table(runs: Sequence[Mapping[str, Any]]) -> str:
+    """A plain-text table of the runs, for the end of the log."""
+    header = (
+        "runner",
+        "workload",
+        "users",
+        "rps",
+        "p99 ms",
+        "PSS MiB",
+        "rps/GiB",
+        "loadgen",
+        "flags",
+    )
+    rows = [header]
+    for run in runs:
+        if run["status"] != "ok":
+            rows.append(
+                (
+                    axes.run_label(run),
+                    run["workload"],
+                    str(run["users"]),
+                    "FAILED",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                )
+            )
+            continue
+        pss = (run.get("memory") or {}).get("pss_peak_bytes")
+        p99 = run["latency_ms"].get("p99")
+        lg = run.get("loadgen_cpu_percent")
+        rows.append(
+            (
+                axes.run_label(run),
+                run["workload"],
+                str(run["users"]),
+                f"{run['rps']:.0f}",
+                "-" if p99 is None else f"{p99:g}",
+                "-" if not pss else f"{pss / MIB:.1f}",
+                "-" if run["rps_per_gib"] is None else f"{run['rps_per_gib']:.0f}",
+                "-" if lg is None else f"{lg:.0f}%",
+                ",".join(run["flags"]),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def flag_notes(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One explanation per flag that some run carries, naming the runs."""
+    flagged: dict[str, list[str]] = {}
+    for run in runs:
+        for flag in run.get("flags") or []:
+            flagged.setdefault(flag, []).append(str(run["id"]))
+    return [
+        f"{note} ({', '.join(flagged[flag])})" for flag in flagged for note in notes_for([flag])
+    ]
+
+
+def describe_runtimes(
+    pythons: Sequence[Interpreter],
+    djangos: Sequence[str],
+    gcs: Sequence[GcMode],
+    target: SoakTarget | None,
+) -> str:
+    """One line for the plan printed before the matrix starts ('' when nothing varies)."""
+    parts: list[str] = []
+    if pythons:
+        parts.append("interpreters " + ", ".join(f"{p.label} ({p.path})" for p in pythons))
+    if djangos:
+        parts.append("Django " + ", ".join(djangos))
+    if gcs:
+        parts.append("gc " + ", ".join(gcs) + " (preloading pre-fork runners; others: default)")
+    if target is not None:
+        parts.append(f"soak: {target.describe()} per run, per-worker memory sampled throughout")
+    return "Runtimes: " + "; ".join(parts) + "." if parts else ""
+
+
+def describe_plan(options: Options) -> str:
+    spawn = max(options.users) / (options.spawn_rate or max(options.users))
+    per_run = options.warmup_s + options.duration_s + RUN_OVERHEAD_S + spawn
+    text = (
+        f"Plan: {options.runs} runs = {len(options.runners)} runners x "
+        f"{len(options.workloads)} workloads x {len(options.users)} user levels x "
+        f"{options.repeat} repeats; each {options.warmup_s:g} s warm-up + "
+        f"{options.duration_s:g} s measured + ~{RUN_OVERHEAD_S + spawn:.0f} s start/stop.\n"
+        f"Estimated time: ~{fmt_duration(options.estimate_s())} "
+        f"({options.runs} x ~{per_run:.0f} s + ~{SETUP_S:.0f} s setup"
+        f"{f' + ~{MICRO_ESTIMATE_S:.0f} s micro-benchmarks' if options.micro else ''}). "
+        f"{options.placement.describe()}."
+    )
+    line = describe_runtimes(options.pythons, options.djangos, options.gcs, options.soak)
+    return f"{text}\n{line}" if line else text
+
+
+def list_text(placement: Placement) -> str:
+    lines = [
+        f"Runners (workers on {len(placement.server)} server CPUs):",
+        format_table(len(placement.server)),
+        "",
+        "Workloads (Locust user class, loadtests/locustfile.py):",
+    ]
+    width = max(len(w) for w in WORKLOADS)
+    lines += [
+        f"  {w.name.ljust(width)}  {w.user_class:<18} {w.description}" for w in WORKLOADS.values()
+    ]
+    lines += [
+        "",
+        f"Default: --runners {','.join(DEFAULT_RUNNERS)} --workloads {','.join(DEFAULT_WORKLOADS)} "
+        f"--users {','.join(map(str, DEFAULT_USERS))} --warmup {DEFAULT_WARMUP_S:g} "
+        f"--duration {DEFAULT_DURATION_S:g}",
+        f"--quick:  --runners {','.join(quick_runners())} --workloads {','.join(QUICK_WORKLOADS)} "
+        f"--users {','.join(map(str, QUICK_USERS))} --warmup {QUICK_WARMUP_S:g} "
+        f"--duration {QUICK_DURATION_S:g}",
+    ]
+    return "\n".join(lines)

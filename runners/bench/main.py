@@ -1,0 +1,265 @@
+"""The invocation: prepare, walk the matrix, write results.json and the report."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from loadtests.catalog import (
+    WORKLOADS,
+)
+from runners import REPO_ROOT
+from runners.bench.console import (
+    ProgressView,
+    describe_plan,
+    flag_notes,
+    fmt_duration,
+    list_text,
+    make_progress,
+    results_table,
+)
+from runners.bench.matrix import matrix_block, plan
+from runners.bench.options import MICRO_ESTIMATE_S, REPORTS_DIR, SETUP_S, Options, parse_options
+from runners.bench.run import Context, run_cell
+from runners.cli.args import UsageError
+from runners.micro import benchmarks as micro_bench
+from runners.results import environment as env_capture
+from runners.results.record import (
+    ResultsFile,
+)
+from runners.runtimes import axes
+from runners.serving import ledger as orphans
+from runners.serving.cpus import placement_from
+from runners.serving.server import (
+    prepare_database,
+    upstream,
+)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Ctrl-C and SIGTERM (a CI timeout, tox) unwind the matrix as ``KeyboardInterrupt``.
+
+    Only the first one does: later ones are ignored, so that a second Ctrl-C or
+    tox's SIGTERM cannot cut short the clean-up (stopping Locust, the server and
+    the upstream, writing results.json and the report). After an interrupt they
+    stay ignored until the driver exits.
+    """
+    interrupted = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupted
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        interrupted = True
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        if not interrupted:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+def server_environment(options: Options) -> dict[str, str]:
+    # An empty DATABASE_URL selects SQLite even when the caller's environment has one.
+    return {"DATABASE_URL": options.database_url or ""}
+
+
+@dataclass
+class Clock:
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def remaining_s(options: Options, done: int, elapsed_runs: float) -> float:
+    left = options.runs - done
+    if done:
+        return left * elapsed_runs / done
+    return options.estimate_s() - SETUP_S
+
+
+def report_reaped(ledger: orphans.Ledger) -> None:
+    """Last resort at the end of the matrix: stop what a cut-short stop left running."""
+    for line in ledger.reap():
+        print(f"warning: stopped a leftover process: {line}", file=sys.stderr, flush=True)
+
+
+def run_micro(ctx: Context, say: Callable[[str], None]) -> str | None:
+    """The pyperf micro-benchmarks (``runners.micro.benchmarks --fast``) pinned to the server CPUs.
+
+    Writes ``micro.json`` and ``micro.log`` into the results folder and returns
+    the path relative to it, or None (with a warning) when they failed.
+    """
+    out = ctx.out_dir / "micro.json"
+    log = ctx.out_dir / "micro.log"
+    cpus = ",".join(str(cpu) for cpu in ctx.options.placement.server)
+    # The database was prepared for the matrix (with its --seed sizes): keep it.
+    argv = micro_bench.command(out, ["--fast", f"--affinity={cpus}", "--skip-prepare"])
+    say(f"Micro-benchmarks (pyperf --fast on CPU {cpus}, ~{MICRO_ESTIMATE_S / 60:.0f} min)...")
+    with log.open("w") as fh:
+        status = subprocess.run(
+            argv,
+            env={**os.environ, **ctx.server_env},
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            check=False,
+        ).returncode
+    if status != 0 or not out.exists():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
+        say(f"warning: the micro-benchmarks failed (exit {status}); see {log}\n{tail}")
+        return None
+    return ctx.rel(out)
+
+
+def render_report(out_dir: Path, say: Callable[[str], None]) -> None:
+    """Render the HTML report; a failure is a warning, never a lost result."""
+    try:
+        from runners.report.render import render_index, render_run
+    except ImportError as exc:
+        say(f"warning: no HTML report (runners.report is not available: {exc})")
+        return
+    try:
+        path = render_run(out_dir)
+        say(f"HTML report: {path}")
+        if out_dir.resolve().parent == REPORTS_DIR.resolve():
+            render_index(REPORTS_DIR)
+    except Exception as exc:  # the results are safe; the report is a view
+        say(f"warning: the HTML report failed: {type(exc).__name__}: {exc}")
+
+
+def execute(options: Options, command: str) -> int:
+    """Run the matrix; the exit status."""
+    out_dir = options.output
+    stray = orphans.sweep_message()
+    if stray is not None:
+        print(stray, flush=True)
+    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+    print(describe_plan(options), flush=True)
+    print(f"Results: {out_dir}", flush=True)
+    clock = Clock()
+    # The servers' interpreters: virtual environments built (or reused) before any run.
+    built = axes.build_runtimes(
+        options.pythons, options.djangos, say=lambda text: print(text, flush=True)
+    )
+    results = ResultsFile(
+        out_dir / "results.json",
+        command=command,
+        environment=env_capture.capture(
+            placement=options.placement.as_dict(),
+            database_url=options.database_url,
+            redis_url=os.environ.get("REDIS_URL"),
+            seed=options.seed,
+        ),
+        matrix=matrix_block(options),
+    )
+    results.doc["runtimes"] = [runtime.as_dict() for runtime in built.values()]
+    results.save()
+    ctx = Context(
+        options=options,
+        out_dir=out_dir,
+        server_env=server_environment(options),
+        built_runtimes=built,
+    )
+    cells = plan(options)
+    progress: ProgressView | None = None
+    interrupted = False
+    try:
+        with contextlib.ExitStack() as stack:
+            # Entered first, left last: after the upstream and every server were stopped,
+            # the ledger stops whatever a cut-short stop left (and says so).
+            ledger = stack.enter_context(orphans.track())
+            stack.callback(report_reaped, ledger)
+            print(
+                f"Preparing the database ({env_capture.database_label(options.database_url)})...",
+                flush=True,
+            )
+            # Once per interpreter: the app runs there (idempotent after the first).
+            for python in dict.fromkeys(runtime.python for runtime in built.values()):
+                prepare_database(ctx.server_env, python, 600.0, **options.seed)
+            if any(WORKLOADS[w].needs_upstream for w in options.workloads):
+                ctx.upstream_url = stack.enter_context(
+                    upstream(cpus=options.placement.loadgen, log_path=out_dir / "upstream.log")
+                )
+                ctx.server_env["BENCH_UPSTREAM_URL"] = ctx.upstream_url
+            progress = make_progress(len(cells))
+            runs_started = time.monotonic()
+            for index, cell in enumerate(cells, start=1):
+                spent = time.monotonic() - runs_started
+                progress.starting(
+                    index, cell, clock.elapsed, remaining_s(options, index - 1, spent)
+                )
+                record = run_cell(cell, ctx)
+                results.add_run(record)
+                spent = time.monotonic() - runs_started
+                progress.finished(
+                    index, cell, record, clock.elapsed, remaining_s(options, index, spent)
+                )
+            if options.micro:
+                results.doc["micro"] = run_micro(ctx, progress.message)
+                results.save()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if progress is not None:
+            progress.close()
+        results.finish(interrupted=interrupted)
+    runs = results.runs
+    print("\n" + results_table(runs) if runs else "No run finished.", flush=True)
+    for note in flag_notes(runs):
+        print(f"note: {note}", flush=True)
+    for error in results.doc.get("schema_errors", []):
+        print(f"warning: results.json does not match its schema: {error}", file=sys.stderr)
+    if options.report:
+        render_report(out_dir, lambda text: print(text, flush=True))
+    failed = sum(1 for r in runs if r["status"] != "ok")
+    print(
+        f"{'Interrupted' if interrupted else 'Done'}: {len(runs)} runs "
+        f"({failed} failed) in {fmt_duration(clock.elapsed)}; "
+        f"results in {out_dir / 'results.json'}",
+        flush=True,
+    )
+    if interrupted:
+        return 130
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        options, namespace = parse_options(args)
+    except UsageError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    if options is None:
+        print(list_text(placement_from(namespace.server_cpus, namespace.loadgen_cpus)))
+        return 0
+    command = shlex.join(["python", "-m", "runners.bench", *args])
+    try:
+        with stop_on_signals():
+            return execute(options, command)
+    except KeyboardInterrupt:
+        # Before the matrix started or after it ended: runs are on disk already.
+        print("Interrupted.", file=sys.stderr, flush=True)
+        return 130
+    except Exception as exc:
+        # Setup failures (database, upstream): the finished runs are on disk already.
+        print(f"bench: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,91 @@
+"""The matrix: every run one invocation makes, in the order it makes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from runners.bench.options import Options
+from runners.results.record import (
+    run_id,
+)
+from runners.runtimes import axes
+from runners.serving.registry import (
+    RUNNERS,
+    Runner,
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the matrix."""
+
+    runner: Runner
+    workload: str
+    users: int
+    repeat: int
+    runtime: axes.RunVariant = axes.DEFAULT_VARIANT
+    """Interpreter, Django and gc mode (None: the default); qualifiers when they vary."""
+
+    @property
+    def id(self) -> str:
+        base = run_id(self.runner.name, self.workload, self.users, self.repeat)
+        return axes.qualified(base, self.runtime.qualifiers)
+
+    @property
+    def stem(self) -> str:
+        base = f"{self.runner.name}-{self.workload}-u{self.users}-r{self.repeat}"
+        return axes.qualified(base, self.runtime.qualifiers, "-")
+
+    @property
+    def label(self) -> str:
+        base = f"{self.runner.name} {self.workload} u={self.users} r{self.repeat}"
+        return axes.qualified(base, self.runtime.qualifiers, " ")
+
+
+def plan(options: Options) -> list[Cell]:
+    return [
+        Cell(RUNNERS[runner], workload, users, repeat, variant)
+        for repeat in range(1, options.repeat + 1)
+        for runner in options.runners
+        for workload in options.workloads
+        for users in options.users
+        for variant in axes.variants(RUNNERS[runner], options.pythons, options.djangos, options.gcs)
+    ]
+
+
+def worker_override(runner: Runner, options: Options) -> int | None:
+    """``--workers`` applies to runners that run several processes."""
+    return options.workers if runner.workers != "1" else None
+
+
+def thread_override(runner: Runner, options: Options) -> int | None:
+    """``--threads`` applies to threaded runners."""
+    return options.threads if runner.threads is not None else None
+
+
+def matrix_block(options: Options) -> dict[str, Any]:
+    return {
+        "runners": list(options.runners),
+        "workloads": list(options.workloads),
+        "users": list(options.users),
+        "duration_s": options.duration_s,
+        "warmup_s": options.warmup_s,
+        "repeat": options.repeat,
+        "quick": options.quick,
+        "workers": options.workers,
+        "threads": options.threads,
+        "variant": options.variant,
+        "middleware": options.middleware,
+        "spawn_rate": options.spawn_rate,
+        "upstream_ms": options.upstream_ms,
+        "request_timeout_s": options.request_timeout_s,
+        "seed": options.seed or None,
+        "pythons": [p.as_dict() for p in options.pythons],
+        "djangos": list(options.djangos),
+        "gcs": list(options.gcs),
+        "soak": None if options.soak is None else options.soak.as_dict(),
+        "order": "repeat-major",
+        "server_lifecycle": "a fresh server per run",
+        "locust": "closed loop, wait_time constant(0), one process, headless subprocess",
+    }

@@ -1,0 +1,3 @@
+"""Serving the app: runner records, their command lines, the process
+supervisor (spawn, stop, check nothing is left), CPU placement, the ledger of
+started processes, and the shims the servers themselves load (``servers/``)."""
