@@ -19,14 +19,16 @@ import pytest
 from runners.bench import console, main, soak
 from runners.bench import matrix as bench_matrix
 from runners.bench import options as bench_options
-from runners.runtimes import axes, interpreters
+from runners.runtimes import axes, interpreters, releases, venvs
 from runners.runtimes.interpreters import (
-    DjangoUnavailable,
     Interpreter,
     InterpreterNotFound,
-    check_djangos,
     find_interpreter,
     find_interpreters,
+)
+from runners.runtimes.releases import (
+    DjangoUnavailable,
+    check_djangos,
     parse_django,
     version_matches,
 )
@@ -243,7 +245,7 @@ RELEASES = {
     "3.11": ["5.2.19", "5.2", "5.1.15", "5.1"],
     "3.12": ["6.1.3", "6.1", "6.0.10", "6.0", "5.2.19", "5.2"],
     "3.13": ["6.1.3", "6.1", "6.0.10", "6.0", "5.2.19", "5.2"],
-    interpreters.ANY_PYTHON: ["6.1.3", "6.1", "6.0.10", "6.0", "5.2.19", "5.2", "5.1.15"],
+    releases.ANY_PYTHON: ["6.1.3", "6.1", "6.0.10", "6.0", "5.2.19", "5.2", "5.1.15"],
 }
 PY311 = Interpreter("CPython", "3.11.7", "/x/python3.11", "3.11")
 PY312 = Interpreter("CPython", "3.12.1", "/x/python3.12", "3.12")
@@ -286,7 +288,7 @@ def test_a_release_not_on_the_index_lists_what_is() -> None:
 
 
 def test_the_locked_release_needs_no_lookup() -> None:
-    locked = interpreters.locked_django()
+    locked = releases.locked_django()
     assert locked is not None
 
     def refuse(minor: str) -> list[str]:
@@ -304,17 +306,17 @@ def test_the_index_is_asked_once_then_cached(
         calls.append(minor)
         return RELEASES[minor]
 
-    monkeypatch.setattr(interpreters, "_index_lookup", fake)
-    assert interpreters.django_releases("3.12", cache_dir=tmp_path) == RELEASES["3.12"]
-    assert interpreters.django_releases("3.12", cache_dir=tmp_path) == RELEASES["3.12"]
+    monkeypatch.setattr(releases, "_index_lookup", fake)
+    assert releases.django_releases("3.12", cache_dir=tmp_path) == RELEASES["3.12"]
+    assert releases.django_releases("3.12", cache_dir=tmp_path) == RELEASES["3.12"]
     assert calls == ["3.12"]
-    assert "3.12" in json.loads((tmp_path / interpreters.INDEX_CACHE).read_text())
+    assert "3.12" in json.loads((tmp_path / releases.INDEX_CACHE).read_text())
 
 
 def test_bench_refuses_django_6_on_python_311_before_anything_runs(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(interpreters, "django_releases", lookup)
+    monkeypatch.setattr(releases, "django_releases", lookup)
     python = fake_python(tmp_path / "py311" / "python3.11", "3.11.7")
     out = tmp_path / "out"
     assert main.main(["--python", str(python), "--django", "6.1", "--output", str(out)]) == 2
@@ -324,12 +326,12 @@ def test_bench_refuses_django_6_on_python_311_before_anything_runs(
 
 
 def test_venv_names_and_overrides() -> None:
-    locked = interpreters.locked_django()
-    assert interpreters.venv_name(PY312, None) == f"py3.12.1-django{locked}"
-    assert interpreters.venv_name(PY312, "6.1") == "py3.12.1-django6.1"
-    assert interpreters._override(None) is None
-    assert interpreters._override("6.1") == "django==6.1.*"
-    assert interpreters._override("6.1.3") == "django==6.1.3"
+    locked = releases.locked_django()
+    assert venvs.venv_name(PY312, None) == f"py3.12.1-django{locked}"
+    assert venvs.venv_name(PY312, "6.1") == "py3.12.1-django6.1"
+    assert venvs._override(None) is None
+    assert venvs._override("6.1") == "django==6.1.*"
+    assert venvs._override("6.1.3") == "django==6.1.3"
 
 
 # --- gc modes and the plan -------------------------------------------------------------------

@@ -22,7 +22,9 @@ import pytest
 
 from runners.report import render_comparison, render_run
 from runners.results.record import SCHEMA_PATH
-from runners.runtimes.interpreters import find_interpreter, locked_django, runtime_env
+from runners.runtimes.interpreters import find_interpreter
+from runners.runtimes.releases import locked_django
+from runners.runtimes.venvs import runtime_env
 from runners.sampling.memory import sample_tree
 from tests.servers import BenchRun, get_json, run_bench, running
 from tests.test_report import Node, parse

@@ -28,14 +28,12 @@ from runners.cli.args import SEED_KEYS, Parser, UsageError, parse_seed, split_li
 from runners.runtimes import axes
 from runners.runtimes.axes import check_gcs, gc_capable, parse_gcs
 from runners.runtimes.interpreters import (
-    DjangoUnavailable,
     Interpreter,
     InterpreterNotFound,
-    check_djangos,
     current_interpreter,
     find_interpreters,
-    parse_django,
 )
+from runners.runtimes.releases import DjangoUnavailable, check_djangos, parse_django
 from runners.serving import preflight
 from runners.serving.cpus import Placement, placement_from
 from runners.serving.registry import (

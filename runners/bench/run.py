@@ -21,7 +21,7 @@ from runners.results.record import (
 )
 from runners.runtimes import axes
 from runners.runtimes.axes import RuntimeKey
-from runners.runtimes.interpreters import Runtime
+from runners.runtimes.venvs import Runtime
 from runners.sampling.memory import Sampler, summarize
 from runners.serving.registry import (
     worker_count,

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from runners import REPO_ROOT
 from runners.cli.args import Parser, UsageError, follow_log
-from runners.runtimes.interpreters import server_python
+from runners.runtimes.venvs import server_python
 from runners.serving import ledger as orphans
 from runners.serving import preflight
 from runners.serving.commands import Settings, check

@@ -27,13 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from runners.runtimes.interpreters import (
-    Interpreter,
-    Runtime,
-    current_interpreter,
-    current_runtime,
-    runtime_env,
-)
+from runners.runtimes.interpreters import Interpreter, current_interpreter
+from runners.runtimes.venvs import Runtime, current_runtime, runtime_env
 from runners.serving.commands import GC_SERVERS
 from runners.serving.registry import GC_MODES, GcMode, Runner
 
