@@ -8,6 +8,7 @@ transaction and its rollback, and query counting works for both variants.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -249,3 +250,71 @@ def prepared_sqlite(tmp_path_factory: pytest.TempPathFactory) -> PreparedSqlite:
         stdout, stderr = process.communicate(timeout=120)
         results.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
     return PreparedSqlite(data_dir, env, results)
+
+
+# -- the test tiers ------------------------------------------------------------
+#
+# A test that starts a server, Locust, the upstream service, a bench or ui run
+# or pyperf workers is marked ``servers``; one that drives Chromium, ``browser``.
+# The fast tier (``tox -e fast``) runs the others. The guard below keeps the
+# markers honest: an unmarked test that starts such a process fails at once.
+
+SERVER_MODULES = (
+    "gunicorn",
+    "uvicorn",
+    "granian",
+    "hypercorn",
+    "daphne",
+    "waitress",
+    "pyuwsgi",
+    "uwsgi",
+    "locust",
+    "apps.upstream",
+    "pyperf",
+)
+SERVER_PROGRAMS = ("chromium", "wrk", "gunicorn", "uvicorn", "granian", "locust", "py-spy")
+
+
+def starts_a_server(args: Any) -> bool:
+    """Whether a ``Popen`` argument list runs a server, Locust, the upstream service, pyperf
+    or a browser (directly or through the launcher, ``launch.py ... -- ARGV``).
+
+    The harness's own commands (``python -m runners.bench``, ``runners.cli.ui``...) are
+    not: a test may run them to check that a bad option stops them before anything
+    starts; the fast tier's short per-test timeout catches one that starts a server."""
+    argv = [str(a) for a in args] if isinstance(args, list | tuple) else [str(args)]
+    if any(Path(a).name == "launch.py" for a in argv) and "--" in argv:
+        return starts_a_server(argv[argv.index("--") + 1 :])
+    if argv and Path(argv[0]).name in SERVER_PROGRAMS:
+        return True
+    return any(
+        flag == "-m" and any(module == m or module.startswith(m + ".") for m in SERVER_MODULES)
+        for flag, module in itertools.pairwise(argv)
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the session's upstream service starts a server (once)."""
+    for item in items:
+        if "upstream_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.servers)
+
+
+@pytest.fixture(autouse=True)
+def _markers_say_what_starts(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if request.node.get_closest_marker("servers") or request.node.get_closest_marker("browser"):
+        return
+    real_init = subprocess.Popen.__init__
+    test = request.node.nodeid
+
+    def guarded(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+        if starts_a_server(args):
+            raise AssertionError(
+                f"{test} starts {' '.join(map(str, args))[:120]!r}: mark it "
+                "@pytest.mark.servers (or browser) so the fast tier leaves it out"
+            )
+        real_init(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded)

@@ -34,14 +34,23 @@ import jsonschema
 import psutil
 import pytest
 
-from runners.cli.memcheck import prepare_small
-from runners.cli.memcheck import sqlite_env as _sqlite_env
 from runners.results.record import SCHEMA_PATH
 from runners.sampling.memory import tree_pids
 from runners.serving.commands import SINGLE_PROCESS_SERVERS
 from runners.serving.cpus import default_placement
 from runners.serving.registry import Runner, get_runner
-from runners.serving.server import RunningServer, ServeConfig, http_get, serve
+from runners.serving.server import RunningServer, ServeConfig, http_get, prepare_database, serve
+
+
+def sqlite_env_for(data_dir: Path) -> dict[str, str]:
+    """Server environment for an SQLite file in ``data_dir`` (DATABASE_URL and
+    REDIS_URL blanked, which the settings read as unset)."""
+    return {"BENCH_DATA_DIR": str(data_dir), "DATABASE_URL": "", "REDIS_URL": ""}
+
+
+def prepare_small(env: dict[str, str]) -> None:
+    """Migrate and seed a small data set (about a second) with the real command."""
+    prepare_database(env, users=20, follows=3, posts=100, likes=100, comments=50)
 
 
 @functools.cache
@@ -49,13 +58,13 @@ def prepared_data_dir() -> Path:
     """A BENCH_DATA_DIR with a small seeded SQLite database, made once per process."""
     path = Path(tempfile.mkdtemp(prefix="bench-servers-"))
     atexit.register(shutil.rmtree, path, True)
-    prepare_small(_sqlite_env(path))
+    prepare_small(sqlite_env_for(path))
     return path
 
 
 def sqlite_env() -> dict[str, str]:
     """Server environment for the prepared SQLite data."""
-    return _sqlite_env(prepared_data_dir())
+    return sqlite_env_for(prepared_data_dir())
 
 
 @functools.cache

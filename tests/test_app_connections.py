@@ -33,11 +33,10 @@ from pytest_django import Settings as SettingsWrapper
 
 from apps.bench import upstream_client
 from apps.project import settings as project_settings
-from runners.cli.memcheck import prepare_small
 from runners.sampling.memory import tree_pids
 from runners.serving.server import RunningServer
 from tests.conftest import REPO_ROOT
-from tests.servers import get, prepared_data_dir, running
+from tests.servers import get, prepare_small, prepared_data_dir, running
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 PG_URL = "postgres://bench@db.example:5432/bench"
@@ -208,7 +207,6 @@ def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database (dropped after) for a server with a pool."""
     if not TEST_DATABASE_URL:
         pytest.skip("set TEST_DATABASE_URL (postgres://...) to test PostgreSQL under ASGI")
-    pytest.importorskip("psycopg_pool", reason="PostgreSQL under ASGI needs psycopg[pool]")
     import psycopg
     from psycopg import sql
 

@@ -86,6 +86,7 @@ def test_upstream_delays_concurrently(upstream_url: str) -> None:
     assert time.perf_counter() - started < 2.5  # not 10 x 300 ms
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_upstream_stops_cleanly(sig: int) -> None:
     upstream = start_upstream()

@@ -51,6 +51,7 @@ def listed_users(output: str) -> set[str]:
     return {line.strip() for line in lines if line.strip()}
 
 
+@pytest.mark.servers
 def test_one_user_class_per_workload() -> None:
     done = locust("-f", str(LOCUSTFILE), "--list")
     assert done.returncode == 0, done.stderr
@@ -59,6 +60,7 @@ def test_one_user_class_per_workload() -> None:
     assert sum(MIXED_WEIGHTS.values()) == 100
 
 
+@pytest.mark.servers
 def test_the_folder_loads_as_a_locustfile_too() -> None:
     done = locust("-f", str(REPO_ROOT / "loadtests"), "--list")
     assert done.returncode == 0, done.stderr
@@ -188,6 +190,7 @@ def test_window_excludes_warmup_and_counts_failures(stub: Stub, tmp_path: Path) 
     assert window.loadgen_cpu_seconds > 0
 
 
+@pytest.mark.servers
 def test_locust_that_cannot_start_is_an_error(tmp_path: Path) -> None:
     plan = LocustPlan(
         host="http://127.0.0.1:1",

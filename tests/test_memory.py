@@ -45,9 +45,13 @@ def _schema_validator(definition: str) -> jsonschema.Draft202012Validator:
 
 def test_single_process_sample_matches_psutil() -> None:
     # A quiet child of its own (the test process itself may have children).
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        time.sleep(0.3)
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
         sample = sample_tree(child.pid)
         me = sample.processes[0]
         assert len(sample.processes) == 1
@@ -268,9 +272,10 @@ def test_sampler_follows_a_replaced_worker() -> None:
     with running("gunicorn-sync", workers=2) as server:
         sampler = Sampler(server.pid, interval=0.2, rescan_every=1000)
         sampler.start()
-        time.sleep(0.5)
-        first = sampler.latest()
-        assert first is not None
+        deadline = time.monotonic() + 10
+        while (first := sampler.latest()) is None or len(first.workers) < 2:
+            assert time.monotonic() < deadline, "no sample with both workers"
+            time.sleep(0.05)
         old = first.workers[0].pid
         os.kill(old, signal.SIGKILL)
         deadline = time.monotonic() + 15
