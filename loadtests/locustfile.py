@@ -58,6 +58,7 @@ from loadtests.catalog import (  # noqa: E402
     MIXED_WEIGHTS,
     WORKLOADS,
 )
+from loadtests.pacing import PACER  # noqa: E402
 
 # A validator looks at a 200 response and returns what is wrong with it, or None.
 Validator = Callable[[ResponseContextManager], str | None]
@@ -248,25 +249,41 @@ class BenchUser(FastHttpUser):
         method: str = "GET",
         payload: Any = None,
     ) -> None:
-        """Request ``prefix + path``; anything but a 200 with a valid body fails."""
+        """Request ``prefix + path``; anything but a 200 with a valid body fails.
+
+        The request waits for its turn on the schedule (``loadtests/pacing.py``:
+        at once in a closed loop), and its response time, in Locust's statistics
+        too, runs from when it was meant to be sent.
+        """
         url = self.prefix + path
-        with self.client.request(
-            method, url, name=name or url.split("?")[0], json=payload, catch_response=True
-        ) as response:
-            if not response.status_code:
-                response.failure(f"connection error: {error_name(response)}")
-                return
-            if response.status_code != 200:
-                response.failure(f"HTTP {response.status_code}")
-                return
-            try:
-                problem = validate(response)
-            except ValueError:
-                problem = "invalid JSON"
-            if problem is None:
-                response.success()
-            else:
-                response.failure(problem)
+        request = PACER.acquire()
+        try:
+            with self.client.request(
+                method, url, name=name or url.split("?")[0], json=payload, catch_response=True
+            ) as response:
+                problem = self.problem(response, validate)
+                if problem is None:
+                    response.success()
+                else:
+                    response.failure(problem)
+                latency = PACER.done(
+                    request, ok=problem is None, timeout=problem == "connection error: timeout"
+                )
+                response.request_meta["response_time"] = latency * 1000.0
+        finally:
+            PACER.abandon(request)  # a user stopped mid-request (no-op once done)
+
+    @staticmethod
+    def problem(response: ResponseContextManager, validate: Validator) -> str | None:
+        """What is wrong with a response (None: a 200 with a valid body)."""
+        if not response.status_code:
+            return f"connection error: {error_name(response)}"
+        if response.status_code != 200:
+            return f"HTTP {response.status_code}"
+        try:
+            return validate(response)
+        except ValueError:
+            return "invalid JSON"
 
     # One method per endpoint, shared by the single-endpoint users and MixedUser.
 

@@ -1,0 +1,376 @@
+"""Probes: measured windows the driver asks for one after another, in one Locust run.
+
+Load it next to the locustfile::
+
+    locust -f loadtests/locustfile.py,loadtests/probes.py --headless -u 1 -r 1 \\
+        --probe-control control.json --probe-out probes/ ...
+
+The driver (``runners/load/probes.py``) writes ``--probe-control``: a JSON
+object with a growing ``seq``. For each new one the controller (in the local
+runner, or the master in distributed mode)
+
+1. sets the number of users (``runner.start``; Locust spreads them over its
+   workers) and tells every load-generating process the rate (its share:
+   ``rate / processes``, arrivals interleaved by process index) with a custom
+   message; processes switch to that rate at once;
+2. lets the warm-up pass, optionally resets Locust's statistics (so its CSV
+   and HTML report cover the window), and prints
+   ``@@bench-probe <seq> start <unix time>``;
+3. after the duration (or earlier, with ``max_requests``) prints
+   ``@@bench-probe <seq> end <unix time>``; every process waits for the
+   requests intended inside the window to end (answered, failed, or timed
+   out: ``--request-timeout`` bounds the wait), then sends back its window
+   (``loadtests/pacing.py``: an HDR latency histogram, counts, schedule lag,
+   its own CPU seconds);
+4. merges them into ``<--probe-out>/probe-<seq>.json`` and prints
+   ``@@bench-probe <seq> done <path>``.
+
+The load keeps running at the probe's rate until the next command, so the
+server never idles between probes. ``{"quit": true}`` stops the users, waits
+``--probe-settle`` seconds for Locust's CSV writer, and quits.
+
+A probe in ``closed`` mode is the classic closed loop: ``users`` users send
+back to back, latency from each request's own send time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+import psutil
+from hdrh.histogram import HdrHistogram
+from locust import events
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from loadtests.pacing import ARRIVALS, PACER, Window, histogram
+
+MARKER = "@@bench-probe"
+CONFIG_MESSAGE = "bench-probe"
+END_MESSAGE = "bench-probe-end"
+RESULT_MESSAGE = "bench-probe-result"
+POLL_S = 0.02
+DRAIN_MARGIN_S = 1.0
+SPAWN_RATE = 1000.0
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
+
+
+def _add_arguments(parser: Any) -> None:
+    parser.add_argument(
+        "--probe-control",
+        default="",
+        include_in_web_ui=False,
+        help="JSON file the driver writes probe commands to (enables probes)",
+    )
+    parser.add_argument(
+        "--probe-out",
+        default="",
+        include_in_web_ui=False,
+        help="folder the merged result of each probe is written to",
+    )
+    parser.add_argument(
+        "--probe-settle",
+        type=float,
+        default=1.5,
+        include_in_web_ui=False,
+        help="seconds between stopping the users and quitting (lets the CSV writer finish)",
+    )
+
+
+events.init_command_line_parser.add_listener(_add_arguments)  # type: ignore[no-untyped-call]
+
+
+def emit(seq: int, event: str, value: object) -> None:
+    print(f"{MARKER} {seq} {event} {value}", flush=True)
+
+
+def percentiles_ms(hist: HdrHistogram) -> dict[str, float | None]:
+    if hist.get_total_count() == 0:
+        return {**dict.fromkeys(PERCENTILES), "max": None, "mean": None}
+    out: dict[str, float | None] = {
+        name: hist.get_value_at_percentile(p) / 1000.0 for name, p in PERCENTILES.items()
+    }
+    out["max"] = hist.get_max_value() / 1000.0
+    out["mean"] = hist.get_mean_value() / 1000.0
+    return out
+
+
+def process_cpu_seconds() -> float:
+    times = psutil.Process().cpu_times()
+    return float(times.user + times.system)
+
+
+# --- every load-generating process (local runner or worker) ---------------------------------
+
+
+class Generator:
+    """Runs the probes' windows in one Locust process and reports each one."""
+
+    def __init__(self, environment: Environment) -> None:
+        self.environment = environment
+        self.early_end: dict[int, float] = {}
+
+    def index_and_count(self) -> tuple[int, int]:
+        runner = self.environment.runner
+        if isinstance(runner, WorkerRunner):
+            return runner.worker_index, max(1, int(getattr(runner, "worker_count", 1) or 1))
+        return 0, 1
+
+    def on_config(self, environment: Environment, msg: Any, **_kw: Any) -> None:
+        data = dict(msg.data)
+        index, count = self.index_and_count()
+        count = int(data.get("processes") or count)
+        rate = data.get("rate")
+        share = None if rate is None else float(rate) / count
+        phase = 0.0 if rate is None else index / float(rate)
+        PACER.configure(
+            share, data.get("arrival", "constant"), phase=phase, seed=data["seq"] * 1009 + index
+        )
+        gevent.spawn(self.run_window, data, index)
+
+    def on_end(self, environment: Environment, msg: Any, **_kw: Any) -> None:
+        self.early_end[int(msg.data["seq"])] = float(msg.data["at"])
+
+    def run_window(self, data: dict[str, Any], index: int) -> None:
+        seq = int(data["seq"])
+        offset = time.time() - time.perf_counter()
+        start, end = float(data["start_at"]) - offset, float(data["end_at"]) - offset
+        window = PACER.open_window(start, end)
+        gevent.sleep(max(0.0, start - time.perf_counter()))
+        cpu0 = process_cpu_seconds()
+        while time.perf_counter() < window.end:
+            if seq in self.early_end:
+                window.end = min(window.end, self.early_end.pop(seq) - offset)
+            gevent.sleep(min(POLL_S, max(0.0, window.end - time.perf_counter())))
+        cpu1 = process_cpu_seconds()
+        deadline = float(data["deadline_at"]) - offset
+        while not PACER.drained(window) and time.perf_counter() < deadline:
+            gevent.sleep(POLL_S)
+        closed = PACER.close_window() or window
+        self.environment.runner.send_message(  # type: ignore[union-attr]
+            RESULT_MESSAGE, result_message(seq, index, closed, cpu1 - cpu0)
+        )
+
+
+def result_message(seq: int, index: int, window: Window, cpu_seconds: float) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "index": index,
+        "pid": os.getpid(),
+        "duration_s": window.end - window.start,
+        "latency": window.latency.encode().decode("ascii")
+        if window.latency.get_total_count()
+        else "",
+        "lag": window.lag.encode().decode("ascii") if window.lag.get_total_count() else "",
+        "scheduled": window.scheduled,
+        "dispatched": window.dispatched,
+        "free_dispatches": window.free_dispatches,
+        "late": window.late,
+        "pool_waits": window.pool_waits,
+        "successes": window.successes,
+        "failures": window.failures,
+        "timeouts": window.timeouts,
+        "unsent": window.unsent,
+        "in_flight": window.in_flight,
+        "cpu_seconds": max(0.0, cpu_seconds),
+    }
+
+
+# --- the controller (local runner or master) ------------------------------------------------
+
+
+def _decoded(text: str) -> HdrHistogram:
+    return HdrHistogram.decode(text) if text else histogram()
+
+
+def merge(
+    command: dict[str, Any], start: float, end: float, parts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The probe's result: every process's window added up."""
+    latency, lag = histogram(), histogram()
+    for part in parts:
+        latency.add(_decoded(part["latency"]))
+        lag.add(_decoded(part["lag"]))
+    totals = {
+        key: sum(int(p[key]) for p in parts)
+        for key in (
+            "scheduled",
+            "dispatched",
+            "free_dispatches",
+            "late",
+            "pool_waits",
+            "successes",
+            "failures",
+            "timeouts",
+            "unsent",
+            "in_flight",
+        )
+    }
+    duration = max((float(p["duration_s"]) for p in parts), default=end - start)
+    processes = [
+        {
+            "index": int(p["index"]),
+            "pid": int(p["pid"]),
+            "cpu_seconds": round(float(p["cpu_seconds"]), 4),
+            "cpu_percent": round(100.0 * float(p["cpu_seconds"]) / duration, 2)
+            if duration > 0
+            else None,
+            "late_fraction": round(int(p["late"]) / int(p["free_dispatches"]), 5)
+            if int(p["free_dispatches"])
+            else 0.0,
+        }
+        for p in sorted(parts, key=lambda p: int(p["index"]))
+    ]
+    return {
+        "seq": command["seq"],
+        "mode": command.get("mode", "open"),
+        "rate": command.get("rate"),
+        "arrival": command.get("arrival", "constant"),
+        "users": command.get("users"),
+        "start": start,
+        "end": start + duration,
+        "duration_s": duration,
+        **totals,
+        "late_fraction": totals["late"] / totals["free_dispatches"]
+        if totals["free_dispatches"]
+        else 0.0,
+        "latency_ms": percentiles_ms(latency),
+        "lag_ms": {k: v for k, v in percentiles_ms(lag).items() if k in ("p50", "p99", "max")},
+        "latency_hdr": latency.encode().decode("ascii") if latency.get_total_count() else "",
+        "processes": processes,
+        "loadgen_cpu_seconds": round(sum(float(p["cpu_seconds"]) for p in parts), 4),
+    }
+
+
+class Controller:
+    """Reads the driver's commands and runs one probe after another."""
+
+    def __init__(self, environment: Environment, control: Path, out: Path, settle: float) -> None:
+        self.environment = environment
+        self.control = control
+        self.out = out
+        self.settle = settle
+        self.results: dict[int, list[dict[str, Any]]] = {}
+        self.started = False
+
+    def on_result(self, environment: Environment, msg: Any, **_kw: Any) -> None:
+        self.results.setdefault(int(msg.data["seq"]), []).append(dict(msg.data))
+
+    def start(self, **_kw: Any) -> None:
+        if not self.started:
+            self.started = True
+            gevent.spawn(self.run)
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.control.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def run(self) -> None:
+        last = 0
+        while True:
+            command = self.read()
+            if command is not None and command.get("quit"):
+                self.quit()
+                return
+            if command is not None and int(command.get("seq", 0)) > last:
+                last = int(command["seq"])
+                self.probe(command)
+            gevent.sleep(POLL_S)
+
+    def processes(self) -> int:
+        runner = self.environment.runner
+        if isinstance(runner, MasterRunner):
+            return max(1, runner.worker_count)
+        return 1
+
+    def probe(self, command: dict[str, Any]) -> None:
+        runner = self.environment.runner
+        assert runner is not None
+        seq = int(command["seq"])
+        users = max(1, int(command.get("users") or 1))
+        if runner.target_user_count != users:
+            # Users start and stop at this rate: all at once, before the warm-up ends.
+            runner.start(users, spawn_rate=SPAWN_RATE)
+        now = time.time()
+        start = now + float(command.get("warmup_s", 0.0))
+        end = start + float(command["duration_s"])
+        deadline = end + float(command.get("drain_s", 0.0)) + DRAIN_MARGIN_S
+        processes = self.processes()
+        config = {
+            "seq": seq,
+            "mode": command.get("mode", "open"),
+            "rate": command.get("rate") if command.get("mode", "open") == "open" else None,
+            "arrival": command.get("arrival", "constant")
+            if command.get("arrival") in ARRIVALS
+            else "constant",
+            "start_at": start,
+            "end_at": end,
+            "deadline_at": deadline,
+            "processes": processes,
+            "late_s": command.get("late_s"),
+        }
+        runner.send_message(CONFIG_MESSAGE, config)
+        gevent.sleep(max(0.0, start - time.time()))
+        if command.get("reset_stats"):
+            runner.stats.reset_all()
+        emit(seq, "start", f"{time.time():.6f}")
+        limit = int(command.get("max_requests") or 0)
+        while time.time() < end:
+            if limit and runner.stats.total.num_requests >= limit:
+                end = time.time()
+                runner.send_message(END_MESSAGE, {"seq": seq, "at": end})
+                break
+            gevent.sleep(min(POLL_S, max(0.0, end - time.time())))
+        emit(seq, "end", f"{time.time():.6f}")
+        give_up = deadline + 5.0
+        while len(self.results.get(seq, [])) < processes and time.time() < give_up:
+            gevent.sleep(POLL_S)
+        merged = merge(command, start, end, self.results.pop(seq, []))
+        merged["processes_expected"] = processes
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / f"probe-{seq}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(merged, indent=1) + "\n")
+        os.replace(tmp, path)
+        emit(seq, "done", path)
+
+    def quit(self) -> None:
+        runner = self.environment.runner
+        assert runner is not None
+        PACER.stop()
+        runner.stop()
+        gevent.sleep(self.settle)
+        runner.quit()
+
+
+def _on_init(environment: Environment, **_kwargs: Any) -> None:
+    options = environment.parsed_options
+    control = str(getattr(options, "probe_control", "") or "")
+    runner = environment.runner
+    if not control or runner is None:
+        return
+    if not isinstance(runner, MasterRunner):
+        PACER.hold()  # no traffic before the first probe says how much
+        generator = Generator(environment)
+        runner.register_message(CONFIG_MESSAGE, generator.on_config)
+        runner.register_message(END_MESSAGE, generator.on_end)
+    if not isinstance(runner, WorkerRunner):
+        controller = Controller(
+            environment,
+            Path(control),
+            Path(str(getattr(options, "probe_out", "") or Path(control).parent)),
+            float(getattr(options, "probe_settle", 1.5)),
+        )
+        runner.register_message(RESULT_MESSAGE, controller.on_result)
+        environment.events.test_start.add_listener(controller.start)  # type: ignore[no-untyped-call]
+
+
+events.init.add_listener(_on_init)  # type: ignore[no-untyped-call]

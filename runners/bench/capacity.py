@@ -1,0 +1,228 @@
+"""The capacity search: the highest request rate a server sustains within a latency target.
+
+A *probe* offers load for a short window and reports what came back
+(``Observation``). ``search`` decides which probes to run:
+
+1. a saturation probe: a closed loop with enough users to keep every worker
+   busy, whose successful requests/s (``X``) is the most the server did when
+   pushed, an upper bound to start from, never the answer;
+2. open-loop probes, first at 0.9 X: one that passes (p99 within the target,
+   errors under the budget, the offered rate achieved, the load generator
+   keeping its schedule) raises the lower bound and, until one has failed,
+   steps up by ``step_up``; one that fails lowers the upper bound and, until
+   one has passed, steps down by ``step_down``; once both bounds exist the
+   next rate is their geometric mean, until they are within ``tolerance`` of
+   each other or ``max_probes`` are spent;
+3. the caller confirms the highest passing rate with a full measured window;
+   those figures are the run's.
+
+``bound`` says what limited the server at the first rate it could not
+sustain: ``loadgen`` (the load generator could not keep its schedule, or its
+CPUs were saturated, so the figure measured the generator), ``errors`` (the
+latency held but more than the error budget failed), ``server-cpu`` (the
+server's CPUs were saturated), ``server-slots`` (every worker or thread was
+busy while CPU was left: a sync server's concurrency limit), ``memory`` (the
+host ran out of available memory).
+
+Nothing here starts a process: the probe is a function the caller passes in,
+so the search can be tested against a model server.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+Bound = Literal["server-cpu", "server-slots", "loadgen", "errors", "memory"]
+BOUNDS: tuple[Bound, ...] = ("server-cpu", "server-slots", "loadgen", "errors", "memory")
+Mode = Literal["open", "closed"]
+
+DEFAULT_SLO_P99_MS = 100.0
+MAX_ERROR_RATE = 0.001
+"""At most 0.1% of the requests of a passing probe may fail."""
+ACHIEVED_SHARE = 0.95
+"""A probe that got fewer than this share of the offered rate back as successes fails."""
+LOADGEN_CPU_PERCENT = 90.0
+"""Load-generator CPUs (or one Locust process) busier than this measured the generator."""
+LATE_SHARE = 0.02
+"""More than this share of requests sent late by the generator: it fell behind."""
+SERVER_CPU_PERCENT = 85.0
+"""Server CPUs busier than this at the failing rate: the server ran out of CPU."""
+LOW_MEMORY_SHARE = 0.05
+"""Less than this share of the host's memory available: memory-bound."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a rate must meet to count as sustained."""
+
+    slo_p99_ms: float = DEFAULT_SLO_P99_MS
+    max_error_rate: float = MAX_ERROR_RATE
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One probe: what was offered, what came back, and how busy everything was."""
+
+    mode: Mode
+    offered_rps: float | None
+    """The schedule's rate (None for a closed loop)."""
+    achieved_rps: float
+    """Successful responses per second of the window."""
+    p50_ms: float | None
+    p99_ms: float | None
+    requests: int
+    failures: int
+    users: int
+    server_cpu_percent: float | None = None
+    loadgen_cpu_percent: float | None = None
+    """Busy share of the load-generator CPUs, everything running there counted."""
+    loadgen_process_percent: float | None = None
+    """The busiest load-generating process, percent of one core."""
+    late_share: float = 0.0
+    memory_available_share: float | None = None
+
+    @property
+    def error_rate(self) -> float:
+        return self.failures / self.requests if self.requests else 0.0
+
+    @property
+    def loadgen_bound(self) -> bool:
+        return (
+            (self.loadgen_cpu_percent or 0.0) > LOADGEN_CPU_PERCENT
+            or (self.loadgen_process_percent or 0.0) > LOADGEN_CPU_PERCENT
+            or self.late_share > LATE_SHARE
+        )
+
+    def problems(self, target: Target) -> list[str]:
+        """Why this probe does not count as sustained ([] when it does)."""
+        found = []
+        if self.requests == 0 or self.p99_ms is None:
+            return ["no request completed"]
+        if self.p99_ms > target.slo_p99_ms:
+            found.append(f"p99 {self.p99_ms:.1f} ms > {target.slo_p99_ms:g} ms")
+        if self.error_rate > target.max_error_rate:
+            found.append(f"{self.error_rate:.2%} of requests failed")
+        if self.offered_rps and self.achieved_rps < ACHIEVED_SHARE * self.offered_rps:
+            found.append(f"{self.achieved_rps:.0f} of {self.offered_rps:.0f} req/s came back")
+        if self.loadgen_bound:
+            found.append("the load generator could not keep up")
+        return found
+
+    def passes(self, target: Target) -> bool:
+        return self.mode == "open" and not self.problems(target)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How hard to look."""
+
+    saturation_users: int = 64
+    first_share: float = 0.9
+    step_up: float = 1.5
+    step_down: float = 0.6
+    tolerance: float = 0.05
+    """Stop when the lowest failing rate is within this of the highest passing one."""
+    max_probes: int = 8
+    """Open-loop probes after the saturation probe."""
+    min_rps: float = 1.0
+
+
+Probe = Callable[[Mode, float | None, int], Observation]
+"""``probe(mode, rate, users)``: offer load, return what was observed."""
+
+
+@dataclass
+class Search:
+    """What the search saw: every probe, in order, and the bounds it found."""
+
+    target: Target
+    curve: list[Observation] = field(default_factory=list)
+    saturation: Observation | None = None
+    passed: Observation | None = None
+    """The highest passing open-loop probe."""
+    failed: Observation | None = None
+    """The lowest failing open-loop probe."""
+
+    @property
+    def rate(self) -> float | None:
+        """The rate to confirm (None: no rate passed)."""
+        return self.passed.offered_rps if self.passed is not None else None
+
+
+def pool_size(rate: float, target: Target, floor: int = 16, ceiling: int = 1024) -> int:
+    """Users an open-loop probe needs to keep ``rate`` with every request up to the
+    latency target in flight at once (Little's law), with some margin."""
+    return max(floor, min(ceiling, math.ceil(rate * target.slo_p99_ms / 1000.0 * 1.5) + 8))
+
+
+def search(probe: Probe, target: Target, plan: Plan = Plan()) -> Search:  # noqa: B008
+    """Find the highest rate that passes (see the module's docstring)."""
+    found = Search(target)
+    saturation = probe("closed", None, plan.saturation_users)
+    found.saturation = saturation
+    found.curve.append(saturation)
+    rate = max(plan.min_rps, plan.first_share * saturation.achieved_rps)
+    users = 0
+    for _ in range(plan.max_probes):
+        users = max(users, pool_size(rate, target))
+        observed = probe("open", rate, users)
+        found.curve.append(observed)
+        if observed.passes(target):
+            if found.passed is None or rate > (found.passed.offered_rps or 0.0):
+                found.passed = observed
+        elif found.failed is None or rate < (found.failed.offered_rps or math.inf):
+            found.failed = observed
+        low = found.passed.offered_rps if found.passed is not None else None
+        high = found.failed.offered_rps if found.failed is not None else None
+        if low is not None and high is not None:
+            if high <= low * (1.0 + plan.tolerance):
+                break
+            rate = math.sqrt(low * high)
+        elif low is not None:
+            rate = low * plan.step_up
+        else:
+            assert high is not None
+            # Never above what came back when the server was pushed.
+            rate = min(high * plan.step_down, max(observed.achieved_rps, plan.min_rps))
+            if rate < plan.min_rps:
+                break
+    return found
+
+
+def bound(found: Search, slots: int | None, cpus: int) -> Bound:
+    """What limited the server: judged at the lowest failing rate (or, when every
+    probe passed, at the busiest one)."""
+    at = found.failed
+    if at is None:
+        opens = [o for o in found.curve if o.mode == "open"] or found.curve
+        at = max(opens, key=lambda o: o.offered_rps or o.achieved_rps)
+    if at.loadgen_bound:
+        return "loadgen"
+    latency_held = at.p99_ms is not None and at.p99_ms <= found.target.slo_p99_ms
+    if latency_held and at.error_rate > found.target.max_error_rate:
+        return "errors"
+    if at.memory_available_share is not None and at.memory_available_share < LOW_MEMORY_SHARE:
+        return "memory"
+    if (at.server_cpu_percent or 0.0) >= SERVER_CPU_PERCENT:
+        return "server-cpu"
+    if slots is not None:
+        return "server-slots"
+    return "server-cpu"
+
+
+def describe(found: Search, chosen: Bound) -> str:
+    """One sentence: what bounded the server, with the figures that say so."""
+    at = found.failed
+    rate = found.rate
+    if rate is None:
+        head = "no rate passed"
+    else:
+        head = f"sustained {rate:.0f} req/s within p99 {found.target.slo_p99_ms:g} ms"
+    if at is None:
+        return f"{head}; no probe failed within the search budget ({chosen})"
+    why = "; ".join(at.problems(found.target)) or "failed"
+    cpu = f", server CPU {at.server_cpu_percent:.0f}%" if at.server_cpu_percent is not None else ""
+    return f"{head}; at {at.offered_rps or 0:.0f} req/s: {why}{cpu} ({chosen})"

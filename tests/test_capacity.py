@@ -1,0 +1,127 @@
+"""The capacity search against model servers: no process, no network."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+
+from runners.bench.capacity import (
+    Mode,
+    Observation,
+    Plan,
+    Target,
+    bound,
+    describe,
+    pool_size,
+    search,
+)
+
+
+@dataclass
+class ModelServer:
+    """A server of known capacity: p99 grows like a queue's as the rate nears it."""
+
+    capacity: float
+    service_ms: float = 2.0
+    cpu_bound: bool = True
+    error_rate: float = 0.0
+    calls: int = 0
+
+    def p99(self, rate: float) -> float:
+        load = rate / self.capacity
+        if load >= 1:
+            return 10_000.0
+        return self.service_ms * (1 + 4 * load / (1 - load))
+
+    def true_capacity(self, slo_ms: float) -> float:
+        # p99(r) = slo  <=>  load = (k - 1) / (k + 3) with k = slo / service
+        k = slo_ms / self.service_ms
+        return self.capacity * (k - 1) / (k + 3)
+
+    def probe(self, mode: Mode, rate: float | None, users: int) -> Observation:
+        self.calls += 1
+        if mode == "closed":
+            achieved = self.capacity
+            return Observation(mode, None, achieved, 1.0, 50.0, 1000, 0, users, 99.0)
+        assert rate is not None
+        achieved = min(rate, self.capacity)
+        requests = round(achieved * 2)
+        return Observation(
+            mode,
+            rate,
+            achieved * (1 - self.error_rate),
+            self.service_ms,
+            self.p99(rate),
+            requests,
+            math.ceil(requests * self.error_rate),
+            users,
+            server_cpu_percent=min(100.0, 100.0 * rate / self.capacity)
+            if self.cpu_bound
+            else 30.0,
+        )
+
+
+@pytest.mark.parametrize("capacity", [60.0, 700.0, 5000.0])
+@pytest.mark.parametrize("slo", [20.0, 100.0, 1000.0])
+def test_the_search_finds_the_rate_within_the_target(capacity: float, slo: float) -> None:
+    server = ModelServer(capacity)
+    target = Target(slo_p99_ms=slo)
+    found = search(server.probe, target)
+    truth = server.true_capacity(slo)
+    assert found.rate is not None
+    assert found.rate <= truth * 1.001  # never above what passes
+    assert found.rate >= truth * 0.90, (found.rate, truth)
+    assert server.calls <= 1 + Plan().max_probes
+    assert found.passed is not None and found.passed.passes(target)
+    assert found.failed is not None and not found.failed.passes(target)
+    assert bound(found, slots=None, cpus=1) == "server-cpu"
+
+
+def test_a_tighter_target_finds_a_lower_rate() -> None:
+    server = ModelServer(100.0)
+    generous = search(server.probe, Target(slo_p99_ms=1000.0)).rate
+    tight = search(server.probe, Target(slo_p99_ms=10.0)).rate
+    assert generous is not None and tight is not None
+    assert tight < generous
+
+
+def test_slot_bound_when_cpu_is_left() -> None:
+    server = ModelServer(80.0, service_ms=50.0, cpu_bound=False)
+    found = search(server.probe, Target(slo_p99_ms=1000.0))
+    assert bound(found, slots=4, cpus=1) == "server-slots"
+    assert "server-slots" in describe(found, bound(found, slots=4, cpus=1))
+
+
+def test_errors_bound_when_latency_holds() -> None:
+    server = ModelServer(1000.0, error_rate=0.01)
+    found = search(server.probe, Target(slo_p99_ms=100.0))
+    assert found.rate is None  # nothing passes with 1% errors
+    assert bound(found, slots=None, cpus=1) == "errors"
+
+
+def test_loadgen_bound_when_the_generator_falls_behind() -> None:
+    @dataclass
+    class Saturated(ModelServer):
+        def probe(self, mode: Mode, rate: float | None, users: int) -> Observation:
+            seen = super().probe(mode, rate, users)
+            late = 0.1 if rate is not None and rate > 3000 else 0.0
+            return Observation(**{**seen.__dict__, "late_share": late})
+
+    found = search(Saturated(10_000.0).probe, Target(slo_p99_ms=100.0))
+    assert found.rate is not None and found.rate <= 3000
+    assert bound(found, slots=None, cpus=1) == "loadgen"
+
+
+def test_a_rate_that_is_not_achieved_fails() -> None:
+    short = Observation("open", 100.0, 80.0, 1.0, 2.0, 160, 0, 16)
+    assert not short.passes(Target())
+    assert any("came back" in p for p in short.problems(Target()))
+
+
+def test_pool_size_follows_littles_law() -> None:
+    target = Target(slo_p99_ms=100.0)
+    assert pool_size(10.0, target) == 16
+    assert pool_size(1000.0, target) == math.ceil(1000 * 0.1 * 1.5) + 8
+    assert pool_size(1e6, target) == 1024
