@@ -22,7 +22,8 @@ from loadtests.catalog import WORKLOADS
 from runners.bench import main
 from runners.bench import matrix as bench_matrix
 from runners.bench import options as bench_options
-from runners.results.record import GIB, SCHEMA_PATH, summarize_cells
+from runners.results.figures import GIB
+from runners.results.record import SCHEMA_PATH, summarize_cells
 from runners.serving.registry import FAMILIES, RUNNERS
 from tests.servers import BenchRun, run_bench
 

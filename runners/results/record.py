@@ -1,7 +1,8 @@
 """results.json: assembling run records, the derived figures, and writing the file.
 
 The schema is ``runners/results/schema.json``; every write validates against
-it. The derived figures are defined here and nowhere else:
+it. The derived figures are computed here (with ``runners.results.figures``)
+and nowhere else:
 
 - ``rps``: requests completed in the measured window / its duration (the
   duration the Locust plugin measured with a monotonic clock between the
@@ -38,9 +39,10 @@ from typing import Any
 
 import jsonschema
 
+from runners.results.figures import cpu_percent, per_cpu_second, per_gib
+
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 SCHEMA_VERSION = 1
-GIB = 2**30
 
 LOADGEN_BOUND_PERCENT = 90.0
 """Above this the run measured Locust, not the server (Locust warns at 90% too)."""
@@ -110,28 +112,6 @@ def write_json_atomic(path: Path, doc: Mapping[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-# --- derived figures ----------------------------------------------------------------------
-
-
-def per_gib(rps: float, pss_bytes: int | None) -> float | None:
-    """Requests per second per GiB of ``pss_bytes``; None without a memory figure."""
-    if not pss_bytes or pss_bytes <= 0:
-        return None
-    return rps / (pss_bytes / GIB)
-
-
-def per_cpu_second(requests: int, cpu_seconds: float | None) -> float | None:
-    if cpu_seconds is None or cpu_seconds <= 0:
-        return None
-    return requests / cpu_seconds
-
-
-def cpu_percent(cpu_seconds: float | None, window_s: float, cpus: int) -> float | None:
-    if cpu_seconds is None or window_s <= 0 or cpus <= 0:
-        return None
-    return 100.0 * cpu_seconds / (window_s * cpus)
 
 
 # --- run records ----------------------------------------------------------------------------
