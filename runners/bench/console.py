@@ -12,7 +12,7 @@ from typing import Any, Protocol, TextIO
 from loadtests.catalog import (
     WORKLOADS,
 )
-from runners.bench.matrix import Cell
+from runners.bench.matrix import RunSpec
 from runners.bench.options import (
     DEFAULT_DURATION_S,
     DEFAULT_RUNNERS,
@@ -85,10 +85,10 @@ def summary_line(record: Mapping[str, Any]) -> str:
 
 
 class ProgressView(Protocol):
-    def starting(self, index: int, cell: Cell, elapsed: float, remaining: float) -> None: ...
+    def starting(self, index: int, spec: RunSpec, elapsed: float, remaining: float) -> None: ...
 
     def finished(
-        self, index: int, cell: Cell, record: Mapping[str, Any], elapsed: float, remaining: float
+        self, index: int, spec: RunSpec, record: Mapping[str, Any], elapsed: float, remaining: float
     ) -> None: ...
 
     def message(self, text: str) -> None: ...
@@ -106,16 +106,16 @@ class PlainProgress:
     def _print(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
-    def starting(self, index: int, cell: Cell, elapsed: float, remaining: float) -> None:
+    def starting(self, index: int, spec: RunSpec, elapsed: float, remaining: float) -> None:
         self._print(
-            f"[{index}/{self.total}] {cell.label}: running "
+            f"[{index}/{self.total}] {spec.label}: running "
             f"(elapsed {fmt_duration(elapsed)}, ~{fmt_duration(remaining)} left)"
         )
 
     def finished(
-        self, index: int, cell: Cell, record: Mapping[str, Any], elapsed: float, remaining: float
+        self, index: int, spec: RunSpec, record: Mapping[str, Any], elapsed: float, remaining: float
     ) -> None:
-        self._print(f"[{index}/{self.total}] {cell.label}: {summary_line(record)}")
+        self._print(f"[{index}/{self.total}] {spec.label}: {summary_line(record)}")
 
     def message(self, text: str) -> None:
         self._print(text)
@@ -142,21 +142,21 @@ class RichProgress:
         self.task = self.progress.add_task("matrix", total=total, times="")
         self.progress.start()
 
-    def starting(self, index: int, cell: Cell, elapsed: float, remaining: float) -> None:
+    def starting(self, index: int, spec: RunSpec, elapsed: float, remaining: float) -> None:
         last = f" | last: {self.last}" if self.last else ""
         self.progress.update(
             self.task,
-            description=f"[{index}/{self.total}] {cell.label}",
+            description=f"[{index}/{self.total}] {spec.label}",
             times=f"{fmt_duration(elapsed)} elapsed, ~{fmt_duration(remaining)} left{last}",
         )
 
     def finished(
-        self, index: int, cell: Cell, record: Mapping[str, Any], elapsed: float, remaining: float
+        self, index: int, spec: RunSpec, record: Mapping[str, Any], elapsed: float, remaining: float
     ) -> None:
         line = summary_line(record)
         if record["status"] == "ok":
             self.last = f"{record['rps']:.0f} rps, {fmt_count(record['rps_per_gib'])} rps/GiB"
-        self.progress.console.print(f"[{index}/{self.total}] {cell.label}: {line}", markup=False)
+        self.progress.console.print(f"[{index}/{self.total}] {spec.label}: {line}", markup=False)
         self.progress.update(self.task, advance=1)
 
     def message(self, text: str) -> None:

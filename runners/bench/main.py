@@ -29,7 +29,7 @@ from runners.bench.console import (
 )
 from runners.bench.matrix import matrix_block, plan
 from runners.bench.options import MICRO_ESTIMATE_S, REPORTS_DIR, SETUP_S, Options, parse_options
-from runners.bench.run import Context, run_cell
+from runners.bench.run import Context, run_one
 from runners.cli.args import UsageError
 from runners.micro import benchmarks as micro_bench
 from runners.results import environment as env_capture
@@ -178,7 +178,7 @@ def execute(options: Options, command: str) -> int:
         server_env=server_environment(options),
         built_runtimes=built,
     )
-    cells = plan(options)
+    specs = plan(options)
     progress: ProgressView | None = None
     interrupted = False
     try:
@@ -199,18 +199,18 @@ def execute(options: Options, command: str) -> int:
                     upstream(cpus=options.placement.loadgen, log_path=out_dir / "upstream.log")
                 )
                 ctx.server_env["BENCH_UPSTREAM_URL"] = ctx.upstream_url
-            progress = make_progress(len(cells))
+            progress = make_progress(len(specs))
             runs_started = time.monotonic()
-            for index, cell in enumerate(cells, start=1):
+            for index, spec in enumerate(specs, start=1):
                 spent = time.monotonic() - runs_started
                 progress.starting(
-                    index, cell, clock.elapsed, remaining_s(options, index - 1, spent)
+                    index, spec, clock.elapsed, remaining_s(options, index - 1, spent)
                 )
-                record = run_cell(cell, ctx)
+                record = run_one(spec, ctx)
                 results.add_run(record)
                 spent = time.monotonic() - runs_started
                 progress.finished(
-                    index, cell, record, clock.elapsed, remaining_s(options, index, spent)
+                    index, spec, record, clock.elapsed, remaining_s(options, index, spent)
                 )
             if options.micro:
                 results.doc["micro"] = run_micro(ctx, progress.message)

@@ -17,14 +17,14 @@ from runners.serving.registry import (
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One run of the matrix."""
+class RunSpec:
+    """One planned run of the matrix: runner x workload x users x repeat x runtime."""
 
     runner: Runner
     workload: str
     users: int
     repeat: int
-    runtime: axes.RunVariant = axes.DEFAULT_VARIANT
+    runtime: axes.RuntimeSpec = axes.DEFAULT_RUNTIME
     """Interpreter, Django and gc mode (None: the default); qualifiers when they vary."""
 
     @property
@@ -43,14 +43,16 @@ class Cell:
         return axes.qualified(base, self.runtime.qualifiers, " ")
 
 
-def plan(options: Options) -> list[Cell]:
+def plan(options: Options) -> list[RunSpec]:
     return [
-        Cell(RUNNERS[runner], workload, users, repeat, variant)
+        RunSpec(RUNNERS[runner], workload, users, repeat, runtime)
         for repeat in range(1, options.repeat + 1)
         for runner in options.runners
         for workload in options.workloads
         for users in options.users
-        for variant in axes.variants(RUNNERS[runner], options.pythons, options.djangos, options.gcs)
+        for runtime in axes.runtime_specs(
+            RUNNERS[runner], options.pythons, options.djangos, options.gcs
+        )
     ]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from runners.bench import soak
 from runners.bench.incidents import Incidents, timeout_failures, worker_changes, worker_pids
-from runners.bench.matrix import Cell, thread_override, worker_override
+from runners.bench.matrix import RunSpec, thread_override, worker_override
 from runners.bench.options import Options
 from runners.load.locust import LocustError, LocustPlan, LocustProcess
 from runners.results.record import (
@@ -44,9 +44,9 @@ class Context:
     upstream_url: str | None = None
     built_runtimes: dict[RuntimeKey, Runtime] = field(default_factory=dict)
 
-    def runtime(self, cell: Cell) -> Runtime:
-        """The interpreter and packages the cell's server runs on (built in ``execute``)."""
-        key = axes.runtime_key(cell.runtime)
+    def runtime(self, spec: RunSpec) -> Runtime:
+        """The interpreter and packages the run's server runs on (built in ``execute``)."""
+        key = axes.runtime_key(spec.runtime)
         if key not in self.built_runtimes:
             self.built_runtimes.update(
                 axes.build_runtimes(self.options.pythons, self.options.djangos)
@@ -82,17 +82,17 @@ def server_watch(server: RunningServer) -> Callable[[], None]:
     return check
 
 
-def plan_locust(server: RunningServer, cell: Cell, ctx: Context) -> LocustPlan:
-    """The Locust run of ``cell`` against ``server``, on the load-generator CPUs."""
+def plan_locust(server: RunningServer, spec: RunSpec, ctx: Context) -> LocustPlan:
+    """The Locust run of ``spec`` against ``server``, on the load-generator CPUs."""
     options = ctx.options
     return LocustPlan(
         host=server.url,
-        workload=cell.workload,
+        workload=spec.workload,
         variant=server.variant,
-        users=cell.users,
+        users=spec.users,
         warmup_s=options.warmup_s,
         duration_s=options.duration_s,
-        out_prefix=ctx.runs_dir / cell.stem,
+        out_prefix=ctx.runs_dir / spec.stem,
         spawn_rate=options.spawn_rate,
         cpus=options.placement.loadgen,
         options=options.locust_options(),
@@ -100,14 +100,14 @@ def plan_locust(server: RunningServer, cell: Cell, ctx: Context) -> LocustPlan:
     )
 
 
-def measure(server: RunningServer, cell: Cell, ctx: Context) -> tuple[Measurement, Incidents]:
+def measure(server: RunningServer, spec: RunSpec, ctx: Context) -> tuple[Measurement, Incidents]:
     """Drive ``server`` with Locust and measure it over the window.
 
     Ends early with ``ServerDied`` when the server's root exits.
     """
     options = ctx.options
     placement = options.placement
-    locust_plan = plan_locust(server, cell, ctx)
+    locust_plan = plan_locust(server, spec, ctx)
     check = server_watch(server)
     workers_before = worker_pids(server)
     with LocustProcess(locust_plan) as locust:
@@ -151,12 +151,12 @@ def measure(server: RunningServer, cell: Cell, ctx: Context) -> tuple[Measuremen
 
 
 def soak_measure(
-    server: RunningServer, cell: Cell, ctx: Context
+    server: RunningServer, spec: RunSpec, ctx: Context
 ) -> tuple[Measurement, Incidents, dict[str, Any]]:
     """``--soak``: ``runners.bench.soak.measure`` (memory sampled from before the first request)."""
     options = ctx.options
     assert options.soak is not None
-    locust_plan = plan_locust(server, cell, ctx)
+    locust_plan = plan_locust(server, spec, ctx)
     measurement, series = soak.measure(
         server, locust_plan, options.soak, options.placement, check=server_watch(server)
     )
@@ -164,11 +164,11 @@ def soak_measure(
     return measurement, incidents, series
 
 
-def base_record(cell: Cell, ctx: Context) -> dict[str, Any]:
+def base_record(spec: RunSpec, ctx: Context) -> dict[str, Any]:
     options = ctx.options
-    runner = cell.runner
+    runner = spec.runner
     return {
-        "id": cell.id,
+        "id": spec.id,
         "runner": runner.name,
         "family": runner.family,
         "server": runner.server,
@@ -179,14 +179,14 @@ def base_record(cell: Cell, ctx: Context) -> dict[str, Any]:
         "workers": worker_override(runner, options)
         or worker_count(runner.workers, len(options.placement.server)),
         "threads": None,
-        "gc": cell.runtime.gc or runner.gc,
+        "gc": spec.runtime.gc or runner.gc,
         "middleware": options.middleware,
         # The server's interpreter and the Django it imports (not the driver's).
-        "python": ctx.runtime(cell).python_record(),
-        "django": ctx.runtime(cell).django,
-        "workload": cell.workload,
-        "users": cell.users,
-        "repeat": cell.repeat,
+        "python": ctx.runtime(spec).python_record(),
+        "django": ctx.runtime(spec).django,
+        "workload": spec.workload,
+        "users": spec.users,
+        "repeat": spec.repeat,
         "status": "ok",
         "error": None,
         "log_tail": None,
@@ -201,13 +201,13 @@ def base_record(cell: Cell, ctx: Context) -> dict[str, Any]:
     }
 
 
-def artifacts(cell: Cell, ctx: Context) -> dict[str, Any]:
-    prefix = ctx.runs_dir / cell.stem
+def artifacts(spec: RunSpec, ctx: Context) -> dict[str, Any]:
+    prefix = ctx.runs_dir / spec.stem
     found: dict[str, Any] = {}
     html = prefix.with_name(prefix.name + ".html")
     if html.exists():
         found["locust_html"] = ctx.rel(html)
-    csvs = sorted(ctx.runs_dir.glob(f"{cell.stem}_*.csv"))
+    csvs = sorted(ctx.runs_dir.glob(f"{spec.stem}_*.csv"))
     if csvs:
         found["locust_csv"] = [ctx.rel(p) for p in csvs]
     for key, suffix in (("server_log", ".server.log"), ("locust_log", ".locust.log")):
@@ -217,22 +217,22 @@ def artifacts(cell: Cell, ctx: Context) -> dict[str, Any]:
     return found
 
 
-def run_cell(cell: Cell, ctx: Context) -> dict[str, Any]:
-    """Serve, drive, measure one cell; a record with status ok or failed."""
+def run_one(spec: RunSpec, ctx: Context) -> dict[str, Any]:
+    """Serve, drive, measure one run; a record with status ok or failed."""
     options = ctx.options
-    record = base_record(cell, ctx)
-    server_log = ctx.runs_dir / f"{cell.stem}.server.log"
+    record = base_record(spec, ctx)
+    server_log = ctx.runs_dir / f"{spec.stem}.server.log"
     config = ServeConfig(
-        runner=cell.runner,
+        runner=spec.runner,
         log_path=server_log,
-        workers=worker_override(cell.runner, options),
-        threads=thread_override(cell.runner, options),
+        workers=worker_override(spec.runner, options),
+        threads=thread_override(spec.runner, options),
         variant=options.variant,
         middleware=options.middleware,
         cpus=options.placement.server,
         env=ctx.server_env,
-        python=ctx.runtime(cell).python,
-        gc=cell.runtime.gc,
+        python=ctx.runtime(spec).python,
+        gc=spec.runtime.gc,
     )
     try:
         with serve(config) as server:
@@ -245,9 +245,9 @@ def run_cell(cell: Cell, ctx: Context) -> dict[str, Any]:
                 startup_s=round(server.startup_seconds, 3),
             )
             if options.soak is not None:
-                measurement, incidents, record["soak_series"] = soak_measure(server, cell, ctx)
+                measurement, incidents, record["soak_series"] = soak_measure(server, spec, ctx)
             else:
-                measurement, incidents = measure(server, cell, ctx)
+                measurement, incidents = measure(server, spec, ctx)
         record.update(measurement.as_dict())
         flags = measurement.flags() + incidents.flags()
         if options.placement.shared:
@@ -256,7 +256,7 @@ def run_cell(cell: Cell, ctx: Context) -> dict[str, Any]:
         record["notes"] = notes_for(flags)
         if incidents.events():
             record["events"] = incidents.events()
-    except Exception as exc:  # a failed cell is recorded, the matrix goes on
+    except Exception as exc:  # a failed run is recorded, the matrix goes on
         message = str(exc).strip() or type(exc).__name__
         tails = [log_tail(server_log)]
         if isinstance(exc, LocustError):
@@ -269,5 +269,5 @@ def run_cell(cell: Cell, ctx: Context) -> dict[str, Any]:
             log_tail="\n".join(t for t in tails if t) or None,
             flags=[],
         )
-    record["artifacts"] = artifacts(cell, ctx)
+    record["artifacts"] = artifacts(spec, ctx)
     return record
