@@ -36,7 +36,7 @@ import pytest
 
 from runners.cli.memcheck import prepare_small
 from runners.cli.memcheck import sqlite_env as _sqlite_env
-from runners.results.record import SCHEMA_PATH
+from runners.results.schema import SCHEMA_PATH
 from runners.sampling.memory import tree_pids
 from runners.serving.commands import SINGLE_PROCESS_SERVERS
 from runners.serving.cpus import default_placement

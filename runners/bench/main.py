@@ -33,9 +33,7 @@ from runners.bench.run import Context, run_one
 from runners.cli.args import UsageError
 from runners.micro import benchmarks as micro_bench
 from runners.results import environment as env_capture
-from runners.results.record import (
-    ResultsFile,
-)
+from runners.results.document import CpuPlacement, ResultsFile
 from runners.runtimes import axes
 from runners.serving import ledger as orphans
 from runners.serving.cpus import placement_from
@@ -163,15 +161,18 @@ def execute(options: Options, command: str) -> int:
         out_dir / "results.json",
         command=command,
         environment=env_capture.capture(
-            placement=options.placement.as_dict(),
+            placement=CpuPlacement(
+                server_cpus=options.placement.server,
+                loadgen_cpus=options.placement.loadgen,
+                shared=options.placement.shared,
+            ),
             database_url=options.database_url,
             redis_url=os.environ.get("REDIS_URL"),
             seed=options.seed,
         ),
         matrix=matrix_block(options),
     )
-    results.doc["runtimes"] = [runtime.as_dict() for runtime in built.values()]
-    results.save()
+    results.update(runtimes=tuple(runtime.info() for runtime in built.values()))
     ctx = Context(
         options=options,
         out_dir=out_dir,
@@ -206,15 +207,14 @@ def execute(options: Options, command: str) -> int:
                 progress.starting(
                     index, spec, clock.elapsed, remaining_s(options, index - 1, spent)
                 )
-                record = run_one(spec, ctx)
-                results.add_run(record)
+                run = run_one(spec, ctx)
+                results.add_run(run)
                 spent = time.monotonic() - runs_started
                 progress.finished(
-                    index, spec, record, clock.elapsed, remaining_s(options, index, spent)
+                    index, spec, run, clock.elapsed, remaining_s(options, index, spent)
                 )
             if options.micro:
-                results.doc["micro"] = run_micro(ctx, progress.message)
-                results.save()
+                results.update(micro=run_micro(ctx, progress.message))
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -225,11 +225,11 @@ def execute(options: Options, command: str) -> int:
     print("\n" + results_table(runs) if runs else "No run finished.", flush=True)
     for note in flag_notes(runs):
         print(f"note: {note}", flush=True)
-    for error in results.doc.get("schema_errors", []):
+    for error in results.schema_errors:
         print(f"warning: results.json does not match its schema: {error}", file=sys.stderr)
     if options.report:
         render_report(out_dir, lambda text: print(text, flush=True))
-    failed = sum(1 for r in runs if r["status"] != "ok")
+    failed = sum(1 for r in runs if not r.ok)
     print(
         f"{'Interrupted' if interrupted else 'Done'}: {len(runs)} runs "
         f"({failed} failed) in {fmt_duration(clock.elapsed)}; "

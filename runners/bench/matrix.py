@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from runners.bench.options import Options
-from runners.results.record import (
-    run_id,
-)
+from runners.results.document import Matrix, SoakPlan
+from runners.results.record import run_id
 from runners.runtimes import axes
 from runners.serving.registry import (
     RUNNERS,
@@ -66,28 +64,29 @@ def thread_override(runner: Runner, options: Options) -> int | None:
     return options.threads if runner.threads is not None else None
 
 
-def matrix_block(options: Options) -> dict[str, Any]:
-    return {
-        "runners": list(options.runners),
-        "workloads": list(options.workloads),
-        "users": list(options.users),
-        "duration_s": options.duration_s,
-        "warmup_s": options.warmup_s,
-        "repeat": options.repeat,
-        "quick": options.quick,
-        "workers": options.workers,
-        "threads": options.threads,
-        "variant": options.variant,
-        "middleware": options.middleware,
-        "spawn_rate": options.spawn_rate,
-        "upstream_ms": options.upstream_ms,
-        "request_timeout_s": options.request_timeout_s,
-        "seed": options.seed or None,
-        "pythons": [p.as_dict() for p in options.pythons],
-        "djangos": list(options.djangos),
-        "gcs": list(options.gcs),
-        "soak": None if options.soak is None else options.soak.as_dict(),
-        "order": "repeat-major",
-        "server_lifecycle": "a fresh server per run",
-        "locust": "closed loop, wait_time constant(0), one process, headless subprocess",
-    }
+def matrix_block(options: Options) -> Matrix:
+    soak = options.soak
+    return Matrix(
+        runners=tuple(options.runners),
+        workloads=tuple(options.workloads),
+        users=tuple(options.users),
+        duration_s=options.duration_s,
+        warmup_s=options.warmup_s,
+        repeat=options.repeat,
+        quick=options.quick,
+        workers=options.workers,
+        threads=options.threads,
+        variant=options.variant,
+        middleware=options.middleware,
+        spawn_rate=options.spawn_rate,
+        upstream_ms=options.upstream_ms,
+        request_timeout_s=options.request_timeout_s,
+        seed=options.seed or None,
+        pythons=tuple(p.info() for p in options.pythons),
+        djangos=tuple(options.djangos),
+        gcs=tuple(options.gcs),
+        soak=None if soak is None else SoakPlan(requests=soak.requests, duration_s=soak.duration_s),
+        order="repeat-major",
+        server_lifecycle="a fresh server per run",
+        locust="closed loop, wait_time constant(0), one process, headless subprocess",
+    )

@@ -23,9 +23,9 @@ e.g. ``gunicorn-sync-preload/json/16/1/py3.12.1/gc-freeze``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from runners.runtimes.interpreters import Interpreter, current_interpreter
 from runners.runtimes.venvs import Runtime, current_runtime, runtime_env
@@ -145,9 +145,3 @@ def build_runtimes(
             key = (python.path if python is not None else None, django)
             built[key] = runtime_env(interp, django, say=say)
     return built
-
-
-def run_label(run: Mapping[str, Any]) -> str:
-    """The runner and the qualifiers of its run id: ``gunicorn-sync-preload py3.12.1 gc-off``."""
-    qualifiers = str(run.get("id") or "").split("/")[4:]
-    return " ".join([str(run["runner"]), *qualifiers])
