@@ -26,9 +26,8 @@ spawned (``spawning_complete``) it
 
 from __future__ import annotations
 
-import json
+import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,23 +36,15 @@ import psutil
 from locust import events
 from locust.env import Environment
 
+# Loaded by path (``locust -f ...,loadtests/measure.py``): the window record is
+# imported from the repository root.
+_REPO_ROOT = str(Path(__file__).resolve().parents[1])
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+from loadtests.window import Window  # noqa: E402
+
 MARKER = "@@bench-window"
-
-
-@dataclass(frozen=True)
-class WindowRecord:
-    """What the driver reads back from ``--measure-out``."""
-
-    warmup_s: float
-    users: int
-    spawn_complete_at: float
-    start: float
-    end: float
-    duration_s: float
-    requests: int
-    failures: int
-    loadgen_cpu_seconds: float
-    loadgen_processes: int
 
 
 def _add_arguments(parser: Any) -> None:
@@ -166,7 +157,7 @@ class MeasuredWindow:
         end = time.time()
         cpu1, processes = tree_cpu_seconds()
         total = runner.stats.total
-        record = WindowRecord(
+        window = Window(
             warmup_s=self.warmup,
             users=users,
             spawn_complete_at=spawned_at,
@@ -179,8 +170,7 @@ class MeasuredWindow:
             loadgen_processes=processes,
         )
         if self.out is not None:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.out.write_text(json.dumps(asdict(record), indent=2) + "\n")
+            window.write(self.out)
         emit("end", end)
 
         gevent.sleep(self.settle)

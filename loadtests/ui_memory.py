@@ -54,7 +54,8 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
-from runners.sampling.memory import TreeSample, per_gib, sample_tree  # noqa: E402
+from runners.results.figures import per_gib  # noqa: E402
+from runners.sampling.memory import TreeSample, sample_tree  # noqa: E402
 
 TAB_KEY = "server-memory"
 HISTORY_POINTS = 150

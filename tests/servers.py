@@ -34,7 +34,7 @@ import jsonschema
 import psutil
 import pytest
 
-from runners.results.record import SCHEMA_PATH
+from runners.results.schema import SCHEMA_PATH
 from runners.sampling.memory import tree_pids
 from runners.serving.commands import SINGLE_PROCESS_SERVERS
 from runners.serving.cpus import default_placement

@@ -22,9 +22,14 @@ from loadtests.catalog import WORKLOADS
 from runners.bench import main
 from runners.bench import matrix as bench_matrix
 from runners.bench import options as bench_options
-from runners.results.record import GIB, SCHEMA_PATH, summarize_cells
+from runners.results.cells import aggregate, summarize
+from runners.results.document import Results
+from runners.results.figures import GIB
+from runners.results.record import Latency, Memory, Run
+from runners.results.schema import SCHEMA_PATH
 from runners.serving.registry import FAMILIES, RUNNERS
 from tests.servers import BenchRun, run_bench
+from tests.test_results import unknown_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WINDOW = ("--users", "4", "--warmup", "2", "--duration", "4")
@@ -62,6 +67,19 @@ def ok_runs(run: BenchRun) -> list[dict[str, Any]]:
 
 
 # --- the end-to-end matrix ---------------------------------------------------------------------
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+def test_a_fresh_results_json_reads_typed_and_writes_back_exactly(
+    matrix: BenchRun, failing: BenchRun
+) -> None:
+    for bench in (matrix, failing):
+        data = bench.results
+        results = Results.from_dict(data)
+        assert unknown_keys(results) == []
+        assert all(isinstance(run.memory, Memory) for run in results.ok_runs)
+        assert json.dumps(results.to_dict()) == json.dumps(data)
 
 
 @pytest.mark.servers
@@ -348,21 +366,29 @@ def test_worker_and_thread_overrides_only_apply_where_they_mean_something() -> N
 # --- repeats ------------------------------------------------------------------------------------
 
 
-def _run(rps: float, repeat: int) -> dict[str, Any]:
-    return {
-        "runner": "uvicorn",
-        "workload": "json",
-        "users": 16,
-        "repeat": repeat,
-        "status": "ok",
-        "rps": rps,
-        "rps_per_gib": rps * 10,
-        "rps_per_cpu_second": rps / 2,
-        "memory": {"pss_peak_bytes": GIB // 10},
-        "latency_ms": {"p99": 5.0},
-        "failures": 0,
-        "flags": [],
-    }
+def _run(rps: float, repeat: int) -> Run:
+    memory = {"pss_peak_bytes": GIB // 10, "pss_mean_bytes": GIB // 10}
+    memory |= {"rss_peak_bytes": GIB, "uss_peak_bytes": GIB // 20, "processes": 1}
+    return Run(
+        id=f"uvicorn/json/16/{repeat}",
+        runner="uvicorn",
+        family="async",
+        workload="json",
+        users=16,
+        repeat=repeat,
+        status="ok",
+        rps=rps,
+        rps_per_gib=rps * 10,
+        rps_per_cpu_second=rps / 2,
+        memory=Memory.from_dict(memory),
+        latency_ms=Latency(p99=5.0),
+        failures=0,
+        flags=(),
+    )
+
+
+def summarize_cells(runs: list[Run]) -> list[dict[str, Any]]:
+    return [cell.to_dict() for cell in summarize(aggregate(runs))]
 
 
 def test_repeats_report_mean_and_spread_and_mark_noise() -> None:

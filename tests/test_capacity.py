@@ -57,9 +57,7 @@ class ModelServer:
             requests,
             math.ceil(requests * self.error_rate),
             users,
-            server_cpu_percent=min(100.0, 100.0 * rate / self.capacity)
-            if self.cpu_bound
-            else 30.0,
+            server_cpu_percent=min(100.0, 100.0 * rate / self.capacity) if self.cpu_bound else 30.0,
         )
 
 

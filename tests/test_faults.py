@@ -27,7 +27,7 @@ import jsonschema
 import psutil
 import pytest
 
-from runners.results.record import SCHEMA_PATH
+from runners.results.schema import SCHEMA_PATH
 from runners.serving import ledger as orphans
 from runners.serving.registry import RUNNERS
 from runners.serving.server import RunnerError, ServeConfig, start

@@ -369,7 +369,7 @@ def test_plan_ids_are_unique_and_carry_what_varies(monkeypatch: pytest.MonkeyPat
     assert "gunicorn-sync-preload-json-u32-r1-py3.12.1-gc-off" in stems
     # Interpreters and gc modes of one cell run next to each other (drift hits them alike).
     assert [c.runtime.gc for c in cells[:3]] == ["default", "freeze", "off"]
-    assert bench_matrix.matrix_block(options)["gcs"] == ["default", "freeze", "off"]
+    assert bench_matrix.matrix_block(options).to_dict()["gcs"] == ["default", "freeze", "off"]
     assert "CPython 3.12.1" in console.describe_plan(options)
 
 

@@ -258,3 +258,20 @@ def test_every_workload_passes_its_checks_against_the_app(
     assert expected <= set(rows)
     for name in expected:
         assert int(rows[name]["Request Count"]) > 0, name
+
+
+def test_the_window_record_is_shared_without_locust() -> None:
+    """The driver reads the plugin's window with the plugin's own record, and
+    importing it (or the driver's Locust module) never imports Locust or gevent."""
+    code = (
+        "import sys, runners.load.locust as driver, loadtests.window as shared\n"
+        "assert driver.Window is shared.Window\n"
+        "bad = [m for m in ('locust', 'gevent') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    plugin = (REPO_ROOT / "loadtests" / "measure.py").read_text()
+    assert "from loadtests.window import Window" in plugin

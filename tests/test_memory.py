@@ -16,12 +16,11 @@ import psutil
 import pytest
 
 from runners.cli.memcheck import deviation, exercise, read_proc
+from runners.results.figures import GIB, per_gib
 from runners.sampling.memory import (
-    GIB,
     ProcessMemory,
     Sampler,
     TreeSample,
-    per_gib,
     read_smaps_rollup,
     sample_tree,
     summarize,

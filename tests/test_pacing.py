@@ -26,9 +26,7 @@ def run_users(
     return [gevent.spawn(user) for _ in range(users)]
 
 
-def measure(
-    pacer: Pacer, users: int, seconds: float, service: Callable[[float], float]
-) -> Window:
+def measure(pacer: Pacer, users: int, seconds: float, service: Callable[[float], float]) -> Window:
     greenlets = run_users(pacer, users, seconds, service)
     try:
         now = time.perf_counter()

@@ -21,15 +21,11 @@ import pytest
 
 from runners.report import ResultsError, render_comparison, render_index, render_run
 from runners.report.__main__ import main
-from runners.report.model import (
-    ASSUMED_NOISE,
-    NOISE_FLOOR,
-    Stat,
-    compare_stat,
-    downsample,
-    load_results,
-    process_rows,
-)
+from runners.report.compare import ASSUMED_NOISE, NOISE_FLOOR, compare_stat
+from runners.report.memory import downsample, process_rows
+from runners.results.cells import Stat
+from runners.results.document import read_results
+from runners.results.record import MemorySample
 
 DATA = Path(__file__).parent / "data"
 SAMPLE = DATA / "sample_results.json"
@@ -347,7 +343,7 @@ def test_many_workers_are_summed_up() -> None:
         {"pid": 11 + i, "role": "worker", "rss": (60 + i) * MIB, "pss": 40 * MIB, "uss": 30 * MIB}
         for i in range(17)
     ]
-    shown = process_rows({"t": 1.0, "processes": list(reversed(procs))})
+    shown = process_rows(MemorySample.from_dict({"t": 1.0, "processes": list(reversed(procs))}))
     assert [r["name"] for r in shown] == [
         "master",
         "worker 1",
@@ -770,16 +766,16 @@ def test_downsample_keeps_the_ends_and_the_peak() -> None:
 
 def test_load_results_errors_are_one_line(tmp_path: Path, sample: dict[str, Any]) -> None:
     with pytest.raises(ResultsError, match=r"results\.json: no such file$"):
-        load_results(tmp_path / "nowhere")
+        read_results(tmp_path / "nowhere")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "results.json").write_text('{"schema_version": 1,\n', encoding="utf-8")
     with pytest.raises(ResultsError, match=r"not valid JSON \(.* at line 2 column 1\)"):
-        load_results(tmp_path / "bad")
+        read_results(tmp_path / "bad")
     data = copy.deepcopy(sample)
     data["runs"][3]["rps"] = "fast"
     place(data, tmp_path / "invalid")
     with pytest.raises(ResultsError) as caught:
-        load_results(tmp_path / "invalid")
+        read_results(tmp_path / "invalid")
     assert "does not match results.schema.json at runs/3/rps" in str(caught.value)
     assert "\n" not in str(caught.value)
 

@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 
 from runners.report import render_comparison, render_run
-from runners.results.record import SCHEMA_PATH
+from runners.results.schema import SCHEMA_PATH
 from runners.runtimes.interpreters import find_interpreter
 from runners.runtimes.releases import locked_django
 from runners.runtimes.venvs import runtime_env

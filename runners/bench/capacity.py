@@ -158,7 +158,7 @@ def pool_size(rate: float, target: Target, floor: int = 16, ceiling: int = 1024)
     return max(floor, min(ceiling, math.ceil(rate * target.slo_p99_ms / 1000.0 * 1.5) + 8))
 
 
-def search(probe: Probe, target: Target, plan: Plan = Plan()) -> Search:  # noqa: B008
+def search(probe: Probe, target: Target, plan: Plan = Plan()) -> Search:
     """Find the highest rate that passes (see the module's docstring)."""
     found = Search(target)
     saturation = probe("closed", None, plan.saturation_users)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, TextIO
+from collections.abc import Sequence
+from typing import Protocol, TextIO
 
 from loadtests.catalog import (
     WORKLOADS,
 )
-from runners.bench.matrix import Cell
+from runners.bench.matrix import RunSpec
 from runners.bench.options import (
     DEFAULT_DURATION_S,
     DEFAULT_RUNNERS,
@@ -30,10 +30,8 @@ from runners.bench.options import (
     quick_runners,
 )
 from runners.bench.soak import SoakTarget
-from runners.results.record import (
-    notes_for,
-)
-from runners.runtimes import axes
+from runners.results.flags import notes_for
+from runners.results.record import Run
 from runners.runtimes.interpreters import Interpreter
 from runners.serving.cpus import Placement
 from runners.serving.registry import (
@@ -59,36 +57,40 @@ def fmt_duration(seconds: float) -> str:
     return f"{minutes}:{secs:02d}"
 
 
-def summary_line(record: Mapping[str, Any]) -> str:
-    if record["status"] != "ok":
-        return f"FAILED: {record['error']}"
-    memory = record.get("memory") or {}
-    pss = memory.get("pss_peak_bytes")
-    p99 = record["latency_ms"].get("p99")
+def run_label(run: Run) -> str:
+    """The runner and the qualifiers of its run id: ``gunicorn-sync-preload py3.12.1 gc-off``."""
+    return " ".join([run.runner, *run.qualifiers])
+
+
+def summary_line(run: Run) -> str:
+    if not run.ok:
+        return f"FAILED: {run.error}"
+    pss = run.memory.pss_peak_bytes if run.memory else None
+    p99 = run.latency_ms.p99
     parts = [
-        f"{record['rps']:.0f} rps",
+        f"{run.rps:.0f} rps",
         f"{pss / MIB:.0f} MiB PSS" if pss else "- PSS",
-        f"{fmt_count(record['rps_per_gib'])} rps/GiB",
+        f"{fmt_count(run.rps_per_gib)} rps/GiB",
         f"p99 {p99:g} ms" if p99 is not None else "p99 -",
-        f"loadgen {record['loadgen_cpu_percent']:.0f}%"
-        if record.get("loadgen_cpu_percent") is not None
+        f"loadgen {run.loadgen_cpu_percent:.0f}%"
+        if run.loadgen_cpu_percent is not None
         else "loadgen -",
     ]
-    if record["failures"]:
-        parts.append(f"{record['failures']} failed requests")
+    if run.failures:
+        parts.append(f"{run.failures} failed requests")
     line = ", ".join(parts)
-    if record["flags"]:
-        line += f" [{', '.join(record['flags'])}]"
-    for event in record.get("events") or []:
+    if run.flags:
+        line += f" [{', '.join(run.flags)}]"
+    for event in run.events or ():
         line += f"; {event}"
     return line
 
 
 class ProgressView(Protocol):
-    def starting(self, index: int, cell: Cell, elapsed: float, remaining: float) -> None: ...
+    def starting(self, index: int, spec: RunSpec, elapsed: float, remaining: float) -> None: ...
 
     def finished(
-        self, index: int, cell: Cell, record: Mapping[str, Any], elapsed: float, remaining: float
+        self, index: int, spec: RunSpec, run: Run, elapsed: float, remaining: float
     ) -> None: ...
 
     def message(self, text: str) -> None: ...
@@ -106,16 +108,16 @@ class PlainProgress:
     def _print(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
-    def starting(self, index: int, cell: Cell, elapsed: float, remaining: float) -> None:
+    def starting(self, index: int, spec: RunSpec, elapsed: float, remaining: float) -> None:
         self._print(
-            f"[{index}/{self.total}] {cell.label}: running "
+            f"[{index}/{self.total}] {spec.label}: running "
             f"(elapsed {fmt_duration(elapsed)}, ~{fmt_duration(remaining)} left)"
         )
 
     def finished(
-        self, index: int, cell: Cell, record: Mapping[str, Any], elapsed: float, remaining: float
+        self, index: int, spec: RunSpec, run: Run, elapsed: float, remaining: float
     ) -> None:
-        self._print(f"[{index}/{self.total}] {cell.label}: {summary_line(record)}")
+        self._print(f"[{index}/{self.total}] {spec.label}: {summary_line(run)}")
 
     def message(self, text: str) -> None:
         self._print(text)
@@ -142,21 +144,21 @@ class RichProgress:
         self.task = self.progress.add_task("matrix", total=total, times="")
         self.progress.start()
 
-    def starting(self, index: int, cell: Cell, elapsed: float, remaining: float) -> None:
+    def starting(self, index: int, spec: RunSpec, elapsed: float, remaining: float) -> None:
         last = f" | last: {self.last}" if self.last else ""
         self.progress.update(
             self.task,
-            description=f"[{index}/{self.total}] {cell.label}",
+            description=f"[{index}/{self.total}] {spec.label}",
             times=f"{fmt_duration(elapsed)} elapsed, ~{fmt_duration(remaining)} left{last}",
         )
 
     def finished(
-        self, index: int, cell: Cell, record: Mapping[str, Any], elapsed: float, remaining: float
+        self, index: int, spec: RunSpec, run: Run, elapsed: float, remaining: float
     ) -> None:
-        line = summary_line(record)
-        if record["status"] == "ok":
-            self.last = f"{record['rps']:.0f} rps, {fmt_count(record['rps_per_gib'])} rps/GiB"
-        self.progress.console.print(f"[{index}/{self.total}] {cell.label}: {line}", markup=False)
+        line = summary_line(run)
+        if run.ok:
+            self.last = f"{run.rps:.0f} rps, {fmt_count(run.rps_per_gib)} rps/GiB"
+        self.progress.console.print(f"[{index}/{self.total}] {spec.label}: {line}", markup=False)
         self.progress.update(self.task, advance=1)
 
     def message(self, text: str) -> None:
@@ -173,7 +175,7 @@ def make_progress(total: int) -> ProgressView:
     return PlainProgress(total)
 
 
-def results_table(runs: Sequence[Mapping[str, Any]]) -> str:
+def results_table(runs: Sequence[Run]) -> str:
     """A plain-text table of the runs, for the end of the log."""
     header = (
         "runner",
@@ -188,12 +190,12 @@ def results_table(runs: Sequence[Mapping[str, Any]]) -> str:
     )
     rows = [header]
     for run in runs:
-        if run["status"] != "ok":
+        if not run.ok:
             rows.append(
                 (
-                    axes.run_label(run),
-                    run["workload"],
-                    str(run["users"]),
+                    run_label(run),
+                    run.workload,
+                    str(run.users),
                     "FAILED",
                     "",
                     "",
@@ -203,20 +205,20 @@ def results_table(runs: Sequence[Mapping[str, Any]]) -> str:
                 )
             )
             continue
-        pss = (run.get("memory") or {}).get("pss_peak_bytes")
-        p99 = run["latency_ms"].get("p99")
-        lg = run.get("loadgen_cpu_percent")
+        pss = run.memory.pss_peak_bytes if run.memory else None
+        p99 = run.latency_ms.p99
+        lg = run.loadgen_cpu_percent
         rows.append(
             (
-                axes.run_label(run),
-                run["workload"],
-                str(run["users"]),
-                f"{run['rps']:.0f}",
+                run_label(run),
+                run.workload,
+                str(run.users),
+                f"{run.rps:.0f}",
                 "-" if p99 is None else f"{p99:g}",
                 "-" if not pss else f"{pss / MIB:.1f}",
-                "-" if run["rps_per_gib"] is None else f"{run['rps_per_gib']:.0f}",
+                "-" if run.rps_per_gib is None else f"{run.rps_per_gib:.0f}",
                 "-" if lg is None else f"{lg:.0f}%",
-                ",".join(run["flags"]),
+                ",".join(run.flags),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -227,12 +229,12 @@ def results_table(runs: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def flag_notes(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+def flag_notes(runs: Sequence[Run]) -> list[str]:
     """One explanation per flag that some run carries, naming the runs."""
     flagged: dict[str, list[str]] = {}
     for run in runs:
-        for flag in run.get("flags") or []:
-            flagged.setdefault(flag, []).append(str(run["id"]))
+        for flag in run.flags:
+            flagged.setdefault(flag, []).append(run.id)
     return [
         f"{note} ({', '.join(flagged[flag])})" for flag in flagged for note in notes_for([flag])
     ]

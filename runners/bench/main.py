@@ -29,13 +29,11 @@ from runners.bench.console import (
 )
 from runners.bench.matrix import matrix_block, plan
 from runners.bench.options import MICRO_ESTIMATE_S, REPORTS_DIR, SETUP_S, Options, parse_options
-from runners.bench.run import Context, run_cell
+from runners.bench.run import Context, run_one
 from runners.cli.args import UsageError
 from runners.micro import benchmarks as micro_bench
 from runners.results import environment as env_capture
-from runners.results.record import (
-    ResultsFile,
-)
+from runners.results.document import CpuPlacement, ResultsFile
 from runners.runtimes import axes
 from runners.serving import ledger as orphans
 from runners.serving.cpus import placement_from
@@ -163,22 +161,25 @@ def execute(options: Options, command: str) -> int:
         out_dir / "results.json",
         command=command,
         environment=env_capture.capture(
-            placement=options.placement.as_dict(),
+            placement=CpuPlacement(
+                server_cpus=options.placement.server,
+                loadgen_cpus=options.placement.loadgen,
+                shared=options.placement.shared,
+            ),
             database_url=options.database_url,
             redis_url=os.environ.get("REDIS_URL"),
             seed=options.seed,
         ),
         matrix=matrix_block(options),
     )
-    results.doc["runtimes"] = [runtime.as_dict() for runtime in built.values()]
-    results.save()
+    results.update(runtimes=tuple(runtime.info() for runtime in built.values()))
     ctx = Context(
         options=options,
         out_dir=out_dir,
         server_env=server_environment(options),
         built_runtimes=built,
     )
-    cells = plan(options)
+    specs = plan(options)
     progress: ProgressView | None = None
     interrupted = False
     try:
@@ -199,22 +200,21 @@ def execute(options: Options, command: str) -> int:
                     upstream(cpus=options.placement.loadgen, log_path=out_dir / "upstream.log")
                 )
                 ctx.server_env["BENCH_UPSTREAM_URL"] = ctx.upstream_url
-            progress = make_progress(len(cells))
+            progress = make_progress(len(specs))
             runs_started = time.monotonic()
-            for index, cell in enumerate(cells, start=1):
+            for index, spec in enumerate(specs, start=1):
                 spent = time.monotonic() - runs_started
                 progress.starting(
-                    index, cell, clock.elapsed, remaining_s(options, index - 1, spent)
+                    index, spec, clock.elapsed, remaining_s(options, index - 1, spent)
                 )
-                record = run_cell(cell, ctx)
-                results.add_run(record)
+                run = run_one(spec, ctx)
+                results.add_run(run)
                 spent = time.monotonic() - runs_started
                 progress.finished(
-                    index, cell, record, clock.elapsed, remaining_s(options, index, spent)
+                    index, spec, run, clock.elapsed, remaining_s(options, index, spent)
                 )
             if options.micro:
-                results.doc["micro"] = run_micro(ctx, progress.message)
-                results.save()
+                results.update(micro=run_micro(ctx, progress.message))
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -225,11 +225,11 @@ def execute(options: Options, command: str) -> int:
     print("\n" + results_table(runs) if runs else "No run finished.", flush=True)
     for note in flag_notes(runs):
         print(f"note: {note}", flush=True)
-    for error in results.doc.get("schema_errors", []):
+    for error in results.schema_errors:
         print(f"warning: results.json does not match its schema: {error}", file=sys.stderr)
     if options.report:
         render_report(out_dir, lambda text: print(text, flush=True))
-    failed = sum(1 for r in runs if r["status"] != "ok")
+    failed = sum(1 for r in runs if not r.ok)
     print(
         f"{'Interrupted' if interrupted else 'Done'}: {len(runs)} runs "
         f"({failed} failed) in {fmt_duration(clock.elapsed)}; "

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from runners.bench.options import Options
-from runners.results.record import (
-    run_id,
-)
+from runners.results.document import Matrix, SoakPlan
+from runners.results.record import run_id
 from runners.runtimes import axes
 from runners.serving.registry import (
     RUNNERS,
@@ -17,14 +15,14 @@ from runners.serving.registry import (
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One run of the matrix."""
+class RunSpec:
+    """One planned run of the matrix: runner x workload x users x repeat x runtime."""
 
     runner: Runner
     workload: str
     users: int
     repeat: int
-    runtime: axes.RunVariant = axes.DEFAULT_VARIANT
+    runtime: axes.RuntimeSpec = axes.DEFAULT_RUNTIME
     """Interpreter, Django and gc mode (None: the default); qualifiers when they vary."""
 
     @property
@@ -43,14 +41,16 @@ class Cell:
         return axes.qualified(base, self.runtime.qualifiers, " ")
 
 
-def plan(options: Options) -> list[Cell]:
+def plan(options: Options) -> list[RunSpec]:
     return [
-        Cell(RUNNERS[runner], workload, users, repeat, variant)
+        RunSpec(RUNNERS[runner], workload, users, repeat, runtime)
         for repeat in range(1, options.repeat + 1)
         for runner in options.runners
         for workload in options.workloads
         for users in options.users
-        for variant in axes.variants(RUNNERS[runner], options.pythons, options.djangos, options.gcs)
+        for runtime in axes.runtime_specs(
+            RUNNERS[runner], options.pythons, options.djangos, options.gcs
+        )
     ]
 
 
@@ -64,28 +64,29 @@ def thread_override(runner: Runner, options: Options) -> int | None:
     return options.threads if runner.threads is not None else None
 
 
-def matrix_block(options: Options) -> dict[str, Any]:
-    return {
-        "runners": list(options.runners),
-        "workloads": list(options.workloads),
-        "users": list(options.users),
-        "duration_s": options.duration_s,
-        "warmup_s": options.warmup_s,
-        "repeat": options.repeat,
-        "quick": options.quick,
-        "workers": options.workers,
-        "threads": options.threads,
-        "variant": options.variant,
-        "middleware": options.middleware,
-        "spawn_rate": options.spawn_rate,
-        "upstream_ms": options.upstream_ms,
-        "request_timeout_s": options.request_timeout_s,
-        "seed": options.seed or None,
-        "pythons": [p.as_dict() for p in options.pythons],
-        "djangos": list(options.djangos),
-        "gcs": list(options.gcs),
-        "soak": None if options.soak is None else options.soak.as_dict(),
-        "order": "repeat-major",
-        "server_lifecycle": "a fresh server per run",
-        "locust": "closed loop, wait_time constant(0), one process, headless subprocess",
-    }
+def matrix_block(options: Options) -> Matrix:
+    soak = options.soak
+    return Matrix(
+        runners=tuple(options.runners),
+        workloads=tuple(options.workloads),
+        users=tuple(options.users),
+        duration_s=options.duration_s,
+        warmup_s=options.warmup_s,
+        repeat=options.repeat,
+        quick=options.quick,
+        workers=options.workers,
+        threads=options.threads,
+        variant=options.variant,
+        middleware=options.middleware,
+        spawn_rate=options.spawn_rate,
+        upstream_ms=options.upstream_ms,
+        request_timeout_s=options.request_timeout_s,
+        seed=options.seed or None,
+        pythons=tuple(p.info() for p in options.pythons),
+        djangos=tuple(options.djangos),
+        gcs=tuple(options.gcs),
+        soak=None if soak is None else SoakPlan(requests=soak.requests, duration_s=soak.duration_s),
+        order="repeat-major",
+        server_lifecycle="a fresh server per run",
+        locust="closed loop, wait_time constant(0), one process, headless subprocess",
+    )

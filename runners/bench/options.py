@@ -137,7 +137,7 @@ class Options:
     def runs(self) -> int:
         """How many runs the matrix makes (``len(matrix.plan(options))``)."""
         per_repeat = sum(
-            len(axes.variants(RUNNERS[name], self.pythons, self.djangos, self.gcs))
+            len(axes.runtime_specs(RUNNERS[name], self.pythons, self.djangos, self.gcs))
             for name in self.runners
         )
         return self.repeat * per_repeat * len(self.workloads) * len(self.users)

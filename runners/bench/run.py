@@ -3,22 +3,18 @@ turn what was measured into the run's record (``ok`` or ``failed``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from runners.bench import soak
 from runners.bench.incidents import Incidents, timeout_failures, worker_changes, worker_pids
-from runners.bench.matrix import Cell, thread_override, worker_override
+from runners.bench.matrix import RunSpec, thread_override, worker_override
 from runners.bench.options import Options
 from runners.load.locust import LocustError, LocustPlan, LocustProcess
-from runners.results.record import (
-    Measurement,
-    empty_figures,
-    notes_for,
-    utc_now,
-)
+from runners.results.flags import notes_for
+from runners.results.record import Artifacts, Measurement, Memory, Run, SoakSeries, utc_now
 from runners.runtimes import axes
 from runners.runtimes.axes import RuntimeKey
 from runners.runtimes.venvs import Runtime
@@ -44,9 +40,9 @@ class Context:
     upstream_url: str | None = None
     built_runtimes: dict[RuntimeKey, Runtime] = field(default_factory=dict)
 
-    def runtime(self, cell: Cell) -> Runtime:
-        """The interpreter and packages the cell's server runs on (built in ``execute``)."""
-        key = axes.runtime_key(cell.runtime)
+    def runtime(self, spec: RunSpec) -> Runtime:
+        """The interpreter and packages the run's server runs on (built in ``execute``)."""
+        key = axes.runtime_key(spec.runtime)
         if key not in self.built_runtimes:
             self.built_runtimes.update(
                 axes.build_runtimes(self.options.pythons, self.options.djangos)
@@ -82,17 +78,17 @@ def server_watch(server: RunningServer) -> Callable[[], None]:
     return check
 
 
-def plan_locust(server: RunningServer, cell: Cell, ctx: Context) -> LocustPlan:
-    """The Locust run of ``cell`` against ``server``, on the load-generator CPUs."""
+def plan_locust(server: RunningServer, spec: RunSpec, ctx: Context) -> LocustPlan:
+    """The Locust run of ``spec`` against ``server``, on the load-generator CPUs."""
     options = ctx.options
     return LocustPlan(
         host=server.url,
-        workload=cell.workload,
+        workload=spec.workload,
         variant=server.variant,
-        users=cell.users,
+        users=spec.users,
         warmup_s=options.warmup_s,
         duration_s=options.duration_s,
-        out_prefix=ctx.runs_dir / cell.stem,
+        out_prefix=ctx.runs_dir / spec.stem,
         spawn_rate=options.spawn_rate,
         cpus=options.placement.loadgen,
         options=options.locust_options(),
@@ -100,14 +96,14 @@ def plan_locust(server: RunningServer, cell: Cell, ctx: Context) -> LocustPlan:
     )
 
 
-def measure(server: RunningServer, cell: Cell, ctx: Context) -> tuple[Measurement, Incidents]:
+def measure(server: RunningServer, spec: RunSpec, ctx: Context) -> tuple[Measurement, Incidents]:
     """Drive ``server`` with Locust and measure it over the window.
 
     Ends early with ``ServerDied`` when the server's root exits.
     """
     options = ctx.options
     placement = options.placement
-    locust_plan = plan_locust(server, cell, ctx)
+    locust_plan = plan_locust(server, spec, ctx)
     check = server_watch(server)
     workers_before = worker_pids(server)
     with LocustProcess(locust_plan) as locust:
@@ -133,8 +129,9 @@ def measure(server: RunningServer, cell: Cell, ctx: Context) -> tuple[Measuremen
     gone, new = worker_changes(workers_before, samples)
     incidents = Incidents(gone, new, timeout_failures(locust_plan.csv("failures")))
     stats = outcome.stats
-    memory = summarize(samples, sampler_cpu_percent=sampler.cpu_percent_of_sampler)
-    cpu_seconds = memory.get("cpu_seconds")
+    memory = Memory.from_dict(
+        summarize(samples, sampler_cpu_percent=sampler.cpu_percent_of_sampler)
+    )
     measurement = Measurement(
         window_s=window.duration_s,
         requests=window.requests,
@@ -142,7 +139,7 @@ def measure(server: RunningServer, cell: Cell, ctx: Context) -> tuple[Measuremen
         latency=stats.latency,
         locust_rps=stats.locust_rps,
         memory=memory,
-        cpu_seconds=float(cpu_seconds) if isinstance(cpu_seconds, int | float) else None,
+        cpu_seconds=memory.cpu_seconds,
         loadgen_cpu_seconds=window.loadgen_cpu_seconds,
         loadgen_cpus=max(1, min(len(placement.loadgen), window.loadgen_processes)),
         server_cpus=len(placement.server),
@@ -151,12 +148,12 @@ def measure(server: RunningServer, cell: Cell, ctx: Context) -> tuple[Measuremen
 
 
 def soak_measure(
-    server: RunningServer, cell: Cell, ctx: Context
-) -> tuple[Measurement, Incidents, dict[str, Any]]:
+    server: RunningServer, spec: RunSpec, ctx: Context
+) -> tuple[Measurement, Incidents, SoakSeries]:
     """``--soak``: ``runners.bench.soak.measure`` (memory sampled from before the first request)."""
     options = ctx.options
     assert options.soak is not None
-    locust_plan = plan_locust(server, cell, ctx)
+    locust_plan = plan_locust(server, spec, ctx)
     measurement, series = soak.measure(
         server, locust_plan, options.soak, options.placement, check=server_watch(server)
     )
@@ -164,110 +161,108 @@ def soak_measure(
     return measurement, incidents, series
 
 
-def base_record(cell: Cell, ctx: Context) -> dict[str, Any]:
+def base_run(spec: RunSpec, ctx: Context) -> Run:
+    """The run's record before it is measured: what it asks for, the empty figures."""
     options = ctx.options
-    runner = cell.runner
-    return {
-        "id": cell.id,
-        "runner": runner.name,
-        "family": runner.family,
-        "server": runner.server,
-        "interface": runner.interface,
-        "variant": options.variant or runner.variant,
+    runner = spec.runner
+    runtime = ctx.runtime(spec)
+    return Run(
+        id=spec.id,
+        runner=runner.name,
+        family=runner.family,
+        server=runner.server,
+        interface=runner.interface,
+        variant=options.variant or runner.variant,
         # What the run asks for; the server's own count replaces it once it is up
         # (a run whose server never started still needs one: the schema says integer).
-        "workers": worker_override(runner, options)
+        workers=worker_override(runner, options)
         or worker_count(runner.workers, len(options.placement.server)),
-        "threads": None,
-        "gc": cell.runtime.gc or runner.gc,
-        "middleware": options.middleware,
+        threads=None,
+        gc=spec.runtime.gc or runner.gc,
+        middleware=options.middleware,
         # The server's interpreter and the Django it imports (not the driver's).
-        "python": ctx.runtime(cell).python_record(),
-        "django": ctx.runtime(cell).django,
-        "workload": cell.workload,
-        "users": cell.users,
-        "repeat": cell.repeat,
-        "status": "ok",
-        "error": None,
-        "log_tail": None,
-        "started_at": utc_now(),
-        "warmup_s": options.warmup_s,
-        "duration_s": options.duration_s,
-        "server_cpus": list(options.placement.server),
-        "loadgen_cpus": list(options.placement.loadgen),
-        **empty_figures(),
-        "flags": [],
-        **({"soak": True} if options.soak is not None else {}),
-    }
+        python=runtime.python_info(),
+        django=runtime.django,
+        workload=spec.workload,
+        users=spec.users,
+        repeat=spec.repeat,
+        status="ok",
+        started_at=utc_now(),
+        warmup_s=options.warmup_s,
+        duration_s=options.duration_s,
+        server_cpus=options.placement.server,
+        loadgen_cpus=options.placement.loadgen,
+        soak=options.soak is not None,
+    )
 
 
-def artifacts(cell: Cell, ctx: Context) -> dict[str, Any]:
-    prefix = ctx.runs_dir / cell.stem
-    found: dict[str, Any] = {}
+def artifacts(spec: RunSpec, ctx: Context) -> Artifacts:
+    prefix = ctx.runs_dir / spec.stem
     html = prefix.with_name(prefix.name + ".html")
-    if html.exists():
-        found["locust_html"] = ctx.rel(html)
-    csvs = sorted(ctx.runs_dir.glob(f"{cell.stem}_*.csv"))
-    if csvs:
-        found["locust_csv"] = [ctx.rel(p) for p in csvs]
-    for key, suffix in (("server_log", ".server.log"), ("locust_log", ".locust.log")):
+    csvs = sorted(ctx.runs_dir.glob(f"{spec.stem}_*.csv"))
+
+    def existing(suffix: str) -> str | None:
         path = prefix.with_name(prefix.name + suffix)
-        if path.exists():
-            found[key] = ctx.rel(path)
-    return found
+        return ctx.rel(path) if path.exists() else None
+
+    return Artifacts(
+        locust_html=ctx.rel(html) if html.exists() else None,
+        locust_csv=tuple(ctx.rel(p) for p in csvs) or None,
+        server_log=existing(".server.log"),
+        locust_log=existing(".locust.log"),
+    )
 
 
-def run_cell(cell: Cell, ctx: Context) -> dict[str, Any]:
-    """Serve, drive, measure one cell; a record with status ok or failed."""
+def run_one(spec: RunSpec, ctx: Context) -> Run:
+    """Serve, drive, measure one run; its record, with status ok or failed."""
     options = ctx.options
-    record = base_record(cell, ctx)
-    server_log = ctx.runs_dir / f"{cell.stem}.server.log"
+    run = base_run(spec, ctx)
+    server_log = ctx.runs_dir / f"{spec.stem}.server.log"
     config = ServeConfig(
-        runner=cell.runner,
+        runner=spec.runner,
         log_path=server_log,
-        workers=worker_override(cell.runner, options),
-        threads=thread_override(cell.runner, options),
+        workers=worker_override(spec.runner, options),
+        threads=thread_override(spec.runner, options),
         variant=options.variant,
         middleware=options.middleware,
         cpus=options.placement.server,
         env=ctx.server_env,
-        python=ctx.runtime(cell).python,
-        gc=cell.runtime.gc,
+        python=ctx.runtime(spec).python,
+        gc=spec.runtime.gc,
     )
     try:
         with serve(config) as server:
-            record.update(
+            run = dataclasses.replace(
+                run,
                 workers=server.workers,
                 threads=server.threads,
                 variant=server.variant,
                 gc=server.gc,
-                server_command=list(server.command.argv),
+                server_command=tuple(server.command.argv),
                 startup_s=round(server.startup_seconds, 3),
             )
             if options.soak is not None:
-                measurement, incidents, record["soak_series"] = soak_measure(server, cell, ctx)
+                measurement, incidents, series = soak_measure(server, spec, ctx)
+                run = dataclasses.replace(run, soak_series=series)
             else:
-                measurement, incidents = measure(server, cell, ctx)
-        record.update(measurement.as_dict())
+                measurement, incidents = measure(server, spec, ctx)
         flags = measurement.flags() + incidents.flags()
         if options.placement.shared:
             flags.append("shared-cpus")
-        record["flags"] = flags
-        record["notes"] = notes_for(flags)
-        if incidents.events():
-            record["events"] = incidents.events()
-    except Exception as exc:  # a failed cell is recorded, the matrix goes on
+        run = dataclasses.replace(
+            measurement.fill(run),
+            flags=tuple(flags),
+            notes=tuple(notes_for(flags)),
+            events=tuple(incidents.events()) or None,
+        )
+    except Exception as exc:  # a failed run is recorded, the matrix goes on
         message = str(exc).strip() or type(exc).__name__
         tails = [log_tail(server_log)]
         if isinstance(exc, LocustError):
             message, _, locust_tail = message.partition("\n")
             tails.append(f"--- Locust ---\n{locust_tail}")
-        record.update(empty_figures())
-        record.update(
-            status="failed",
+        run = run.failed(
             error=message.splitlines()[0][:500],
             log_tail="\n".join(t for t in tails if t) or None,
-            flags=[],
         )
-    record["artifacts"] = artifacts(cell, ctx)
-    return record
+    return dataclasses.replace(run, artifacts=artifacts(spec, ctx))

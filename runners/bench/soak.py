@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runners.load.locust import LocustPlan, LocustProcess
-from runners.results.record import Measurement
+from runners.results.record import Measurement, Memory, SoakSeries
 from runners.sampling.memory import Sampler, TreeSample, summarize
 from runners.serving.cpus import Placement
 from runners.serving.server import RunningServer
@@ -64,9 +64,6 @@ class SoakTarget:
         if self.requests is not None:
             return f"{self.requests} requests"
         return f"{self.duration_s:g} s"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"requests": self.requests, "duration_s": self.duration_s}
 
 
 def parse_soak(text: str) -> SoakTarget:
@@ -188,7 +185,7 @@ def measure(
     target: SoakTarget,
     placement: Placement,
     check: Callable[[], None] | None = None,
-) -> tuple[Measurement, dict[str, Any]]:
+) -> tuple[Measurement, SoakSeries]:
     """Sample ``server`` from now (before any load) until Locust's window ends.
 
     The figures (rps, latency, peaks, CPU) are those of the measured window,
@@ -217,16 +214,17 @@ def measure(
     if window.requests == 0:
         raise RuntimeError("no request completed in the soak")
     in_window = [s for s in samples if s.t >= window_start - 0.05] or samples[-1:]
-    memory = summarize(in_window, sampler_cpu_percent=sampler.cpu_percent_of_sampler)
-    cpu_seconds = memory.get("cpu_seconds")
+    memory = Memory.from_dict(
+        _downsample_memory(summarize(in_window, sampler_cpu_percent=sampler.cpu_percent_of_sampler))
+    )
     measurement = Measurement(
         window_s=window.duration_s,
         requests=window.requests,
         failures=window.failures,
         latency=outcome.stats.latency,
         locust_rps=outcome.stats.locust_rps,
-        memory=_downsample_memory(memory),
-        cpu_seconds=float(cpu_seconds) if isinstance(cpu_seconds, int | float) else None,
+        memory=memory,
+        cpu_seconds=memory.cpu_seconds,
         loadgen_cpu_seconds=window.loadgen_cpu_seconds,
         loadgen_cpus=max(1, min(len(placement.loadgen), window.loadgen_processes)),
         server_cpus=len(placement.server),
@@ -239,4 +237,4 @@ def measure(
         window_end_s=window_end,
         requests=window.requests,
     )
-    return measurement, block
+    return measurement, SoakSeries.from_dict(block)

@@ -21,7 +21,6 @@ Usage::
 from __future__ import annotations
 
 import csv
-import json
 import os
 import queue
 import signal
@@ -36,6 +35,7 @@ from types import TracebackType
 from typing import IO, Any, Literal
 
 from loadtests.catalog import DEFAULT_REQUEST_TIMEOUT_S, WORKLOADS
+from loadtests.window import Window
 from runners import REPO_ROOT
 from runners.results.record import Latency
 from runners.serving import ledger as orphans
@@ -153,34 +153,6 @@ def command(plan: LocustPlan) -> list[str]:
 
 
 # --- what Locust wrote -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Window:
-    """The measured window as the plugin saw it (``<prefix>.window.json``)."""
-
-    start: float
-    end: float
-    duration_s: float
-    requests: int
-    failures: int
-    loadgen_cpu_seconds: float
-    loadgen_processes: int
-    users: int
-
-    @classmethod
-    def read(cls, path: Path) -> Window:
-        data = json.loads(path.read_text())
-        return cls(
-            start=float(data["start"]),
-            end=float(data["end"]),
-            duration_s=float(data["duration_s"]),
-            requests=int(data["requests"]),
-            failures=int(data["failures"]),
-            loadgen_cpu_seconds=float(data["loadgen_cpu_seconds"]),
-            loadgen_processes=int(data["loadgen_processes"]),
-            users=int(data["users"]),
-        )
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from runners.report.model import ResultsError
 from runners.report.render import render_all, render_comparison, render_index
+from runners.results.document import ResultsError
 
 PROG = "python -m runners.report"
 

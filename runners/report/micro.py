@@ -5,11 +5,12 @@ Read with pyperf's own API so the figures are the ones ``pyperf show`` gives.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from runners.report.model import safe_relative_href
+from runners.report.links import safe_relative_href
+from runners.results.record import Run
 
 
 def load_micro(results_dir: Path, relative: str | None) -> dict[str, Any] | None:
@@ -65,7 +66,7 @@ def load_micro(results_dir: Path, relative: str | None) -> dict[str, Any] | None
     return table
 
 
-def asgi_variants(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def asgi_variants(runs: Iterable[Run]) -> list[dict[str, Any]]:
     """Load-test throughput of the ASGI runners' sync and async views, side by side.
 
     One row per ASGI runner, workload and user count that ran (ok runs; the
@@ -75,10 +76,10 @@ def asgi_variants(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """
     groups: dict[tuple[str, str, int], dict[str, list[float]]] = {}
     for run in runs:
-        if run.get("interface") != "asgi" or run.get("status") != "ok":
+        if run.interface != "asgi" or not run.ok:
             continue
-        key = (str(run["runner"]), str(run["workload"]), int(run["users"]))
-        groups.setdefault(key, {}).setdefault(str(run.get("variant")), []).append(float(run["rps"]))
+        key = (run.runner, run.workload, run.users)
+        groups.setdefault(key, {}).setdefault(str(run.variant), []).append(float(run.rps))
     rows = []
     for (runner, workload, users), by_variant in sorted(groups.items()):
         means = {v: sum(xs) / len(xs) for v, xs in by_variant.items()}

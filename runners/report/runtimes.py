@@ -1,7 +1,7 @@
 """The runtime sections of a run report: interpreters and Django releases side
 by side, what each gc mode did, and the soak picture.
 
-Pure data work, like ``model``: ``runtime_views`` shapes what
+Pure data work over the typed results: ``runtime_views`` shapes what
 ``templates/_runtimes.html.j2`` shows and adds its chart specs (drawn by
 ``static/report.js``) to the page's chart data.
 
@@ -23,12 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from runners.report.model import (
+from runners.report.colors import GC_COLORS, RUNNER_COLORS
+from runners.results.cells import (
     GC_ORDER,
-    JSON,
-    MIB,
-    RUNNER_COLORS,
     Cell,
     Stat,
     django_label,
@@ -36,8 +35,11 @@ from runners.report.model import (
     several,
     version_key,
 )
+from runners.results.document import Results
+from runners.results.figures import MIB
+from runners.results.record import SoakProcess
 
-GC_COLORS = {"default": "#D55E00", "freeze": "#0072B2", "off": "#009E73"}
+JSON = dict[str, Any]
 SAME = 0.005
 """Relative changes smaller than this are told as 'the same'."""
 
@@ -252,7 +254,7 @@ def gc_view(cells: Sequence[Cell]) -> JSON | None:
             runtime_label(base, with_python, with_django) if (with_python or with_django) else ""
         )
         title = f"{runner}, {workload}" + (f" ({runtime})" if runtime else "")
-        soak = any(r.get("soak") for c in group for r in c.runs)
+        soak = any(r.soak for c in group for r in c.runs)
         rows = []
         sentences = []
         for cell in ordered:
@@ -315,10 +317,13 @@ def _points(t: Sequence[float], values: Sequence[int | None]) -> list[JSON]:
     ]
 
 
-def _mean_series(t: Sequence[float], processes: Sequence[JSON], key: str) -> list[int | None]:
+def _mean_series(
+    t: Sequence[float], processes: Sequence[SoakProcess], key: str
+) -> list[int | None]:
     out: list[int | None] = []
     for i in range(len(t)):
-        values = [p[key][i] for p in processes if i < len(p[key]) and p[key][i] is not None]
+        series = [getattr(p, key) for p in processes]
+        values = [s[i] for s in series if i < len(s) and s[i] is not None]
         out.append(round(sum(values) / len(values)) if values else None)
     return out
 
@@ -329,35 +334,37 @@ def _change(start: int | None, end: int | None) -> float | None:
     return (end - start) / start
 
 
-def soak_view(results: JSON, charts: dict[str, JSON]) -> JSON | None:
+def soak_view(results: Results, charts: dict[str, JSON]) -> JSON | None:
     """Per-worker shared and private memory over time for every soak run."""
-    runs = [r for r in results["runs"] if r.get("soak_series") and r["status"] == "ok"]
+    env = results.environment
+    runs = [r for r in results.runs if r.soak_series and r.ok]
     if not runs:
         return None
-    with_python = several(python_label(r, results) for r in runs)
-    with_django = several(django_label(r, results) for r in runs)
-    views = []
+    with_python = several(python_label(r, env.python) for r in runs)
+    with_django = several(django_label(r, env.packages) for r in runs)
+    views: list[JSON] = []
     for index, run in enumerate(runs):
-        series = run["soak_series"]
-        t = [float(x) for x in series["t"]]
-        processes = list(series["processes"])
-        workers = [p for p in processes if p["role"] == "worker"]
-        python = python_label(run, results)
-        django = django_label(run, results)
+        series = run.soak_series
+        assert series is not None
+        t = [float(x) for x in series.t]
+        processes = list(series.processes)
+        workers = [p for p in processes if p.role == "worker"]
+        python = python_label(run, env.python)
+        django = django_label(run, env.packages)
         runtime = ", ".join(
             [text for text, on in ((python, with_python), (f"Django {django}", with_django)) if on]
         )
-        gc = str(run.get("gc") or "default")
+        gc = run.gc
         title = f"gc {gc}" + (f" · {runtime}" if runtime else "")
         rows = []
         for proc in processes:
-            shared0, shared1 = _first(proc["shared"]), _last(proc["shared"])
-            uss0, uss1 = _first(proc["uss"]), _last(proc["uss"])
+            shared0, shared1 = _first(proc.shared), _last(proc.shared)
+            uss0, uss1 = _first(proc.uss), _last(proc.uss)
             rows.append(
                 {
-                    "name": proc["name"],
-                    "pid": proc["pid"],
-                    "role": proc["role"],
+                    "name": proc.name,
+                    "pid": proc.pid,
+                    "role": proc.role,
                     "shared_start": shared0,
                     "shared_end": shared1,
                     "shared_change": _change(shared0, shared1),
@@ -370,10 +377,10 @@ def soak_view(results: JSON, charts: dict[str, JSON]) -> JSON | None:
         for n, proc in enumerate(workers):
             color = RUNNER_COLORS[n % len(RUNNER_COLORS)]
             for key, what, dash in (("shared", "shared", False), ("uss", "private", True)):
-                points = _points(t, proc[key])
+                points = _points(t, getattr(proc, key))
                 datasets.append(
                     {
-                        "label": f"{proc['name']} {what}",
+                        "label": f"{proc.name} {what}",
                         "data": points,
                         "color": color,
                         "dash": dash,
@@ -384,12 +391,12 @@ def soak_view(results: JSON, charts: dict[str, JSON]) -> JSON | None:
             "kind": "soakTime",
             "datasets": datasets,
             "yTitle": "MiB per worker",
-            "windowStart": series.get("window_start_s"),
+            "windowStart": series.window_start_s,
         }
         mean_shared = _mean_series(t, workers, "shared")
         mean_uss = _mean_series(t, workers, "uss")
         pss_total = [
-            sum(p["pss"][i] for p in processes if p["pss"][i] is not None) for i in range(len(t))
+            sum(v for p in processes if (v := p.pss[i]) is not None) for i in range(len(t))
         ]
         views.append(
             {
@@ -411,10 +418,10 @@ def soak_view(results: JSON, charts: dict[str, JSON]) -> JSON | None:
                     "private_end": _last(mean_uss),
                     "pss_start": pss_total[0] if pss_total else None,
                     "pss_end": pss_total[-1] if pss_total else None,
-                    "requests": run["requests"],
+                    "requests": run.requests,
                     "seconds": t[-1] if t else 0.0,
-                    "ended_by": series.get("ended_by"),
-                    "target": series.get("target_requests") or series.get("target_duration_s"),
+                    "ended_by": series.ended_by,
+                    "target": series.target_requests or series.target_duration_s,
                 },
             }
         )
@@ -473,7 +480,7 @@ def _soak_sentences(views: Sequence[JSON]) -> list[str]:
 # --- all of it -----------------------------------------------------------------------------------
 
 
-def runtime_views(results: JSON, cells: Sequence[Cell], charts: dict[str, JSON]) -> JSON:
+def runtime_views(results: Results, cells: Sequence[Cell], charts: dict[str, JSON]) -> JSON:
     """The three runtime sections (each None when it has nothing to show)."""
     return {
         "interpreters": interpreter_view(cells, charts),

@@ -16,10 +16,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from runners import REPO_ROOT
+from runners.results.document import CpuPlacement, Environment
+from runners.results.record import PythonInfo
 
 # Distribution names whose versions are recorded (None when not installed).
 PACKAGES: tuple[str, ...] = (
@@ -118,44 +119,41 @@ def git_state() -> tuple[str | None, bool | None]:
     return commit, (None if status is None else bool(status))
 
 
-def python_info(executable: str = sys.executable) -> dict[str, str]:
-    return {
-        "implementation": platform.python_implementation(),
-        "version": platform.python_version(),
-        "path": executable,
-    }
+def python_info(executable: str = sys.executable) -> PythonInfo:
+    return PythonInfo(
+        implementation=platform.python_implementation(),
+        version=platform.python_version(),
+        path=executable,
+    )
 
 
 def capture(
     *,
-    placement: Mapping[str, Any],
+    placement: CpuPlacement,
     database_url: str | None,
     redis_url: str | None,
     seed: Mapping[str, int] | None = None,
-) -> dict[str, Any]:
-    """The environment block; ``placement`` is ``Placement.as_dict()``."""
+) -> Environment:
+    """The environment block of results.json."""
     commit, dirty = git_state()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    memory = memory_total_bytes()
-    block: dict[str, Any] = {
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count() or 1,
-        "cpus_available": len(os.sched_getaffinity(0))
+    return Environment(
+        cpu_model=cpu_model(),
+        cpu_count=os.cpu_count() or 1,
+        cpus_available=len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
         else (os.cpu_count() or 1),
-        "hostname": socket.gethostname(),
-        "placement": dict(placement),
-        "os": platform.platform(),
-        "kernel": platform.release(),
-        "load_average": list(load) if load is not None else None,
-        "python": python_info(),
-        "packages": package_versions(),
-        "database": database_label(database_url),
-        "cache": cache_label(redis_url),
-        "seed": dict(seed) if seed else None,
-        "git_commit": commit,
-        "git_dirty": dirty,
-    }
-    if memory is not None:
-        block["memory_total_bytes"] = memory
-    return block
+        hostname=socket.gethostname(),
+        placement=placement,
+        os=platform.platform(),
+        kernel=platform.release(),
+        load_average=tuple(load) if load is not None else None,
+        python=python_info(),
+        packages=package_versions(),
+        database=database_label(database_url),
+        cache=cache_label(redis_url),
+        seed=dict(seed) if seed else None,
+        git_commit=commit,
+        git_dirty=dirty,
+        memory_total_bytes=memory_total_bytes(),
+    )

@@ -1,7 +1,9 @@
-"""results.json: assembling run records, the derived figures, and writing the file.
+"""One run of results.json, typed: the run, its latency, its memory with the samples
+and the per-process samples, a soak run's series, its artifacts; and how the
+driver turns a measurement into the run's figures.
 
-The schema is ``runners/results/schema.json``; every write validates against
-it. The derived figures are defined here and nowhere else:
+The derived figures (``runners.results.figures``) are computed here and
+nowhere else:
 
 - ``rps``: requests completed in the measured window / its duration (the
   duration the Locust plugin measured with a monotonic clock between the
@@ -19,147 +21,266 @@ it. The derived figures are defined here and nowhere else:
   never uses more than one core, so 100 means the load generator was
   saturated.
 
-The file is rewritten (atomically: temporary file + ``os.replace``) after
-every run, so an interrupted matrix keeps every finished run.
+A run that failed keeps the empty figures (0 requests, no memory, no rates).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import statistics
-import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import jsonschema
+from runners.results.codec import Record, optional
+from runners.results.figures import cpu_percent, per_cpu_second, per_gib
+from runners.results.flags import LOADGEN_BOUND_PERCENT
+from runners.serving.registry import Family, GcMode, Interface, Variant
 
-SCHEMA_PATH = Path(__file__).with_name("schema.json")
-SCHEMA_VERSION = 1
-GIB = 2**30
-
-LOADGEN_BOUND_PERCENT = 90.0
-"""Above this the run measured Locust, not the server (Locust warns at 90% too)."""
-NOISY_SPREAD = 0.05
-"""A cell whose repeats' rps lie further than this from their mean (half the
-max - min range, relative to the mean; the report uses the same rule) is noisy."""
-
-FLAG_NOTES: dict[str, str] = {
-    "loadgen-bound": (
-        "the load generator was saturated (over 90% of the CPU it can use), so this run "
-        "measured Locust, not the server: give Locust more CPU, i.e. more --loadgen-cpus and "
-        "Locust processes (one Locust process uses one core at most; the driver runs one), "
-        "or fewer --server-cpus"
-    ),
-    "noisy": (
-        "the repeats of this cell lie more than 5% from their mean rps (half the max-min "
-        "range): run on a quieter machine, with a longer --duration or more --repeat"
-    ),
-    "failures": "some requests failed (wrong status or body): see the Locust report",
-    "shared-cpus": (
-        "server and load generator shared CPUs, so they competed: use --server-cpus and "
-        "--loadgen-cpus on a machine with at least two CPUs"
-    ),
-    "worker-restarted": (
-        "a worker died during the run and the server's master started a new one: the "
-        "server recovered, but the figures include the lost requests and the restart"
-    ),
-    "worker-lost": (
-        "a worker died during the run and was not replaced: the server ran the rest of "
-        "the run with fewer workers"
-    ),
-    "timeouts": (
-        "some requests got no answer within --request-timeout: the server hung or was "
-        "overloaded (see the server log and the Locust failures)"
-    ),
-}
+Role = Literal["master", "worker"]
+Status = Literal["ok", "failed"]
 
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-@cache
-def load_schema() -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
-    return schema
+def run_id(runner: str, workload: str, users: int, repeat: int) -> str:
+    return f"{runner}/{workload}/{users}/{repeat}"
 
 
-def validation_errors(doc: Mapping[str, Any]) -> list[str]:
-    """Every way ``doc`` breaks the schema, as ``path: message`` lines."""
-    validator = jsonschema.Draft202012Validator(load_schema())
-    return [
-        f"{'/'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}"
-        for error in sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
-    ]
+@dataclass(frozen=True, kw_only=True)
+class PythonInfo(Record):
+    """An interpreter: the driver's (``environment.python``) or a server's (``run.python``)."""
+
+    implementation: str
+    version: str
+    path: str
+    venv: str | None = optional(None)
+    """The python of the virtual environment the servers ran from (--python, --django)."""
+
+    @property
+    def label(self) -> str:
+        """``CPython 3.12.1``."""
+        return f"{self.implementation} {self.version}"
 
 
-def write_json_atomic(path: Path, doc: Mapping[str, Any]) -> None:
-    """Write ``doc`` to ``path`` so that readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# --- derived figures ----------------------------------------------------------------------
-
-
-def per_gib(rps: float, pss_bytes: int | None) -> float | None:
-    """Requests per second per GiB of ``pss_bytes``; None without a memory figure."""
-    if not pss_bytes or pss_bytes <= 0:
-        return None
-    return rps / (pss_bytes / GIB)
-
-
-def per_cpu_second(requests: int, cpu_seconds: float | None) -> float | None:
-    if cpu_seconds is None or cpu_seconds <= 0:
-        return None
-    return requests / cpu_seconds
-
-
-def cpu_percent(cpu_seconds: float | None, window_s: float, cpus: int) -> float | None:
-    if cpu_seconds is None or window_s <= 0 or cpus <= 0:
-        return None
-    return 100.0 * cpu_seconds / (window_s * cpus)
-
-
-# --- run records ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Latency:
+@dataclass(frozen=True, kw_only=True)
+class Latency(Record):
     """Milliseconds, from Locust's aggregated row."""
 
-    p50: float | None
-    p90: float | None
-    p95: float | None
-    p99: float | None
-    max: float | None
-    mean: float | None
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    max: float | None = None
+    mean: float | None = None
 
-    def as_dict(self) -> dict[str, float | None]:
-        return {
-            "p50": self.p50,
-            "p90": self.p90,
-            "p95": self.p95,
-            "p99": self.p99,
-            "max": self.max,
-            "mean": self.mean,
+
+NO_LATENCY = Latency()
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessSample(Record):
+    """One process of the server's tree at one sample. Bytes."""
+
+    pid: int
+    role: Role
+    rss: int
+    pss: int
+    uss: int
+    shared: int | None = optional(None)
+    """rss - uss (computed from them when absent: see ``shared_bytes``)."""
+    cpu_seconds: float | None = optional(None)
+    helper: bool | None = optional(None)
+
+    @property
+    def shared_bytes(self) -> int:
+        return self.shared if self.shared is not None else self.rss - self.uss
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemorySample(Record):
+    """The server's tree at one instant; ``t`` in seconds since the window started."""
+
+    t: float
+    rss: int | None = optional(None)
+    pss: int | None = optional(None)
+    uss: int | None = optional(None)
+    shared: int | None = optional(None)
+    cpu_seconds: float | None = optional(None)
+    processes: tuple[ProcessSample, ...] = ()
+
+    @property
+    def pss_total(self) -> int:
+        """Summed PSS (from the processes when the sum is not recorded)."""
+        if self.pss is not None:
+            return self.pss
+        return sum(p.pss for p in self.processes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Memory(Record):
+    """The server tree's memory over the measured window (``runners.sampling.memory.summarize``)."""
+
+    rss_peak_bytes: int
+    rss_mean_bytes: int | None = optional(None)
+    pss_peak_bytes: int
+    pss_mean_bytes: int
+    uss_peak_bytes: int
+    uss_mean_bytes: int | None = optional(None)
+    processes: int
+    cpu_seconds: float | None = optional(None)
+    """CPU seconds of the tree between the first and the last sample."""
+    sampler_cpu_percent: float | None = None
+    samples: tuple[MemorySample, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SoakProcess(Record):
+    """One process of a soak run, bytes on the series' time axis (None: not alive)."""
+
+    pid: int
+    role: Role
+    name: str
+    shared: tuple[int | None, ...]
+    uss: tuple[int | None, ...]
+    pss: tuple[int | None, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SoakSeries(Record):
+    """A soak run's memory per process from the moment the server was ready
+    (``runners.bench.soak.series``)."""
+
+    target_requests: int | None = optional(None)
+    target_duration_s: float | None = optional(None)
+    ended_by: Literal["requests", "duration"] | None = optional(None)
+    interval_s: float | None = optional(None)
+    samples: int | None = optional(None)
+    window_start_s: float | None = optional(None)
+    window_end_s: float | None = optional(None)
+    t: tuple[float, ...]
+    processes: tuple[SoakProcess, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Artifacts(Record):
+    """The run's files, relative to the results folder."""
+
+    locust_html: str | None = optional(None)
+    locust_csv: tuple[str, ...] | None = optional(None)
+    server_log: str | None = optional(None)
+    locust_log: str | None = optional(None)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def _measured(run: Run, value: Any) -> bool:
+    return value is None and run.status != "ok"
+
+
+def measured() -> Any:
+    """A figure every ok run records (null when it could not be measured) and a
+    failed run leaves out."""
+    return optional(None, omit=_measured)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run(Record):
+    """One run: runner x workload x users x repeat (x interpreter, Django, gc mode).
+
+    The figure fields default to the empty figures of a run that measured nothing.
+    """
+
+    id: str
+    runner: str
+    family: Family
+    server: str = ""
+    interface: Interface | None = optional(None)
+    variant: Variant | None = optional(None)
+    """The view variant the server served (sync or async views)."""
+    workers: int | None = optional(None)
+    threads: int | None = None
+    gc: GcMode = "default"
+    middleware: str | None = optional(None)
+    python: PythonInfo | None = optional(None)
+    """The server's interpreter (not the driver's)."""
+    django: str | None = optional(None)
+    workload: str
+    users: int
+    repeat: int = 1
+    status: Status
+    error: str | None = None
+    log_tail: str | None = None
+    started_at: str | None = optional(None)
+    warmup_s: float | None = optional(None)
+    duration_s: float | None = optional(None)
+    server_cpus: tuple[int, ...] | None = optional(None)
+    loadgen_cpus: tuple[int, ...] | None = optional(None)
+    requests: int = 0
+    failures: int = 0
+    rps: float = 0.0
+    latency_ms: Latency = NO_LATENCY
+    memory: Memory | None = None
+    cpu_seconds: float | None = None
+    rps_per_gib: float | None = None
+    rps_per_gib_mean_pss: float | None = None
+    rps_per_cpu_second: float | None = None
+    loadgen_cpu_percent: float | None = None
+    flags: tuple[str, ...] = ()
+    soak: bool = optional(False)
+    server_command: tuple[str, ...] | None = optional(None)
+    startup_s: float | None = optional(None)
+    soak_series: SoakSeries | None = optional(None)
+    locust_rps: float | None = measured()
+    server_cpu_percent: float | None = measured()
+    loadgen_cpu_seconds: float | None = measured()
+    notes: tuple[str, ...] | None = optional(None)
+    """One explanation and remedy per flag (every ok run has the key)."""
+    events: tuple[str, ...] | None = optional(None)
+    artifacts: Artifacts | None = optional(None)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def qualifiers(self) -> list[str]:
+        """What the id adds to runner/workload/users/repeat: ``py3.12.1``, ``gc-off``..."""
+        return self.id.split("/")[4:]
+
+    def failed(self, error: str, log_tail: str | None) -> Run:
+        """This run as failed: the error, the logs' tail and the empty figures."""
+        empty = {
+            name: spec.default
+            for name, spec in _FIGURES.items()
+            if spec.default is not dataclasses.MISSING
         }
+        return dataclasses.replace(
+            self, **empty, status="failed", error=error, log_tail=log_tail, flags=()
+        )
 
 
-NO_LATENCY = Latency(None, None, None, None, None, None)
+_FIGURE_NAMES = (
+    "requests",
+    "failures",
+    "rps",
+    "latency_ms",
+    "memory",
+    "cpu_seconds",
+    "rps_per_gib",
+    "rps_per_gib_mean_pss",
+    "rps_per_cpu_second",
+    "loadgen_cpu_percent",
+)
+_FIGURES = {f.name: f for f in dataclasses.fields(Run) if f.name in _FIGURE_NAMES}
+
+
+# --- from a measurement to the figures ----------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -171,7 +292,7 @@ class Measurement:
     failures: int
     latency: Latency
     locust_rps: float | None
-    memory: dict[str, Any]
+    memory: Memory
     cpu_seconds: float | None
     loadgen_cpu_seconds: float | None
     loadgen_cpus: int
@@ -200,203 +321,23 @@ class Measurement:
             flags.append("failures")
         return flags
 
-    def as_dict(self) -> dict[str, Any]:
+    def fill(self, run: Run) -> Run:
+        """``run`` with the figures of this measurement."""
         rps = self.rps
-        return {
-            "duration_s": self.window_s,
-            "requests": self.requests,
-            "failures": self.failures,
-            "rps": rps,
-            "locust_rps": self.locust_rps,
-            "latency_ms": self.latency.as_dict(),
-            "memory": self.memory,
-            "cpu_seconds": self.cpu_seconds,
-            "server_cpu_percent": self.server_cpu_percent,
-            "rps_per_gib": per_gib(rps, self.memory.get("pss_peak_bytes")),
-            "rps_per_gib_mean_pss": per_gib(rps, self.memory.get("pss_mean_bytes")),
-            "rps_per_cpu_second": per_cpu_second(self.requests, self.cpu_seconds),
-            "loadgen_cpu_seconds": self.loadgen_cpu_seconds,
-            "loadgen_cpu_percent": self.loadgen_cpu_percent,
-        }
-
-
-def run_id(runner: str, workload: str, users: int, repeat: int) -> str:
-    return f"{runner}/{workload}/{users}/{repeat}"
-
-
-def empty_figures() -> dict[str, Any]:
-    """The measured keys of a run that measured nothing."""
-    return {
-        "requests": 0,
-        "failures": 0,
-        "rps": 0.0,
-        "latency_ms": NO_LATENCY.as_dict(),
-        "memory": None,
-        "cpu_seconds": None,
-        "rps_per_gib": None,
-        "rps_per_gib_mean_pss": None,
-        "rps_per_cpu_second": None,
-        "loadgen_cpu_percent": None,
-    }
-
-
-def notes_for(flags: Iterable[str]) -> list[str]:
-    return [f"{flag}: {FLAG_NOTES[flag]}" for flag in flags if flag in FLAG_NOTES]
-
-
-# --- cells: the repeats of one runner x workload x users ----------------------------------------
-
-
-def cell_key(run: Mapping[str, Any]) -> tuple[str, str, int]:
-    return (str(run["runner"]), str(run["workload"]), int(run["users"]))
-
-
-def runtime_key(run: Mapping[str, Any]) -> tuple[str, str, str]:
-    """(server Python version, Django version, gc mode) of a run; '' when not recorded.
-
-    Runs of one cell that differ in these (``--python``, ``--django``, ``--gc``)
-    are different cells, never repeats of one another.
-    """
-    python = run.get("python")
-    version = str(python.get("version") or "") if isinstance(python, Mapping) else ""
-    return (version, str(run.get("django") or ""), str(run.get("gc") or ""))
-
-
-def varying_runtimes(runs: Sequence[Mapping[str, Any]]) -> tuple[bool, bool, bool]:
-    """Whether Python, Django and gc take several values within some runner x workload x users."""
-    seen: dict[tuple[str, str, int], list[set[str]]] = {}
-    for run in runs:
-        values = seen.setdefault(cell_key(run), [set(), set(), set()])
-        for found, value in zip(values, runtime_key(run), strict=True):
-            found.add(value)
-    return (
-        any(len(v[0]) > 1 for v in seen.values()),
-        any(len(v[1]) > 1 for v in seen.values()),
-        any(len(v[2]) > 1 for v in seen.values()),
-    )
-
-
-def cell_id(run: Mapping[str, Any], varying: tuple[bool, bool, bool]) -> str:
-    """``runner/workload/users``, plus ``py3.12.1``, ``django6.1.3``, ``gc-freeze`` for
-    the dimensions that vary."""
-    runner, workload, users = cell_key(run)
-    python, django, gc = runtime_key(run)
-    qualifiers = [
-        text
-        for text, on in zip((f"py{python}", f"django{django}", f"gc-{gc}"), varying, strict=True)
-        if on
-    ]
-    return "/".join([f"{runner}/{workload}/{users}", *qualifiers])
-
-
-def _mean_or_none(values: Sequence[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.fmean(present) if present else None
-
-
-def summarize_cell(runs: Sequence[Mapping[str, Any]], id: str | None = None) -> dict[str, Any]:
-    """Mean and spread of the successful repeats of one cell."""
-    runner, workload, users = cell_key(runs[0])
-    python, django, gc = runtime_key(runs[0])
-    ok = [r for r in runs if r["status"] == "ok"]
-    rps = [float(r["rps"]) for r in ok]
-    mean = statistics.fmean(rps) if rps else None
-    stdev = statistics.stdev(rps) if len(rps) > 1 else None
-    spread = (max(rps) - min(rps)) / 2 / mean if len(rps) > 1 and mean else None
-    flags = ["noisy"] if spread is not None and spread > NOISY_SPREAD else []
-    return {
-        "id": id or f"{runner}/{workload}/{users}",
-        "runner": runner,
-        "workload": workload,
-        "users": users,
-        **{k: v for k, v in (("python", python), ("django", django), ("gc", gc)) if v},
-        "runs": len(runs),
-        "ok_runs": len(ok),
-        "rps_mean": mean,
-        "rps_stdev": stdev,
-        "rps_min": min(rps) if rps else None,
-        "rps_max": max(rps) if rps else None,
-        "rps_spread": spread,
-        "rps_per_gib_mean": _mean_or_none([r["rps_per_gib"] for r in ok]),
-        "rps_per_cpu_second_mean": _mean_or_none([r["rps_per_cpu_second"] for r in ok]),
-        "pss_peak_bytes_mean": _mean_or_none([r["memory"]["pss_peak_bytes"] for r in ok]),
-        "p99_ms_mean": _mean_or_none([r["latency_ms"]["p99"] for r in ok]),
-        "failures": sum(int(r["failures"]) for r in runs),
-        "flags": flags,
-    }
-
-
-def summarize_cells(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    varying = varying_runtimes(runs)
-    groups: dict[str, list[Mapping[str, Any]]] = {}
-    for run in runs:
-        groups.setdefault(cell_id(run, varying), []).append(run)
-    return [summarize_cell(group, id) for id, group in groups.items()]
-
-
-def mark_noisy(runs: list[dict[str, Any]], cells: Sequence[Mapping[str, Any]]) -> None:
-    """Add the ``noisy`` flag (and its note) to every run of a noisy cell."""
-    noisy = {c["id"] for c in cells if "noisy" in c["flags"]}
-    varying = varying_runtimes(runs)
-    for run in runs:
-        if cell_id(run, varying) in noisy and "noisy" not in run["flags"]:
-            run["flags"].append("noisy")
-            run.setdefault("notes", []).extend(notes_for(["noisy"]))
-
-
-# --- the document -------------------------------------------------------------------------------
-
-
-class ResultsFile:
-    """results.json of one invocation, rewritten after every run."""
-
-    def __init__(
-        self,
-        path: Path,
-        *,
-        command: str,
-        environment: Mapping[str, Any],
-        matrix: Mapping[str, Any],
-    ) -> None:
-        self.path = path
-        self.doc: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "created_at": utc_now(),
-            "finished_at": None,
-            "command": command,
-            "environment": dict(environment),
-            "matrix": dict(matrix),
-            "runs": [],
-            "cells": [],
-        }
-
-    @property
-    def runs(self) -> list[dict[str, Any]]:
-        runs: list[dict[str, Any]] = self.doc["runs"]
-        return runs
-
-    def add_run(self, run: dict[str, Any]) -> None:
-        self.runs.append(run)
-        self.refresh_cells()
-        self.save()
-
-    def refresh_cells(self) -> None:
-        cells = summarize_cells(self.runs)
-        mark_noisy(self.runs, cells)
-        self.doc["cells"] = cells
-
-    def finish(self, *, interrupted: bool = False) -> None:
-        self.doc["finished_at"] = None if interrupted else utc_now()
-        if interrupted:
-            self.doc["interrupted"] = True
-        self.refresh_cells()
-        self.save()
-
-    def save(self) -> None:
-        errors = validation_errors(self.doc)
-        if errors:
-            # Keep the data anyway: a schema slip must not lose a finished run.
-            self.doc["schema_errors"] = errors[:20]
-        else:
-            self.doc.pop("schema_errors", None)
-        write_json_atomic(self.path, self.doc)
+        return dataclasses.replace(
+            run,
+            duration_s=self.window_s,
+            requests=self.requests,
+            failures=self.failures,
+            rps=rps,
+            locust_rps=self.locust_rps,
+            latency_ms=self.latency,
+            memory=self.memory,
+            cpu_seconds=self.cpu_seconds,
+            server_cpu_percent=self.server_cpu_percent,
+            rps_per_gib=per_gib(rps, self.memory.pss_peak_bytes),
+            rps_per_gib_mean_pss=per_gib(rps, self.memory.pss_mean_bytes),
+            rps_per_cpu_second=per_cpu_second(self.requests, self.cpu_seconds),
+            loadgen_cpu_seconds=self.loadgen_cpu_seconds,
+            loadgen_cpu_percent=self.loadgen_cpu_percent,
+        )

@@ -23,9 +23,9 @@ e.g. ``gunicorn-sync-preload/json/16/1/py3.12.1/gc-freeze``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from runners.runtimes.interpreters import Interpreter, current_interpreter
 from runners.runtimes.venvs import Runtime, current_runtime, runtime_env
@@ -76,8 +76,8 @@ def gc_modes_for(runner: Runner, gcs: Sequence[GcMode]) -> tuple[GcMode | None, 
 
 
 @dataclass(frozen=True)
-class RunVariant:
-    """One interpreter x Django x gc combination of a cell (None: the default)."""
+class RuntimeSpec:
+    """One interpreter x Django x gc combination a run asks for (None: the default)."""
 
     python: Interpreter | None = None
     django: str | None = None
@@ -85,18 +85,18 @@ class RunVariant:
     qualifiers: tuple[str, ...] = ()
 
 
-DEFAULT_VARIANT = RunVariant()
+DEFAULT_RUNTIME = RuntimeSpec()
 """The driver's interpreter, the locked Django, the runner's own gc mode."""
 
 
-def variants(
+def runtime_specs(
     runner: Runner,
     pythons: Sequence[Interpreter],
     djangos: Sequence[str],
     gcs: Sequence[GcMode],
-) -> list[RunVariant]:
-    """Every combination a runner's cell runs under, interpreters outermost."""
-    out: list[RunVariant] = []
+) -> list[RuntimeSpec]:
+    """Every combination a runner's runs ask for, interpreters outermost."""
+    out: list[RuntimeSpec] = []
     python_choices: list[Interpreter | None] = list(pythons) or [None]
     django_choices: list[str | None] = list(djangos) or [None]
     for python in python_choices:
@@ -109,7 +109,7 @@ def variants(
                     qualifiers.append(f"django{django}")
                 if gc is not None and len(gcs) > 1:
                     qualifiers.append(f"gc-{gc}")
-                out.append(RunVariant(python, django, gc, tuple(qualifiers)))
+                out.append(RuntimeSpec(python, django, gc, tuple(qualifiers)))
     return out
 
 
@@ -119,11 +119,12 @@ def qualified(base: str, qualifiers: Sequence[str], sep: str = "/") -> str:
 
 
 RuntimeKey = tuple[str | None, str | None]
+"""Which built ``Runtime`` (virtual environment) a run uses: (interpreter path, Django)."""
 
 
-def runtime_key(variant: RunVariant) -> RuntimeKey:
-    """Which runtime a variant runs on: (interpreter path or None, Django or None)."""
-    return (variant.python.path if variant.python is not None else None, variant.django)
+def runtime_key(spec: RuntimeSpec) -> RuntimeKey:
+    """The built runtime a spec runs on: (interpreter path or None, Django or None)."""
+    return (spec.python.path if spec.python is not None else None, spec.django)
 
 
 def build_runtimes(
@@ -144,9 +145,3 @@ def build_runtimes(
             key = (python.path if python is not None else None, django)
             built[key] = runtime_env(interp, django, say=say)
     return built
-
-
-def run_label(run: Mapping[str, Any]) -> str:
-    """The runner and the qualifiers of its run id: ``gunicorn-sync-preload py3.12.1 gc-off``."""
-    qualifiers = str(run.get("id") or "").split("/")[4:]
-    return " ".join([str(run["runner"]), *qualifiers])

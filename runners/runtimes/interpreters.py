@@ -29,6 +29,7 @@ from functools import cache
 from pathlib import Path
 
 from runners import REPO_ROOT
+from runners.results.record import PythonInfo
 
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 
@@ -89,8 +90,9 @@ class Interpreter:
         prefix = "py" if self.implementation == "CPython" else self.implementation.lower()
         return f"{prefix}{self.version}"
 
-    def as_dict(self) -> dict[str, str]:
-        return {"implementation": self.implementation, "version": self.version, "path": self.path}
+    def info(self) -> PythonInfo:
+        """What results.json records of it."""
+        return PythonInfo(implementation=self.implementation, version=self.version, path=self.path)
 
 
 def version_tuple(text: str) -> tuple[int, ...]:

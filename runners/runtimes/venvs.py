@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from runners import REPO_ROOT
+from runners.results.document import RuntimeInfo
+from runners.results.record import PythonInfo
 from runners.runtimes.interpreters import (
     Interpreter,
     InterpreterNotFound,
@@ -88,21 +91,20 @@ class Runtime:
     def label(self) -> str:
         return f"{self.interpreter.label}, Django {self.django}"
 
-    def python_record(self) -> dict[str, str]:
-        """The run's ``python`` key: the interpreter (plus the venv it ran from)."""
-        record = self.interpreter.as_dict()
-        if self.venv is not None:
-            record["venv"] = self.python
-        return record
+    def python_info(self) -> PythonInfo:
+        """The run's ``python``: the interpreter (plus the venv it ran from)."""
+        info = self.interpreter.info()
+        return info if self.venv is None else dataclasses.replace(info, venv=self.python)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "python": self.python_record(),
-            "django": self.django,
-            "django_requested": self.django_spec,
-            "venv": None if self.venv is None else str(self.venv),
-            "packages": dict(self.packages),
-        }
+    def info(self) -> RuntimeInfo:
+        """An element of results.json's ``runtimes``."""
+        return RuntimeInfo(
+            python=self.python_info(),
+            django=self.django,
+            django_requested=self.django_spec,
+            venv=None if self.venv is None else str(self.venv),
+            packages=dict(self.packages),
+        )
 
 
 def current_runtime() -> Runtime:

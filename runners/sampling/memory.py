@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Role = Literal["master", "worker"]
-GIB = 2**30
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _HELPER_MARKERS = (
     b"multiprocessing.resource_tracker",
@@ -421,8 +420,3 @@ def summarize(
         ),
         "samples": [s.as_dict() for s in samples],
     }
-
-
-def per_gib(rate: float, pss_bytes: int) -> float | None:
-    """``rate`` (e.g. requests per second) per GiB of PSS; None without memory."""
-    return rate / (pss_bytes / GIB) if pss_bytes > 0 else None

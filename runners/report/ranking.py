@@ -1,0 +1,92 @@
+"""The cells of an invocation as the report orders, labels and ranks them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from runners.results.cells import Cell, aggregate, in_matrix_order
+from runners.results.document import Results
+
+
+def cells_of(results: Results) -> list[Cell]:
+    """The cells of an invocation, in matrix order (workload, users, runner), then by
+    interpreter, Django and gc mode (runs differing in those are different cells)."""
+    env = results.environment
+    cells = aggregate(results.runs, env.python, env.packages)
+    return in_matrix_order(cells, results.matrix.runners, results.matrix.workloads)
+
+
+def workloads_of(cells: Sequence[Cell]) -> list[str]:
+    seen: list[str] = []
+    for cell in cells:
+        if cell.workload not in seen:
+            seen.append(cell.workload)
+    return seen
+
+
+def runner_label(
+    cell: Cell, with_python: bool, with_django: bool = False, with_gc: bool = False
+) -> str:
+    """``gunicorn-sync-preload (CPython 3.12.1, Django 6.1.3, gc freeze)``: the runner
+    and what distinguishes its cells."""
+    extra = [
+        text
+        for text, on in (
+            (cell.python, with_python),
+            (f"Django {cell.django}", with_django),
+            (f"gc {cell.gc}", with_gc),
+        )
+        if on
+    ]
+    return f"{cell.runner} ({', '.join(extra)})" if extra else cell.runner
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The cells of one workload at one concurrency, best first."""
+
+    workload: str
+    users: int
+    rows: tuple[tuple[int | None, Cell], ...]
+
+    @property
+    def best(self) -> Cell | None:
+        """The cell ranked first, if any cell is clean."""
+        return next((c for r, c in self.rows if r == 1), None)
+
+    @property
+    def flagged_above(self) -> list[Cell]:
+        """Flagged cells whose requests/s per GiB beat the best ranked one."""
+        best = self.best
+        floor = _by_rps_per_gib(best) if best is not None else -1.0
+        return [
+            c for r, c in self.rows if r is None and not c.failed and _by_rps_per_gib(c) > floor
+        ]
+
+
+def _by_rps_per_gib(cell: Cell) -> float:
+    return cell.rps_per_gib.mean if cell.rps_per_gib is not None else -1.0
+
+
+def rank(cells: Sequence[Cell]) -> list[tuple[int | None, Cell]]:
+    """Clean cells ranked by requests/s per GiB, then flagged cells (no rank),
+    then cells with no figures at all."""
+    clean = sorted((c for c in cells if c.ranked), key=_by_rps_per_gib, reverse=True)
+    flagged = sorted(
+        (c for c in cells if not c.ranked and not c.failed), key=_by_rps_per_gib, reverse=True
+    )
+    failed = [c for c in cells if c.failed]
+    rows: list[tuple[int | None, Cell]] = [(i + 1, c) for i, c in enumerate(clean)]
+    rows += [(None, c) for c in flagged + failed]
+    return rows
+
+
+def rankings(cells: Sequence[Cell]) -> list[Ranking]:
+    """One ranking per (workload, users), in matrix order."""
+    groups: dict[tuple[str, int], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.workload, cell.users), []).append(cell)
+    return [
+        Ranking(workload=w, users=u, rows=tuple(rank(group))) for (w, u), group in groups.items()
+    ]

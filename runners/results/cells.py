@@ -1,0 +1,366 @@
+"""Cells: the repetitions of one runner x workload x users (x interpreter, Django,
+gc mode) aggregated. The one aggregation of the suite: the driver writes its
+summary into results.json (``cells``, and the ``noisy`` flag of the runs of a
+noisy cell); the report ranks and compares the same cells.
+
+Runs that differ in interpreter, Django or gc mode are different cells, never
+repeats of one another. A cell whose successful repeats' requests/s lie
+further than ``NOISY_SPREAD`` from their mean (half the max - min range,
+relative to the mean) is ``noisy``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runners.results.codec import Record, optional
+from runners.results.flags import NOISY_SPREAD, UNRANKED, notes_for, order_flags
+from runners.results.record import PythonInfo, Run
+from runners.serving.registry import GcMode
+
+GC_ORDER: tuple[GcMode, ...] = ("default", "freeze", "off")
+
+# --------------------------------------------------------------------------
+# Statistics over repetitions
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and range of one figure over the repetitions of a cell."""
+
+    n: int
+    mean: float
+    min: float
+    max: float
+    stdev: float | None = None
+    """The sample standard deviation (None for one value)."""
+
+    @property
+    def spread(self) -> float:
+        """Half the max-min range relative to the mean (0 for one value)."""
+        if self.n < 2 or self.mean == 0:
+            return 0.0
+        return (self.max - self.min) / 2 / abs(self.mean)
+
+
+def stat(values: Iterable[float | int | None]) -> Stat | None:
+    """Stat of the values that are not None (None when there are none)."""
+    kept = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not kept:
+        return None
+    return Stat(
+        n=len(kept),
+        mean=statistics.fmean(kept),
+        min=min(kept),
+        max=max(kept),
+        stdev=statistics.stdev(kept) if len(kept) > 1 else None,
+    )
+
+
+# --------------------------------------------------------------------------
+# Cells
+
+
+def python_label(run: Run, fallback: PythonInfo | None) -> str:
+    """'CPython 3.11.11' for a run (``fallback``, the environment's, when it has none)."""
+    python = run.python or fallback
+    return python.label if python is not None else ""
+
+
+def django_label(run: Run, packages: dict[str, str | None] | None) -> str:
+    """Django's version for a run (falling back to the environment's packages)."""
+    if run.django:
+        return run.django
+    packages = packages or {}
+    return str(packages.get("django") or packages.get("Django") or "")
+
+
+CellKey = tuple[str, int, str, str, str, str]
+"""(workload, users, runner, python label, Django version, gc mode)."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Every repetition of one (runner, workload, users, python, django, gc) cell."""
+
+    runner: str
+    workload: str
+    users: int
+    python: str
+    django: str
+    family: str
+    server: str
+    workers: int | None
+    threads: int | None
+    gc: str
+    middleware: str
+    runs: tuple[Run, ...]
+    """In repetition order."""
+    ok_runs: tuple[Run, ...]
+    rps: Stat | None
+    rps_per_gib: Stat | None
+    rps_per_cpu_second: Stat | None
+    pss_peak_bytes: Stat | None
+    latency: dict[str, Stat | None]
+    requests: int
+    failures: int
+    """Failed requests of the successful repetitions."""
+    flags: tuple[str, ...]
+    """Every flag of its runs, plus ``failed``, ``noisy`` and ``failures`` of the cell."""
+
+    @property
+    def key(self) -> CellKey:
+        return (self.workload, self.users, self.runner, self.python, self.django, self.gc)
+
+    @property
+    def failed(self) -> bool:
+        """No repetition produced figures."""
+        return not self.ok_runs
+
+    @property
+    def noisy(self) -> bool:
+        return self.rps is not None and self.rps.spread > NOISY_SPREAD
+
+    @property
+    def caveats(self) -> tuple[str, ...]:
+        """The flags that keep this cell out of the ranking."""
+        return tuple(f for f in self.flags if f in UNRANKED)
+
+    @property
+    def ranked(self) -> bool:
+        """Clean enough to be given a rank: figures and no flag that forbids it."""
+        return not self.failed and not self.caveats and self.rps_per_gib is not None
+
+    @property
+    def error_rate(self) -> float:
+        return self.failures / self.requests if self.requests else 0.0
+
+
+def make_cell(runs: Sequence[Run], python: str, django: str) -> Cell:
+    """Aggregate the repetitions of one cell."""
+    ordered = tuple(sorted(runs, key=lambda r: r.repeat))
+    first = ordered[0]
+    ok = tuple(r for r in ordered if r.ok)
+    rps = stat(r.rps for r in ok)
+    flags: list[str] = [f for r in ordered for f in r.flags]
+    if len(ok) < len(ordered):
+        flags.append("failed")
+    if rps is not None and rps.spread > NOISY_SPREAD:
+        flags.append("noisy")
+    failures = sum(r.failures for r in ok)
+    if failures:
+        flags.append("failures")
+    return Cell(
+        runner=first.runner,
+        workload=first.workload,
+        users=first.users,
+        python=python,
+        django=django,
+        family=first.family,
+        server=first.server,
+        workers=first.workers,
+        threads=first.threads,
+        gc=first.gc,
+        middleware=first.middleware or "",
+        runs=ordered,
+        ok_runs=ok,
+        rps=rps,
+        rps_per_gib=stat(r.rps_per_gib for r in ok),
+        rps_per_cpu_second=stat(r.rps_per_cpu_second for r in ok),
+        pss_peak_bytes=stat(r.memory.pss_peak_bytes if r.memory else None for r in ok),
+        latency={
+            p: stat(getattr(r.latency_ms, p) for r in ok)
+            for p in ("p50", "p90", "p95", "p99", "max", "mean")
+        },
+        requests=sum(r.requests for r in ok),
+        failures=failures,
+        flags=order_flags(flags),
+    )
+
+
+def aggregate(
+    runs: Iterable[Run],
+    python: PythonInfo | None = None,
+    packages: dict[str, str | None] | None = None,
+) -> list[Cell]:
+    """The cells of ``runs``, in the order of their first run. ``python`` and
+    ``packages`` (the environment's) stand in for a run that records no interpreter
+    or Django."""
+    groups: dict[CellKey, list[Run]] = {}
+    for run in runs:
+        key = (
+            run.workload,
+            run.users,
+            run.runner,
+            python_label(run, python),
+            django_label(run, packages),
+            run.gc,
+        )
+        groups.setdefault(key, []).append(run)
+    return [make_cell(group, key[3], key[4]) for key, group in groups.items()]
+
+
+def several(values: Iterable[Any]) -> bool:
+    """More than one distinct value."""
+    return len(set(values)) > 1
+
+
+def matters(cells: Sequence[Cell], dimension: str) -> bool:
+    """Whether some runner x workload x users has cells differing in ``dimension``
+    (``python``, ``django`` or ``gc``)."""
+    seen: dict[tuple[str, int, str], set[str]] = {}
+    for cell in cells:
+        seen.setdefault((cell.workload, cell.users, cell.runner), set()).add(
+            str(getattr(cell, dimension))
+        )
+    return any(len(values) > 1 for values in seen.values())
+
+
+# --------------------------------------------------------------------------
+# The summary results.json keeps
+
+
+@dataclass(frozen=True, kw_only=True)
+class CellSummary(Record):
+    """One element of results.json's ``cells``: mean and spread of a cell's ok repeats."""
+
+    id: str
+    runner: str
+    workload: str
+    users: int
+    python: str | None = optional(None)
+    """The server's Python version."""
+    django: str | None = optional(None)
+    gc: GcMode | None = optional(None)
+    runs: int
+    ok_runs: int
+    rps_mean: float | None = None
+    rps_stdev: float | None = None
+    rps_min: float | None = None
+    rps_max: float | None = None
+    rps_spread: float | None = None
+    """(rps_max - rps_min) / 2 / rps_mean; None for fewer than two ok repeats."""
+    rps_per_gib_mean: float | None = None
+    rps_per_cpu_second_mean: float | None = None
+    pss_peak_bytes_mean: float | None = None
+    p99_ms_mean: float | None = None
+    failures: int = 0
+    """Failed requests of every repeat."""
+    flags: tuple[str, ...] = ()
+
+
+def _runtime(cell: Cell) -> tuple[str, str, str]:
+    """(server Python version, Django, gc mode) as the first run records them ('' when not)."""
+    run = cell.runs[0]
+    version = run.python.version if run.python is not None else ""
+    return (version, run.django or "", run.gc)
+
+
+def summarize(cells: Sequence[Cell]) -> list[CellSummary]:
+    """The ``cells`` of results.json. A cell's id is ``runner/workload/users``, plus
+    ``py3.12.1``, ``django6.1.3``, ``gc-freeze`` for the dimensions that vary within
+    some runner x workload x users."""
+    runtimes = [_runtime(cell) for cell in cells]
+    seen: dict[tuple[str, str, int], list[set[str]]] = {}
+    for cell, runtime in zip(cells, runtimes, strict=True):
+        values = seen.setdefault((cell.runner, cell.workload, cell.users), [set(), set(), set()])
+        for found, value in zip(values, runtime, strict=True):
+            found.add(value)
+    varying = [any(len(v[i]) > 1 for v in seen.values()) for i in range(3)]
+    return [_summary(cell, runtime, varying) for cell, runtime in zip(cells, runtimes, strict=True)]
+
+
+def _summary(cell: Cell, runtime: tuple[str, str, str], varying: list[bool]) -> CellSummary:
+    python, django, gc = runtime
+    qualifiers = [
+        text
+        for text, on in zip((f"py{python}", f"django{django}", f"gc-{gc}"), varying, strict=True)
+        if on
+    ]
+    rps = cell.rps
+    p99 = cell.latency["p99"]
+    return CellSummary(
+        id="/".join([f"{cell.runner}/{cell.workload}/{cell.users}", *qualifiers]),
+        runner=cell.runner,
+        workload=cell.workload,
+        users=cell.users,
+        python=python or None,
+        django=django or None,
+        gc=cell.runs[0].gc if gc else None,
+        runs=len(cell.runs),
+        ok_runs=len(cell.ok_runs),
+        rps_mean=rps.mean if rps else None,
+        rps_stdev=rps.stdev if rps else None,
+        rps_min=rps.min if rps else None,
+        rps_max=rps.max if rps else None,
+        rps_spread=rps.spread if rps and rps.n > 1 and rps.mean else None,
+        rps_per_gib_mean=cell.rps_per_gib.mean if cell.rps_per_gib else None,
+        rps_per_cpu_second_mean=cell.rps_per_cpu_second.mean if cell.rps_per_cpu_second else None,
+        pss_peak_bytes_mean=cell.pss_peak_bytes.mean if cell.pss_peak_bytes else None,
+        p99_ms_mean=p99.mean if p99 else None,
+        failures=sum(r.failures for r in cell.runs),
+        flags=("noisy",) if cell.noisy else (),
+    )
+
+
+def mark_noisy(runs: Sequence[Run], cells: Sequence[Cell]) -> list[Run]:
+    """``runs`` with the ``noisy`` flag (and its note) on every run of a noisy cell."""
+    noisy = {id(run) for cell in cells if cell.noisy for run in cell.runs}
+    marked = []
+    for run in runs:
+        if id(run) in noisy and "noisy" not in run.flags:
+            run = dataclasses.replace(
+                run,
+                flags=(*run.flags, "noisy"),
+                notes=(*(run.notes or ()), *notes_for(["noisy"])),
+            )
+        marked.append(run)
+    return marked
+
+
+# --------------------------------------------------------------------------
+# Order
+
+
+def version_key(label: str) -> tuple[int, ...]:
+    """``(3, 12, 1)`` from ``CPython 3.12.1`` or ``5.2.19``: versions sort as numbers."""
+    numbers: list[int] = []
+    for part in label.rsplit(" ", 1)[-1].split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers)
+
+
+def _position(values: Sequence[Any], value: Any) -> int:
+    try:
+        return list(values).index(value)
+    except ValueError:
+        return len(values)
+
+
+def in_matrix_order(
+    cells: Iterable[Cell], runners: Sequence[str], workloads: Sequence[str]
+) -> list[Cell]:
+    """Cells in matrix order (workload, users, runner), then by interpreter, Django
+    and gc mode."""
+    return sorted(
+        cells,
+        key=lambda c: (
+            _position(workloads, c.workload),
+            c.workload,
+            c.users,
+            _position(runners, c.runner),
+            c.runner,
+            version_key(c.python),
+            c.python,
+            version_key(c.django),
+            _position(GC_ORDER, c.gc),
+        ),
+    )

@@ -1,0 +1,142 @@
+"""Every flag a run or a cell can carry: its threshold, what the console says about it,
+what the report says, whether it keeps a cell out of the ranking, and where it is listed.
+
+The driver sets the run flags (``runners.results.record`` and
+``runners.bench.incidents``) and marks the runs of a ``noisy`` cell
+(``runners.results.cells``); the console prints each flag's ``note``; the
+report shows ``help`` beside each badge and ranks no cell that carries an
+``unranked`` flag. ``failed`` is a cell flag of the report only (a repetition
+of the cell failed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+LOADGEN_BOUND_PERCENT = 90.0
+"""Above this the run measured Locust, not the server (Locust warns at 90% too)."""
+NOISY_SPREAD = 0.05
+"""A cell whose repeats' rps lie further than this from their mean (half the
+max - min range, relative to the mean) is noisy."""
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str
+    help: str
+    """The report's short explanation (a badge's title, the legend under a table)."""
+    note: str | None
+    """The console's explanation and remedy; None for a flag the driver never sets."""
+    unranked: bool
+    """A cell carrying it is shown but given no rank."""
+    order: int | None = None
+    """Its place in a cell's list of flags; None: after those with one, by name."""
+    threshold: float | None = None
+
+
+FLAGS: dict[str, Flag] = {
+    flag.name: flag
+    for flag in (
+        Flag(
+            "failed",
+            help="a repetition of this cell failed (see Failed runs)",
+            note=None,
+            unranked=True,
+            order=0,
+        ),
+        Flag(
+            "loadgen-bound",
+            help="the load generator ran out of CPU: the server may be able to do more",
+            note=(
+                f"the load generator was saturated (over {LOADGEN_BOUND_PERCENT:.0f}% of the CPU "
+                "it can use), so this run measured Locust, not the server: give Locust more "
+                "CPU, i.e. more --loadgen-cpus and Locust processes (one Locust process uses "
+                "one core at most; the driver runs one), or fewer --server-cpus"
+            ),
+            unranked=True,
+            order=1,
+            threshold=LOADGEN_BOUND_PERCENT,
+        ),
+        Flag(
+            "noisy",
+            help=f"its repetitions differ by more than ±{NOISY_SPREAD:.0%} around their mean",
+            note=(
+                f"the repeats of this cell lie more than {NOISY_SPREAD:.0%} from their mean rps "
+                "(half the max-min range): run on a quieter machine, with a longer --duration "
+                "or more --repeat"
+            ),
+            unranked=True,
+            order=2,
+            threshold=NOISY_SPREAD,
+        ),
+        Flag(
+            "failures",
+            help="some requests failed",
+            note="some requests failed (wrong status or body): see the Locust report",
+            unranked=True,
+            order=3,
+        ),
+        Flag(
+            "shared-cpus",
+            help="the server and the load generator shared CPUs",
+            note=(
+                "server and load generator shared CPUs, so they competed: use --server-cpus "
+                "and --loadgen-cpus on a machine with at least two CPUs"
+            ),
+            # Every run of an invocation carries it alike: it ranks nothing lower.
+            unranked=False,
+            order=4,
+        ),
+        Flag(
+            "worker-restarted",
+            help="a worker died during a run; the master replaced it (recovered)",
+            note=(
+                "a worker died during the run and the server's master started a new one: the "
+                "server recovered, but the figures include the lost requests and the restart"
+            ),
+            unranked=True,
+        ),
+        Flag(
+            "worker-lost",
+            help="a worker died during a run and was not replaced",
+            note=(
+                "a worker died during the run and was not replaced: the server ran the rest "
+                "of the run with fewer workers"
+            ),
+            unranked=True,
+        ),
+        Flag(
+            "timeouts",
+            help="some requests got no answer within the request timeout (a hang?)",
+            note=(
+                "some requests got no answer within --request-timeout: the server hung or was "
+                "overloaded (see the server log and the Locust failures)"
+            ),
+            unranked=True,
+        ),
+    )
+}
+
+UNRANKED = frozenset(name for name, flag in FLAGS.items() if flag.unranked)
+
+
+def notes_for(flags: Iterable[str]) -> list[str]:
+    """``flag: note`` for each flag that has a note."""
+    return [f"{name}: {FLAGS[name].note}" for name in flags if name in FLAGS and FLAGS[name].note]
+
+
+def order_flags(flags: Iterable[str]) -> tuple[str, ...]:
+    """Each flag once: those with an ``order`` by it, then the others by name."""
+    unique = set(flags)
+
+    def key(name: str) -> tuple[int, int, str]:
+        order = FLAGS[name].order if name in FLAGS else None
+        return (0, order, name) if order is not None else (1, 0, name)
+
+    return tuple(sorted(unique, key=key))
+
+
+def help_texts() -> dict[str, str]:
+    """The report's short explanation of every flag, by name."""
+    return {name: flag.help for name, flag in FLAGS.items()}
