@@ -71,11 +71,12 @@ def test_read_results_validates_and_types(tmp_path: Path) -> None:
 def test_what_a_record_does_not_know_is_kept(tmp_path: Path) -> None:
     data = json.loads((DATA / "sample_results.json").read_text())
     run = data["runs"][0]
-    run["load"] = "open"
-    run["capacity"] = {"slo_p99_ms": 100, "rps": 812.5, "curve": [{"offered_rps": 400}]}
+    run["placement_note"] = "pinned by hand"
+    run["forecast"] = {"cores": 16, "curve": [{"workers": 4}]}
     run["latency_ms"]["p999"] = 12.5
     results = Results.from_dict(data)
-    assert results.runs[0].extra["load"] == "open"
+    assert results.runs[0].extra["placement_note"] == "pinned by hand"
+    assert results.runs[0].extra["forecast"] == {"cores": 16, "curve": [{"workers": 4}]}
     assert results.runs[0].latency_ms.extra == {"p999": 12.5}
     assert results.to_dict() == data
 
@@ -247,3 +248,95 @@ def test_one_home_for_the_flags() -> None:
         "timeouts",
         "zzz",
     )
+
+
+# --- version 2: open loop, capacity, histograms ----------------------------------------------
+
+
+def _hdr(latencies_ms: list[float]) -> str:
+    from hdrh.histogram import HdrHistogram
+
+    hist = HdrHistogram(1, 3_600_000_000, 3)
+    for ms in latencies_ms:
+        hist.record_value(round(ms * 1000))
+    encoded: bytes = hist.encode()
+    return encoded.decode("ascii")
+
+
+def _open_run(repeat: int, latencies_ms: list[float], capacity_rps: float, pss: int) -> Run:
+    from runners.results import latency as hdr
+    from runners.results.record import Capacity, Probe
+
+    encoded = _hdr(latencies_ms)
+    probe = Probe(
+        mode="open",
+        offered_rps=capacity_rps,
+        achieved_rps=capacity_rps,
+        p50_ms=1.0,
+        p99_ms=5.0,
+        errors=0,
+        requests=100,
+        users=16,
+        passed=True,
+    )
+    run = dataclasses.replace(
+        _run(),
+        id=f"uvicorn/json/0/{repeat}",
+        users=0,
+        repeat=repeat,
+        load="open",
+        latency_hdr=encoded,
+        latency_ms=hdr.latency(hdr.merged([encoded])),
+        requests=len(latencies_ms),
+        rps=capacity_rps,
+        memory=_memory(pss),
+        rps_per_gib=capacity_rps / (pss / 2**30),
+        capacity=Capacity(
+            slo_p99_ms=100.0,
+            rps=capacity_rps,
+            rps_per_gib=capacity_rps / (pss / 2**30),
+            bound="server-cpu",
+            curve=(probe,),
+        ),
+    )
+    return run
+
+
+def test_an_open_loop_run_round_trips_and_validates() -> None:
+    run = _open_run(1, [1.0, 2.0, 3.0], 800.0, 64 * 2**20)
+    data = run.to_dict()
+    assert data["load"] == "open" and data["capacity"]["curve"][0]["passed"] is True
+    assert Run.from_dict(data).to_dict() == data
+    doc = json.loads((DATA / "sample_results.json").read_text())
+    doc["schema_version"] = 2
+    doc["runs"] = [data]
+    assert validation_errors(doc) == []
+
+
+def test_a_cells_percentiles_come_from_merged_histograms_not_averages() -> None:
+    # Two repeats: one fast, one with a slow tail. The mean of their p99s is not
+    # the p99 of all their requests together.
+    fast = _open_run(1, [1.0] * 980 + [2.0] * 20, 800.0, 64 * 2**20)
+    slow = _open_run(2, [1.0] * 900 + [50.0] * 100, 800.0, 64 * 2**20)
+    (cell,) = aggregate([fast, slow])
+    p99 = cell.latency["p99"]
+    assert p99 is not None
+    assert p99.mean == pytest.approx(50.0, rel=0.01)  # 5% of all requests took 50 ms
+    assert (fast.latency_ms.p99 or 0) + (slow.latency_ms.p99 or 0) < 2 * 50.0
+    assert p99.min == pytest.approx(2.0, rel=0.01) and p99.max == pytest.approx(50.0, rel=0.01)
+    (summary,) = summarize([cell])
+    assert summary.p99_ms == pytest.approx(50.0, rel=0.01)
+
+
+def test_an_open_loop_cell_is_ranked_by_capacity_per_gib_and_noisy_by_its_cv() -> None:
+    steady = [_open_run(r, [1.0] * 100, 800.0, 64 * 2**20) for r in (1, 2, 3)]
+    (cell,) = aggregate(steady)
+    assert cell.open_loop and cell.ranking is cell.capacity_per_gib
+    assert cell.ranked and not cell.noisy and cell.bound == "server-cpu"
+    # Same rps every time, but the memory differs: capacity per GiB varies by ~20%.
+    varying = [
+        _open_run(r, [1.0] * 100, 800.0, pss * 2**20) for r, pss in ((1, 50), (2, 64), (3, 80))
+    ]
+    (cell,) = aggregate(varying)
+    assert cell.rps is not None and cell.rps.spread == 0
+    assert cell.noisy and "noisy" in cell.flags and not cell.ranked

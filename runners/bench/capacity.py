@@ -33,11 +33,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import get_args
 
-Bound = Literal["server-cpu", "server-slots", "loadgen", "errors", "memory"]
-BOUNDS: tuple[Bound, ...] = ("server-cpu", "server-slots", "loadgen", "errors", "memory")
-Mode = Literal["open", "closed"]
+from runners.results.record import Bound, Load
+
+Mode = Load
+BOUNDS: tuple[Bound, ...] = get_args(Bound)
 
 DEFAULT_SLO_P99_MS = 100.0
 MAX_ERROR_RATE = 0.001

@@ -4,9 +4,18 @@ summary into results.json (``cells``, and the ``noisy`` flag of the runs of a
 noisy cell); the report ranks and compares the same cells.
 
 Runs that differ in interpreter, Django or gc mode are different cells, never
-repeats of one another. A cell whose successful repeats' requests/s lie
-further than ``NOISY_SPREAD`` from their mean (half the max - min range,
-relative to the mean) is ``noisy``.
+repeats of one another.
+
+A cell is ranked by its *ranking figure*: capacity per GiB (the capacity
+search's rate within the latency target per GiB of peak PSS) for open-loop
+runs, requests/s per GiB for closed-loop ones. It is ``noisy`` when the
+coefficient of variation of that figure over its successful repeats exceeds
+``NOISY_CV``, or when their requests/s lie further than ``NOISY_SPREAD`` from
+their mean (half the max - min range, relative to the mean).
+
+Latency percentiles of a cell come from its repeats' HDR histograms merged
+(``runners.results.latency``), never from averaged percentiles; a
+version-1 run without a histogram falls back to the mean of its percentiles.
 """
 
 from __future__ import annotations
@@ -18,9 +27,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runners.results import latency as hdr
 from runners.results.codec import Record, optional
-from runners.results.flags import NOISY_SPREAD, UNRANKED, notes_for, order_flags
-from runners.results.record import PythonInfo, Run
+from runners.results.flags import NOISY_CV, NOISY_SPREAD, UNRANKED, notes_for, order_flags
+from runners.results.record import Latency, PythonInfo, Run
 from runners.serving.registry import GcMode
 
 GC_ORDER: tuple[GcMode, ...] = ("default", "freeze", "off")
@@ -46,6 +56,13 @@ class Stat:
         if self.n < 2 or self.mean == 0:
             return 0.0
         return (self.max - self.min) / 2 / abs(self.mean)
+
+    @property
+    def cv(self) -> float | None:
+        """Coefficient of variation: stdev / mean (None for one value)."""
+        if self.stdev is None or self.mean == 0:
+            return None
+        return self.stdev / abs(self.mean)
 
 
 def stat(values: Iterable[float | int | None]) -> Stat | None:
@@ -107,11 +124,18 @@ class Cell:
     rps_per_cpu_second: Stat | None
     pss_peak_bytes: Stat | None
     latency: dict[str, Stat | None]
+    """Per percentile: ``mean`` is the percentile of the merged histograms (the mean of
+    the runs' percentiles for runs without one), ``min``/``max`` the runs' own."""
     requests: int
     failures: int
     """Failed requests of the successful repetitions."""
     flags: tuple[str, ...]
     """Every flag of its runs, plus ``failed``, ``noisy`` and ``failures`` of the cell."""
+    load: str = "closed"
+    capacity_rps: Stat | None = None
+    capacity_per_gib: Stat | None = None
+    bound: str | None = None
+    """What bounded the capacity of most repeats."""
 
     @property
     def key(self) -> CellKey:
@@ -123,8 +147,17 @@ class Cell:
         return not self.ok_runs
 
     @property
+    def open_loop(self) -> bool:
+        return self.load == "open"
+
+    @property
+    def ranking(self) -> Stat | None:
+        """The figure cells are ranked by: capacity per GiB (open loop), else rps per GiB."""
+        return self.capacity_per_gib if self.open_loop else self.rps_per_gib
+
+    @property
     def noisy(self) -> bool:
-        return self.rps is not None and self.rps.spread > NOISY_SPREAD
+        return _noisy(self.rps, self.ranking)
 
     @property
     def caveats(self) -> tuple[str, ...]:
@@ -134,11 +167,42 @@ class Cell:
     @property
     def ranked(self) -> bool:
         """Clean enough to be given a rank: figures and no flag that forbids it."""
-        return not self.failed and not self.caveats and self.rps_per_gib is not None
+        return not self.failed and not self.caveats and self.ranking is not None
 
     @property
     def error_rate(self) -> float:
         return self.failures / self.requests if self.requests else 0.0
+
+
+def _noisy(rps: Stat | None, ranking: Stat | None) -> bool:
+    cv = ranking.cv if ranking is not None else None
+    return (rps is not None and rps.spread > NOISY_SPREAD) or (cv is not None and cv > NOISY_CV)
+
+
+def cell_latency(ok: Sequence[Run]) -> dict[str, Stat | None]:
+    """Each percentile over the repeats: from their merged histograms when every one
+    has a histogram, else the mean of their own percentiles."""
+    own = {
+        p: stat(getattr(r.latency_ms, p) for r in ok)
+        for p in ("p50", "p90", "p95", "p99", "max", "mean")
+    }
+    if not ok or not all(r.latency_hdr for r in ok):
+        return own
+    merged: Latency = hdr.latency(hdr.merged(r.latency_hdr or "" for r in ok))
+    out: dict[str, Stat | None] = {}
+    for p, values in own.items():
+        value = getattr(merged, p)
+        out[p] = (
+            None
+            if value is None or values is None
+            else dataclasses.replace(values, mean=float(value), stdev=None)
+        )
+    return out
+
+
+def _bound(ok: Sequence[Run]) -> str | None:
+    bounds = [r.capacity.bound for r in ok if r.capacity is not None]
+    return max(set(bounds), key=bounds.count) if bounds else None
 
 
 def make_cell(runs: Sequence[Run], python: str, django: str) -> Cell:
@@ -147,10 +211,13 @@ def make_cell(runs: Sequence[Run], python: str, django: str) -> Cell:
     first = ordered[0]
     ok = tuple(r for r in ordered if r.ok)
     rps = stat(r.rps for r in ok)
+    load = first.load or "closed"
+    capacity_per_gib = stat(r.capacity.rps_per_gib if r.capacity else None for r in ok)
+    ranking = capacity_per_gib if load == "open" else stat(r.rps_per_gib for r in ok)
     flags: list[str] = [f for r in ordered for f in r.flags]
     if len(ok) < len(ordered):
         flags.append("failed")
-    if rps is not None and rps.spread > NOISY_SPREAD:
+    if _noisy(rps, ranking):
         flags.append("noisy")
     failures = sum(r.failures for r in ok)
     if failures:
@@ -173,13 +240,14 @@ def make_cell(runs: Sequence[Run], python: str, django: str) -> Cell:
         rps_per_gib=stat(r.rps_per_gib for r in ok),
         rps_per_cpu_second=stat(r.rps_per_cpu_second for r in ok),
         pss_peak_bytes=stat(r.memory.pss_peak_bytes if r.memory else None for r in ok),
-        latency={
-            p: stat(getattr(r.latency_ms, p) for r in ok)
-            for p in ("p50", "p90", "p95", "p99", "max", "mean")
-        },
+        latency=cell_latency(ok),
         requests=sum(r.requests for r in ok),
         failures=failures,
         flags=order_flags(flags),
+        load=load,
+        capacity_rps=stat(r.capacity.rps if r.capacity else None for r in ok),
+        capacity_per_gib=capacity_per_gib,
+        bound=_bound(ok),
     )
 
 
@@ -252,6 +320,13 @@ class CellSummary(Record):
     failures: int = 0
     """Failed requests of every repeat."""
     flags: tuple[str, ...] = ()
+    load: str | None = optional(None)
+    p99_ms: float | None = optional(None)
+    """p99 of the repeats' merged latency histograms."""
+    capacity_rps_mean: float | None = optional(None)
+    capacity_per_gib_mean: float | None = optional(None)
+    ranking_cv: float | None = optional(None)
+    bound: str | None = optional(None)
 
 
 def _runtime(cell: Cell) -> tuple[str, str, str]:
@@ -305,6 +380,12 @@ def _summary(cell: Cell, runtime: tuple[str, str, str], varying: list[bool]) -> 
         p99_ms_mean=p99.mean if p99 else None,
         failures=sum(r.failures for r in cell.runs),
         flags=("noisy",) if cell.noisy else (),
+        load=cell.runs[0].load,
+        p99_ms=p99.mean if p99 and cell.runs[0].latency_hdr else None,
+        capacity_rps_mean=cell.capacity_rps.mean if cell.capacity_rps else None,
+        capacity_per_gib_mean=cell.capacity_per_gib.mean if cell.capacity_per_gib else None,
+        ranking_cv=cell.ranking.cv if cell.ranking else None,
+        bound=cell.bound,
     )
 
 

@@ -19,6 +19,12 @@ LOADGEN_BOUND_PERCENT = 90.0
 NOISY_SPREAD = 0.05
 """A cell whose repeats' rps lie further than this from their mean (half the
 max - min range, relative to the mean) is noisy."""
+NOISY_CV = 0.05
+"""A cell whose ranking figure varies more than this over its repeats
+(coefficient of variation: stdev / mean) is noisy."""
+USER_BOUND_CPU_PERCENT = 70.0
+"""A closed-loop run whose server CPUs stayed below this (with the load generator
+not saturated and free server slots) measured its user count, not the server."""
 
 
 @dataclass(frozen=True)
@@ -47,12 +53,14 @@ FLAGS: dict[str, Flag] = {
         ),
         Flag(
             "loadgen-bound",
-            help="the load generator ran out of CPU: the server may be able to do more",
+            help="the load generator ran out of CPU or fell behind its schedule: the server "
+            "may be able to do more",
             note=(
                 f"the load generator was saturated (over {LOADGEN_BOUND_PERCENT:.0f}% of the CPU "
-                "it can use), so this run measured Locust, not the server: give Locust more "
+                "it can use, everything pinned to its CPUs counted) or fell behind its "
+                "schedule, so this run measured Locust, not the server: give Locust more "
                 "CPU, i.e. more --loadgen-cpus and Locust processes (one Locust process uses "
-                "one core at most; the driver runs one), or fewer --server-cpus"
+                "one core at most), or fewer --server-cpus"
             ),
             unranked=True,
             order=1,
@@ -60,22 +68,41 @@ FLAGS: dict[str, Flag] = {
         ),
         Flag(
             "noisy",
-            help=f"its repetitions differ by more than ±{NOISY_SPREAD:.0%} around their mean",
+            help=(
+                f"its repetitions differ by more than ±{NOISY_SPREAD:.0%} around their mean "
+                f"rps, or its ranking figure varies by more than {NOISY_CV:.0%} (CV)"
+            ),
             note=(
                 f"the repeats of this cell lie more than {NOISY_SPREAD:.0%} from their mean rps "
-                "(half the max-min range): run on a quieter machine, with a longer --duration "
-                "or more --repeat"
+                "(half the max-min range), or their capacity (rps) per GiB has a coefficient of "
+                f"variation over {NOISY_CV:.0%}: run on a quieter machine, with a longer "
+                "--duration or more --repeat"
             ),
             unranked=True,
             order=2,
             threshold=NOISY_SPREAD,
         ),
         Flag(
+            "user-bound",
+            help="closed loop: the server had CPU and workers to spare, so the figure "
+            "measured the user count",
+            note=(
+                f"a closed loop whose server CPUs stayed under {USER_BOUND_CPU_PERCENT:.0f}% "
+                "while the load generator was not saturated and the server had free "
+                "workers or threads: throughput = users / latency, so this run measured "
+                "--users, not the server. Use the default open-loop capacity search "
+                "(--load open), or more --users"
+            ),
+            unranked=True,
+            order=3,
+            threshold=USER_BOUND_CPU_PERCENT,
+        ),
+        Flag(
             "failures",
             help="some requests failed",
             note="some requests failed (wrong status or body): see the Locust report",
             unranked=True,
-            order=3,
+            order=4,
         ),
         Flag(
             "shared-cpus",
@@ -86,7 +113,7 @@ FLAGS: dict[str, Flag] = {
             ),
             # Every run of an invocation carries it alike: it ranks nothing lower.
             unranked=False,
-            order=4,
+            order=5,
         ),
         Flag(
             "worker-restarted",

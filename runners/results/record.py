@@ -5,21 +5,27 @@ driver turns a measurement into the run's figures.
 The derived figures (``runners.results.figures``) are computed here and
 nowhere else:
 
-- ``rps``: requests completed in the measured window / its duration (the
-  duration the Locust plugin measured with a monotonic clock between the
-  stats reset and the moment every user was stopped; Locust's own
-  "Requests/s", which divides by the time between the reset and the last
-  request, is kept as ``locust_rps``);
+- ``rps``: *successful* responses to the requests intended inside the
+  measured window / its duration (failures are not throughput; they are
+  counted beside it); Locust's own "Requests/s", which counts failures too and
+  divides by the time between its stats reset and the last request, is kept
+  as ``locust_rps``;
 - ``rps_per_gib``: rps / (pss_peak_bytes / 2^30), capacity is planned for the
   peak; ``rps_per_gib_mean_pss`` the same against the mean PSS;
-- ``rps_per_cpu_second``: requests / CPU seconds the server's process tree
-  used over the window (user + system);
+- ``rps_per_cpu_second``: successful responses / CPU seconds the server's
+  process tree used over the window (user + system);
 - ``server_cpu_percent``: the same CPU seconds / (window x server CPUs) x 100;
-- ``loadgen_cpu_percent``: CPU seconds of the Locust process tree over the
+- ``loadgen_cpu_percent``: CPU seconds of the Locust processes over the
   window / (window x the CPUs Locust can use) x 100, where the CPUs Locust
   can use is min(load-generator CPUs, Locust processes): one gevent process
   never uses more than one core, so 100 means the load generator was
   saturated.
+
+Latency (``latency_ms``) comes from the window's HDR histogram
+(``latency_hdr``, kept so repeats can be merged): from each request's
+intended send time in an open loop, from its send time in a closed one.
+An open-loop run also carries ``capacity``: the search's curve of probes and
+what bounded the server.
 
 A run that failed keeps the empty figures (0 requests, no memory, no rates).
 """
@@ -66,7 +72,7 @@ class PythonInfo(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class Latency(Record):
-    """Milliseconds, from Locust's aggregated row."""
+    """Milliseconds, from the window's HDR histogram."""
 
     p50: float | None = None
     p90: float | None = None
@@ -176,6 +182,48 @@ class Artifacts(Record):
     locust_log: str | None = optional(None)
 
 
+# --- the capacity search --------------------------------------------------------------------------
+
+Load = Literal["open", "closed"]
+Bound = Literal["server-cpu", "server-slots", "loadgen", "errors", "memory"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Probe(Record):
+    """One point of the saturation curve (``runners.bench.capacity.Observation``)."""
+
+    mode: Load
+    offered_rps: float | None
+    achieved_rps: float
+    p50_ms: float | None
+    p99_ms: float | None
+    errors: int
+    requests: int
+    users: int
+    server_cpu_percent: float | None = optional(None)
+    loadgen_cpu_percent: float | None = optional(None)
+    loadgen_process_percent: float | None = optional(None)
+    late_share: float = optional(0.0)
+    passed: bool
+    problems: tuple[str, ...] = optional(())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capacity(Record):
+    """The highest rate sustained within the latency target, and how it was found."""
+
+    slo_p99_ms: float
+    rps: float | None
+    """Successful req/s of the confirmation window (the run's rps); None if nothing passed."""
+    rps_per_gib: float | None
+    offered_rps: float | None = optional(None)
+    confirmed: bool = optional(False)
+    bound: Bound
+    reason: str = optional("")
+    saturation_rps: float | None = optional(None)
+    curve: tuple[Probe, ...] = ()
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -243,6 +291,12 @@ class Run(Record):
     """One explanation and remedy per flag (every ok run has the key)."""
     events: tuple[str, ...] | None = optional(None)
     artifacts: Artifacts | None = optional(None)
+    load: Load | None = optional(None)
+    """How the window was driven (None: a closed loop, as every version-1 file)."""
+    offered_rps: float | None = optional(None)
+    timeouts: int | None = optional(None)
+    latency_hdr: str | None = optional(None)
+    capacity: Capacity | None = optional(None)
 
     @property
     def ok(self) -> bool:
@@ -276,6 +330,10 @@ _FIGURE_NAMES = (
     "rps_per_gib_mean_pss",
     "rps_per_cpu_second",
     "loadgen_cpu_percent",
+    "offered_rps",
+    "timeouts",
+    "latency_hdr",
+    "capacity",
 )
 _FIGURES = {f.name: f for f in dataclasses.fields(Run) if f.name in _FIGURE_NAMES}
 
@@ -289,6 +347,7 @@ class Measurement:
 
     window_s: float
     requests: int
+    """Requests of the window that ended: answered, failed or timed out."""
     failures: int
     latency: Latency
     locust_rps: float | None
@@ -299,10 +358,18 @@ class Measurement:
     """The CPUs Locust could use: min(load-generator CPUs, Locust processes)."""
     server_cpus: int
     """The CPUs the server was pinned to."""
+    latency_hdr: str | None = None
+    offered_rps: float | None = None
+    timeouts: int | None = None
+
+    @property
+    def successes(self) -> int:
+        return max(0, self.requests - self.failures)
 
     @property
     def rps(self) -> float:
-        return self.requests / self.window_s if self.window_s > 0 else 0.0
+        """Successful responses per second: failures are not throughput."""
+        return self.successes / self.window_s if self.window_s > 0 else 0.0
 
     @property
     def loadgen_cpu_percent(self) -> float | None:
@@ -337,7 +404,10 @@ class Measurement:
             server_cpu_percent=self.server_cpu_percent,
             rps_per_gib=per_gib(rps, self.memory.pss_peak_bytes),
             rps_per_gib_mean_pss=per_gib(rps, self.memory.pss_mean_bytes),
-            rps_per_cpu_second=per_cpu_second(self.requests, self.cpu_seconds),
+            rps_per_cpu_second=per_cpu_second(self.successes, self.cpu_seconds),
             loadgen_cpu_seconds=self.loadgen_cpu_seconds,
             loadgen_cpu_percent=self.loadgen_cpu_percent,
+            latency_hdr=self.latency_hdr,
+            offered_rps=self.offered_rps,
+            timeouts=self.timeouts,
         )
