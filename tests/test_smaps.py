@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from runners.cli import memcheck
 from runners.sampling.memory import read_smaps_rollup, sample_tree
 from runners.sampling.smaps import (
     CATEGORIES,
     Breakdown,
-    Region,
     Usage,
     _regions,
     breakdown,
@@ -24,8 +24,9 @@ from runners.sampling.smaps import (
     read_regions,
     stack_regions,
 )
+from runners.serving.registry import get_runner
 from runners.serving.server import RunningServer
-from tests.servers import get, running
+from tests.servers import data_dir_fixture, get, running, server_cpus  # noqa: F401
 
 MIB = 2**20
 
@@ -57,8 +58,11 @@ sys.stdin.read()
 """
 
 
+Child = tuple[subprocess.Popen[str], Path, dict[str, int]]
+
+
 @pytest.fixture
-def child(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, dict[str, int]]]:
+def child(tmp_path: Path) -> Iterator[Child]:
     data = tmp_path / "known.bin"
     data.write_bytes(os.urandom(MIB))
     proc = subprocess.Popen(
@@ -76,7 +80,7 @@ def child(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, dict[st
         proc.wait()
 
 
-def test_a_mapped_file_is_file_backed(child) -> None:
+def test_a_mapped_file_is_file_backed(child: Child) -> None:
     proc, data, _ = child
     regions = [r for r in read_regions(proc.pid) if r.path == str(data)]
     assert regions, "the mapped file is not in smaps"
@@ -91,7 +95,7 @@ def test_a_mapped_file_is_file_backed(child) -> None:
     assert result.categories["libraries"].rss > 0  # libc at least
 
 
-def test_categories_add_up_to_smaps_rollup(child) -> None:
+def test_categories_add_up_to_smaps_rollup(child: Child) -> None:
     proc, _, _ = child
     for _ in range(5):  # an idle process: retry only if it changed while we read
         before = read_smaps_rollup(proc.pid)
@@ -113,7 +117,7 @@ def test_categories_add_up_to_smaps_rollup(child) -> None:
     assert total.mappings == len(read_regions(proc.pid))
 
 
-def test_a_helper_threads_stack_is_found(child) -> None:
+def test_a_helper_threads_stack_is_found(child: Child) -> None:
     proc, _, info = child
     result = breakdown(proc.pid)
     assert result.threads == 2
@@ -126,7 +130,7 @@ def test_a_helper_threads_stack_is_found(child) -> None:
 
 
 SMAPS = b"""\
-55d0a0000000-55d0a0001000 r--p 00000000 08:01 100                        /usr/bin/python3.11
+55d0a0000000-55d0a0001000 r--p 00000000 08:01 100 /usr/bin/python3.11
 Rss:                   4 kB
 Pss:                   2 kB
 Shared_Clean:          4 kB
@@ -145,19 +149,19 @@ Rss:                  16 kB
 Pss:                  16 kB
 Private_Dirty:        16 kB
 Swap:                  8 kB
-7f0001000000-7f0001010000 r-xp 00000000 08:01 200                        /lib/libc.so.6
+7f0001000000-7f0001010000 r-xp 00000000 08:01 200 /lib/libc.so.6
 Rss:                  64 kB
 Pss:                   8 kB
 Shared_Clean:         64 kB
-7f0002000000-7f0002010000 r-xp 00000000 08:01 201                        /opt/py/lib/libpython3.11.so.1.0
+7f0002000000-7f0002010000 r-xp 00000000 08:01 201 /opt/py/lib/libpython3.11.so.1.0
 Rss:                  32 kB
 Pss:                  32 kB
 Private_Clean:        32 kB
-7f0003000000-7f0003010000 r--s 00000000 08:01 202                        /data/db.sqlite3-shm
+7f0003000000-7f0003010000 r--s 00000000 08:01 202 /data/db.sqlite3-shm
 Rss:                  32 kB
 Pss:                  16 kB
 Shared_Dirty:         32 kB
-7f0004000000-7f0004010000 rw-s 00000000 00:01 3                          /dev/zero (deleted)
+7f0004000000-7f0004010000 rw-s 00000000 00:01 3 /dev/zero (deleted)
 Rss:                   8 kB
 Pss:                   4 kB
 Shared_Dirty:          8 kB
@@ -201,7 +205,8 @@ def test_classification_of_each_kind_of_mapping() -> None:
         "/opt/py/lib/libpython3.11.so.1.0",
         "/usr/bin/python3.11",
     ]
-    assert sum((u for u in categories.values()), Usage()).rss == sum(r.usage.rss for r in regions)
+    total = sum((u for u in categories.values()), Usage())
+    assert total.rss == sum(r.usage.rss for r in regions)
 
 
 def test_breakdown_as_dict_is_json() -> None:
@@ -237,3 +242,29 @@ def test_a_threaded_workers_stacks_and_categories() -> None:
     for name in ("heap", "libraries", "interpreter"):
         assert result.categories[name].rss > MIB, name
     assert result.categories["heap"].private_dirty > 5 * MIB  # a Django worker's own objects
+
+
+@pytest.mark.servers
+def test_memcheck_breakdown_and_memory_profile(tmp_path: Path, data_dir: Path) -> None:
+    row = memcheck.measure(
+        get_runner("gunicorn-sync-preload"),
+        2,
+        data_dir,
+        tmp_path / "logs",
+        server_cpus(),
+        per_worker=2,
+        settle=0.2,
+        breakdown=True,
+        profile_dir=tmp_path / "mp",
+    )
+    assert set(row.breakdowns) == {"master", "worker"}
+    worker = row.breakdowns["worker"]
+    assert worker.pid in {p.pid for p in row.sample.workers}
+    assert worker.categories["heap"].private_dirty > MIB
+    assert row.read_cost["smaps_s"] > row.read_cost["smaps_rollup_s"] > 0
+    assert row.memory_profile is not None
+    assert {p["role"] for p in row.memory_profile["processes"]} == {"worker"}
+    assert len(row.memory_profile["processes"]) == 2
+    text = row.describe_extras()
+    assert "heap" in text and "by package" in text and "at the fork" in text
+    json.dumps(row.as_dict())
