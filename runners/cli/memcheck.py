@@ -1,6 +1,7 @@
 """Memory of every runner after the same requests, cross-checked against /proc.
 
-``python -m runners.cli.memcheck [--workers 2] [--runners a,b] [--requests 20]``
+``python -m runners.cli.memcheck [--workers 2] [--runners a,b] [--requests 20]
+[--breakdown] [--memory-profile DIR]``
 
 For each runner, with the same worker count (single-process servers run
 their one process): start it pinned to the server CPUs, send the same
@@ -10,6 +11,15 @@ and shared memory. Each process's figures are then re-read independently
 from ``/proc/PID/smaps`` (per mapping, summed here) and ``/proc/PID/status``
 (``VmRSS``) and the largest relative deviation is shown. At the end, the
 pre-fork runners are compared: what preload and the gc freeze save.
+
+``--breakdown`` also splits one worker's memory (and the master's, if there
+is one) by category from ``/proc/PID/smaps`` (``runners.sampling.smaps``:
+heap, libraries, interpreter, stacks, files, other) and says what reading
+``smaps`` costs next to ``smaps_rollup``. ``--memory-profile DIR`` serves each
+runner with allocation tracing (``runners.sampling.memprofile``; slower, so
+its figures are not comparable with a run without it) and prints, per
+worker, the traced bytes by package and the top five allocation sites; the
+snapshots are kept in ``DIR/<runner>/``.
 """
 
 from __future__ import annotations
@@ -22,9 +32,11 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from runners.sampling import memprofile, smaps
 from runners.sampling.memory import TreeSample, sample_tree
 from runners.serving.commands import SINGLE_PROCESS_SERVERS
 from runners.serving.cpus import placement_from
@@ -171,6 +183,9 @@ class Row:
     sample: TreeSample
     deviation: Deviation
     failures: dict[str, int]
+    breakdowns: dict[str, smaps.Breakdown] = field(default_factory=dict)
+    read_cost: dict[str, float | int] = field(default_factory=dict)
+    memory_profile: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -192,7 +207,34 @@ class Row:
             },
             "failures": self.failures,
             "sample": self.sample.as_dict(),
+            "breakdown": {role: b.as_dict() for role, b in self.breakdowns.items()},
+            "smaps_read_cost": self.read_cost,
+            "memory_profile": self.memory_profile,
         }
+
+    def describe_extras(self) -> str:
+        """The breakdown and memory-profile sections of this runner ('' without them)."""
+        parts: list[str] = []
+        for role, result in self.breakdowns.items():
+            parts.append(smaps.format_breakdown(result, f"{role} {result.pid}"))
+        if self.read_cost:
+            cost = self.read_cost
+            parts.append(
+                f"  reading one worker ({cost['mappings']} mappings): smaps "
+                f"{float(cost['smaps_s']) * 1000:.2f} ms, smaps_rollup "
+                f"{float(cost['smaps_rollup_s']) * 1000:.3f} ms (medians)"
+            )
+        if self.memory_profile is not None:
+            for fork in self.memory_profile["fork"]:
+                parts.append(
+                    f"  at the fork, master {fork['pid']}: {fork['objects_total']} tracked "
+                    f"objects, gc freeze count {fork['gc']['freeze_count']}, app imported: "
+                    f"{fork['app_imported']}"
+                )
+            parts.extend(memprofile.format_process(p) for p in self.memory_profile["processes"])
+        if not parts:
+            return ""
+        return "\n".join([f"{self.runner.name}:", *parts])
 
 
 def measure(
@@ -203,21 +245,42 @@ def measure(
     cpus: tuple[int, ...],
     per_worker: int,
     settle: float = 1.0,
+    breakdown: bool = False,
+    profile_dir: Path | None = None,
 ) -> Row:
-    """Start ``runner``, exercise it, sample it and cross-check with /proc."""
+    """Start ``runner``, exercise it, sample it and cross-check with /proc; with
+    ``breakdown`` split the master's and one worker's memory by category; with
+    ``profile_dir`` trace allocations and snapshot every worker at the end."""
     n = 1 if runner.server in SINGLE_PROCESS_SERVERS else workers
+    env = sqlite_env(data_dir)
+    if profile_dir is not None:
+        env.update(memprofile.server_env(profile_dir))
     config = ServeConfig(
         runner=runner,
         log_path=log_dir / f"{runner.name}.log",
         workers=n,
         cpus=cpus,
-        env=sqlite_env(data_dir),
+        env=env,
     )
     with serve(config) as server:
         failures = exercise(server, PATHS, per_worker)
         time.sleep(settle)
         sample = sample_tree(server.pid)
-        return Row(runner, n, sample, deviation(sample), failures)
+        check = deviation(sample)
+        breakdowns: dict[str, smaps.Breakdown] = {}
+        cost: dict[str, float | int] = {}
+        if breakdown:
+            masters = [p for p in sample.server_processes if p.role == "master"]
+            for role, procs in (("master", masters), ("worker", list(sample.workers))):
+                if procs:
+                    breakdowns[role] = smaps.breakdown(procs[0].pid)
+            cost = smaps.read_cost(sample.workers[0].pid)
+        profile = None
+        if profile_dir is not None:
+            found = memprofile.snapshots(profile_dir, "end", [p.pid for p in sample.workers])
+            roles = {p.pid: p.role for p in sample.processes}
+            profile = memprofile.summarize(found, roles, memprofile.fork_records(profile_dir))
+        return Row(runner, n, sample, check, failures, breakdowns, cost, profile)
 
 
 def sqlite_env(data_dir: Path) -> dict[str, str]:
@@ -280,6 +343,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--server-cpus", help="CPUs of the server (default: first half)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--log-dir", type=Path, help="server logs (default: a temporary folder)")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="split the master's and one worker's memory by category (/proc/PID/smaps)",
+    )
+    parser.add_argument(
+        "--memory-profile",
+        type=Path,
+        metavar="DIR",
+        help="trace allocations in every worker; snapshots in DIR/<runner>/ (slower)",
+    )
     args = parser.parse_args(argv)
     try:
         runners = [get_runner(n) for n in args.runners.split(",")] if args.runners else None
@@ -301,7 +375,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 rows.append(
                     measure(
-                        runner, args.workers, data_dir, log_dir, placement.server, args.requests
+                        runner,
+                        args.workers,
+                        data_dir,
+                        log_dir,
+                        placement.server,
+                        args.requests,
+                        breakdown=args.breakdown,
+                        profile_dir=(
+                            args.memory_profile / runner.name if args.memory_profile else None
+                        ),
                     )
                 )
             except RunnerError as exc:
@@ -314,6 +397,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if comparison:
         print()
         print(comparison)
+    for row in rows:
+        extras = row.describe_extras()
+        if extras:
+            print()
+            print(extras)
     print(
         "\n/proc check: largest relative difference, over every process, between the sample "
         "(smaps_rollup) and /proc/PID/smaps summed per mapping (RSS, USS, PSS) or "
