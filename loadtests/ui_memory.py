@@ -16,8 +16,9 @@ or the master in distributed mode; never on a worker):
   PSS, USS and RSS, every process with its shared and private memory, the
   server's CPU use since the previous sample, Locust's current request rate,
   requests per second per GiB of PSS, and the history), ``GET /memory/`` (a
-  self-contained page with live charts of that history, Chart.js served from
-  ``runners/report/static``), and ``GET /memory/csv`` (the history);
+  self-contained page with live charts of that history, ``ui_memory.html``
+  next to this file, Chart.js served from ``runners/report/static``), and
+  ``GET /memory/csv`` (the history);
 - Locust's extension points for its React UI add a "Server memory" tab
   (``extended_tabs`` / ``extended_tables`` in ``web_ui.template_args``; its
   rows ride on ``/stats/requests`` as ``extended_stats``, which the UI polls
@@ -62,6 +63,8 @@ HISTORY_POINTS = 150
 TREND_POINTS = 30
 MIB = 2**20
 CHART_JS = _REPO_ROOT / "runners" / "report" / "static" / "chart.umd.min.js"
+PAGE = Path(__file__).with_name("ui_memory.html")
+"""The chart page (``GET /memory/``); ``__TITLE__`` stands for the server's name."""
 SPARKS = "▁▂▃▄▅▆▇█"
 
 TABLE_STRUCTURE: list[dict[str, str]] = [
@@ -377,8 +380,10 @@ def make_blueprint(
         rps, state, users = current_rps(environment)
         return jsonify(report(monitor, rps, state, users))
 
+    page = PAGE.read_text(encoding="utf-8").replace("__TITLE__", _page_title(monitor))
+
     def memory_page() -> Response:
-        response = make_response(PAGE.replace("__TITLE__", _page_title(monitor)))
+        response = make_response(page)
         response.headers["Content-Type"] = "text/html; charset=utf-8"
         return response
 
@@ -446,204 +451,3 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
 
 
 events.init.add_listener(_on_init)  # type: ignore[no-untyped-call]
-
-
-# --- the chart page ----------------------------------------------------------------------------
-
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>__TITLE__</title>
-<style>
-:root { color-scheme: light dark; --bg: #fff; --fg: #1d2125; --muted: #5f6b76;
-  --card: #f4f6f8; --line: #d9dee3; --private: #1f77b4; --shared: #ff9f40; }
-@media (prefers-color-scheme: dark) {
-  :root { --bg: #121417; --fg: #e6e8ea; --muted: #9aa5b1; --card: #1c2026; --line: #30363d; }
-}
-* { box-sizing: border-box; }
-body { margin: 0; padding: 20px 28px; background: var(--bg); color: var(--fg);
-  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
-h1 { font-size: 20px; margin: 0 0 2px; }
-h2 { font-size: 15px; margin: 22px 0 8px; }
-.status { color: var(--muted); margin-bottom: 14px; }
-.status .error { color: #d62728; font-weight: 600; }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 10px; }
-.card { background: var(--card); border-radius: 8px; padding: 10px 12px; }
-.card .label { color: var(--muted); font-size: 12px; }
-.card .value { font-size: 20px; font-weight: 600; font-variant-numeric: tabular-nums; }
-.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 16px; }
-.chart { background: var(--card); border-radius: 8px; padding: 10px 12px; height: 280px; }
-.chart h3 { font-size: 13px; margin: 0 0 4px; color: var(--muted); font-weight: 600; }
-.chart .box { position: relative; height: 236px; }
-table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
-th, td { padding: 6px 10px; border-bottom: 1px solid var(--line); text-align: right;
-  white-space: nowrap; }
-th:first-child, td:first-child { text-align: left; }
-th { color: var(--muted); font-weight: 600; font-size: 12px; }
-th.bar, td.bar { width: 34%; text-align: left; }
-.split { display: flex; height: 12px; border-radius: 3px; overflow: hidden;
-  background: var(--line); }
-.split .private { background: var(--private); }
-.split .shared { background: var(--shared); }
-.legend { color: var(--muted); font-size: 12px; }
-.legend i { display: inline-block; width: 10px; height: 10px; border-radius: 2px;
-  margin: 0 4px 0 10px; vertical-align: -1px; }
-a { color: inherit; }
-</style>
-</head>
-<body>
-<h1>__TITLE__</h1>
-<div class="status" id="status">waiting for the first sample...</div>
-<div class="cards" id="cards"></div>
-<h2>History</h2>
-<div class="charts">
-  <div class="chart"><h3>Memory of the whole tree (MiB)</h3><div class="box">
-    <canvas id="chart-memory"></canvas></div></div>
-  <div class="chart"><h3>Requests per second, and per GiB of PSS</h3><div class="box">
-    <canvas id="chart-rate"></canvas></div></div>
-  <div class="chart"><h3>Server CPU (100% = one core)</h3><div class="box">
-    <canvas id="chart-cpu"></canvas></div></div>
-</div>
-<h2>Processes</h2>
-<div class="legend">memory of each process:<i style="background: var(--private)"></i>private
-  (USS: only this process)<i style="background: var(--shared)"></i>shared with other processes
-  (RSS - USS)</div>
-<table>
-  <thead><tr><th>Process</th><th>PID</th><th>PSS</th><th>Private (USS)</th><th>Shared</th>
-    <th>RSS</th><th>CPU</th><th class="bar">Private / shared (bar length: RSS)</th></tr></thead>
-  <tbody id="processes"></tbody>
-</table>
-<p class="legend">PSS (proportional set size) charges each shared page to its sharers in equal
-  parts: summed over the tree it is the server's real footprint. Summed RSS counts shared pages
-  once per process. <a href="csv">Download the history as CSV</a> &middot;
-  <a href="../memory">JSON</a> &middot; <a href="../">back to Locust</a></p>
-<script src="chart.js"></script>
-<script>
-"use strict";
-const MIB = 1048576;
-const POLL_MS = 2000;
-const charts = {};
-const fmt = (v, digits = 1) => v === null || v === undefined ? "-" :
-  v.toLocaleString(undefined, {minimumFractionDigits: digits, maximumFractionDigits: digits});
-const mib = (bytes) => fmt(bytes / MIB) + " MiB";
-const clock = (unix) => new Date(unix * 1000).toLocaleTimeString([], {hour12: false});
-
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  Object.entries(attrs || {}).forEach(([k, v]) => node.setAttribute(k, v));
-  children.forEach((c) => node.append(c));
-  return node;
-}
-
-function lineChart(id, datasets, scales) {
-  if (!window.Chart) return null;
-  const canvas = document.getElementById(id);
-  return new Chart(canvas, {
-    type: "line",
-    data: {labels: [], datasets: datasets.map((d) => ({
-      pointRadius: 0, borderWidth: 2, cubicInterpolationMode: "monotone", spanGaps: true,
-      ...d, data: []}))},
-    options: {
-      animation: false, responsive: true, maintainAspectRatio: false,
-      interaction: {mode: "index", intersect: false},
-      plugins: {legend: {position: "bottom", labels: {boxWidth: 12}}},
-      scales: {x: {ticks: {maxTicksLimit: 5, maxRotation: 0, autoSkipPadding: 16}}, ...scales},
-    },
-  });
-}
-
-function setupCharts() {
-  if (!window.Chart) {
-    document.getElementById("status").append(
-      el("span", {class: "error"}, " (Chart.js not found: charts disabled)"));
-    return;
-  }
-  charts.memory = lineChart("chart-memory", [
-    {label: "RSS (summed)", borderColor: "#7f7f7f", borderDash: [6, 4]},
-    {label: "PSS", borderColor: "#2ca02c"},
-    {label: "USS (private)", borderColor: "#1f77b4"},
-  ], {y: {beginAtZero: true, title: {display: true, text: "MiB"}}});
-  charts.rate = lineChart("chart-rate", [
-    {label: "req/s per GiB PSS", borderColor: "#d62728", yAxisID: "y"},
-    {label: "req/s", borderColor: "#9467bd", yAxisID: "y1", borderDash: [4, 3]},
-  ], {
-    y: {beginAtZero: true, position: "left", title: {display: true, text: "req/s per GiB"}},
-    y1: {beginAtZero: true, position: "right", grid: {drawOnChartArea: false},
-      title: {display: true, text: "req/s"}},
-  });
-  charts.cpu = lineChart("chart-cpu", [
-    {label: "CPU %", borderColor: "#ff7f0e", fill: true, backgroundColor: "rgba(255,127,14,0.15)"},
-  ], {y: {beginAtZero: true, suggestedMax: 100, title: {display: true, text: "%"}}});
-}
-
-function update(chart, labels, series) {
-  if (!chart) return;
-  chart.data.labels = labels;
-  series.forEach((values, i) => { chart.data.datasets[i].data = values; });
-  chart.update("none");
-}
-
-function render(d) {
-  const status = document.getElementById("status");
-  const age = d.sampled_at ? Math.max(0, d.now - d.sampled_at) : null;
-  status.textContent = `root pid ${d.server_pid}` +
-    (d.cpus ? ` on ${d.cpus} CPU${d.cpus === 1 ? "" : "s"}` : "") +
-    ` · sampled every ${d.interval_s} s` +
-    (age === null ? "" : ` · last sample ${fmt(age)} s ago`) +
-    ` · Locust ${d.locust_state}, ${d.user_count} users`;
-  if (d.error) status.append(el("span", {class: "error"}, " · " + d.error));
-  if (!d.processes.length) return;
-  const count = d.expected_processes && d.expected_processes !== d.process_count ?
-    `${d.process_count} of ${d.expected_processes}` : `${d.process_count}`;
-  const cards = [
-    ["PSS (footprint)", mib(d.pss)], ["USS (private)", mib(d.uss)],
-    ["RSS (summed)", mib(d.rss)], ["Shared (RSS - USS)", mib(d.shared)],
-    ["Processes", count + (d.helper_count ? ` + ${d.helper_count} helper` : "")],
-    ["Server CPU", d.cpu_percent === null ? "-" : fmt(d.cpu_percent, 0) + "%"],
-    ["Locust req/s", fmt(d.rps)],
-    ["req/s per GiB PSS", d.rps_per_gib === null ? "-" : fmt(d.rps_per_gib, 0)],
-  ];
-  document.getElementById("cards").replaceChildren(...cards.map(([label, value]) =>
-    el("div", {class: "card"}, el("div", {class: "label"}, label),
-      el("div", {class: "value"}, value))));
-  const h = d.history;
-  const labels = h.map((p) => clock(p.time));
-  update(charts.memory, labels, [h.map((p) => p.rss / MIB), h.map((p) => p.pss / MIB),
-    h.map((p) => p.uss / MIB)]);
-  update(charts.rate, labels, [h.map((p) => p.rps_per_gib), h.map((p) => p.rps)]);
-  update(charts.cpu, labels, [h.map((p) => p.cpu_percent)]);
-  const largest = Math.max(...d.processes.map((p) => p.rss), 1);
-  let worker = 0;
-  const rows = d.processes.map((p) => {
-    const name = p.helper ? "helper" : p.role === "worker" ? `worker ${++worker}` : "master";
-    const bar = el("div", {class: "split", style: `width: ${100 * p.rss / largest}%`},
-      el("div", {class: "private", style: `width: ${100 * p.uss / (p.rss || 1)}%`}),
-      el("div", {class: "shared", style: `width: ${100 * p.shared / (p.rss || 1)}%`}));
-    return el("tr", {}, el("td", {}, name), el("td", {}, String(p.pid)), el("td", {}, mib(p.pss)),
-      el("td", {}, mib(p.uss)), el("td", {}, mib(p.shared)), el("td", {}, mib(p.rss)),
-      el("td", {}, p.cpu_percent === null ? "-" : fmt(p.cpu_percent, 0) + "%"),
-      el("td", {class: "bar"}, bar));
-  });
-  document.getElementById("processes").replaceChildren(...rows);
-  document.documentElement.setAttribute("data-samples", String(h.length));
-}
-
-async function poll() {
-  try {
-    const response = await fetch("../memory", {cache: "no-store"});
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    render(await response.json());
-  } catch (error) {
-    document.getElementById("status").textContent = `cannot read ../memory: ${error}`;
-  }
-  setTimeout(poll, POLL_MS);
-}
-
-setupCharts();
-poll();
-</script>
-</body>
-</html>
-"""

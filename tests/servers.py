@@ -8,6 +8,7 @@
   assert that no process it ever had is left.
 - ``get(server, path)``, ``get_json``: plain HTTP to the server.
 - ``assert_no_processes(pids)``: none of ``pids`` is alive (zombies aside).
+- ``wait_until(predicate, timeout, why)``: an event-based wait with a deadline.
 
 Fixtures: import them under a different name, e.g.
 ``from tests.servers import data_dir_fixture  # noqa: F401`` gives ``data_dir``.
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,9 @@ from runners.results.schema import SCHEMA_PATH
 from runners.sampling.memory import tree_pids
 from runners.serving.commands import SINGLE_PROCESS_SERVERS
 from runners.serving.cpus import default_placement
+from runners.serving.net import http_get
 from runners.serving.registry import Runner, get_runner
-from runners.serving.server import RunningServer, ServeConfig, http_get, prepare_database, serve
+from runners.serving.server import RunningServer, ServeConfig, prepare_database, serve
 
 
 def sqlite_env_for(data_dir: Path) -> dict[str, str]:
@@ -106,6 +108,15 @@ def assert_no_processes(pids: Iterable[int], timeout: float = 5.0) -> None:
             break
         time.sleep(0.05)
     assert not left, f"processes left: {left}"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, why: Callable[[], str]) -> None:
+    """Until ``predicate()`` holds; ``AssertionError`` with ``why()`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s: {why()}")
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager

@@ -28,10 +28,11 @@ import psutil
 import pytest
 
 from runners.results.schema import SCHEMA_PATH
-from runners.serving import ledger as orphans
+from runners.serving import supervisor
 from runners.serving.registry import RUNNERS
-from runners.serving.server import RunnerError, ServeConfig, start
-from tests.servers import sqlite_env
+from runners.serving.server import ServeConfig, start
+from runners.serving.supervisor import RunnerError
+from tests.servers import sqlite_env, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED = "users=30,follows=3,posts=200,likes=400,comments=100"
@@ -189,14 +190,6 @@ class Bench:
         return f"driver still running; runs so far: {[r['id'] for r in self.runs()]}"
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, why: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s: {why()}")
-        time.sleep(0.1)
-
-
 def bench_env(
     data_dir: Path, running_dir: Path, apps: dict[str, str] | None = None
 ) -> dict[str, str]:
@@ -344,7 +337,6 @@ def test_a_killed_worker_is_replaced_and_the_run_says_it_recovered(
     bench.wait_for_window("gunicorn-sync-json-u4-r1")
     master = server_root(bench, "gunicorn")
     victim = master.children()[0]
-    time.sleep(1.0)
     victim.kill()
     code, out, err = bench.wait(timeout=120)
     assert code == 0, out + err
@@ -491,7 +483,7 @@ def test_a_killed_driver_takes_everything_down_and_its_results_still_report(
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     assert "gunicorn-sync" in (bench.out / "index.html").read_text()
     # The next run finds the stale ledger, finds nothing left to stop, and removes it.
-    assert orphans.sweep(running_dir) == []
+    assert supervisor.sweep(running_dir) == []
     assert not ledger.exists()
 
 
@@ -506,10 +498,10 @@ def test_the_next_run_stops_what_a_killed_driver_left(tmp_path: Path, running_di
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from runners.serving import ledger as orphans\n"
+        "from runners.serving import supervisor\n"
         "from runners.serving.server import ServeConfig, start\n"
         "from runners.serving.registry import RUNNERS\n"
-        "with orphans.track():\n"
+        "with supervisor.track():\n"
         f"    server = start(ServeConfig(runner=RUNNERS['gunicorn-sync'], port={port},\n"
         f"        log_path=Path({str(tmp_path / 'stray.log')!r}), workers=2,\n"
         "        die_with_parent=False))\n"

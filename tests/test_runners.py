@@ -19,15 +19,14 @@ import pytest
 from runners import REPO_ROOT
 from runners.sampling.memory import sample_tree, tree_pids
 from runners.serving.commands import Settings, command
+from runners.serving.net import free_port
 from runners.serving.registry import RUNNERS, GcMode, format_table, worker_count
 from runners.serving.server import (
-    RunnerError,
     ServeConfig,
-    free_port,
-    log_tail,
     start,
     stop,
 )
+from runners.serving.supervisor import RunnerError, log_tail
 from tests.servers import (
     assert_no_processes,
     get,
@@ -36,6 +35,7 @@ from tests.servers import (
     server_cpus,
     small_workers,
     sqlite_env,
+    wait_until,
 )
 
 REQUIRED = {
@@ -263,17 +263,35 @@ def test_a_runner_that_dies_is_reported_and_cleaned_up() -> None:
 @pytest.mark.servers
 def test_stop_kills_after_the_grace_period() -> None:
     """gunicorn waits 30 s for an in-flight request; stop() SIGKILLs after `grace`."""
-    with running("gunicorn-sync", workers=1, grace=1.0, with_upstream=True) as server:
+    with running(
+        "gunicorn-sync", workers=1, grace=1.0, with_upstream=True, app="tests.faultapp:hang_wsgi"
+    ) as server:
         pids = tree_pids(server.pid)
         thread = threading.Thread(
-            target=lambda: _ignore_errors(get, server, "/sync/upstream?ms=30000", 60), daemon=True
+            target=lambda: _ignore_errors(get, server, "/sync/json", 60), daemon=True
         )
         thread.start()
-        time.sleep(0.5)
+        # In flight: the worker accepted the request (and hangs in it for an hour).
+        wait_until(
+            lambda: server.port in _accepted_ports(pids),
+            10,
+            lambda: "the worker never accepted the request",
+        )
         began = time.monotonic()
         stop(server)
         assert time.monotonic() - began < 8
     assert_no_processes(pids, timeout=0)
+
+
+def _accepted_ports(pids: list[int]) -> set[int]:
+    """Local ports of the connections ``pids`` have accepted (not their listening sockets)."""
+    ports = set()
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            for conn in psutil.Process(pid).net_connections("tcp"):
+                if conn.status == psutil.CONN_ESTABLISHED and conn.laddr:
+                    ports.add(conn.laddr.port)
+    return ports
 
 
 def _ignore_errors(func: Callable[..., object], *args: object) -> None:

@@ -18,7 +18,7 @@ import pytest
 from loadtests.catalog import WORKLOADS
 from runners.bench import matrix as bench_matrix
 from runners.bench import options as bench_options
-from runners.cli import serve, ui
+from runners.cli import serve, ui_options
 from runners.load.locust import LocustPlan, command
 from runners.sampling.memory import tree_pids
 from runners.serving.server import ServeConfig, upstream
@@ -76,7 +76,7 @@ def test_bench_locust_has_no_web_ui(tmp_path: Path) -> None:
 
 
 def test_locust_web_ui_binds_loopback_by_default() -> None:
-    args = ui.build_parser().parse_args(["uvicorn"])
+    args = ui_options.build_parser().parse_args(["uvicorn"])
     assert args.web_host == LOOPBACK
     assert args.host == LOOPBACK
 

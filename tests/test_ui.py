@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +29,13 @@ import psutil
 import pytest
 
 from runners import REPO_ROOT
-from runners.cli import ui
+from runners.cli import ui, ui_options
 from runners.serving.commands import Settings, command
 from runners.serving.cpus import Placement
+from runners.serving.net import free_port, http_get, url
 from runners.serving.registry import get_runner
-from runners.serving.server import RunningServer, ServeConfig, free_port, http_get
-from tests.servers import assert_no_processes, sqlite_env
+from runners.serving.server import RunningServer, ServeConfig
+from tests.servers import assert_no_processes, sqlite_env, wait_until
 
 SMALL_SEED = "users=20,follows=3,posts=100,likes=100,comments=50"
 """The sizes ``tests.servers.prepared_data_dir`` seeds: ``prepare`` has nothing to do."""
@@ -84,8 +85,8 @@ def test_list_shows_runners_and_workloads(capsys: pytest.CaptureFixture[str]) ->
     assert "MixedUser" in out
 
 
-def _options(*argv: str) -> ui.Options:
-    options = ui.parse_options(["gunicorn-sync", *argv])
+def _options(*argv: str) -> ui_options.Options:
+    options = ui_options.parse_options(["gunicorn-sync", *argv])
     assert options is not None
     return options
 
@@ -141,7 +142,7 @@ def test_without_a_workload_the_class_picker_is_on_and_the_upstream_runs() -> No
     assert argv[argv.index("--max-post-id") + 1] == "70"
     assert options.needs_upstream
     assert _options("--workload", "mixed").needs_upstream
-    assert ui.web_url("0.0.0.0", 9999) == "http://127.0.0.1:9999"
+    assert url("0.0.0.0", 9999) == "http://127.0.0.1:9999"
 
 
 def test_cpu_placement_is_passed_through() -> None:
@@ -313,24 +314,37 @@ class UiSession:
                 pytest.fail(f"no load seen by /memory: {memory}\n{self.output()}")
             time.sleep(0.5)
 
+    def next_memory(self, before: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+        """The first ``/memory`` reading with a newer sample than ``before``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            memory: dict[str, Any] = self.get_json("/memory")
+            if memory["t"] > before["t"]:
+                return memory
+            if time.monotonic() > deadline:
+                pytest.fail(f"no new sample after {before['t']}: {memory}\n{self.output()}")
+            time.sleep(0.2)
+
     def interrupt(self, timeout: float = 90.0) -> int:
         """Ctrl-C: SIGINT, then wait for the clean-up to finish."""
         self.process.send_signal(signal.SIGINT)
         return self.process.wait(timeout=timeout)
 
 
-@contextmanager
-def ui_session(tmp_path: Path, *args: str) -> Iterator[UiSession]:
-    """``python -m runners.cli.ui ARGS`` on free ports and the small prepared data.
+def ui_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a session: the small prepared data, a ledger folder of its own."""
+    return {
+        **os.environ,
+        **sqlite_env(),
+        "PYTHONPATH": str(REPO_ROOT),
+        "PYTHONUNBUFFERED": "1",
+        "BENCH_RUNNING_DIR": str(tmp_path / "running"),
+    }
 
-    On exit the session is interrupted (if still running) and nothing it
-    started may be left.
-    """
-    server_port, web_port = free_port(), free_port()
-    log_dir = tmp_path / "logs"
-    log_dir.mkdir()
-    env = {**os.environ, **sqlite_env(), "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
-    argv = [
+
+def ui_argv(args: Sequence[str], server_port: int, web_port: int, log_dir: Path) -> list[str]:
+    """``python -m runners.cli.ui ARGS`` on the given ports and the small prepared data."""
+    return [
         sys.executable,
         "-m",
         "runners.cli.ui",
@@ -345,11 +359,31 @@ def ui_session(tmp_path: Path, *args: str) -> Iterator[UiSession]:
         str(log_dir),
         "--quiet",
     ]
+
+
+def ledger_entries(tmp_path: Path) -> list[dict[str, Any]]:
+    """What the session's ledger lists (``[]`` when there is no ledger)."""
+    entries: list[dict[str, Any]] = []
+    for path in (tmp_path / "running").glob("*.json"):
+        entries += json.loads(path.read_text())["processes"]
+    return entries
+
+
+@contextmanager
+def ui_session(tmp_path: Path, *args: str) -> Iterator[UiSession]:
+    """``python -m runners.cli.ui ARGS`` on free ports and the small prepared data.
+
+    On exit the session is interrupted (if still running) and nothing it
+    started may be left.
+    """
+    server_port, web_port = free_port(), free_port()
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
     with (log_dir / "ui.out").open("w") as out:
         process = subprocess.Popen(
-            argv,
+            ui_argv(args, server_port, web_port, log_dir),
             cwd=REPO_ROOT,
-            env=env,
+            env=ui_env(tmp_path),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
@@ -468,8 +502,11 @@ def test_gunicorn_sync_session(tmp_path: Path) -> None:
         check_memory(first, expected_processes=3, workers=2)
         pids = session.tree()
         assert {p["pid"] for p in first["processes"]} <= pids
-        time.sleep(2.5)
-        second = session.get_json("/memory")
+        # Locust is in the ledger of started processes while it runs, with the server.
+        listed = {entry["name"]: entry["pid"] for entry in ledger_entries(tmp_path)}
+        (locust_pid,) = (pid for pid in pids if " -m locust " in cmdline(pid))
+        assert listed == {"gunicorn-sync": first["server_pid"], "locust": locust_pid}
+        second = session.next_memory(first)
         check_memory(second, expected_processes=3, workers=2)
         check_live(first, second)
         check_tab(session, 3, "gunicorn-sync")
@@ -486,6 +523,8 @@ def test_gunicorn_sync_session(tmp_path: Path) -> None:
         assert session.interrupt() == 0
         assert "Locust and the server stopped; no process left." in session.output()
         assert_no_processes(pids)
+        assert ledger_entries(tmp_path) == []
+        assert not list((tmp_path / "running").glob("*.json"))  # the ledger is gone too
 
 
 @pytest.mark.servers
@@ -522,6 +561,66 @@ def test_uvicorn_with_the_class_picker_and_locust_processes(tmp_path: Path) -> N
         assert_no_processes(pids)
 
 
+BACKGROUND_SCRIPT = """
+dir=$1; shift
+# A plain Python started the same way tells how SIGINT arrives: ignored.
+"$1" -c 'import signal; print(repr(signal.getsignal(signal.SIGINT)))' > "$dir/inherited" &
+("$@" > "$dir/ui.out" 2>&1; echo $? > "$dir/status") &
+wait
+"""
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+def test_a_session_started_in_the_background_by_a_script_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """``tox -e ui`` as a background job of a script: SIGINT arrives ignored, and Python then
+    installs no handler of its own; Ctrl-C to the script's process group still stops the
+    session, and nothing it started is left."""
+    server_port, web_port = free_port(), free_port()
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    out, status = log_dir / "ui.out", log_dir / "status"
+    argv = ui_argv(["gunicorn-sync", "--workers", "2"], server_port, web_port, log_dir)
+    shell = subprocess.Popen(
+        ["sh", "-c", BACKGROUND_SCRIPT, "sh", str(log_dir), *argv],
+        cwd=REPO_ROOT,
+        env=ui_env(tmp_path),
+        start_new_session=True,  # the script's process group, as a terminal would give it
+    )
+    procs: list[psutil.Process] = []
+    try:
+        wait_until(
+            lambda: "Ctrl-C to stop" in _text(out) or status.exists(), 120, lambda: _text(out)
+        )
+        assert not status.exists(), _text(out)
+        assert "SIG_IGN" in _text(log_dir / "inherited")
+        procs = psutil.Process(shell.pid).children(recursive=True)
+        seen = {proc.pid for proc in procs}
+        commands = [cmdline(pid) for pid in seen]
+        for needle in ("runners.cli.ui", "-m gunicorn", "-m locust", "apps.upstream"):
+            assert any(needle in command for command in commands), (needle, commands)
+        assert len([c for c in commands if " -m gunicorn " in c]) == 3  # master + 2 workers
+
+        os.killpg(shell.pid, signal.SIGINT)  # Ctrl-C in the script's terminal
+
+        wait_until(status.exists, 90, lambda: f"still running:\n{_text(out)}")
+        assert status.read_text().strip() == "0", _text(out)
+        assert "Locust and the server stopped; no process left." in _text(out)
+        assert_no_processes(seen)
+        assert ledger_entries(tmp_path) == []
+    finally:
+        for proc in procs:  # only after a failure is any of them still there
+            with suppress(psutil.Error):
+                proc.kill()  # psutil checks the start time: never a reused PID
+        with suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait(timeout=10)
+
+
 @pytest.mark.servers
 def test_a_busy_web_port_is_reported_before_anything_starts(tmp_path: Path) -> None:
     with socket.socket() as busy:
@@ -548,5 +647,5 @@ def test_a_busy_web_port_is_reported_before_anything_starts(tmp_path: Path) -> N
             check=False,
         )
     assert result.returncode == 1
-    assert f"--web-port 127.0.0.1:{port} is not available" in result.stderr
+    assert f"--web-port: cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "starting" not in result.stdout

@@ -35,11 +35,12 @@ Faults: a server whose root dies mid-run ends its run at once (``failed``,
 "the server died during the run (killed by SIGKILL)", with the log's tail); a
 worker that dies and is replaced marks the run ``worker-restarted`` (recovered);
 a request with no answer within ``--request-timeout`` fails (``timeouts``).
-Ctrl-C or SIGTERM stops Locust, the server and the upstream (later signals are
-ignored until that is done), keeps every finished run, writes the report and
-exits 130. Every process tree the driver starts is listed in
-``.data/running/<driver pid>.json`` (``runners/serving/ledger.py``); the next
-invocation stops what a driver killed with ``kill -9`` left behind.
+Ctrl-C, SIGTERM or SIGHUP stops Locust, the server and the upstream (later
+signals are ignored until that is done, ``runners/cli/signals.py``), keeps
+every finished run, writes the report and exits 130. Every process tree the
+driver starts is listed in ``.data/running/<driver pid>.json``
+(``runners/serving/ledger.py``); the next invocation stops what a driver
+killed with ``kill -9`` left behind.
 
 Exit status: 0 when every run succeeded, 1 when some run failed, 2 for a bad
 option (one line on stderr), 130 when interrupted.

@@ -5,14 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 from loadtests.catalog import (
     WORKLOADS,
@@ -31,45 +29,17 @@ from runners.bench.matrix import matrix_block, plan
 from runners.bench.options import MICRO_ESTIMATE_S, REPORTS_DIR, SETUP_S, Options, parse_options
 from runners.bench.run import Context, run_one
 from runners.cli.args import UsageError
+from runners.cli.signals import stop_on_signals
 from runners.micro import benchmarks as micro_bench
 from runners.results import environment as env_capture
 from runners.results.document import CpuPlacement, ResultsFile
 from runners.runtimes import axes
-from runners.serving import ledger as orphans
+from runners.serving import ledger, supervisor
 from runners.serving.cpus import placement_from
 from runners.serving.server import (
     prepare_database,
     upstream,
 )
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """Ctrl-C and SIGTERM (a CI timeout, tox) unwind the matrix as ``KeyboardInterrupt``.
-
-    Only the first one does: later ones are ignored, so that a second Ctrl-C or
-    tox's SIGTERM cannot cut short the clean-up (stopping Locust, the server and
-    the upstream, writing results.json and the report). After an interrupt they
-    stay ignored until the driver exits.
-    """
-    interrupted = False
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal interrupted
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
-        interrupted = True
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        if not interrupted:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
 
 
 def server_environment(options: Options) -> dict[str, str]:
@@ -93,9 +63,9 @@ def remaining_s(options: Options, done: int, elapsed_runs: float) -> float:
     return options.estimate_s() - SETUP_S
 
 
-def report_reaped(ledger: orphans.Ledger) -> None:
+def report_reaped(book: ledger.Ledger) -> None:
     """Last resort at the end of the matrix: stop what a cut-short stop left running."""
-    for line in ledger.reap():
+    for line in supervisor.reap(book):
         print(f"warning: stopped a leftover process: {line}", file=sys.stderr, flush=True)
 
 
@@ -146,7 +116,7 @@ def render_report(out_dir: Path, say: Callable[[str], None]) -> None:
 def execute(options: Options, command: str) -> int:
     """Run the matrix; the exit status."""
     out_dir = options.output
-    stray = orphans.sweep_message()
+    stray = supervisor.sweep_message()
     if stray is not None:
         print(stray, flush=True)
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
@@ -186,8 +156,8 @@ def execute(options: Options, command: str) -> int:
         with contextlib.ExitStack() as stack:
             # Entered first, left last: after the upstream and every server were stopped,
             # the ledger stops whatever a cut-short stop left (and says so).
-            ledger = stack.enter_context(orphans.track())
-            stack.callback(report_reaped, ledger)
+            book = stack.enter_context(supervisor.track())
+            stack.callback(report_reaped, book)
             print(
                 f"Preparing the database ({env_capture.database_label(options.database_url)})...",
                 flush=True,

@@ -25,9 +25,9 @@ from runners.serving.registry import (
 from runners.serving.server import (
     RunningServer,
     ServeConfig,
-    log_tail,
     serve,
 )
+from runners.serving.supervisor import log_tail
 
 
 @dataclass

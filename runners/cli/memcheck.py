@@ -40,15 +40,15 @@ from runners.sampling import memprofile, smaps
 from runners.sampling.memory import TreeSample, sample_tree
 from runners.serving.commands import SINGLE_PROCESS_SERVERS
 from runners.serving.cpus import placement_from
+from runners.serving.net import http_get
 from runners.serving.registry import RUNNERS, Runner, get_runner
 from runners.serving.server import (
-    RunnerError,
     RunningServer,
     ServeConfig,
-    http_get,
     prepare_database,
     serve,
 )
+from runners.serving.supervisor import RunnerError
 
 MIB = 2**20
 # Endpoints that need neither the upstream nor a POST body.

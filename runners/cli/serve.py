@@ -2,37 +2,36 @@
 
 Prepares the database (migrate and seed, idempotent), starts the runner
 pinned to the server CPUs, prints where it listens and follows its log until
-Ctrl-C (or SIGTERM/SIGHUP), then stops it and checks that no process is left.
+Ctrl-C (or SIGTERM/SIGHUP, ``runners/cli/signals.py``), then stops it and
+checks that no process is left.
 ``--list`` prints every runner with its family and settings.
 
 A bad value (unknown runner, a worker or thread count the server cannot
 honour, a port already taken, a missing interpreter, an unreachable
 ``$DATABASE_URL``) is one line on stderr and exit status 2, before anything
 starts. Servers left running by an earlier run that was killed are stopped
-first (``runners/serving/ledger.py``).
+first (``supervisor.sweep``, from the ledger ``runners/serving/ledger.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
-from typing import NoReturn
 from urllib.parse import urlsplit
 
 from runners import REPO_ROOT
 from runners.cli.args import Parser, UsageError, follow_log
+from runners.cli.signals import ignore_stop_signals, stop_on_signals
 from runners.runtimes.venvs import server_python
-from runners.serving import ledger as orphans
-from runners.serving import preflight
+from runners.serving import preflight, supervisor
 from runners.serving.commands import Settings, check
 from runners.serving.cpus import Placement, available_cpus, format_cpus, placement_from
+from runners.serving.net import check_port_free
 from runners.serving.registry import (
     GC_MODES,
     RUNNERS,
@@ -44,14 +43,13 @@ from runners.serving.registry import (
 )
 from runners.serving.server import (
     PrepareError,
-    RunnerError,
     RunningServer,
     ServeConfig,
-    check_port_free,
     prepare_database,
     start,
     stop,
 )
+from runners.serving.supervisor import RunnerError
 
 DEFAULT_LOG_DIR = REPO_ROOT / ".data" / "logs"
 
@@ -96,17 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-prepare", action="store_true", help="skip migrate + seed")
     parser.add_argument("--quiet", action="store_true", help="do not echo the server log")
     return parser
-
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
-    """First Ctrl-C/SIGTERM/SIGHUP: stop. Later ones are ignored so that the
-    shutdown (which checks that no process is left) runs to its end."""
-    for sig in _STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    raise KeyboardInterrupt
 
 
 def _banner(server: RunningServer, placement: Placement) -> str:
@@ -194,7 +181,7 @@ def check_port(args: argparse.Namespace, runner: Runner) -> None:
     if not args.port:
         return
     try:
-        check_port_free(runner.name, args.host, args.port)
+        check_port_free(args.host, args.port, f"runner {runner.name}")
     except RunnerError as exc:
         raise UsageError(
             f"--port {args.port}: {exc} (something else listens there: "
@@ -209,16 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         args, runner, placement = parsed
         # A server left by an earlier run that was killed may hold the port.
-        stray = orphans.sweep_message()
+        stray = supervisor.sweep_message()
         if stray is not None:
             print(stray, flush=True)
         check_port(args, runner)
     except UsageError as exc:
         print(f"serve: error: {exc}", file=sys.stderr)
         return 2
-    for sig in _STOP_SIGNALS:
-        signal.signal(sig, _interrupt)
-    with orphans.track():
+    with stop_on_signals(), supervisor.track():
         return run(args, runner, placement)
 
 
@@ -264,9 +249,8 @@ def run(args: argparse.Namespace, runner: Runner, placement: Placement) -> int:
         print(f"error: {exc}", file=sys.stderr)
         status = 1
     finally:
-        # A second Ctrl-C during the shutdown must not leave processes behind.
-        for sig in _STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
+        # A Ctrl-C during the shutdown must not leave processes behind.
+        ignore_stop_signals()
         done.set()
         if follower is not None:
             follower.join(timeout=2.0)

@@ -11,8 +11,15 @@
 3. starts Locust's web UI pinned to the load-generator CPUs, with the
    project's workloads (``loadtests/locustfile.py``) and the server-memory
    plugin (``loadtests/ui_memory.py``) pointed at the server's root PID;
-4. prints the URLs and waits; Ctrl-C (or SIGTERM/SIGHUP) stops Locust and the
-   server and checks that no process of either is left.
+4. prints the URLs and waits; Ctrl-C (or SIGTERM/SIGHUP, however the command
+   was started: ``runners/cli/signals.py``) stops Locust and the server and
+   checks that no process of either is left.
+
+Every process is started and stopped by the supervisor
+(``runners/serving/supervisor.py``) and listed in the ledger of started
+processes while it runs, as in ``tox -e bench`` and ``tox -e serve``; what a
+killed session left is stopped by the next one. The options are in
+``runners/cli/ui_options.py``.
 
 Workloads are Locust user classes, the same ones ``tox -e bench`` runs. With
 no ``--workload`` Locust's class picker is on: pick them in the UI (the
@@ -33,196 +40,36 @@ for the server, ``--web-host`` for Locust).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
+import http.client
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import IO, NoReturn, cast
-
-import psutil
 
 from loadtests.catalog import DEFAULT_MAX_POST_ID, DEFAULT_MAX_USER_ID, WORKLOADS
 from runners import REPO_ROOT
-from runners.cli.args import SEED_KEYS, Parser, UsageError, follow_log, parse_seed
-from runners.sampling.memory import tree_pids
-from runners.serving.cpus import Placement, format_cpus, placement_from
-from runners.serving.registry import GC_MODES, RUNNERS, VARIANTS, GcMode, Variant, format_table
+from runners.cli.args import UsageError, follow_log
+from runners.cli.signals import ignore_stop_signals, stop_on_signals
+from runners.cli.ui_options import Options, parse_options
+from runners.serving import supervisor
+from runners.serving.cpus import format_cpus
+from runners.serving.net import all_interfaces, check_port_free, http_get, url
+from runners.serving.registry import RUNNERS
 from runners.serving.server import (
     PrepareError,
-    RunnerError,
     RunningServer,
     ServeConfig,
-    http_get,
     prepare_database,
     server_env,
     start,
     stop,
 )
-from runners.serving.servers.launch import launch_command
+from runners.serving.supervisor import Child, RunnerError
 
-DEFAULT_LOG_DIR = REPO_ROOT / ".data" / "logs"
-DEFAULT_WEB_PORT = 8089
 LOCUSTFILES = (REPO_ROOT / "loadtests" / "locustfile.py", REPO_ROOT / "loadtests" / "ui_memory.py")
 UI_STARTUP_TIMEOUT_S = 60.0
 LOCUST_GRACE_S = 10.0
-
-
-def build_parser() -> Parser:
-    p = Parser(
-        prog="python -m runners.cli.ui",
-        description="Serve one runner and open Locust's web UI on it, until Ctrl-C.",
-        epilog="Options after `--` go to Locust unchanged, e.g. `-- --tags feed`.",
-    )
-    p.add_argument("runner", nargs="?", help="runner name (see --list)")
-    p.add_argument("--list", action="store_true", help="list runners and workloads and exit")
-    p.add_argument("--host", default="127.0.0.1", help="server bind address (default 127.0.0.1)")
-    p.add_argument(
-        "--port", type=int, default=8000, help="server port (default 8000; 0: a free one)"
-    )
-    p.add_argument(
-        "--web-host", default="127.0.0.1", help="Locust web UI bind address (default 127.0.0.1)"
-    )
-    p.add_argument(
-        "--web-port",
-        type=int,
-        default=DEFAULT_WEB_PORT,
-        help=f"Locust web UI port (default {DEFAULT_WEB_PORT})",
-    )
-    p.add_argument(
-        "--workload",
-        help="start Locust with this workload's user class only "
-        "(default: choose user classes in the UI)",
-    )
-    p.add_argument(
-        "--processes",
-        type=int,
-        help="Locust worker processes on this machine (Locust's --processes; -1: one per CPU)",
-    )
-    p.add_argument("--workers", type=int, help="server worker processes (default: runner's rule)")
-    p.add_argument("--threads", type=int, help="threads per worker (threaded runners)")
-    p.add_argument("--variant", choices=VARIANTS, help="view variant (default: the runner's)")
-    p.add_argument("--gc", choices=GC_MODES, help="gc mode (pre-fork runners)")
-    p.add_argument(
-        "--middleware", choices=("minimal", "default"), default="minimal", help="middleware set"
-    )
-    p.add_argument("--server-cpus", help="CPUs of the server tree, e.g. 0 or 0-3")
-    p.add_argument("--loadgen-cpus", help="CPUs of Locust and the upstream service")
-    p.add_argument(
-        "--seed",
-        help=f"database seed sizes ({', '.join(SEED_KEYS)}), e.g. users=100,posts=2000",
-    )
-    p.add_argument(
-        "--upstream-ms", type=int, default=50, help="upstream latency in ms (default 50)"
-    )
-    p.add_argument("--no-prepare", action="store_true", help="skip migrate + seed")
-    p.add_argument(
-        "--log-dir", type=Path, help="where the server and Locust logs go (default .data/logs)"
-    )
-    p.add_argument("--quiet", action="store_true", help="do not echo Locust's log")
-    p.add_argument("--python", default=sys.executable, help="interpreter for server and Locust")
-    return p
-
-
-@dataclass(frozen=True)
-class Options:
-    runner: str
-    workload: str | None
-    host: str
-    port: int
-    web_host: str
-    web_port: int
-    processes: int | None
-    workers: int | None
-    threads: int | None
-    variant: Variant | None
-    gc: GcMode | None
-    middleware: str
-    placement: Placement
-    seed: dict[str, int]
-    upstream_ms: int
-    prepare: bool
-    log_dir: Path
-    quiet: bool
-    python: str
-    locust_args: tuple[str, ...]
-
-    @property
-    def needs_upstream(self) -> bool:
-        return self.workload is None or WORKLOADS[self.workload].needs_upstream
-
-
-def split_locust_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Our arguments, and Locust's (everything after the first ``--``)."""
-    args = list(argv)
-    if "--" in args:
-        i = args.index("--")
-        return args[:i], args[i + 1 :]
-    return args, []
-
-
-def parse_options(argv: Sequence[str]) -> Options | None:
-    """The options, or None after ``--list``; ``UsageError`` for anything wrong."""
-    ours, locust_args = split_locust_args(argv)
-    a = build_parser().parse_args(ours)
-    try:
-        placement = placement_from(a.server_cpus, a.loadgen_cpus)
-    except ValueError as exc:
-        raise UsageError(f"--server-cpus/--loadgen-cpus: {exc}") from None
-    if a.list:
-        print(f"Runners ({placement.describe()}):\n")
-        print(format_table(len(placement.server)))
-        print("\nWorkloads (Locust user classes):\n")
-        for name, workload in WORKLOADS.items():
-            print(f"  {name:<15} {workload.user_class:<18} {workload.description}")
-        return None
-    if not a.runner:
-        raise UsageError(f"a runner name is required; one of: {', '.join(RUNNERS)}")
-    if a.runner not in RUNNERS:
-        raise UsageError(f"unknown runner {a.runner!r}; known: {', '.join(RUNNERS)}")
-    if a.workload is not None and a.workload not in WORKLOADS:
-        raise UsageError(f"unknown workload {a.workload!r}; known: {', '.join(WORKLOADS)}")
-    for value, what in ((a.port, "--port"), (a.web_port, "--web-port")):
-        if not 0 <= value <= 65535:
-            raise UsageError(f"{what}: {value} is not a port number")
-    if a.web_port == 0:
-        raise UsageError("--web-port: give Locust's web UI a port (0 is not supported)")
-    if a.processes is not None and (a.processes == 0 or a.processes < -1):
-        raise UsageError(f"--processes: {a.processes}: expected a count >= 1, or -1")
-    for value, what in ((a.workers, "--workers"), (a.threads, "--threads")):
-        if value is not None and value < 1:
-            raise UsageError(f"{what}: {value}: expected a count >= 1")
-    if a.upstream_ms < 0:
-        raise UsageError(f"--upstream-ms: {a.upstream_ms} is negative")
-    return Options(
-        runner=a.runner,
-        workload=a.workload,
-        host=a.host,
-        port=a.port,
-        web_host=a.web_host,
-        web_port=a.web_port,
-        processes=a.processes,
-        workers=a.workers,
-        threads=a.threads,
-        variant=cast(Variant | None, a.variant),
-        gc=cast(GcMode | None, a.gc),
-        middleware=a.middleware,
-        placement=placement,
-        seed=parse_seed(a.seed),
-        upstream_ms=a.upstream_ms,
-        prepare=not a.no_prepare,
-        log_dir=a.log_dir or DEFAULT_LOG_DIR,
-        quiet=a.quiet,
-        python=a.python,
-        locust_args=tuple(locust_args),
-    )
 
 
 # --- Locust ------------------------------------------------------------------------------------
@@ -266,168 +113,40 @@ def locust_command(options: Options, server: RunningServer) -> list[str]:
     return [*argv, *options.locust_args]
 
 
-@dataclass
-class LocustChild:
-    """Locust running in its own session, its output in a log file."""
-
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    log: IO[bytes]
-    seen: set[int] = field(default_factory=set)
-    terminated: bool = False
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def terminate(self) -> None:
-        """SIGTERM Locust's process group once (Locust then stops its users and quits)."""
-        if not self.terminated and self.alive():
-            self.track()
-            _signal_group(self, signal.SIGTERM)
-        self.terminated = True
-
-    def track(self) -> None:
-        """Remember every process of Locust's tree (the workers of ``--processes``)."""
-        with contextlib.suppress(ProcessLookupError):
-            self.seen.update(tree_pids(self.pid))
+def start_locust(options: Options, server: RunningServer, log_path: Path) -> Child:
+    """Locust's web UI on the load-generator CPUs, through the supervisor (in the ledger)."""
+    return supervisor.spawn(
+        "locust",
+        locust_command(options, server),
+        env=server_env({"PYTHONUNBUFFERED": "1"}),
+        log_path=log_path,
+        cpus=options.placement.loadgen,
+    )
 
 
-def start_locust(options: Options, server: RunningServer, log_path: Path) -> LocustChild:
-    argv = locust_command(options, server)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = log_path.open("wb")
-    log.write(f"# locust: {subprocess.list2cmdline(argv)}\n".encode())
-    log.flush()
-    env = server_env({"PYTHONUNBUFFERED": "1"})
-    try:
-        popen = subprocess.Popen(
-            launch_command(argv, cpus=options.placement.loadgen, parent=os.getpid()),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-            env=env,
-            start_new_session=True,
-        )
-    except BaseException:
-        log.close()
-        raise
-    return LocustChild(popen=popen, log_path=log_path, log=log, seen={popen.pid})
+def wait_for_ui(child: Child, host: str, port: int, timeout: float) -> None:
+    """Until Locust's web UI answers ``GET /`` (``RunnerError`` if Locust exits or is slow)."""
 
-
-def _connect_host(host: str) -> str:
-    return "127.0.0.1" if host in ("", "*", "0.0.0.0") else "::1" if host == "::" else host
-
-
-def check_port_free(host: str, port: int, what: str) -> None:
-    """``RunnerError`` if something already listens on ``host:port``."""
-    bind = "" if host == "*" else host
-    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    def probe() -> str | None:
         try:
-            sock.bind((bind, port))
-        except OSError as exc:
-            raise RunnerError(f"{what} {host}:{port} is not available: {exc.strerror}") from None
+            status, body = http_get(host, port, "/", timeout=2.0)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None if status == 200 and b"templateArgs" in body else f"HTTP {status}"
 
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def wait_for_ui(
-    child: LocustChild, host: str, port: int, timeout: float, with_log: bool = True
-) -> None:
-    """Until Locust's web UI answers ``GET /`` (``RunnerError`` if Locust exits or is slow).
-
-    ``with_log``: end the error with the tail of Locust's log.
-    """
-
-    def failure(what: str) -> RunnerError:
-        tail = f"\n--- end of {child.log_path} ---\n{_tail(child.log_path)}" if with_log else ""
-        return RunnerError(what + tail)
-
-    deadline = time.monotonic() + timeout
-    while True:
-        code = child.popen.poll()
-        if code is not None:
-            raise failure(f"Locust exited with code {code} before its web UI came up")
-        with contextlib.suppress(OSError, ValueError):
-            status, body = http_get(_connect_host(host), port, "/", timeout=2.0)
-            if status == 200 and b"templateArgs" in body:
-                return
-        if time.monotonic() >= deadline:
-            raise failure(f"Locust's web UI did not answer on {host}:{port} within {timeout:g}s")
-        time.sleep(0.2)
-
-
-def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.add(pid)
-    return alive
-
-
-def _signal_group(child: LocustChild, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(child.pid, sig)
-
-
-def stop_locust(child: LocustChild, grace: float = LOCUST_GRACE_S) -> None:
-    """SIGTERM Locust's process group (if not done yet), SIGKILL after ``grace``;
-    ``RunnerError`` if any process of its tree is left."""
-    try:
-        child.terminate()
-        left: set[int] = set()
-        for sig, wait in ((None, grace), (signal.SIGKILL, 5.0)):
-            if sig is not None:
-                _signal_group(child, sig)
-                for pid in left:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(pid, sig)
-            deadline = time.monotonic() + wait
-            while True:
-                child.popen.poll()
-                left = _alive(child.seen)
-                if not left or time.monotonic() >= deadline:
-                    break
-                time.sleep(0.05)
-            if not left:
-                break
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.popen.wait(timeout=1.0)
-        if left:
-            raise RunnerError(f"Locust processes left after SIGKILL: {sorted(left)}")
-    finally:
-        child.log.close()
+    last = supervisor.wait_ready(child, probe, timeout, " before its web UI came up", 0.2)
+    if last is not None:
+        raise child.error(
+            f"the web UI did not answer on {host}:{port} within {timeout:g}s ({last})"
+        )
 
 
 # --- the session -------------------------------------------------------------------------------
 
 
-def web_url(host: str, port: int) -> str:
-    shown = _connect_host(host)
-    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
-
-
-def url_differs(host: str) -> bool:
-    """True when the printed URL is not the address Locust listens on (all interfaces)."""
-    return host in ("", "*", "0.0.0.0", "::")
-
-
-def banner(options: Options, server: RunningServer, locust: LocustChild) -> str:
+def banner(options: Options, server: RunningServer, locust: Child) -> str:
     runner = server.runner
-    url = web_url(options.web_host, options.web_port)
+    web = url(options.web_host, options.web_port)
     threads = f" x {server.threads} threads" if server.threads else ""
     master = "1 master + " if server.command.master else ""
     if options.workload is None:
@@ -444,20 +163,16 @@ def banner(options: Options, server: RunningServer, locust: LocustChild) -> str:
     if server.upstream_url:
         lines.append(f"  upstream:   {server.upstream_url}")
     processes = f", {options.processes} Locust worker processes" if options.processes else ""
+    listening = f"  (listening on {options.web_host or '*'})"
     lines += [
         "",
-        f"Locust web UI: {url}/"
-        + (f"  (listening on {options.web_host or '*'})" if url_differs(options.web_host) else ""),
+        f"Locust web UI: {web}/" + (listening if all_interfaces(options.web_host) else ""),
         f"  workload: {workload}{processes}",
-        f"  server memory: the 'Server memory' tab while a test runs; live charts at {url}/memory/",
+        f"  server memory: the 'Server memory' tab while a test runs; live charts at {web}/memory/",
         f"  locust log: {locust.log_path} (pid {locust.pid})",
         "Ctrl-C to stop.",
     ]
     return "\n".join(lines)
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt
 
 
 def run(options: Options) -> int:
@@ -484,7 +199,7 @@ def run(options: Options) -> int:
     done = threading.Event()
     follower: threading.Thread | None = None
     server: RunningServer | None = None
-    locust: LocustChild | None = None
+    locust: Child | None = None
     status = 0
     try:
         check_port_free(options.web_host, options.web_port, "--web-port")
@@ -499,7 +214,7 @@ def run(options: Options) -> int:
         if not options.quiet:
             follower = threading.Thread(target=follow_log, args=(locust_log, done), daemon=True)
             follower.start()
-        wait_for_ui(locust, options.web_host, options.web_port, UI_STARTUP_TIMEOUT_S, options.quiet)
+        wait_for_ui(locust, options.web_host, options.web_port, UI_STARTUP_TIMEOUT_S)
         print(banner(options, server, locust), flush=True)
         ticks = 0
         while server.alive() and locust.alive():
@@ -519,8 +234,7 @@ def run(options: Options) -> int:
         status = 1
     finally:
         # A second Ctrl-C (or tox's SIGTERM) must not interrupt the clean-up.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        ignore_stop_signals()
         status = max(status, shutdown(locust, server))
         done.set()
         if follower is not None:
@@ -528,11 +242,11 @@ def run(options: Options) -> int:
     return status
 
 
-def shutdown(locust: LocustChild | None, server: RunningServer | None) -> int:
+def shutdown(locust: Child | None, server: RunningServer | None) -> int:
     """Stop Locust and the server (both at once), check nothing is left; the exit status."""
     errors: list[str] = []
     if locust is not None:
-        locust.terminate()  # Locust and the server stop at the same time
+        supervisor.terminate(locust)  # Locust and the server stop at the same time
     if server is not None:
         try:
             stop(server)
@@ -540,7 +254,7 @@ def shutdown(locust: LocustChild | None, server: RunningServer | None) -> int:
             errors.append(str(exc))
     if locust is not None:
         try:
-            stop_locust(locust)
+            supervisor.stop(locust, LOCUST_GRACE_S)
         except RunnerError as exc:
             errors.append(str(exc))
     for error in errors:
@@ -560,9 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if options is None:
         return 0
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
-    return run(options)
+    # A session killed before it could stop its processes left them in its ledger.
+    stray = supervisor.sweep_message()
+    if stray is not None:
+        print(stray, flush=True)
+    with stop_on_signals(), supervisor.track():
+        return run(options)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,12 @@ The driver never imports Locust (its gevent monkey-patching would reach the
 driver's threads and subprocesses); it runs ``python -m locust`` pinned to
 the load-generator CPUs with a fixed user count and spawn rate, loading
 ``loadtests/locustfile.py`` (the workloads) and ``loadtests/measure.py`` (the
-measured window). The plugin prints ``@@bench-window start|end <time>`` on
-stdout; ``LocustProcess.wait_for`` returns when such a line arrives, so the
-driver starts and stops its server-side measurements at those moments.
+measured window), started and stopped by the supervisor
+(``runners/serving/supervisor.py``) like every process of the suite. The plugin
+prints ``@@bench-window start|end <time>`` on stdout, which goes to Locust's
+log; ``LocustProcess.wait_for`` follows the log and returns when such a line
+arrives, so the driver starts and stops its server-side measurements at those
+moments.
 
 Usage::
 
@@ -22,24 +25,21 @@ from __future__ import annotations
 
 import csv
 import os
-import queue
-import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from loadtests.catalog import DEFAULT_REQUEST_TIMEOUT_S, WORKLOADS
 from loadtests.window import Window
 from runners import REPO_ROOT
 from runners.results.record import Latency
-from runners.serving import ledger as orphans
-from runners.serving.servers.launch import launch_command
+from runners.serving import supervisor
+from runners.serving.supervisor import Child, RunnerError, log_tail, read_lines
 
 LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
 MEASURE_PLUGIN = REPO_ROOT / "loadtests" / "measure.py"
@@ -47,6 +47,12 @@ MARKER = "@@bench-window"  # loadtests/measure.py prints it
 SETTLE_S = 1.5
 STARTUP_MARGIN_S = 30.0
 """Allowance for Locust's own start-up and the spawning, on top of the warm-up."""
+GRACE_S = 5.0
+"""How long Locust gets to exit after SIGTERM."""
+FOLLOW_S = 0.02
+"""How often ``wait_for`` reads the new lines of Locust's log."""
+CHECK_S = 0.5
+"""How often ``wait_for`` calls its ``check``."""
 
 Event = Literal["start", "end"]
 
@@ -204,21 +210,7 @@ class LocustOutcome:
     exit_code: int
 
 
-def log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
 # --- the process -------------------------------------------------------------------------------
-
-
-def _launched(argv: list[str], cpus: Sequence[int] | None) -> list[str]:
-    """``argv`` pinned to ``cpus`` and tied to this process's life (``PR_SET_PDEATHSIG``:
-    Locust gets SIGTERM if the driver is killed, even with ``kill -9``)."""
-    return launch_command(argv, cpus=cpus or None, parent=os.getpid())
 
 
 class LocustProcess:
@@ -226,11 +218,9 @@ class LocustProcess:
 
     def __init__(self, plan: LocustPlan) -> None:
         self.plan = plan
-        self.proc: subprocess.Popen[str] | None = None
-        self.events: queue.Queue[tuple[str, float]] = queue.Queue()
+        self.child: Child | None = None
         self.seen: dict[str, float] = {}
-        self._reader: threading.Thread | None = None
-        self._log: IO[str] | None = None
+        self._offset = 0
 
     def __enter__(self) -> LocustProcess:
         self.start()
@@ -242,12 +232,17 @@ class LocustProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.kill()
+        try:
+            self.kill()
+        except RunnerError:
+            if exc is None:
+                raise
+            # The run's own error is the one to report; the ledger keeps the leftovers.
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        assert self.child is not None
+        return self.child.pid
 
     def start(self) -> None:
         plan = self.plan
@@ -258,35 +253,19 @@ class LocustProcess:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
         )
-        # Line-buffered: the log can be followed while Locust runs (tail -f, the tests).
-        self._log = plan.log.open("w", encoding="utf-8", buffering=1)
-        self._log.write("$ " + " ".join(command(plan)) + "\n")
-        self._log.flush()
-        self.proc = subprocess.Popen(
-            _launched(command(plan), plan.cpus),
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-            start_new_session=True,
+        # Pinned to the load-generator CPUs and tied to this process's life
+        # (PR_SET_PDEATHSIG: Locust gets SIGTERM if the driver is killed, even with kill -9).
+        self.child = supervisor.spawn(
+            "locust", command(plan), env=env, log_path=plan.log, cpus=plan.cpus or None
         )
-        orphans.started("locust", self.proc.pid, command(plan))
-        self._reader = threading.Thread(target=self._read, name="locust-output", daemon=True)
-        self._reader.start()
+        self._offset = 0
 
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None and self._log is not None
-        for line in self.proc.stdout:
-            self._log.write(line)
-            if line.startswith(MARKER):
-                parts = line.split()
-                if len(parts) >= 2:
-                    self.events.put((parts[1], time.time()))
-        self._log.flush()
-        self.events.put(("exit", time.time()))
+    def _read_markers(self) -> None:
+        lines, self._offset = read_lines(self.plan.log, self._offset)
+        for line in lines:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == MARKER:
+                self.seen[parts[1]] = time.time()
 
     def deadline_for(self, event: Event) -> float:
         plan = self.plan
@@ -302,36 +281,33 @@ class LocustProcess:
         ``check`` is called about twice a second while waiting; what it raises
         ends the wait (the driver uses it to give up when the server died).
         """
-        if event in self.seen:
-            return self.seen[event]
-        limit = time.monotonic() + (timeout if timeout is not None else self.deadline_for(event))
+        assert self.child is not None
+        began = time.monotonic()
+        limit = began + (timeout if timeout is not None else self.deadline_for(event))
+        next_check = began + CHECK_S
         while True:
-            remaining = limit - time.monotonic()
-            if remaining <= 0:
-                raise self.error(f"no measured-window {event} from Locust in time")
-            try:
-                name, at = self.events.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                if check is not None:
-                    check()
-                continue
-            if name == "exit":
-                self.events.put((name, at))
-                code = self.proc.wait() if self.proc is not None else None
+            running = self.child.alive()  # before reading: what it wrote before exiting counts
+            self._read_markers()
+            if event in self.seen:
+                return self.seen[event]
+            if not running:
+                code = self.child.popen.returncode
                 raise self.error(f"Locust exited (status {code}) before the window {event}")
-            self.seen[name] = at
-            if name == event:
-                return at
+            now = time.monotonic()
+            if now >= limit:
+                raise self.error(f"no measured-window {event} from Locust in time")
+            if check is not None and now >= next_check:
+                check()
+                next_check = now + CHECK_S
+            time.sleep(FOLLOW_S)
 
     def finish(self, timeout: float = SETTLE_S + 60) -> LocustOutcome:
         """Wait for Locust to exit and read what it wrote."""
-        assert self.proc is not None
+        assert self.child is not None
         try:
-            code = self.proc.wait(timeout=timeout)
+            code = self.child.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise self.error("Locust did not exit after the measured window") from None
-        if self._reader is not None:
-            self._reader.join(timeout=5)
         if not self.plan.window_json.exists():
             raise self.error(f"Locust exited (status {code}) without a measured window")
         try:
@@ -342,30 +318,13 @@ class LocustProcess:
         return LocustOutcome(window=window, stats=stats, exit_code=code)
 
     def kill(self) -> None:
-        """Stop Locust (and anything it started) if it is still running."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        if proc is not None and proc.poll() is not None:
-            orphans.stopped(proc.pid)
-        if self._reader is not None:
-            self._reader.join(timeout=5)
-        if self._log is not None and not self._log.closed:
-            self._log.close()
+        """Stop Locust and anything it started (``supervisor.stop``: SIGTERM, SIGKILL
+        after a grace period, nothing left); ``RunnerError`` lists leftovers."""
+        if self.child is not None and not self.child.stopped:
+            supervisor.stop(self.child, GRACE_S)
 
     def error(self, message: str) -> LocustError:
-        if self._log is not None and not self._log.closed:
-            self._log.flush()
-        tail = log_tail(self.plan.log)
+        tail = log_tail(self.plan.log, 30)
         return LocustError(f"{message}; Locust log {self.plan.log.name}:\n{tail}")
 
 

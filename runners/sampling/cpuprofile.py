@@ -36,8 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from runners.serving import ledger as orphans
-from runners.serving.servers.launch import launch_command
+from runners.serving import supervisor
 
 
 class ProfileError(RuntimeError):
@@ -134,28 +133,26 @@ class CpuProfile:
         self.plan = plan
         self.log_path = log_path or plan.output.with_suffix(".py-spy.log")
         self.result: ProfileResult | None = None
-        self._popen: subprocess.Popen[bytes] | None = None
+        self._child: supervisor.Child | None = None
         self._began = 0.0
 
     def start(self, startup_timeout: float = 10.0) -> None:
-        """Start py-spy and return once it samples (it says so on its output)."""
-        if self._popen is not None:
+        """Start py-spy (through the supervisor: pinned, in the ledger, dying with us)
+        and return once it samples (it says so on its output)."""
+        if self._child is not None:
             raise RuntimeError("profile already started")
         self.plan.output.parent.mkdir(parents=True, exist_ok=True)
-        argv = self.plan.command()
-        with self.log_path.open("wb") as log:
-            self._popen = subprocess.Popen(
-                launch_command(argv, cpus=self.plan.cpus, parent=os.getpid()),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        orphans.started("py-spy", self._popen.pid, argv)
+        self._child = supervisor.spawn(
+            "py-spy",
+            self.plan.command(),
+            env=os.environ,
+            log_path=self.log_path,
+            cpus=self.plan.cpus,
+        )
         self._began = time.monotonic()
         deadline = self._began + startup_timeout
         while "Sampling process" not in self._log():
-            code = self._popen.poll()
+            code = self._child.popen.poll()
             if code is not None:
                 self._finish()
                 raise ProfileError(f"py-spy exited with code {code}:\n{self._log()}")
@@ -166,29 +163,28 @@ class CpuProfile:
 
     def stop(self, timeout: float = 60.0) -> ProfileResult:
         """Stop recording (unless ``duration_s`` ends it first) and wait for the SVG."""
-        popen = self._popen
-        if popen is None:
+        child = self._child
+        if child is None:
             raise RuntimeError("profile not started")
         if self.result is not None:
             return self.result
-        if self.plan.duration_s is None and popen.poll() is None:
+        if self.plan.duration_s is None and child.alive():
+            # SIGINT, not SIGTERM: py-spy writes the flame graph when interrupted.
             with contextlib.suppress(ProcessLookupError):
-                popen.send_signal(signal.SIGINT)
+                child.popen.send_signal(signal.SIGINT)
         seconds = time.monotonic() - self._began
-        try:
-            popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.popen.wait(timeout=timeout)
         if self.plan.duration_s is not None:
             seconds = min(time.monotonic() - self._began, self.plan.duration_s)
         return self._finish(seconds)
 
     def _finish(self, seconds: float = 0.0) -> ProfileResult:
-        assert self._popen is not None
-        orphans.stopped(self._popen.pid)
+        child = self._child
+        assert child is not None
+        supervisor.stop(child, grace=5.0)  # nothing left, off the ledger
         output = self.plan.output if self.plan.output.exists() else None
-        self.result = ProfileResult(output, self._popen.returncode, seconds, self._log())
+        self.result = ProfileResult(output, child.popen.returncode, seconds, self._log())
         return self.result
 
     def _log(self) -> str:
