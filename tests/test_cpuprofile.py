@@ -35,7 +35,8 @@ def test_the_flame_graph_names_django_functions(tmp_path: Path, runner: str) -> 
     with running(runner) as server:
         plan = CpuProfilePlan(server.pid, svg, cpus=loadgen, rate=200)
         with CpuProfile(plan) as profile:
-            spy = psutil.Process(profile._popen.pid)  # type: ignore[union-attr]
+            assert profile.pid is not None
+            spy = psutil.Process(profile.pid)
             assert spy.cpu_affinity() == list(loadgen)
             requests = _load(lambda: get(server, f"/{server.variant}/fortunes"), 3.0)
     result = profile.result

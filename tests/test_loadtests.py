@@ -155,6 +155,7 @@ def stub() -> Iterator[Stub]:
 
 
 @pytest.mark.slow
+@pytest.mark.servers
 def test_window_excludes_warmup_and_counts_failures(stub: Stub, tmp_path: Path) -> None:
     plan = LocustPlan(
         host=stub.url,

@@ -273,6 +273,7 @@ def test_same_view_same_body_size_across_handlers(micro_json: tuple[Path, str]) 
 
 
 @pytest.mark.slow
+@pytest.mark.servers
 def test_pyperf_cli_reads_the_file(micro_json: tuple[Path, str]) -> None:
     path, _ = micro_json
     for command in (["show"], ["stats"], ["compare_to", str(path)]):

@@ -136,6 +136,11 @@ class CpuProfile:
         self._child: supervisor.Child | None = None
         self._began = 0.0
 
+    @property
+    def pid(self) -> int | None:
+        """py-spy's process id while it runs (None before ``start``)."""
+        return self._child.popen.pid if self._child is not None else None
+
     def start(self, startup_timeout: float = 10.0) -> None:
         """Start py-spy (through the supervisor: pinned, in the ledger, dying with us)
         and return once it samples (it says so on its output)."""
