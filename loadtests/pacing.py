@@ -171,8 +171,21 @@ class Pacer:
                     slot.result.set(None)
 
     def hold(self) -> None:
-        """Keep every user waiting until the first ``configure`` (no unplanned traffic)."""
+        """Keep every user waiting until the next ``configure`` (no unplanned traffic)."""
         self._released.clear()
+
+    def pause(self) -> None:
+        """Stop the schedule and hold the users; the requests in flight go on to their end
+        (``idle`` says when), so the next setting starts from an empty server."""
+        if self._dispatcher is not None:
+            self._dispatcher.kill(block=False)
+            self._dispatcher = None
+        self.hold()
+
+    @property
+    def idle(self) -> bool:
+        """No request is in flight."""
+        return not self._outstanding
 
     def open_window(self, start: float, end: float) -> Window:
         """Start collecting the requests intended in ``[start, end)`` (perf_counter times)."""

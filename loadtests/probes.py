@@ -9,6 +9,9 @@ The driver (``runners/load/probes.py``) writes ``--probe-control``: a JSON
 object with a growing ``seq``. For each new one the controller (in the local
 runner, or the master in distributed mode)
 
+0. pauses every load-generating process (no new request is sent) and waits
+   until the requests in flight have ended (at most ``drain_s``), so that a
+   probe never inherits the previous one's backlog;
 1. sets the number of users (``runner.start``; Locust spreads them over its
    workers) and tells every load-generating process the rate (its share:
    ``rate / processes``, arrivals interleaved by process index) with a custom
@@ -37,7 +40,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +53,24 @@ from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadtests.pacing import ARRIVALS, PACER, Window, histogram
+# Loaded by path (``locust -f ...,loadtests/probes.py``): the shared records are
+# imported from the repository root.
+_REPO_ROOT = str(Path(__file__).resolve().parents[1])
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+from loadtests.pacing import ARRIVALS, LATE_S, PACER, Window, histogram  # noqa: E402
+from loadtests.window import ProbeCommand, ProbeResult, ProcessLoad  # noqa: E402
 
 MARKER = "@@bench-probe"
+PAUSE_MESSAGE = "bench-probe-pause"
+IDLE_MESSAGE = "bench-probe-idle"
 CONFIG_MESSAGE = "bench-probe"
 END_MESSAGE = "bench-probe-end"
 RESULT_MESSAGE = "bench-probe-result"
 POLL_S = 0.02
 DRAIN_MARGIN_S = 1.0
 SPAWN_RATE = 1000.0
-PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
 
 
 def _add_arguments(parser: Any) -> None:
@@ -89,17 +102,6 @@ def emit(seq: int, event: str, value: object) -> None:
     print(f"{MARKER} {seq} {event} {value}", flush=True)
 
 
-def percentiles_ms(hist: HdrHistogram) -> dict[str, float | None]:
-    if hist.get_total_count() == 0:
-        return {**dict.fromkeys(PERCENTILES), "max": None, "mean": None}
-    out: dict[str, float | None] = {
-        name: hist.get_value_at_percentile(p) / 1000.0 for name, p in PERCENTILES.items()
-    }
-    out["max"] = hist.get_max_value() / 1000.0
-    out["mean"] = hist.get_mean_value() / 1000.0
-    return out
-
-
 def process_cpu_seconds() -> float:
     times = psutil.Process().cpu_times()
     return float(times.user + times.system)
@@ -121,6 +123,19 @@ class Generator:
             return runner.worker_index, max(1, int(getattr(runner, "worker_count", 1) or 1))
         return 0, 1
 
+    def on_pause(self, environment: Environment, msg: Any, **_kw: Any) -> None:
+        PACER.pause()
+        gevent.spawn(self.report_idle, int(msg.data["seq"]), float(msg.data["drain_s"]))
+
+    def report_idle(self, seq: int, drain_s: float) -> None:
+        deadline = time.perf_counter() + drain_s
+        while not PACER.idle and time.perf_counter() < deadline:
+            gevent.sleep(POLL_S)
+        index, _ = self.index_and_count()
+        self.environment.runner.send_message(  # type: ignore[union-attr]
+            IDLE_MESSAGE, {"seq": seq, "index": index, "idle": PACER.idle}
+        )
+
     def on_config(self, environment: Environment, msg: Any, **_kw: Any) -> None:
         data = dict(msg.data)
         index, count = self.index_and_count()
@@ -129,7 +144,11 @@ class Generator:
         share = None if rate is None else float(rate) / count
         phase = 0.0 if rate is None else index / float(rate)
         PACER.configure(
-            share, data.get("arrival", "constant"), phase=phase, seed=data["seq"] * 1009 + index
+            share,
+            data.get("arrival", "constant"),
+            phase=phase,
+            seed=data["seq"] * 1009 + index,
+            late_s=float(data.get("late_s") or LATE_S),
         )
         gevent.spawn(self.run_window, data, index)
 
@@ -166,7 +185,6 @@ def result_message(seq: int, index: int, window: Window, cpu_seconds: float) -> 
         "latency": window.latency.encode().decode("ascii")
         if window.latency.get_total_count()
         else "",
-        "lag": window.lag.encode().decode("ascii") if window.lag.get_total_count() else "",
         "scheduled": window.scheduled,
         "dispatched": window.dispatched,
         "free_dispatches": window.free_dispatches,
@@ -189,13 +207,12 @@ def _decoded(text: str) -> HdrHistogram:
 
 
 def merge(
-    command: dict[str, Any], start: float, end: float, parts: list[dict[str, Any]]
-) -> dict[str, Any]:
+    command: ProbeCommand, start: float, end: float, parts: list[dict[str, Any]]
+) -> ProbeResult:
     """The probe's result: every process's window added up."""
-    latency, lag = histogram(), histogram()
+    latency = histogram()
     for part in parts:
         latency.add(_decoded(part["latency"]))
-        lag.add(_decoded(part["lag"]))
     totals = {
         key: sum(int(p[key]) for p in parts)
         for key in (
@@ -212,39 +229,37 @@ def merge(
         )
     }
     duration = max((float(p["duration_s"]) for p in parts), default=end - start)
-    processes = [
-        {
-            "index": int(p["index"]),
-            "pid": int(p["pid"]),
-            "cpu_seconds": round(float(p["cpu_seconds"]), 4),
-            "cpu_percent": round(100.0 * float(p["cpu_seconds"]) / duration, 2)
+    processes = tuple(
+        ProcessLoad(
+            index=int(p["index"]),
+            pid=int(p["pid"]),
+            cpu_seconds=round(float(p["cpu_seconds"]), 4),
+            cpu_percent=round(100.0 * float(p["cpu_seconds"]) / duration, 2)
             if duration > 0
             else None,
-            "late_fraction": round(int(p["late"]) / int(p["free_dispatches"]), 5)
+            late_fraction=round(int(p["late"]) / int(p["free_dispatches"]), 5)
             if int(p["free_dispatches"])
             else 0.0,
-        }
+        )
         for p in sorted(parts, key=lambda p: int(p["index"]))
-    ]
-    return {
-        "seq": command["seq"],
-        "mode": command.get("mode", "open"),
-        "rate": command.get("rate"),
-        "arrival": command.get("arrival", "constant"),
-        "users": command.get("users"),
-        "start": start,
-        "end": start + duration,
-        "duration_s": duration,
+    )
+    return ProbeResult(
+        seq=command.seq,
+        mode=command.mode,
+        rate=command.rate if command.mode == "open" else None,
+        users=command.users,
+        start=start,
+        end=start + duration,
+        duration_s=duration,
         **totals,
-        "late_fraction": totals["late"] / totals["free_dispatches"]
+        late_fraction=totals["late"] / totals["free_dispatches"]
         if totals["free_dispatches"]
         else 0.0,
-        "latency_ms": percentiles_ms(latency),
-        "lag_ms": {k: v for k, v in percentiles_ms(lag).items() if k in ("p50", "p99", "max")},
-        "latency_hdr": latency.encode().decode("ascii") if latency.get_total_count() else "",
-        "processes": processes,
-        "loadgen_cpu_seconds": round(sum(float(p["cpu_seconds"]) for p in parts), 4),
-    }
+        latency_hdr=latency.encode().decode("ascii") if latency.get_total_count() else "",
+        loadgen_cpu_seconds=round(sum(float(p["cpu_seconds"]) for p in parts), 4),
+        processes_expected=0,
+        processes=processes,
+    )
 
 
 class Controller:
@@ -256,10 +271,15 @@ class Controller:
         self.out = out
         self.settle = settle
         self.results: dict[int, list[dict[str, Any]]] = {}
+        self.idle: dict[int, int] = {}
         self.started = False
 
     def on_result(self, environment: Environment, msg: Any, **_kw: Any) -> None:
         self.results.setdefault(int(msg.data["seq"]), []).append(dict(msg.data))
+
+    def on_idle(self, environment: Environment, msg: Any, **_kw: Any) -> None:
+        seq = int(msg.data["seq"])
+        self.idle[seq] = self.idle.get(seq, 0) + 1
 
     def start(self, **_kw: Any) -> None:
         if not self.started:
@@ -282,7 +302,7 @@ class Controller:
                 return
             if command is not None and int(command.get("seq", 0)) > last:
                 last = int(command["seq"])
-                self.probe(command)
+                self.probe(ProbeCommand(**command))
             gevent.sleep(POLL_S)
 
     def processes(self) -> int:
@@ -291,40 +311,44 @@ class Controller:
             return max(1, runner.worker_count)
         return 1
 
-    def probe(self, command: dict[str, Any]) -> None:
+    def probe(self, command: ProbeCommand) -> None:
         runner = self.environment.runner
         assert runner is not None
-        seq = int(command["seq"])
-        users = max(1, int(command.get("users") or 1))
+        seq = command.seq
+        processes = self.processes()
+        # No backlog of the previous probe in this one: stop sending, let what is in
+        # flight end (answered or timed out), then switch.
+        runner.send_message(PAUSE_MESSAGE, {"seq": seq, "drain_s": command.drain_s})
+        give_up = time.time() + command.drain_s + DRAIN_MARGIN_S
+        while self.idle.get(seq, 0) < processes and time.time() < give_up:
+            gevent.sleep(POLL_S)
+        self.idle.pop(seq, None)
+        users = max(1, command.users)
         if runner.target_user_count != users:
             # Users start and stop at this rate: all at once, before the warm-up ends.
             runner.start(users, spawn_rate=SPAWN_RATE)
         now = time.time()
-        start = now + float(command.get("warmup_s", 0.0))
-        end = start + float(command["duration_s"])
-        deadline = end + float(command.get("drain_s", 0.0)) + DRAIN_MARGIN_S
-        processes = self.processes()
+        start = now + command.warmup_s
+        end = start + command.duration_s
+        deadline = end + command.drain_s + DRAIN_MARGIN_S
         config = {
             "seq": seq,
-            "mode": command.get("mode", "open"),
-            "rate": command.get("rate") if command.get("mode", "open") == "open" else None,
-            "arrival": command.get("arrival", "constant")
-            if command.get("arrival") in ARRIVALS
-            else "constant",
+            "mode": command.mode,
+            "rate": command.rate if command.mode == "open" else None,
+            "arrival": command.arrival if command.arrival in ARRIVALS else "constant",
             "start_at": start,
             "end_at": end,
             "deadline_at": deadline,
             "processes": processes,
-            "late_s": command.get("late_s"),
+            "late_s": command.late_s,
         }
         runner.send_message(CONFIG_MESSAGE, config)
         gevent.sleep(max(0.0, start - time.time()))
-        if command.get("reset_stats"):
+        if command.reset_stats:
             runner.stats.reset_all()
         emit(seq, "start", f"{time.time():.6f}")
-        limit = int(command.get("max_requests") or 0)
         while time.time() < end:
-            if limit and runner.stats.total.num_requests >= limit:
+            if command.max_requests and runner.stats.total.num_requests >= command.max_requests:
                 end = time.time()
                 runner.send_message(END_MESSAGE, {"seq": seq, "at": end})
                 break
@@ -334,12 +358,8 @@ class Controller:
         while len(self.results.get(seq, [])) < processes and time.time() < give_up:
             gevent.sleep(POLL_S)
         merged = merge(command, start, end, self.results.pop(seq, []))
-        merged["processes_expected"] = processes
-        self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / f"probe-{seq}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(merged, indent=1) + "\n")
-        os.replace(tmp, path)
+        replace(merged, processes_expected=processes).write(path)
         emit(seq, "done", path)
 
     def quit(self) -> None:
@@ -360,6 +380,7 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
     if not isinstance(runner, MasterRunner):
         PACER.hold()  # no traffic before the first probe says how much
         generator = Generator(environment)
+        runner.register_message(PAUSE_MESSAGE, generator.on_pause)
         runner.register_message(CONFIG_MESSAGE, generator.on_config)
         runner.register_message(END_MESSAGE, generator.on_end)
     if not isinstance(runner, WorkerRunner):
@@ -370,6 +391,7 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
             float(getattr(options, "probe_settle", 1.5)),
         )
         runner.register_message(RESULT_MESSAGE, controller.on_result)
+        runner.register_message(IDLE_MESSAGE, controller.on_idle)
         environment.events.test_start.add_listener(controller.start)  # type: ignore[no-untyped-call]
 
 

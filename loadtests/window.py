@@ -1,49 +1,119 @@
-"""The measured window as the Locust plugin (``loadtests/measure.py``) writes it to
-``--measure-out`` and the driver (``runners/load/locust.py``) reads it back.
+"""A probe as the driver asks for it and as the Locust plugin reports it.
 
-Standard library only: the plugin imports it inside Locust (gevent), the driver
-imports it without Locust.
+The driver (``runners/load/locust.py``) writes a ``ProbeCommand`` to the
+plugin's ``--probe-control`` file; the plugin (``loadtests/probes.py``) writes
+one ``ProbeResult`` per probe to ``--probe-out``. Standard library only: the
+plugin imports it inside Locust (gevent), the driver without Locust.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any, Literal
+
+Mode = Literal["open", "closed"]
 
 
 @dataclass(frozen=True)
-class Window:
-    """One measured window. Times are Unix seconds; ``duration_s`` is on a monotonic clock."""
+class ProbeCommand:
+    """One measured window: ``warmup_s`` of load at the new setting, then ``duration_s``.
 
-    warmup_s: float
+    ``open``: requests on a schedule of ``rate`` per second (``arrival``
+    constant or poisson), ``users`` connections at most. ``closed``: ``users``
+    users sending back to back. ``max_requests`` ends the window early once
+    Locust has counted that many; ``reset_stats`` makes Locust's CSV and HTML
+    report cover this window only. ``late_s``: a ticket sent this late by an
+    idle user counts as the generator's own delay.
+    """
+
+    seq: int
+    mode: Mode
     users: int
-    spawn_complete_at: float
+    duration_s: float
+    warmup_s: float = 0.0
+    rate: float | None = None
+    arrival: str = "poisson"
+    drain_s: float = 1.0
+    late_s: float = 0.01
+    reset_stats: bool = False
+    max_requests: int = 0
+
+    def write(self, path: Path) -> None:
+        """Atomically (the plugin polls the file)."""
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self)) + "\n")
+        os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class ProcessLoad:
+    """One load-generating process over the window."""
+
+    index: int
+    pid: int
+    cpu_seconds: float
+    cpu_percent: float | None
+    late_fraction: float
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What every load-generating process saw in the window, added up.
+
+    Counts are of the requests *intended* inside the window (their ticket in
+    an open loop, their send time in a closed one): ``successes`` +
+    ``failures`` (``timeouts`` and ``unsent`` among them) = every request of
+    the window, however it ended.
+    """
+
+    seq: int
+    mode: Mode
+    rate: float | None
+    users: int
     start: float
     end: float
     duration_s: float
-    requests: int
+    scheduled: int
+    dispatched: int
+    free_dispatches: int
+    late: int
+    pool_waits: int
+    successes: int
     failures: int
+    timeouts: int
+    unsent: int
+    in_flight: int
+    late_fraction: float
+    latency_hdr: str
     loadgen_cpu_seconds: float
-    """User + system CPU seconds of the Locust process tree over the window."""
-    loadgen_processes: int
+    processes_expected: int
+    processes: tuple[ProcessLoad, ...] = field(default_factory=tuple)
+
+    @property
+    def requests(self) -> int:
+        return self.successes + self.failures
+
+    @property
+    def busiest_process_percent(self) -> float | None:
+        values = [p.cpu_percent for p in self.processes if p.cpu_percent is not None]
+        return max(values) if values else None
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1) + "\n")
+        os.replace(tmp, path)
 
     @classmethod
-    def read(cls, path: Path) -> Window:
-        data = json.loads(path.read_text())
-        return cls(
-            warmup_s=float(data["warmup_s"]),
-            users=int(data["users"]),
-            spawn_complete_at=float(data["spawn_complete_at"]),
-            start=float(data["start"]),
-            end=float(data["end"]),
-            duration_s=float(data["duration_s"]),
-            requests=int(data["requests"]),
-            failures=int(data["failures"]),
-            loadgen_cpu_seconds=float(data["loadgen_cpu_seconds"]),
-            loadgen_processes=int(data["loadgen_processes"]),
-        )
+    def from_dict(cls, data: dict[str, Any]) -> ProbeResult:
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["processes"] = tuple(ProcessLoad(**p) for p in data.get("processes", ()))
+        return cls(**values)
+
+    @classmethod
+    def read(cls, path: Path) -> ProbeResult:
+        return cls.from_dict(json.loads(path.read_text()))

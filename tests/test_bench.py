@@ -32,7 +32,7 @@ from tests.servers import BenchRun, run_bench
 from tests.test_results import unknown_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-WINDOW = ("--users", "4", "--warmup", "2", "--duration", "4")
+WINDOW = ("--load", "closed", "--users", "4", "--warmup", "2", "--duration", "4")
 REL = 1e-9
 
 
@@ -58,7 +58,8 @@ def failing(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> BenchRu
         out,
         data_dir,
         *("--runners", "uvicorn", "--workloads", "upstream", "--upstream-ms", "6000"),
-        *("--users", "2", "--warmup", "1", "--duration", "2", "--no-report"),
+        *("--load", "closed", "--users", "2", "--warmup", "1", "--duration", "2"),
+        "--no-report",
     )
 
 
@@ -243,9 +244,9 @@ def test_failed_requests_are_counted(failing: BenchRun) -> None:
     [
         (["--runners", "nope"], "unknown runner 'nope'"),
         (["--workloads", "json,nope"], "unknown workload 'nope'"),
-        (["--users", "16,,64"], "malformed list"),
-        (["--users", "0"], "not positive"),
-        (["--users", "x"], "not a whole number"),
+        (["--load", "closed", "--users", "16,,64"], "malformed list"),
+        (["--load", "closed", "--users", "0"], "not positive"),
+        (["--load", "closed", "--users", "x"], "not a whole number"),
         (["--duration", "0"], "--duration"),
         (["--duration", "abc"], "invalid float value"),
         (["--warmup", "-1"], "--warmup"),
@@ -333,11 +334,13 @@ def test_default_matrix_shows_the_main_contrasts_under_twenty_minutes() -> None:
 
 
 def test_explicit_options_override_quick() -> None:
-    options, _ = bench_options.parse_options(["--quick", "--users", "8,32", "--duration", "5"])
+    options, _ = bench_options.parse_options(
+        ["--quick", "--load", "closed", "--users", "8,32", "--duration", "5"]
+    )
     assert options is not None
     assert options.users == (8, 32)
     assert options.duration_s == 5
-    assert options.warmup_s == bench_options.QUICK_WARMUP_S
+    assert options.warmup_s == bench_options.TIMINGS[("closed", True)].warmup_s
 
 
 def test_plan_is_repeat_major() -> None:
@@ -347,10 +350,10 @@ def test_plan_is_repeat_major() -> None:
     assert options is not None
     ids = [cell.id for cell in bench_matrix.plan(options)]
     assert ids == [
-        "uvicorn/json/32/1",
-        "waitress/json/32/1",
-        "uvicorn/json/32/2",
-        "waitress/json/32/2",
+        "uvicorn/json/open/1",
+        "waitress/json/open/1",
+        "uvicorn/json/open/2",
+        "waitress/json/open/2",
     ]
 
 

@@ -36,7 +36,7 @@ from tests.servers import sqlite_env, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED = "users=30,follows=3,posts=200,likes=400,comments=100"
-WINDOW = ("--users", "4", "--warmup", "1", "--duration", "3", "--workers", "2")
+WINDOW = ("--load", "closed", "--users", "4", "--warmup", "1", "--duration", "3", "--workers", "2")
 IMPORT_ERROR_APP = "tests.faultapp_import_error:application"
 BENCH = [sys.executable, "-m", "runners.bench"]
 SERVE = [sys.executable, "-m", "runners.cli.serve"]
@@ -332,7 +332,8 @@ def test_a_killed_worker_is_replaced_and_the_run_says_it_recovered(
         "gunicorn-sync",
         "--workloads",
         "json",
-        *("--users", "4", "--warmup", "1", "--duration", "5", "--workers", "2"),
+        *("--load", "closed", "--users", "4", "--warmup", "1", "--duration", "5"),
+        *("--workers", "2"),
     )
     bench.wait_for_window("gunicorn-sync-json-u4-r1")
     master = server_root(bench, "gunicorn")
@@ -360,7 +361,8 @@ def test_a_killed_master_ends_the_run_at_once_and_the_matrix_goes_on(
         "gunicorn-sync,uvicorn",
         "--workloads",
         "json",
-        *("--users", "4", "--warmup", "1", "--duration", f"{duration:g}", "--workers", "2"),
+        *("--load", "closed", "--users", "4", "--warmup", "1"),
+        *("--duration", f"{duration:g}", "--workers", "2"),
     )
     bench.wait_for_window("gunicorn-sync-json-u4-r1")
     master = server_root(bench, "gunicorn")
@@ -564,8 +566,8 @@ def test_the_next_run_stops_what_a_killed_driver_left(tmp_path: Path, running_di
 BAD_BENCH_OPTIONS = [
     (["--runners", "nope"], "unknown runner 'nope' (accepted: gunicorn-sync"),
     (["--workloads", "json,nope"], "unknown workload 'nope' (accepted: plaintext"),
-    (["--users", "16,,64"], "--users: malformed list '16,,64'"),
-    (["--users", "0"], "--users: 0 is not positive"),
+    (["--load", "closed", "--users", "16,,64"], "--users: malformed list '16,,64'"),
+    (["--load", "closed", "--users", "0"], "--users: 0 is not positive"),
     (["--duration", "-1"], "--duration: -1 must be > 0"),
     (["--duration", "0"], "--duration: 0 must be > 0"),
     (["--workers", "0"], "--workers: 0 must be > 0"),

@@ -363,10 +363,10 @@ def test_plan_ids_are_unique_and_carry_what_varies(monkeypatch: pytest.MonkeyPat
     ids = [cell.id for cell in cells]
     assert len(ids) == len(set(ids)) == 2 * (2 * 3 + 2 * 1)
     assert options.runs == len(cells)
-    assert "gunicorn-sync-preload/json/32/1/py3.11.7/gc-freeze" in ids
-    assert "uvicorn/json/32/2/py3.12.1/gc-default" in ids
+    assert "gunicorn-sync-preload/json/open/1/py3.11.7/gc-freeze" in ids
+    assert "uvicorn/json/open/2/py3.12.1/gc-default" in ids
     stems = {cell.stem for cell in cells}
-    assert "gunicorn-sync-preload-json-u32-r1-py3.12.1-gc-off" in stems
+    assert "gunicorn-sync-preload-json-open-r1-py3.12.1-gc-off" in stems
     # Interpreters and gc modes of one cell run next to each other (drift hits them alike).
     assert [c.runtime.gc for c in cells[:3]] == ["default", "freeze", "off"]
     assert bench_matrix.matrix_block(options).to_dict()["gcs"] == ["default", "freeze", "off"]
@@ -376,7 +376,7 @@ def test_plan_ids_are_unique_and_carry_what_varies(monkeypatch: pytest.MonkeyPat
 def test_without_runtime_options_the_ids_do_not_change() -> None:
     options, _ = bench_options.parse_options(["--runners", "uvicorn", "--workloads", "json"])
     assert options is not None
-    assert [c.id for c in bench_matrix.plan(options)] == ["uvicorn/json/32/1"]
+    assert [c.id for c in bench_matrix.plan(options)] == ["uvicorn/json/open/1"]
 
 
 # --- soak -----------------------------------------------------------------------------------
@@ -390,8 +390,6 @@ def test_soak_targets() -> None:
     assert soak.SoakTarget(requests=300).cap_s() == soak.MIN_CAP_S
     assert soak.SoakTarget(requests=100_000).cap_s() == 5000
     assert soak.SoakTarget(requests=100).cap_s(30.0) == 30.0
-    assert soak.locust_options(soak.SoakTarget(requests=300)) == ("--measure-requests", "300")
-    assert soak.locust_options(soak.SoakTarget(duration_s=60)) == ()
 
 
 def test_soak_defaults_to_one_preloading_runner_on_mixed_with_every_gc_mode() -> None:
@@ -402,7 +400,8 @@ def test_soak_defaults_to_one_preloading_runner_on_mixed_with_every_gc_mode() ->
     assert options.users == (soak.DEFAULT_USERS,)
     assert options.gcs == ("default", "freeze", "off")
     assert options.warmup_s == 0
-    assert "--measure-requests" in options.locust_options()
+    assert options.load == "closed"
+    assert options.soak is not None and options.soak.requests == 300
     assert [c.runtime.gc for c in bench_matrix.plan(options)] == ["default", "freeze", "off"]
     options, _ = bench_options.parse_options(
         ["--soak", "90s", "--runners", "uwsgi,uvicorn", "--workloads", "feed", "--gc", "freeze"]

@@ -1,4 +1,4 @@
-"""loadtests/: the Locust workloads and the measured-window plugin.
+"""loadtests/: the Locust workloads and the probes plugin (measured windows on command).
 
 Locust is only ever run in subprocesses (importing it gevent-patches the
 interpreter, which must not happen inside pytest).
@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 
 from loadtests.catalog import MIXED_WEIGHTS, WORKLOADS
+from loadtests.window import ProbeCommand
 from runners.load.locust import (
     LOCUSTFILE,
+    LocustError,
     LocustPlan,
     LocustProcess,
     command,
@@ -72,18 +74,16 @@ def test_command_picks_the_workload_by_user_class(tmp_path: Path) -> None:
         host="http://127.0.0.1:1",
         workload="cached-queries",
         variant="sync",
-        users=8,
-        warmup_s=2,
-        duration_s=5,
         out_prefix=tmp_path / "x",
+        run_time_limit_s=90,
     )
     argv = command(plan)
     assert argv[-1] == "CachedQueriesUser"
     assert argv[argv.index("--variant") + 1] == "sync"
-    assert argv[argv.index("--users") + 1] == "8"
-    assert argv[argv.index("--spawn-rate") + 1] == "8"
+    assert argv[argv.index("--probe-control") + 1] == str(plan.control)
+    assert argv[argv.index("--probe-out") + 1] == str(plan.probes_dir)
     assert "--headless" in argv
-    assert int(argv[argv.index("--run-time") + 1].rstrip("s")) > 2 + 5
+    assert argv[argv.index("--run-time") + 1] == "90s"
 
 
 def test_parse_stats_csv(tmp_path: Path) -> None:
@@ -161,34 +161,41 @@ def test_window_excludes_warmup_and_counts_failures(stub: Stub, tmp_path: Path) 
         host=stub.url,
         workload="json",
         variant="sync",
-        users=2,
-        warmup_s=1.5,
-        duration_s=2,
         out_prefix=tmp_path / "stub-json",
+        run_time_limit_s=60,
+    )
+    served: dict[str, int] = {}
+    probe = ProbeCommand(
+        seq=1, mode="closed", users=2, warmup_s=1.5, duration_s=2, reset_stats=True
     )
     with LocustProcess(plan) as process:
-        started = process.wait_for("start")
-        served_at_start = stub.served
-        ended = process.wait_for("end")
+        assert stub.served == 0  # held until the first probe
+        window = process.probe(
+            probe,
+            on_start=lambda: served.setdefault("start", stub.served),
+            on_end=lambda: served.setdefault("end", stub.served),
+        )
         outcome = process.finish()
-    window, stats = outcome.window, outcome.stats
+    stats = outcome.stats
 
     assert stub.paths == {"/sync/json"}  # the --variant prefix
-    assert served_at_start > 0  # the warm-up was served...
-    assert window.requests <= stub.served - served_at_start + 2  # ...and not counted
+    assert served["start"] > 0  # the warm-up was served...
+    # ...and not counted (a request sent just before the window's start may end in it).
+    assert window.requests <= served["end"] - served["start"] + 3
     assert window.duration_s == pytest.approx(2, abs=0.5)
-    assert ended - started == pytest.approx(window.duration_s, abs=0.5)
     # Wrong bodies are failures: about half of the requests.
     assert window.requests > 10
     assert 0.3 < window.failures / window.requests < 0.7
-    # The CSV Locust wrote holds the window only, and its final figures.
-    assert (stats.requests, stats.failures) == (window.requests, window.failures)
+    assert window.timeouts == 0 and window.unsent == 0
+    # The CSV Locust wrote holds the window only (stats reset at its start).
+    assert stats.requests == pytest.approx(window.requests, abs=4)
     with plan.csv("failures").open(newline="") as fh:
         errors = [row["Error"] for row in csv.DictReader(fh)]
     assert any("unexpected JSON body" in error for error in errors)
     assert plan.html.is_file()
-    assert json.loads(plan.window_json.read_text())["users"] == 2
+    assert json.loads((plan.probes_dir / "probe-1.json").read_text())["users"] == 2
     assert window.loadgen_cpu_seconds > 0
+    assert window.latency_hdr
 
 
 @pytest.mark.servers
@@ -197,16 +204,13 @@ def test_locust_that_cannot_start_is_an_error(tmp_path: Path) -> None:
         host="http://127.0.0.1:1",
         workload="json",
         variant="sync",
-        users=1,
-        warmup_s=0,
-        duration_s=1,
         out_prefix=tmp_path / "bad",
+        run_time_limit_s=30,
         options=("--no-such-option",),
     )
-    from runners.load.locust import LocustError
-
+    probe = ProbeCommand(seq=1, mode="closed", users=1, duration_s=1)
     with LocustProcess(plan) as process, pytest.raises(LocustError, match="exited"):
-        process.wait_for("start", timeout=60)
+        process.probe(probe)
 
 
 # --- every workload against the real app --------------------------------------------------------
@@ -261,12 +265,12 @@ def test_every_workload_passes_its_checks_against_the_app(
         assert int(rows[name]["Request Count"]) > 0, name
 
 
-def test_the_window_record_is_shared_without_locust() -> None:
-    """The driver reads the plugin's window with the plugin's own record, and
-    importing it (or the driver's Locust module) never imports Locust or gevent."""
+def test_the_probe_records_are_shared_without_locust() -> None:
+    """The driver reads the plugin's probes with the plugin's own records, and
+    importing them (or the driver's Locust module) never imports Locust or gevent."""
     code = (
         "import sys, runners.load.locust as driver, loadtests.window as shared\n"
-        "assert driver.Window is shared.Window\n"
+        "assert driver.ProbeResult is shared.ProbeResult\n"
         "bad = [m for m in ('locust', 'gevent') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
@@ -274,5 +278,5 @@ def test_the_window_record_is_shared_without_locust() -> None:
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    plugin = (REPO_ROOT / "loadtests" / "measure.py").read_text()
-    assert "from loadtests.window import Window" in plugin
+    plugin = (REPO_ROOT / "loadtests" / "probes.py").read_text()
+    assert "from loadtests.window import ProbeCommand, ProbeResult" in plugin

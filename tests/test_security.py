@@ -65,10 +65,8 @@ def test_bench_locust_has_no_web_ui(tmp_path: Path) -> None:
             host="http://127.0.0.1:1",
             workload="json",
             variant="sync",
-            users=1,
-            warmup_s=1,
-            duration_s=1,
             out_prefix=tmp_path / "run",
+            run_time_limit_s=30,
         )
     )
     assert "--headless" in argv

@@ -84,6 +84,12 @@ class Observation:
     """The busiest load-generating process, percent of one core."""
     late_share: float = 0.0
     memory_available_share: float | None = None
+    scheduled: int = 0
+    """Requests the schedule intended inside the window (open loop; 0: unknown)."""
+
+    @property
+    def successes(self) -> int:
+        return self.requests - self.failures
 
     @property
     def error_rate(self) -> float:
@@ -106,7 +112,12 @@ class Observation:
             found.append(f"p99 {self.p99_ms:.1f} ms > {target.slo_p99_ms:g} ms")
         if self.error_rate > target.max_error_rate:
             found.append(f"{self.error_rate:.2%} of requests failed")
-        if self.offered_rps and self.achieved_rps < ACHIEVED_SHARE * self.offered_rps:
+        if self.scheduled:
+            # Against what was scheduled, not the nominal rate: a Poisson schedule's
+            # window holds more or fewer arrivals than rate x duration.
+            if self.successes < ACHIEVED_SHARE * self.scheduled:
+                found.append(f"{self.successes} of {self.scheduled} scheduled requests came back")
+        elif self.offered_rps and self.achieved_rps < ACHIEVED_SHARE * self.offered_rps:
             found.append(f"{self.achieved_rps:.0f} of {self.offered_rps:.0f} req/s came back")
         if self.loadgen_bound:
             found.append("the load generator could not keep up")
@@ -122,8 +133,8 @@ class Plan:
 
     saturation_users: int = 64
     first_share: float = 0.9
-    step_up: float = 1.5
-    step_down: float = 0.6
+    step_up: float = 1.25
+    step_down: float = 0.7
     tolerance: float = 0.05
     """Stop when the lowest failing rate is within this of the highest passing one."""
     max_probes: int = 8

@@ -14,19 +14,19 @@ from loadtests.catalog import (
 )
 from runners.bench.matrix import RunSpec
 from runners.bench.options import (
-    DEFAULT_DURATION_S,
+    DEFAULT_ARRIVAL,
     DEFAULT_RUNNERS,
+    DEFAULT_SLO_P99_MS,
     DEFAULT_USERS,
-    DEFAULT_WARMUP_S,
     DEFAULT_WORKLOADS,
     MICRO_ESTIMATE_S,
-    QUICK_DURATION_S,
     QUICK_USERS,
-    QUICK_WARMUP_S,
     QUICK_WORKLOADS,
     RUN_OVERHEAD_S,
     SETUP_S,
+    TIMINGS,
     Options,
+    Timing,
     quick_runners,
 )
 from runners.bench.soak import SoakTarget
@@ -67,11 +67,19 @@ def summary_line(run: Run) -> str:
         return f"FAILED: {run.error}"
     pss = run.memory.pss_peak_bytes if run.memory else None
     p99 = run.latency_ms.p99
+    cap = run.capacity
+    head = f"{run.rps:.0f} rps"
+    if cap is not None:
+        head = (
+            f"capacity {cap.rps:.0f} req/s within p99 {cap.slo_p99_ms:g} ms, bound {cap.bound}"
+            if cap.rps is not None
+            else f"no rate held p99 {cap.slo_p99_ms:g} ms ({run.rps:.0f} rps at the gentlest)"
+        )
     parts = [
-        f"{run.rps:.0f} rps",
+        head,
         f"{pss / MIB:.0f} MiB PSS" if pss else "- PSS",
         f"{fmt_count(run.rps_per_gib)} rps/GiB",
-        f"p99 {p99:g} ms" if p99 is not None else "p99 -",
+        f"p99 {p99:.3g} ms" if p99 is not None else "p99 -",
         f"loadgen {run.loadgen_cpu_percent:.0f}%"
         if run.loadgen_cpu_percent is not None
         else "loadgen -",
@@ -175,16 +183,25 @@ def make_progress(total: int) -> ProgressView:
     return PlainProgress(total)
 
 
+def load_label(run: Run) -> str:
+    """``open p99<=100ms`` for a capacity search, ``u=32`` for a closed loop."""
+    if run.capacity is not None:
+        return f"open p99<={run.capacity.slo_p99_ms:g}ms"
+    return "open" if run.load == "open" else f"u={run.users}"
+
+
 def results_table(runs: Sequence[Run]) -> str:
-    """A plain-text table of the runs, for the end of the log."""
+    """A plain-text table of the runs, for the end of the log: for a capacity search,
+    rps is the rate held within the latency target (its confirmation window)."""
     header = (
         "runner",
         "workload",
-        "users",
+        "load",
         "rps",
         "p99 ms",
         "PSS MiB",
         "rps/GiB",
+        "bound",
         "loadgen",
         "flags",
     )
@@ -195,8 +212,9 @@ def results_table(runs: Sequence[Run]) -> str:
                 (
                     run_label(run),
                     run.workload,
-                    str(run.users),
+                    load_label(run),
                     "FAILED",
+                    "",
                     "",
                     "",
                     "",
@@ -212,11 +230,12 @@ def results_table(runs: Sequence[Run]) -> str:
             (
                 run_label(run),
                 run.workload,
-                str(run.users),
+                load_label(run),
                 f"{run.rps:.0f}",
-                "-" if p99 is None else f"{p99:g}",
+                "-" if p99 is None else f"{p99:.3g}",
                 "-" if not pss else f"{pss / MIB:.1f}",
                 "-" if run.rps_per_gib is None else f"{run.rps_per_gib:.0f}",
+                run.capacity.bound if run.capacity is not None else "",
                 "-" if lg is None else f"{lg:.0f}%",
                 ",".join(run.flags),
             )
@@ -259,14 +278,31 @@ def describe_runtimes(
     return "Runtimes: " + "; ".join(parts) + "." if parts else ""
 
 
+def _timing(t: Timing) -> str:
+    probes = f" --probes {t.max_probes} x {t.probe_s:g} s" if t.max_probes else ""
+    return f"--warmup {t.warmup_s:g} --duration {t.duration_s:g}{probes}"
+
+
 def describe_plan(options: Options) -> str:
-    spawn = max(options.users) / (options.spawn_rate or max(options.users))
-    per_run = options.warmup_s + options.duration_s + RUN_OVERHEAD_S + spawn
+    per_run = options.run_estimate_s()
+    if options.load == "open":
+        each = (
+            f"each a capacity search within p99 {options.slo_p99_ms:g} ms ({options.arrival} "
+            f"arrivals): {options.warmup_s:g} s warm-up, a saturation probe and up to "
+            f"{options.max_probes} open-loop probes of {options.probe_s:g} s, then a "
+            f"{options.duration_s:g} s confirmation window"
+        )
+        levels = ""
+    else:
+        spawn = max(options.users) / (options.spawn_rate or max(options.users))
+        each = (
+            f"each a closed loop: {options.warmup_s:g} s warm-up + {options.duration_s:g} s "
+            f"measured + ~{RUN_OVERHEAD_S + spawn:.0f} s start/stop"
+        )
+        levels = f" x {len(options.users)} user levels"
     text = (
         f"Plan: {options.runs} runs = {len(options.runners)} runners x "
-        f"{len(options.workloads)} workloads x {len(options.users)} user levels x "
-        f"{options.repeat} repeats; each {options.warmup_s:g} s warm-up + "
-        f"{options.duration_s:g} s measured + ~{RUN_OVERHEAD_S + spawn:.0f} s start/stop.\n"
+        f"{len(options.workloads)} workloads{levels} x {options.repeat} repeats; {each}.\n"
         f"Estimated time: ~{fmt_duration(options.estimate_s())} "
         f"({options.runs} x ~{per_run:.0f} s + ~{SETUP_S:.0f} s setup"
         f"{f' + ~{MICRO_ESTIMATE_S:.0f} s micro-benchmarks' if options.micro else ''}). "
@@ -290,10 +326,12 @@ def list_text(placement: Placement) -> str:
     lines += [
         "",
         f"Default: --runners {','.join(DEFAULT_RUNNERS)} --workloads {','.join(DEFAULT_WORKLOADS)} "
-        f"--users {','.join(map(str, DEFAULT_USERS))} --warmup {DEFAULT_WARMUP_S:g} "
-        f"--duration {DEFAULT_DURATION_S:g}",
+        f"--load open --slo-p99 {DEFAULT_SLO_P99_MS:g} --arrival {DEFAULT_ARRIVAL} "
+        f"{_timing(TIMINGS[('open', False)])}",
         f"--quick:  --runners {','.join(quick_runners())} --workloads {','.join(QUICK_WORKLOADS)} "
-        f"--users {','.join(map(str, QUICK_USERS))} --warmup {QUICK_WARMUP_S:g} "
-        f"--duration {QUICK_DURATION_S:g}",
+        f"{_timing(TIMINGS[('open', True)])}",
+        f"--load closed: --users {','.join(map(str, DEFAULT_USERS))} "
+        f"{_timing(TIMINGS[('closed', False)])} (--quick: --users "
+        f"{','.join(map(str, QUICK_USERS))} {_timing(TIMINGS[('closed', True)])})",
     ]
     return "\n".join(lines)

@@ -16,7 +16,8 @@ from runners.serving.registry import (
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One planned run of the matrix: runner x workload x users x repeat x runtime."""
+    """One planned run of the matrix: runner x workload x users x repeat x runtime
+    (users 0: an open-loop capacity search)."""
 
     runner: Runner
     workload: str
@@ -31,13 +32,18 @@ class RunSpec:
         return axes.qualified(base, self.runtime.qualifiers)
 
     @property
+    def load(self) -> str:
+        return f"u{self.users}" if self.users else "open"
+
+    @property
     def stem(self) -> str:
-        base = f"{self.runner.name}-{self.workload}-u{self.users}-r{self.repeat}"
+        base = f"{self.runner.name}-{self.workload}-{self.load}-r{self.repeat}"
         return axes.qualified(base, self.runtime.qualifiers, "-")
 
     @property
     def label(self) -> str:
-        base = f"{self.runner.name} {self.workload} u={self.users} r{self.repeat}"
+        load = f"u={self.users}" if self.users else "open"
+        base = f"{self.runner.name} {self.workload} {load} r{self.repeat}"
         return axes.qualified(base, self.runtime.qualifiers, " ")
 
 
@@ -88,5 +94,13 @@ def matrix_block(options: Options) -> Matrix:
         soak=None if soak is None else SoakPlan(requests=soak.requests, duration_s=soak.duration_s),
         order="repeat-major",
         server_lifecycle="a fresh server per run",
-        locust="closed loop, wait_time constant(0), one process, headless subprocess",
+        locust=(
+            "open loop: a capacity search per run (probes, then a confirmation window), "
+            "one process, headless subprocess"
+            if options.load == "open"
+            else "closed loop, back to back, one process, headless subprocess"
+        ),
+        load=options.load,
+        slo_p99_ms=options.slo_p99_ms,
+        arrival=options.arrival,
     )

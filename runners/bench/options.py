@@ -21,10 +21,12 @@ from loadtests.catalog import (
     DEFAULT_UPSTREAM_MS,
     WORKLOADS,
 )
+from loadtests.pacing import ARRIVALS, Arrival
 from runners import REPO_ROOT
-from runners.bench import soak
+from runners.bench import capacity, soak
 from runners.bench.soak import SoakTarget
 from runners.cli.args import SEED_KEYS, Parser, UsageError, parse_seed, split_list
+from runners.results.record import Load
 from runners.runtimes import axes
 from runners.runtimes.axes import check_gcs, gc_capable, parse_gcs
 from runners.runtimes.interpreters import (
@@ -49,8 +51,8 @@ REPORTS_DIR = REPO_ROOT / "reports"
 
 # The default matrix: the main contrasts (pre-fork with and without the
 # copy-on-write pattern, threads, three async servers) on a CPU-bound, a
-# template, a database, an I/O-bound and a mixed workload. 30 runs, about
-# 17 minutes on a 2-core machine.
+# template, a database, an I/O-bound and a mixed workload. 30 capacity
+# searches, about 19 minutes on a 2-core machine.
 DEFAULT_RUNNERS = (
     "gunicorn-sync",
     "gunicorn-sync-freeze",
@@ -65,12 +67,45 @@ DEFAULT_WORKLOADS = ("json", "fortunes", "feed", "upstream", "mixed")
 
 
 DEFAULT_USERS = (32,)
+"""``--load closed``: the users of the closed loop."""
 
 
-DEFAULT_WARMUP_S = 5.0
+LOADS: tuple[Load, ...] = ("open", "closed")
 
 
-DEFAULT_DURATION_S = 20.0
+DEFAULT_SLO_P99_MS = capacity.DEFAULT_SLO_P99_MS
+
+
+DEFAULT_ARRIVAL: Arrival = "poisson"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long each part of a run lasts, per load mode, with and without ``--quick``."""
+
+    warmup_s: float
+    """Served, not measured: before the first probe (the saturation probe, or the closed
+    loop's window)."""
+    duration_s: float
+    """The measured window: the capacity's confirmation window, or the closed loop's."""
+    probe_s: float = 0.0
+    """Each search probe's window (longer at low rates, see ``runners.bench.measure``)."""
+    max_probes: int = 0
+    """Open-loop probes after the saturation probe."""
+
+
+TIMINGS: dict[tuple[Load, bool], Timing] = {
+    ("open", False): Timing(warmup_s=3.0, duration_s=8.0, probe_s=1.5, max_probes=6),
+    ("open", True): Timing(warmup_s=2.0, duration_s=4.0, probe_s=1.0, max_probes=4),
+    ("closed", False): Timing(warmup_s=5.0, duration_s=20.0),
+    ("closed", True): Timing(warmup_s=3.0, duration_s=8.0),
+}
+DEFAULT_WARMUP_S = TIMINGS[("closed", False)].warmup_s
+DEFAULT_DURATION_S = TIMINGS[("closed", False)].duration_s
+
+PROBE_OVERHEAD_S = 1.2
+"""Per probe, besides its window: the pause that lets the previous probe's requests
+end, the probe's own warm-up, and the wait for its last requests."""
 
 
 # --quick: one runner of each family on a CPU-bound and an I/O-bound workload.
@@ -81,12 +116,6 @@ QUICK_WORKLOADS = ("json", "upstream")
 
 
 QUICK_USERS = (16,)
-
-
-QUICK_WARMUP_S = 3.0
-
-
-QUICK_DURATION_S = 8.0
 
 
 RUN_OVERHEAD_S = 6.0
@@ -132,6 +161,21 @@ class Options:
     gcs: tuple[GcMode, ...] = ()
     soak: SoakTarget | None = None
     micro: bool = False
+    load: Load = "open"
+    slo_p99_ms: float = DEFAULT_SLO_P99_MS
+    arrival: Arrival = DEFAULT_ARRIVAL
+
+    @property
+    def timing(self) -> Timing:
+        return TIMINGS[(self.load, self.quick)]
+
+    @property
+    def probe_s(self) -> float:
+        return self.timing.probe_s
+
+    @property
+    def max_probes(self) -> int:
+        return self.timing.max_probes
 
     @property
     def runs(self) -> int:
@@ -142,10 +186,17 @@ class Options:
         )
         return self.repeat * per_repeat * len(self.workloads) * len(self.users)
 
-    def estimate_s(self) -> float:
+    def run_estimate_s(self) -> float:
+        """One run: server start and stop, Locust, the warm-up, probes and the window."""
+        if self.load == "open":
+            probes = (1 + self.max_probes) * (self.probe_s + PROBE_OVERHEAD_S)
+            return self.warmup_s + probes + self.duration_s + RUN_OVERHEAD_S
         spawn = max(self.users) / (self.spawn_rate or max(self.users))
-        per_run = self.warmup_s + self.duration_s + RUN_OVERHEAD_S + spawn
-        return SETUP_S + self.runs * per_run + (MICRO_ESTIMATE_S if self.micro else 0.0)
+        return self.warmup_s + self.duration_s + RUN_OVERHEAD_S + spawn
+
+    def estimate_s(self) -> float:
+        micro = MICRO_ESTIMATE_S if self.micro else 0.0
+        return SETUP_S + self.runs * self.run_estimate_s() + micro
 
     def locust_options(self) -> tuple[str, ...]:
         return (
@@ -155,7 +206,6 @@ class Options:
             str(self.seed.get("users", DEFAULT_MAX_USER_ID)),
             "--max-post-id",
             str(self.seed.get("posts", DEFAULT_MAX_POST_ID)),
-            *soak.locust_options(self.soak),
         )
 
 
@@ -171,20 +221,45 @@ def build_parser() -> Parser:
     p.add_argument("--runners", help=f"runners (default: {','.join(DEFAULT_RUNNERS)})")
     p.add_argument("--workloads", help=f"workloads (default: {','.join(DEFAULT_WORKLOADS)})")
     p.add_argument(
+        "--load",
+        choices=LOADS,
+        help="open: find each server's capacity, the highest rate it sustains within "
+        "--slo-p99, with an open-loop schedule (default); closed: a fixed number of "
+        "--users sending back to back",
+    )
+    p.add_argument(
+        "--slo-p99",
+        type=float,
+        metavar="MS",
+        help=f"the latency target of the capacity search: p99 in ms (default "
+        f"{DEFAULT_SLO_P99_MS:g})",
+    )
+    p.add_argument(
+        "--arrival",
+        choices=ARRIVALS,
+        help=f"open loop: requests spaced evenly or as a Poisson process (default "
+        f"{DEFAULT_ARRIVAL})",
+    )
+    p.add_argument(
         "--users",
-        help=f"concurrency levels, Locust users (default: {','.join(map(str, DEFAULT_USERS))})",
+        help="--load closed: concurrency levels, Locust users "
+        f"(default: {','.join(map(str, DEFAULT_USERS))})",
     )
     p.add_argument(
         "--duration",
         type=float,
         metavar="S",
-        help=f"measured window in seconds (default {DEFAULT_DURATION_S:g})",
+        help="the measured window in seconds: the capacity's confirmation window (default "
+        f"{TIMINGS[('open', False)].duration_s:g}), or the closed loop's "
+        f"({TIMINGS[('closed', False)].duration_s:g})",
     )
     p.add_argument(
         "--warmup",
         type=float,
         metavar="S",
-        help=f"warm-up in seconds, served but not measured (default {DEFAULT_WARMUP_S:g})",
+        help="warm-up in seconds, served but not measured (default "
+        f"{TIMINGS[('open', False)].warmup_s:g} open, {TIMINGS[('closed', False)].warmup_s:g} "
+        "closed)",
     )
     p.add_argument("--repeat", type=int, metavar="K", help="runs per cell (default 1)")
     p.add_argument(
@@ -222,8 +297,8 @@ def build_parser() -> Parser:
         type=float,
         metavar="S",
         help=(
-            "a request unanswered for S seconds fails, so a hung server ends as failures "
-            f"(default {DEFAULT_REQUEST_TIMEOUT_S:g})"
+            "a request unanswered for S seconds fails, so a hung server ends as counted "
+            "timeouts (default: 10 x --slo-p99, at least 1 s, at most half the window)"
         ),
     )
     p.add_argument(
@@ -252,7 +327,7 @@ def build_parser() -> Parser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="one runner per family on json and upstream, short windows (< 3 minutes)",
+        help="one runner per family on json and upstream, short probes and windows (< 3 minutes)",
     )
     p.add_argument(
         "--micro",
@@ -373,19 +448,29 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         (a.upstream_ms, "upstream-ms", True),
         (a.spawn_rate, "spawn-rate", False),
         (a.request_timeout, "request-timeout", False),
+        (a.slo_p99, "slo-p99", False),
     ):
         positive(value, what, zero_ok=zero_ok)
     quick = bool(a.quick)
+    load: Load = "closed" if a.load == "closed" or a.soak is not None else "open"
+    if load == "open" and a.users is not None:
+        raise UsageError(
+            "--users: a user count belongs to a closed loop (--load closed --users N); the "
+            "default open loop finds each server's capacity whatever the user count"
+        )
+    timing = TIMINGS[(load, quick)]
+    slo_p99_ms = a.slo_p99 or DEFAULT_SLO_P99_MS
+    duration_s = a.duration or timing.duration_s
     options = Options(
         runners=names(a.runners, quick_runners() if quick else DEFAULT_RUNNERS, RUNNERS, "runners"),
         workloads=names(
             a.workloads, QUICK_WORKLOADS if quick else DEFAULT_WORKLOADS, WORKLOADS, "workloads"
         ),
-        users=positive_ints(a.users, QUICK_USERS if quick else DEFAULT_USERS, "users"),
-        duration_s=a.duration or (QUICK_DURATION_S if quick else DEFAULT_DURATION_S),
-        warmup_s=a.warmup
-        if a.warmup is not None
-        else (QUICK_WARMUP_S if quick else DEFAULT_WARMUP_S),
+        users=positive_ints(a.users, QUICK_USERS if quick else DEFAULT_USERS, "users")
+        if load == "closed"
+        else (0,),
+        duration_s=duration_s,
+        warmup_s=a.warmup if a.warmup is not None else timing.warmup_s,
         repeat=a.repeat or 1,
         workers=a.workers,
         threads=a.threads,
@@ -399,8 +484,11 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         spawn_rate=a.spawn_rate,
         quick=quick,
         report=not a.no_report,
-        request_timeout_s=a.request_timeout or DEFAULT_REQUEST_TIMEOUT_S,
+        request_timeout_s=a.request_timeout or default_request_timeout(slo_p99_ms, duration_s),
         micro=bool(a.micro),
+        load=load,
+        slo_p99_ms=slo_p99_ms,
+        arrival="constant" if a.arrival == "constant" else DEFAULT_ARRIVAL,
     )
     try:
         options = replace(
@@ -410,6 +498,12 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         raise UsageError(str(exc)) from None
     check_database(options.database_url, "--database" if a.database else "$DATABASE_URL")
     return options, a
+
+
+def default_request_timeout(slo_p99_ms: float, duration_s: float) -> float:
+    """Ten times the latency target (at least 1 s), but at most half the window: a hung
+    server ends as counted timeouts inside the window, never as requests dropped at its end."""
+    return min(max(1.0, 10.0 * slo_p99_ms / 1000.0), max(0.5, duration_s / 2.0))
 
 
 def _split(text: str, what: str) -> tuple[str, ...]:

@@ -8,17 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runners.bench import soak
-from runners.bench.incidents import Incidents, timeout_failures, worker_changes, worker_pids
 from runners.bench.matrix import RunSpec, thread_override, worker_override
+from runners.bench.measure import Measured, ServerDied, closed_loop, open_loop, soak_loop
 from runners.bench.options import Options
 from runners.load.locust import LocustError, LocustPlan, LocustProcess
-from runners.results.flags import notes_for
-from runners.results.record import Artifacts, Measurement, Memory, Run, SoakSeries, utc_now
+from runners.results.flags import notes_for, order_flags
+from runners.results.record import Artifacts, Run, utc_now
 from runners.runtimes import axes
 from runners.runtimes.axes import RuntimeKey
 from runners.runtimes.venvs import Runtime
-from runners.sampling.memory import Sampler, summarize
 from runners.serving.registry import (
     worker_count,
 )
@@ -57,18 +55,9 @@ class Context:
         return path.relative_to(self.out_dir).as_posix()
 
 
-def sample_interval(duration_s: float) -> float:
-    """About ten samples over short windows, one a second over long ones."""
-    return min(1.0, max(0.25, duration_s / 10))
-
-
-class ServerDied(RuntimeError):
-    """The server's root process ended during a run."""
-
-
 def server_watch(server: RunningServer) -> Callable[[], None]:
-    """A check for ``LocustProcess.wait_for``: raise ``ServerDied`` once the server is gone,
-    so that a run whose server died ends at once instead of at Locust's deadline."""
+    """A check for Locust's waits: raise ``ServerDied`` once the server is gone, so that a
+    run whose server died ends at once instead of at Locust's deadline."""
 
     def check() -> None:
         status = server.exit_status()
@@ -79,86 +68,42 @@ def server_watch(server: RunningServer) -> Callable[[], None]:
 
 
 def plan_locust(server: RunningServer, spec: RunSpec, ctx: Context) -> LocustPlan:
-    """The Locust run of ``spec`` against ``server``, on the load-generator CPUs."""
+    """The Locust process of ``spec`` against ``server``, on the load-generator CPUs; its
+    own time limit is a safety net well past the run's estimate."""
     options = ctx.options
     return LocustPlan(
         host=server.url,
         workload=spec.workload,
         variant=server.variant,
-        users=spec.users,
-        warmup_s=options.warmup_s,
-        duration_s=options.duration_s,
         out_prefix=ctx.runs_dir / spec.stem,
-        spawn_rate=options.spawn_rate,
+        run_time_limit_s=3 * options.run_estimate_s() + 60,
         cpus=options.placement.loadgen,
         options=options.locust_options(),
         request_timeout_s=options.request_timeout_s,
     )
 
 
-def measure(server: RunningServer, spec: RunSpec, ctx: Context) -> tuple[Measurement, Incidents]:
-    """Drive ``server`` with Locust and measure it over the window.
-
-    Ends early with ``ServerDied`` when the server's root exits.
-    """
+def measure(server: RunningServer, spec: RunSpec, ctx: Context) -> Measured:
+    """Drive ``server`` with Locust and measure it: the capacity search, a closed loop, or a
+    soak. Ends early with ``ServerDied`` when the server's root exits."""
     options = ctx.options
-    placement = options.placement
-    locust_plan = plan_locust(server, spec, ctx)
     check = server_watch(server)
-    workers_before = worker_pids(server)
+    locust_plan = plan_locust(server, spec, ctx)
     with LocustProcess(locust_plan) as locust:
-        locust.wait_for("start", check=check)
-        sampler = Sampler(server.pid, interval=sample_interval(options.duration_s))
-        sampler.start()
-        try:
-            locust.wait_for("end", check=check)
-        finally:
-            samples = sampler.stop()
-        check()
-        outcome = locust.finish()
+        if options.soak is not None:
+            measured = soak_loop(locust, server, options, spec.users, check)
+        elif options.load == "open":
+            measured = open_loop(locust, server, options, check)
+        else:
+            measured = closed_loop(locust, server, options, spec.users, check)
     check()
-    if sampler.error is not None:
-        raise ServerDied(f"the server died during the run ({sampler.error})")
-    window = outcome.window
-    if window.requests == 0:
+    if measured.measurement.requests == 0:
         raise RuntimeError(
             "no request completed in the measured window: the server answered nothing "
             f"(hung?) and no request reached the {options.request_timeout_s:g} s "
             "--request-timeout"
         )
-    gone, new = worker_changes(workers_before, samples)
-    incidents = Incidents(gone, new, timeout_failures(locust_plan.csv("failures")))
-    stats = outcome.stats
-    memory = Memory.from_dict(
-        summarize(samples, sampler_cpu_percent=sampler.cpu_percent_of_sampler)
-    )
-    measurement = Measurement(
-        window_s=window.duration_s,
-        requests=window.requests,
-        failures=window.failures,
-        latency=stats.latency,
-        locust_rps=stats.locust_rps,
-        memory=memory,
-        cpu_seconds=memory.cpu_seconds,
-        loadgen_cpu_seconds=window.loadgen_cpu_seconds,
-        loadgen_cpus=max(1, min(len(placement.loadgen), window.loadgen_processes)),
-        server_cpus=len(placement.server),
-    )
-    return measurement, incidents
-
-
-def soak_measure(
-    server: RunningServer, spec: RunSpec, ctx: Context
-) -> tuple[Measurement, Incidents, SoakSeries]:
-    """``--soak``: ``runners.bench.soak.measure`` (memory sampled from before the first request)."""
-    options = ctx.options
-    assert options.soak is not None
-    locust_plan = plan_locust(server, spec, ctx)
-    measurement, series = soak.measure(
-        server, locust_plan, options.soak, options.placement, check=server_watch(server)
-    )
-    incidents = Incidents(timeouts=timeout_failures(locust_plan.csv("failures")))
-    return measurement, incidents, series
+    return measured
 
 
 def base_run(spec: RunSpec, ctx: Context) -> Run:
@@ -193,6 +138,7 @@ def base_run(spec: RunSpec, ctx: Context) -> Run:
         server_cpus=options.placement.server,
         loadgen_cpus=options.placement.loadgen,
         soak=options.soak is not None,
+        load=options.load,
     )
 
 
@@ -241,19 +187,18 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
                 server_command=tuple(server.command.argv),
                 startup_s=round(server.startup_seconds, 3),
             )
-            if options.soak is not None:
-                measurement, incidents, series = soak_measure(server, spec, ctx)
-                run = dataclasses.replace(run, soak_series=series)
-            else:
-                measurement, incidents = measure(server, spec, ctx)
-        flags = measurement.flags() + incidents.flags()
+            measured = measure(server, spec, ctx)
+        flags = [*measured.flags, *measured.incidents.flags()]
         if options.placement.shared:
             flags.append("shared-cpus")
+        flags = list(order_flags(flags))
         run = dataclasses.replace(
-            measurement.fill(run),
+            measured.measurement.fill(run),
+            capacity=measured.capacity,
+            soak_series=measured.soak_series,
             flags=tuple(flags),
             notes=tuple(notes_for(flags)),
-            events=tuple(incidents.events()) or None,
+            events=tuple(measured.incidents.events()) or None,
         )
     except Exception as exc:  # a failed run is recorded, the matrix goes on
         message = str(exc).strip() or type(exc).__name__

@@ -15,23 +15,18 @@ keeps, besides the usual figures over the measured window, ``soak: true`` and
 per process, its shared (RSS - USS), private (USS) and PSS bytes on it, at
 most ``MAX_POINTS`` points (evenly spaced, first and last kept). A request
 target ends the window as soon as Locust has counted that many requests
-(``loadtests/measure.py --measure-requests``); the window is capped at
+(the probe's ``max_requests``, ``loadtests/probes.py``); the window is capped at
 ``max(120 s, N / 20 s)``, or at ``--duration`` when given.
 """
 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runners.load.locust import LocustPlan, LocustProcess
-from runners.results.record import Measurement, Memory, SoakSeries
-from runners.sampling.memory import Sampler, TreeSample, summarize
-from runners.serving.cpus import Placement
-from runners.serving.server import RunningServer
+from runners.sampling.memory import TreeSample
 
 DEFAULT_RUNNER = "gunicorn-sync-preload"
 DEFAULT_WORKLOAD = "mixed"
@@ -81,13 +76,6 @@ def parse_soak(text: str) -> SoakTarget:
     if seconds <= 0:
         raise ValueError(f"{text!r}: the duration must be positive")
     return SoakTarget(duration_s=seconds)
-
-
-def locust_options(target: SoakTarget | None) -> tuple[str, ...]:
-    """Options for ``loadtests/measure.py``: end the window after N requests."""
-    if target is None or target.requests is None:
-        return ()
-    return ("--measure-requests", str(target.requests))
 
 
 def sample_interval(target: SoakTarget, window_s: float) -> float:
@@ -169,7 +157,7 @@ def series(
     }
 
 
-def _downsample_memory(memory: dict[str, Any], limit: int = MAX_POINTS) -> dict[str, Any]:
+def downsample_memory(memory: dict[str, Any], limit: int = MAX_POINTS) -> dict[str, Any]:
     """The memory block with at most ``limit`` samples (the peak of summed PSS kept)."""
     samples: list[dict[str, Any]] = memory["samples"]
     if len(samples) <= limit:
@@ -177,64 +165,3 @@ def _downsample_memory(memory: dict[str, Any], limit: int = MAX_POINTS) -> dict[
     keep = set(_indices(len(samples), limit - 1))
     keep.add(max(range(len(samples)), key=lambda i: int(samples[i]["pss"])))
     return {**memory, "samples": [samples[i] for i in sorted(keep)]}
-
-
-def measure(
-    server: RunningServer,
-    plan: LocustPlan,
-    target: SoakTarget,
-    placement: Placement,
-    check: Callable[[], None] | None = None,
-) -> tuple[Measurement, SoakSeries]:
-    """Sample ``server`` from now (before any load) until Locust's window ends.
-
-    The figures (rps, latency, peaks, CPU) are those of the measured window,
-    as in a matrix run; the series covers the whole soak. ``check`` is called
-    while waiting on Locust (the driver's: it raises once the server died).
-    """
-    interval = sample_interval(target, plan.duration_s)
-    began = time.monotonic()
-    sampler = Sampler(server.pid, interval=interval)
-    sampler.start()
-    try:
-        with LocustProcess(plan) as locust:
-            locust.wait_for("start", check=check)
-            window_start = time.monotonic() - began
-            try:
-                locust.wait_for("end", check=check)
-            finally:
-                window_end = time.monotonic() - began
-                samples = sampler.stop()
-            outcome = locust.finish()
-    finally:
-        sampler.stop()  # idempotent: the sampling thread never outlives the run
-    if sampler.error is not None or not server.alive():
-        raise RuntimeError(f"the server died during the soak ({sampler.error})")
-    window = outcome.window
-    if window.requests == 0:
-        raise RuntimeError("no request completed in the soak")
-    in_window = [s for s in samples if s.t >= window_start - 0.05] or samples[-1:]
-    memory = Memory.from_dict(
-        _downsample_memory(summarize(in_window, sampler_cpu_percent=sampler.cpu_percent_of_sampler))
-    )
-    measurement = Measurement(
-        window_s=window.duration_s,
-        requests=window.requests,
-        failures=window.failures,
-        latency=outcome.stats.latency,
-        locust_rps=outcome.stats.locust_rps,
-        memory=memory,
-        cpu_seconds=memory.cpu_seconds,
-        loadgen_cpu_seconds=window.loadgen_cpu_seconds,
-        loadgen_cpus=max(1, min(len(placement.loadgen), window.loadgen_processes)),
-        server_cpus=len(placement.server),
-    )
-    block = series(
-        samples,
-        target=target,
-        interval_s=interval,
-        window_start_s=window_start,
-        window_end_s=window_end,
-        requests=window.requests,
-    )
-    return measurement, SoakSeries.from_dict(block)

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from loadtests.window import ProbeCommand
 from runners import REPO_ROOT
 from runners.cli.memcheck import prepare_small, sqlite_env
 from runners.load.locust import LocustPlan, LocustProcess
@@ -68,33 +69,38 @@ def run_once(
             host=server.url,
             workload=args.workload,
             variant=server.variant,
+            out_prefix=out / tag,
+            run_time_limit_s=args.warmup + args.duration + 120,
+            cpus=placement.loadgen,
+        )
+        command = ProbeCommand(
+            seq=1,
+            mode="closed",
             users=args.users,
             warmup_s=args.warmup,
             duration_s=args.duration,
-            out_prefix=out / tag,
-            cpus=placement.loadgen,
+            reset_stats=True,
         )
         with LocustProcess(plan) as locust, contextlib.ExitStack() as stack:
-            locust.wait_for("start")
-            if mode.startswith("py-spy"):
-                spy = CpuProfilePlan(
-                    server.pid,
-                    out / f"{tag}.svg",
-                    cpus=placement.loadgen,
-                    nonblocking=mode == "py-spy",
-                )
-                stack.enter_context(CpuProfile(spy))
-            locust.wait_for("end")
-            stack.close()
-            outcome = locust.finish()
+
+            def profile() -> None:
+                if mode.startswith("py-spy"):
+                    spy = CpuProfilePlan(
+                        server.pid,
+                        out / f"{tag}.svg",
+                        cpus=placement.loadgen,
+                        nonblocking=mode == "py-spy",
+                    )
+                    stack.enter_context(CpuProfile(spy))
+
+            window = locust.probe(command, on_start=profile, on_end=stack.close)
+            locust.finish()
         pss = sample_tree(server.pid).pss
-    window = outcome.window
-    ok = window.requests - window.failures
     return {
         "runner": runner.name,
         "mode": mode,
         "workers": server.workers,
-        "rps": ok / window.duration_s,
+        "rps": window.successes / window.duration_s,
         "failures": window.failures,
         "pss": pss,
         "loadgen_cpu_percent": 100

@@ -1,23 +1,21 @@
-"""Locust as a headless subprocess, with a measured window, and its CSV.
+"""Locust as a headless subprocess that runs the driver's probes, and its CSV.
 
 The driver never imports Locust (its gevent monkey-patching would reach the
 driver's threads and subprocesses); it runs ``python -m locust`` pinned to
-the load-generator CPUs with a fixed user count and spawn rate, loading
-``loadtests/locustfile.py`` (the workloads) and ``loadtests/measure.py`` (the
-measured window), started and stopped by the supervisor
-(``runners/serving/supervisor.py``) like every process of the suite. The plugin
-prints ``@@bench-window start|end <time>`` on stdout, which goes to Locust's
-log; ``LocustProcess.wait_for`` follows the log and returns when such a line
-arrives, so the driver starts and stops its server-side measurements at those
-moments.
+the load-generator CPUs, loading ``loadtests/locustfile.py`` (the workloads)
+and ``loadtests/probes.py`` (measured windows on command), started and
+stopped by the supervisor (``runners/serving/supervisor.py``) like every
+process of the suite. Locust starts idle; each ``probe`` writes a
+``ProbeCommand`` (``loadtests/window.py``) to the plugin's control file and
+follows Locust's log for the plugin's ``@@bench-probe <seq> start|end|done``
+lines, so the driver starts and stops its server-side measurements at those
+moments, and reads the probe's ``ProbeResult`` back.
 
 Usage::
 
     with LocustProcess(plan) as locust:
-        locust.wait_for("start")
-        ...start sampling the server...
-        locust.wait_for("end")
-        ...stop sampling...
+        result = locust.probe(command, on_start=..., on_end=...)
+        ...more probes...
         outcome = locust.finish()
 """
 
@@ -32,21 +30,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Literal
 
 from loadtests.catalog import DEFAULT_REQUEST_TIMEOUT_S, WORKLOADS
-from loadtests.window import Window
+from loadtests.window import ProbeCommand, ProbeResult
 from runners import REPO_ROOT
 from runners.results.record import Latency
 from runners.serving import supervisor
 from runners.serving.supervisor import Child, RunnerError, log_tail, read_lines
 
 LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
-MEASURE_PLUGIN = REPO_ROOT / "loadtests" / "measure.py"
-MARKER = "@@bench-window"  # loadtests/measure.py prints it
+PROBES_PLUGIN = REPO_ROOT / "loadtests" / "probes.py"
+MARKER = "@@bench-probe"  # loadtests/probes.py prints it
 SETTLE_S = 1.5
 STARTUP_MARGIN_S = 30.0
-"""Allowance for Locust's own start-up and the spawning, on top of the warm-up."""
+"""Allowance for Locust's own start-up (the first probe) and for spawning users."""
+MARGIN_S = 10.0
+"""Allowance on top of a probe's own times before the driver gives up on a marker."""
 GRACE_S = 5.0
 """How long Locust gets to exit after SIGTERM."""
 FOLLOW_S = 0.02
@@ -54,7 +54,7 @@ FOLLOW_S = 0.02
 CHECK_S = 0.5
 """How often ``wait_for`` calls its ``check``."""
 
-Event = Literal["start", "end"]
+Event = Literal["start", "end", "done"]
 
 
 class LocustError(RuntimeError):
@@ -63,18 +63,16 @@ class LocustError(RuntimeError):
 
 @dataclass(frozen=True)
 class LocustPlan:
-    """One headless Locust run against one server."""
+    """One headless Locust process against one server, for as many probes as the driver asks."""
 
     host: str
     workload: str
     variant: str
-    users: int
-    warmup_s: float
-    duration_s: float
     out_prefix: Path
-    """Files are ``<prefix>.html``, ``<prefix>_stats.csv``, ``<prefix>.locust.log``..."""
-    spawn_rate: float | None = None
-    """Users started per second; default: all of them within a second."""
+    """Files are ``<prefix>.html``, ``<prefix>_stats.csv``, ``<prefix>.locust.log``,
+    ``<prefix>.probes/probe-<seq>.json``..."""
+    run_time_limit_s: float
+    """Locust's ``--run-time``: a safety net after which Locust quits by itself."""
     cpus: tuple[int, ...] | None = None
     options: tuple[str, ...] = ()
     """Workload options, e.g. ``("--upstream-ms", "50", "--max-user-id", "100")``."""
@@ -82,19 +80,6 @@ class LocustPlan:
     env: Mapping[str, str] = field(default_factory=dict)
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     """A request unanswered for this long fails (a hung server cannot stall a user)."""
-
-    @property
-    def rate(self) -> float:
-        return self.spawn_rate if self.spawn_rate else float(self.users)
-
-    @property
-    def spawn_s(self) -> float:
-        return self.users / self.rate
-
-    @property
-    def run_time_limit_s(self) -> int:
-        """Locust's ``--run-time``: a safety net well after the window should end."""
-        return int(self.spawn_s + self.warmup_s + self.duration_s + SETTLE_S + 60)
 
     @property
     def html(self) -> Path:
@@ -105,8 +90,12 @@ class LocustPlan:
         return self.out_prefix.with_name(self.out_prefix.name + ".locust.log")
 
     @property
-    def window_json(self) -> Path:
-        return self.out_prefix.with_name(self.out_prefix.name + ".window.json")
+    def probes_dir(self) -> Path:
+        return self.out_prefix.with_name(self.out_prefix.name + ".probes")
+
+    @property
+    def control(self) -> Path:
+        return self.probes_dir / "control.json"
 
     def csv(self, kind: str) -> Path:
         return self.out_prefix.with_name(f"{self.out_prefix.name}_{kind}.csv")
@@ -124,16 +113,18 @@ def command(plan: LocustPlan) -> list[str]:
         "-m",
         "locust",
         "-f",
-        f"{LOCUSTFILE},{MEASURE_PLUGIN}",
+        f"{LOCUSTFILE},{PROBES_PLUGIN}",
         "--headless",
         "--host",
         plan.host,
+        # One user to start with; every probe sets its own count (the plugin holds
+        # the users until the first probe, so nothing is sent before it).
         "--users",
-        str(plan.users),
+        "1",
         "--spawn-rate",
-        f"{plan.rate:g}",
+        "1000",
         "--run-time",
-        f"{plan.run_time_limit_s}s",
+        f"{max(1, round(plan.run_time_limit_s))}s",
         "--only-summary",
         "--exit-code-on-error",
         "0",
@@ -143,13 +134,11 @@ def command(plan: LocustPlan) -> list[str]:
         str(plan.html),
         "--variant",
         plan.variant,
-        "--measure-warmup",
-        f"{plan.warmup_s:g}",
-        "--measure-duration",
-        f"{plan.duration_s:g}",
-        "--measure-out",
-        str(plan.window_json),
-        "--measure-settle",
+        "--probe-control",
+        str(plan.control),
+        "--probe-out",
+        str(plan.probes_dir),
+        "--probe-settle",
         f"{SETTLE_S:g}",
         "--request-timeout",
         f"{plan.request_timeout_s:g}",
@@ -205,8 +194,8 @@ def parse_stats_csv(path: Path) -> Aggregated:
 
 @dataclass(frozen=True)
 class LocustOutcome:
-    window: Window
     stats: Aggregated
+    """Locust's own figures since its last statistics reset (the measured window)."""
     exit_code: int
 
 
@@ -219,8 +208,9 @@ class LocustProcess:
     def __init__(self, plan: LocustPlan) -> None:
         self.plan = plan
         self.child: Child | None = None
-        self.seen: dict[str, float] = {}
+        self.seen: dict[tuple[int, str], tuple[float, str]] = {}
         self._offset = 0
+        self._seq = 0
 
     def __enter__(self) -> LocustProcess:
         self.start()
@@ -247,7 +237,8 @@ class LocustProcess:
     def start(self) -> None:
         plan = self.plan
         plan.out_prefix.parent.mkdir(parents=True, exist_ok=True)
-        for stale in (plan.window_json, plan.html, *plan.csv_files):
+        plan.probes_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (plan.control, plan.html, *plan.csv_files, *plan.probes_dir.glob("*.json")):
             stale.unlink(missing_ok=True)
         env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(
@@ -260,62 +251,87 @@ class LocustProcess:
         )
         self._offset = 0
 
+    def probe(
+        self,
+        command: ProbeCommand,
+        *,
+        on_start: Callable[[], object] | None = None,
+        on_end: Callable[[], object] | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> ProbeResult:
+        """Run one probe: ``on_start`` and ``on_end`` are called as its window opens and
+        closes (the driver samples the server in between); what Locust measured."""
+        if command.seq <= self._seq:
+            raise ValueError(f"probe {command.seq} after probe {self._seq}")
+        self._seq = command.seq
+        command.write(self.plan.control)
+        first = command.seq == 1
+        margin = STARTUP_MARGIN_S if first else MARGIN_S
+        self.wait_for(command.seq, "start", command.drain_s + command.warmup_s + margin, check)
+        if on_start is not None:
+            on_start()
+        self.wait_for(command.seq, "end", command.duration_s + MARGIN_S, check)
+        if on_end is not None:
+            on_end()
+        path = self.wait_for(command.seq, "done", command.drain_s + MARGIN_S, check)
+        try:
+            return ProbeResult.read(Path(path))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise self.error(f"cannot read probe {command.seq}: {exc}") from exc
+
     def _read_markers(self) -> None:
         lines, self._offset = read_lines(self.plan.log, self._offset)
         for line in lines:
-            parts = line.split()
-            if len(parts) >= 2 and parts[0] == MARKER:
-                self.seen[parts[1]] = time.time()
-
-    def deadline_for(self, event: Event) -> float:
-        plan = self.plan
-        if event == "start":
-            return plan.spawn_s + plan.warmup_s + STARTUP_MARGIN_S
-        return plan.duration_s + STARTUP_MARGIN_S
+            parts = line.split(maxsplit=3)
+            if len(parts) >= 3 and parts[0] == MARKER and parts[1].isdigit():
+                value = parts[3] if len(parts) > 3 else ""
+                self.seen[(int(parts[1]), parts[2])] = (time.time(), value)
 
     def wait_for(
-        self, event: Event, timeout: float | None = None, check: Callable[[], None] | None = None
-    ) -> float:
-        """Block until the plugin prints ``event``; the driver's time of arrival.
+        self,
+        seq: int,
+        event: Event,
+        timeout: float,
+        check: Callable[[], None] | None = None,
+    ) -> str:
+        """Block until the plugin prints ``event`` for probe ``seq``; the marker's value.
 
         ``check`` is called about twice a second while waiting; what it raises
         ends the wait (the driver uses it to give up when the server died).
         """
         assert self.child is not None
         began = time.monotonic()
-        limit = began + (timeout if timeout is not None else self.deadline_for(event))
+        limit = began + timeout
         next_check = began + CHECK_S
         while True:
             running = self.child.alive()  # before reading: what it wrote before exiting counts
             self._read_markers()
-            if event in self.seen:
-                return self.seen[event]
+            if (seq, event) in self.seen:
+                return self.seen[(seq, event)][1]
             if not running:
                 code = self.child.popen.returncode
-                raise self.error(f"Locust exited (status {code}) before the window {event}")
+                raise self.error(f"Locust exited (status {code}) before probe {seq} {event}")
             now = time.monotonic()
             if now >= limit:
-                raise self.error(f"no measured-window {event} from Locust in time")
+                raise self.error(f"no probe {seq} {event} from Locust within {timeout:.0f} s")
             if check is not None and now >= next_check:
                 check()
                 next_check = now + CHECK_S
             time.sleep(FOLLOW_S)
 
     def finish(self, timeout: float = SETTLE_S + 60) -> LocustOutcome:
-        """Wait for Locust to exit and read what it wrote."""
+        """Tell Locust to quit, wait for it to exit and read its own statistics."""
         assert self.child is not None
+        self.plan.control.write_text('{"quit": true}\n')
         try:
             code = self.child.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise self.error("Locust did not exit after the measured window") from None
-        if not self.plan.window_json.exists():
-            raise self.error(f"Locust exited (status {code}) without a measured window")
+            raise self.error("Locust did not exit after the last probe") from None
         try:
-            window = Window.read(self.plan.window_json)
             stats = parse_stats_csv(self.plan.csv("stats"))
         except (OSError, ValueError, KeyError, LocustError) as exc:
             raise self.error(f"cannot read Locust's results: {exc}") from exc
-        return LocustOutcome(window=window, stats=stats, exit_code=code)
+        return LocustOutcome(stats=stats, exit_code=code)
 
     def kill(self) -> None:
         """Stop Locust and anything it started (``supervisor.stop``: SIGTERM, SIGKILL
@@ -326,9 +342,3 @@ class LocustProcess:
     def error(self, message: str) -> LocustError:
         tail = log_tail(self.plan.log, 30)
         return LocustError(f"{message}; Locust log {self.plan.log.name}:\n{tail}")
-
-
-def window_summary(outcome: LocustOutcome) -> dict[str, Any]:
-    """The window's own figures, kept in the run record for cross-checking."""
-    w = outcome.window
-    return {"start": w.start, "end": w.end, "requests": w.requests, "failures": w.failures}

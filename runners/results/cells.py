@@ -30,7 +30,7 @@ from typing import Any
 from runners.results import latency as hdr
 from runners.results.codec import Record, optional
 from runners.results.flags import NOISY_CV, NOISY_SPREAD, UNRANKED, notes_for, order_flags
-from runners.results.record import Latency, PythonInfo, Run
+from runners.results.record import Latency, PythonInfo, Run, load_key
 from runners.serving.registry import GcMode
 
 GC_ORDER: tuple[GcMode, ...] = ("default", "freeze", "off")
@@ -360,7 +360,7 @@ def _summary(cell: Cell, runtime: tuple[str, str, str], varying: list[bool]) -> 
     rps = cell.rps
     p99 = cell.latency["p99"]
     return CellSummary(
-        id="/".join([f"{cell.runner}/{cell.workload}/{cell.users}", *qualifiers]),
+        id="/".join([f"{cell.runner}/{cell.workload}/{load_key(cell.users)}", *qualifiers]),
         runner=cell.runner,
         workload=cell.workload,
         users=cell.users,

@@ -19,7 +19,7 @@ from typing import Any
 
 from runners.results.cells import CellSummary, aggregate, mark_noisy, summarize
 from runners.results.codec import Record, optional
-from runners.results.record import PythonInfo, Run, utc_now
+from runners.results.record import Load, PythonInfo, Run, utc_now
 from runners.results.schema import SCHEMA_VERSION, first_error, validation_errors
 from runners.serving.registry import GcMode, Variant
 
@@ -98,6 +98,9 @@ class Matrix(Record):
     order: str | None = optional(None)
     server_lifecycle: str | None = optional(None)
     locust: str | None = optional(None)
+    load: Load | None = optional(None)
+    slo_p99_ms: float | None = optional(None)
+    arrival: str | None = optional(None)
 
 
 @dataclass(frozen=True, kw_only=True)

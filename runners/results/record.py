@@ -50,8 +50,14 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def load_key(users: int) -> str:
+    """The load part of an id: the user count of a closed loop, ``open`` for a capacity
+    search (which has none)."""
+    return str(users) if users else "open"
+
+
 def run_id(runner: str, workload: str, users: int, repeat: int) -> str:
-    return f"{runner}/{workload}/{users}/{repeat}"
+    return f"{runner}/{workload}/{load_key(users)}/{repeat}"
 
 
 @dataclass(frozen=True, kw_only=True)

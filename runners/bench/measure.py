@@ -1,0 +1,410 @@
+"""Measuring one running server with Locust's probes: the open-loop capacity search with
+its confirmation window (``--load open``, the default), or one closed-loop window at a
+fixed user count (``--load closed``).
+
+Every probe starts from an idle server (the plugin pauses the load and lets the
+requests in flight end), has a short warm-up at its own setting, and is
+measured from the plugin's window markers: the server's CPUs and the
+load-generator CPUs are read from ``/proc/stat`` (``runners.sampling.cpustat``:
+everything pinned there counts, the upstream service beside Locust included)
+between the window's start and end. The confirmation window (or the closed
+loop's one window) also samples the server's memory; its figures are the run's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from loadtests.window import Mode, ProbeCommand, ProbeResult
+from runners.bench import capacity, soak
+from runners.bench.capacity import Observation, Target
+from runners.bench.incidents import Incidents, worker_changes, worker_pids
+from runners.bench.options import Options
+from runners.load.locust import LocustProcess
+from runners.results import latency
+from runners.results.figures import per_gib
+from runners.results.flags import USER_BOUND_CPU_PERCENT
+from runners.results.record import Capacity, Measurement, Memory, Probe, SoakSeries
+from runners.sampling import cpustat
+from runners.sampling.memory import Sampler, TreeSample, summarize
+from runners.serving.server import RunningServer
+
+PROBE_WARMUP_S = 0.5
+"""Load at a probe's own setting before its window opens (the first probe: ``--warmup``)."""
+MIN_PROBE_REQUESTS = 100
+"""A probe's window lasts long enough to hold about this many requests ..."""
+MAX_PROBE_S = 3.0
+"""... but no longer than this."""
+MIN_CONFIRM_REQUESTS = 400
+"""The confirmation window is stretched (up to 3x ``--duration``) to hold this many."""
+CONFIRM_ATTEMPTS = 3
+CONFIRM_BACKOFF = 0.9
+"""A confirmation window that misses the target is retried at this share of the rate."""
+DEFAULT_SATURATION_USERS = 64
+"""Users of the saturation probe for a server without a fixed number of slots (async)."""
+
+
+def slots(server: RunningServer) -> int | None:
+    """Requests the server can work on at once: workers x threads for sync servers,
+    None for async ones (no fixed limit)."""
+    if server.runner.family == "async":
+        return None
+    return server.workers * (server.threads or 1)
+
+
+def saturation_users(server_slots: int | None) -> int:
+    """Enough users to keep every slot busy, with requests queued behind them."""
+    if server_slots is None:
+        return DEFAULT_SATURATION_USERS
+    return max(8, 4 * server_slots)
+
+
+@dataclass
+class Window:
+    """A measured window: what Locust saw, the CPUs around it, the memory samples."""
+
+    result: ProbeResult
+    server_cpu_percent: float | None
+    loadgen_cpu_percent: float | None
+    samples: list[TreeSample] = field(default_factory=list)
+    sampler_cpu_percent: float = 0.0
+
+    def observation(self) -> Observation:
+        r = self.result
+        hist = latency.merged([r.latency_hdr])
+        lat = latency.latency(hist)
+        return Observation(
+            mode=r.mode,
+            offered_rps=r.rate,
+            achieved_rps=r.successes / r.duration_s if r.duration_s > 0 else 0.0,
+            p50_ms=lat.p50,
+            p99_ms=lat.p99,
+            requests=r.requests,
+            failures=r.failures,
+            users=r.users,
+            server_cpu_percent=self.server_cpu_percent,
+            loadgen_cpu_percent=self.loadgen_cpu_percent,
+            loadgen_process_percent=r.busiest_process_percent,
+            late_share=r.late_fraction,
+            scheduled=r.scheduled if r.mode == "open" else 0,
+        )
+
+
+class Probing:
+    """Probes against one server through one Locust process."""
+
+    def __init__(
+        self,
+        locust: LocustProcess,
+        server: RunningServer,
+        options: Options,
+        check: Callable[[], None] | None = None,
+    ) -> None:
+        self.locust = locust
+        self.server = server
+        self.options = options
+        self.check = check
+        self.seq = 0
+        self.target = Target(slo_p99_ms=options.slo_p99_ms)
+
+    def run(
+        self,
+        mode: Mode,
+        rate: float | None,
+        users: int,
+        duration_s: float,
+        *,
+        sample: bool = False,
+        reset_stats: bool = False,
+        max_requests: int = 0,
+        on_start: Callable[[], object] | None = None,
+        on_end: Callable[[], object] | None = None,
+    ) -> Window:
+        """One probe; ``sample``: sample the server's memory over its window; ``on_start``
+        and ``on_end`` are called as the window opens and closes."""
+        options = self.options
+        placement = options.placement
+        self.seq += 1
+        command = ProbeCommand(
+            seq=self.seq,
+            mode=mode,
+            users=users,
+            rate=rate,
+            duration_s=duration_s,
+            warmup_s=options.warmup_s if self.seq == 1 else PROBE_WARMUP_S,
+            arrival=options.arrival,
+            drain_s=options.request_timeout_s + 0.5,
+            late_s=options.slo_p99_ms / 1000.0 / 10.0,
+            reset_stats=reset_stats,
+            max_requests=max_requests,
+        )
+        sampler = Sampler(self.server.pid, interval=sample_interval(duration_s))
+        marks: list[cpustat.CpuTimes] = []
+
+        def opened() -> None:
+            marks.append(cpustat.read())
+            if sample:
+                sampler.start()
+            if on_start is not None:
+                on_start()
+
+        def closed() -> None:
+            marks.append(cpustat.read())
+            if sample:
+                sampler.stop()
+            if on_end is not None:
+                on_end()
+
+        try:
+            result = self.locust.probe(command, on_start=opened, on_end=closed, check=self.check)
+        finally:
+            if sample:
+                sampler.stop()  # idempotent: the sampling thread never outlives the probe
+        if sample and sampler.error is not None:
+            raise ServerDied(f"the server died during the run ({sampler.error})")
+        before, after = marks[0], marks[-1]
+        return Window(
+            result,
+            server_cpu_percent=cpustat.busy_percent(before, after, placement.server),
+            loadgen_cpu_percent=cpustat.busy_percent(before, after, placement.loadgen),
+            samples=sampler.samples if sample else [],
+            sampler_cpu_percent=sampler.cpu_percent_of_sampler if sample else 0.0,
+        )
+
+    def probe_seconds(self, rate: float | None) -> float:
+        """A search probe's window: ``probe_s``, longer at low rates (up to ``MAX_PROBE_S``)."""
+        base = self.options.probe_s
+        if rate is None or rate <= 0:
+            return base
+        return max(base, min(MAX_PROBE_S, MIN_PROBE_REQUESTS / rate))
+
+    def observe(self, mode: Mode, rate: float | None, users: int) -> Observation:
+        """``capacity.search``'s probe."""
+        return self.run(mode, rate, users, self.probe_seconds(rate)).observation()
+
+
+class ServerDied(RuntimeError):
+    """The server's root process ended during a run."""
+
+
+def sample_interval(duration_s: float) -> float:
+    """About ten samples over short windows, one a second over long ones."""
+    return min(1.0, max(0.25, duration_s / 10))
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What one run measured: the window's figures, what went wrong, the run's flags."""
+
+    measurement: Measurement
+    incidents: Incidents
+    flags: tuple[str, ...]
+    capacity: Capacity | None = None
+    soak_series: SoakSeries | None = None
+
+
+def measurement(window: Window, options: Options, locust_rps: float | None) -> Measurement:
+    """The run's figures from its measured window."""
+    r = window.result
+    memory = Memory.from_dict(
+        summarize(window.samples, sampler_cpu_percent=window.sampler_cpu_percent)
+    )
+    return Measurement(
+        window_s=r.duration_s,
+        requests=r.requests,
+        failures=r.failures,
+        latency=latency.latency(latency.merged([r.latency_hdr])),
+        locust_rps=locust_rps,
+        memory=memory,
+        cpu_seconds=memory.cpu_seconds,
+        loadgen_cpu_seconds=r.loadgen_cpu_seconds,
+        loadgen_cpus=max(1, min(len(options.placement.loadgen), len(r.processes) or 1)),
+        server_cpus=len(options.placement.server),
+        latency_hdr=r.latency_hdr or None,
+        offered_rps=r.rate,
+        timeouts=r.timeouts,
+    )
+
+
+def window_flags(window: Window, target: Target) -> list[str]:
+    """Flags every measured window can earn, in either mode."""
+    observed = window.observation()
+    flags = []
+    if observed.loadgen_bound:
+        flags.append("loadgen-bound")
+    if observed.error_rate > (target.max_error_rate if observed.mode == "open" else 0.0):
+        flags.append("failures")
+    return flags
+
+
+def probe_record(observed: Observation, target: Target) -> Probe:
+    return Probe(
+        mode=observed.mode,
+        offered_rps=_round(observed.offered_rps),
+        achieved_rps=round(observed.achieved_rps, 2),
+        p50_ms=_round(observed.p50_ms, 3),
+        p99_ms=_round(observed.p99_ms, 3),
+        errors=observed.failures,
+        requests=observed.requests,
+        users=observed.users,
+        server_cpu_percent=_round(observed.server_cpu_percent),
+        loadgen_cpu_percent=_round(observed.loadgen_cpu_percent),
+        loadgen_process_percent=_round(observed.loadgen_process_percent),
+        late_share=round(observed.late_share, 5),
+        passed=observed.passes(target),
+        problems=tuple(observed.problems(target)),
+    )
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def confirm_seconds(rate: float, options: Options) -> float:
+    """``--duration``, stretched at low rates to hold ``MIN_CONFIRM_REQUESTS`` (up to 3x)."""
+    base = options.duration_s
+    return max(base, min(3 * base, MIN_CONFIRM_REQUESTS / rate)) if rate > 0 else base
+
+
+def search_plan(options: Options, server_slots: int | None) -> capacity.Plan:
+    return capacity.Plan(
+        saturation_users=saturation_users(server_slots), max_probes=options.max_probes
+    )
+
+
+def open_loop(
+    locust: LocustProcess, server: RunningServer, options: Options, check: Callable[[], None]
+) -> Measured:
+    """The capacity search, then the confirmation window at the rate it found."""
+    probing = Probing(locust, server, options, check)
+    target = probing.target
+    server_slots = slots(server)
+    workers_before = worker_pids(server)
+    found = capacity.search(probing.observe, target, search_plan(options, server_slots))
+    curve = list(found.curve)
+    if found.rate is not None:
+        rate = found.rate
+    else:
+        # Nothing passed: the window is measured at the gentlest rate probed, for its
+        # memory and figures; the run has no capacity.
+        rate = min(o.offered_rps for o in curve if o.offered_rps) if len(curve) > 1 else 1.0
+    users = max(o.users for o in curve if o.mode == "open") if len(curve) > 1 else 16
+    confirmed = False
+    window: Window | None = None
+    for _ in range(CONFIRM_ATTEMPTS if found.rate is not None else 1):
+        window = probing.run(
+            "open", rate, users, confirm_seconds(rate, options), sample=True, reset_stats=True
+        )
+        observed = window.observation()
+        curve.append(observed)
+        if found.rate is not None and observed.passes(target):
+            confirmed = True
+            break
+        rate *= CONFIRM_BACKOFF
+    assert window is not None
+    outcome = locust.finish()
+    result = measurement(window, options, outcome.stats.locust_rps)
+    chosen = capacity.bound(found, server_slots, len(options.placement.server))
+    rps = result.rps if confirmed else None
+    cap = Capacity(
+        slo_p99_ms=options.slo_p99_ms,
+        rps=round(rps, 2) if rps is not None else None,
+        rps_per_gib=_round(per_gib(rps, result.memory.pss_peak_bytes) if rps else None),
+        offered_rps=round(window.result.rate or 0.0, 2) if window.result.rate else None,
+        confirmed=confirmed,
+        bound=chosen,
+        reason=capacity.describe(found, chosen),
+        saturation_rps=round(found.saturation.achieved_rps, 2) if found.saturation else None,
+        curve=tuple(probe_record(o, target) for o in curve),
+    )
+    flags = window_flags(window, target)
+    if not confirmed:
+        flags.append("unconfirmed")
+    gone, new = worker_changes(workers_before, window.samples)
+    incidents = Incidents(gone, new, window.result.timeouts)
+    return Measured(result, incidents, tuple(flags), cap)
+
+
+def closed_loop(
+    locust: LocustProcess,
+    server: RunningServer,
+    options: Options,
+    users: int,
+    check: Callable[[], None],
+) -> Measured:
+    """One window of ``users`` users sending back to back."""
+    probing = Probing(locust, server, options, check)
+    workers_before = worker_pids(server)
+    window = probing.run("closed", None, users, options.duration_s, sample=True, reset_stats=True)
+    outcome = locust.finish()
+    result = measurement(window, options, outcome.stats.locust_rps)
+    flags = window_flags(window, probing.target)
+    server_slots = slots(server)
+    cpu = window.server_cpu_percent
+    if (
+        "loadgen-bound" not in flags
+        and cpu is not None
+        and cpu < USER_BOUND_CPU_PERCENT
+        and (server_slots is None or users < server_slots)
+    ):
+        flags.append("user-bound")
+    gone, new = worker_changes(workers_before, window.samples)
+    return Measured(result, Incidents(gone, new, window.result.timeouts), tuple(flags))
+
+
+def soak_loop(
+    locust: LocustProcess,
+    server: RunningServer,
+    options: Options,
+    users: int,
+    check: Callable[[], None],
+) -> Measured:
+    """``--soak``: a closed loop of ``users`` for a number of requests or a duration, the
+    server sampled from now (before any request: the state right after the fork) to the
+    end. The figures are the window's, as in a closed-loop run; the series covers it all."""
+    target = options.soak
+    assert target is not None
+    interval = soak.sample_interval(target, options.duration_s)
+    began = time.monotonic()
+    sampler = Sampler(server.pid, interval=interval)
+    probing = Probing(locust, server, options, check)
+    marks: dict[str, float] = {}
+    sampler.start()
+    try:
+        window = probing.run(
+            "closed",
+            None,
+            users,
+            options.duration_s,
+            reset_stats=True,
+            max_requests=target.requests or 0,
+            on_start=lambda: marks.setdefault("start", time.monotonic() - began),
+            on_end=lambda: marks.setdefault("end", time.monotonic() - began),
+        )
+    finally:
+        samples = sampler.stop()
+    if sampler.error is not None or not server.alive():
+        raise ServerDied(f"the server died during the soak ({sampler.error})")
+    outcome = locust.finish()
+    start, end = marks.get("start", 0.0), marks.get("end", time.monotonic() - began)
+    in_window = [s for s in samples if s.t >= start - 0.05] or samples[-1:]
+    window.samples = in_window
+    window.sampler_cpu_percent = sampler.cpu_percent_of_sampler
+    result = measurement(window, options, outcome.stats.locust_rps)
+    memory = Memory.from_dict(soak.downsample_memory(result.memory.to_dict()))
+    block = soak.series(
+        samples,
+        target=target,
+        interval_s=interval,
+        window_start_s=start,
+        window_end_s=end,
+        requests=window.result.requests,
+    )
+    return Measured(
+        replace(result, memory=memory),
+        Incidents(timeouts=window.result.timeouts),
+        tuple(window_flags(window, probing.target)),
+        soak_series=SoakSeries.from_dict(block),
+    )
