@@ -1,0 +1,192 @@
+"""The open loop and the capacity search against real servers.
+
+- the schedule is kept against a fast server, well under its capacity;
+- a stall shows in p99 measured from the intended send times;
+- a hung server ends as counted timeouts inside the window;
+- servers of known capacity (sync workers waiting on a 50 ms upstream) are found
+  within 10 %, bounded by their slots, and a tighter target finds less.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loadtests.window import ProbeCommand, ProbeResult
+from runners.load.locust import LocustPlan, LocustProcess
+from runners.results import latency
+from runners.serving.cpus import default_placement
+from tests.servers import run_bench
+
+HELLO = b'{"message": "Hello, World!"}'
+
+
+class Stub(ThreadingHTTPServer):
+    """A loopback HTTP server whose handler behaviour the test picks."""
+
+    daemon_threads = True
+    behaviour = "fast"
+
+    def __init__(self, behaviour: str) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.behaviour = behaviour
+        self.began = time.monotonic()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Stub
+
+    def do_GET(self) -> None:
+        if self.server.behaviour == "hang":
+            time.sleep(30)
+            return
+        if self.server.behaviour == "stall":
+            # Once per second, 200 ms during which nothing is answered.
+            phase = (time.monotonic() - self.server.began) % 1.0
+            if phase < 0.2:
+                time.sleep(0.2 - phase)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(HELLO)))
+        self.end_headers()
+        self.wfile.write(HELLO)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def serving(behaviour: str) -> Iterator[Stub]:
+    server = Stub(behaviour)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def fast() -> Iterator[Stub]:
+    yield from serving("fast")
+
+
+@pytest.fixture
+def stall() -> Iterator[Stub]:
+    yield from serving("stall")
+
+
+@pytest.fixture
+def hang() -> Iterator[Stub]:
+    yield from serving("hang")
+
+
+def probe(stub: Stub, tmp_path: Path, command: ProbeCommand, timeout_s: float = 5.0) -> ProbeResult:
+    plan = LocustPlan(
+        host=stub.url,
+        workload="json",
+        variant="sync",
+        out_prefix=tmp_path / "probe",
+        run_time_limit_s=90,
+        cpus=default_placement().loadgen,
+        request_timeout_s=timeout_s,
+    )
+    with LocustProcess(plan) as locust:
+        result = locust.probe(command)
+        locust.finish()
+    return result
+
+
+@pytest.mark.servers
+def test_the_schedule_is_kept(fast: Stub, tmp_path: Path) -> None:
+    rate, seconds = 200.0, 3.0
+    command = ProbeCommand(
+        seq=1, mode="open", users=16, rate=rate, arrival="constant", warmup_s=1, duration_s=seconds
+    )
+    result = probe(fast, tmp_path, command)
+    assert result.scheduled == pytest.approx(rate * seconds, rel=0.02)
+    assert result.successes / result.duration_s == pytest.approx(rate, rel=0.02)
+    assert result.failures == 0
+    assert result.late_fraction < 0.02, result
+
+
+@pytest.mark.servers
+def test_a_stall_shows_in_p99_from_the_intended_send_times(stall: Stub, tmp_path: Path) -> None:
+    # 40 requests/s: the server is idle most of the time, and few requests are in
+    # flight when it stalls, yet every one intended during the stall waits for it.
+    command = ProbeCommand(
+        seq=1, mode="open", users=8, rate=40.0, arrival="constant", warmup_s=1, duration_s=4
+    )
+    result = probe(stall, tmp_path, command)
+    lat = latency.latency(latency.merged([result.latency_hdr]))
+    assert result.failures == 0
+    assert lat.p50 is not None and lat.p50 < 50
+    assert lat.p99 is not None and lat.p99 > 150, lat
+
+
+@pytest.mark.servers
+def test_a_hung_server_ends_as_timeouts_within_the_window(hang: Stub, tmp_path: Path) -> None:
+    command = ProbeCommand(
+        seq=1, mode="open", users=8, rate=10.0, warmup_s=0.5, duration_s=3, drain_s=1.5
+    )
+    began = time.monotonic()
+    result = probe(hang, tmp_path, command, timeout_s=1.0)
+    assert time.monotonic() - began < 25
+    assert result.successes == 0
+    assert result.timeouts > 0
+    # Every request of the window is counted: timed out, or never sent.
+    assert result.failures == result.scheduled > 10
+
+
+# --- the capacity search against servers of known capacity ------------------------------------
+
+
+def capacity_of(tmp_path: Path, data_dir: Path, name: str, *args: str) -> dict[str, Any]:
+    bench = run_bench(
+        tmp_path / name,
+        data_dir,
+        *("--workloads", "upstream", "--upstream-ms", "50", "--quick", "--no-report"),
+        *args,
+    )
+    results = bench.check()
+    (run,) = results["runs"]
+    assert run["load"] == "open"
+    cap: dict[str, Any] = run["capacity"]
+    assert cap["curve"], cap
+    return cap
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("runner", "args", "limit"),
+    [
+        ("gunicorn-sync", ("--workers", "3"), 60.0),  # 3 workers x 1 request / 50 ms
+        ("gunicorn-gthread", ("--workers", "1", "--threads", "4"), 80.0),  # 4 threads / 50 ms
+    ],
+)
+def test_servers_of_known_capacity(
+    runner: str, args: tuple[str, ...], limit: float, tmp_path: Path, data_dir: Path
+) -> None:
+    # A generous target: queueing near full utilisation stays within it.
+    generous = capacity_of(
+        tmp_path, data_dir, "generous", "--runners", runner, *args, "--slo-p99", "1000"
+    )
+    assert generous["bound"] == "server-slots", generous["reason"]
+    assert generous["rps"] == pytest.approx(limit, rel=0.10), generous
+    # A tight target (1.3 x the service time): queueing delay shows long before the slots
+    # are full, so the sustained rate is lower.
+    tight = capacity_of(tmp_path, data_dir, "tight", "--runners", runner, *args, "--slo-p99", "65")
+    assert tight["rps"] is not None
+    assert tight["rps"] < 0.9 * generous["rps"], (tight, generous)
