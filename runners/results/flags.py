@@ -98,6 +98,20 @@ FLAGS: dict[str, Flag] = {
             threshold=USER_BOUND_CPU_PERCENT,
         ),
         Flag(
+            "unconfirmed",
+            help="the confirmation window at the rate found missed the latency target (or "
+            "no rate passed): the capacity is uncertain",
+            note=(
+                "the capacity search's confirmation window did not hold the latency target at "
+                "the rate the probes found, nor at 0.9 x and 0.81 x of it (or no rate passed "
+                "at all): the server's latency varies over time (a noisy machine, gc pauses, "
+                "a worker restart). Its figures are those of the last window; use a longer "
+                "--duration, --repeat, or a quieter machine"
+            ),
+            unranked=True,
+            order=4,
+        ),
+        Flag(
             "failures",
             help="some requests failed",
             note="some requests failed (wrong status or body): see the Locust report",
