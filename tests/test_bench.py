@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from loadtests.catalog import WORKLOADS
+from runners.bench import defaults as bench_defaults
 from runners.bench import main
 from runners.bench import matrix as bench_matrix
 from runners.bench import options as bench_options
@@ -340,7 +341,7 @@ def test_explicit_options_override_quick() -> None:
     assert options is not None
     assert options.users == (8, 32)
     assert options.duration_s == 5
-    assert options.warmup_s == bench_options.TIMINGS[("closed", True)].warmup_s
+    assert options.warmup_s == bench_defaults.TIMINGS[("closed", True)].warmup_s
 
 
 def test_plan_is_repeat_major() -> None:

@@ -12,8 +12,7 @@ from typing import Protocol, TextIO
 from loadtests.catalog import (
     WORKLOADS,
 )
-from runners.bench.matrix import RunSpec
-from runners.bench.options import (
+from runners.bench.defaults import (
     DEFAULT_ARRIVAL,
     DEFAULT_RUNNERS,
     DEFAULT_SLO_P99_MS,
@@ -25,10 +24,10 @@ from runners.bench.options import (
     RUN_OVERHEAD_S,
     SETUP_S,
     TIMINGS,
-    Options,
     Timing,
-    quick_runners,
 )
+from runners.bench.matrix import RunSpec
+from runners.bench.options import Options, quick_runners
 from runners.bench.soak import SoakTarget
 from runners.results.flags import notes_for
 from runners.results.record import Run

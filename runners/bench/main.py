@@ -25,8 +25,9 @@ from runners.bench.console import (
     make_progress,
     results_table,
 )
+from runners.bench.defaults import MICRO_ESTIMATE_S, REPORTS_DIR, SETUP_S
 from runners.bench.matrix import matrix_block, plan
-from runners.bench.options import MICRO_ESTIMATE_S, REPORTS_DIR, SETUP_S, Options, parse_options
+from runners.bench.options import Options, parse_options
 from runners.bench.run import Context, run_one
 from runners.cli.args import UsageError
 from runners.cli.signals import stop_on_signals

@@ -1,0 +1,148 @@
+"""The bench command line's options and their help (``parse_options`` checks them)."""
+
+from __future__ import annotations
+
+from loadtests.pacing import ARRIVALS
+from runners.bench.defaults import (
+    DEFAULT_ARRIVAL,
+    DEFAULT_RUNNERS,
+    DEFAULT_SLO_P99_MS,
+    DEFAULT_USERS,
+    DEFAULT_WORKLOADS,
+    LOADS,
+    MIDDLEWARES,
+    TIMINGS,
+)
+from runners.cli.args import SEED_KEYS, Parser
+from runners.serving.registry import VARIANTS
+
+
+def build_parser() -> Parser:
+    p = Parser(
+        prog="python -m runners.bench.driver",
+        description=(
+            "Run the benchmark matrix (runners x workloads x users x repeats) and write "
+            "results.json, Locust reports, server logs and an HTML report into one folder."
+        ),
+        epilog="Lists are comma separated. `--list` shows runners and workloads.",
+    )
+    p.add_argument("--runners", help=f"runners (default: {','.join(DEFAULT_RUNNERS)})")
+    p.add_argument("--workloads", help=f"workloads (default: {','.join(DEFAULT_WORKLOADS)})")
+    p.add_argument(
+        "--load",
+        choices=LOADS,
+        help="open: find each server's capacity, the highest rate it sustains within "
+        "--slo-p99, with an open-loop schedule (default); closed: a fixed number of "
+        "--users sending back to back",
+    )
+    p.add_argument(
+        "--slo-p99",
+        type=float,
+        metavar="MS",
+        help=f"the latency target of the capacity search: p99 in ms (default "
+        f"{DEFAULT_SLO_P99_MS:g})",
+    )
+    p.add_argument(
+        "--arrival",
+        choices=ARRIVALS,
+        help=f"open loop: requests spaced evenly or as a Poisson process (default "
+        f"{DEFAULT_ARRIVAL})",
+    )
+    p.add_argument(
+        "--users",
+        help="--load closed: concurrency levels, Locust users "
+        f"(default: {','.join(map(str, DEFAULT_USERS))})",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        metavar="S",
+        help="the measured window in seconds: the capacity's confirmation window (default "
+        f"{TIMINGS[('open', False)].duration_s:g}), or the closed loop's "
+        f"({TIMINGS[('closed', False)].duration_s:g})",
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        metavar="S",
+        help="warm-up in seconds, served but not measured (default "
+        f"{TIMINGS[('open', False)].warmup_s:g} open, {TIMINGS[('closed', False)].warmup_s:g} "
+        "closed)",
+    )
+    p.add_argument("--repeat", type=int, metavar="K", help="runs per cell (default 1)")
+    p.add_argument(
+        "--workers", type=int, metavar="N", help="server workers (multi-process runners only)"
+    )
+    p.add_argument(
+        "--threads", type=int, metavar="N", help="threads per worker (threaded runners only)"
+    )
+    p.add_argument("--server-cpus", metavar="CPUS", help="CPUs of the server, e.g. 0 or 0-3")
+    p.add_argument("--loadgen-cpus", metavar="CPUS", help="CPUs of Locust and the upstream")
+    p.add_argument(
+        "--database",
+        metavar="sqlite|URL",
+        help="sqlite (default, or $DATABASE_URL when set) or a postgres:// URL",
+    )
+    p.add_argument(
+        "--seed",
+        metavar="KEY=N,...",
+        help=f"database seed sizes ({', '.join(SEED_KEYS)}), e.g. users=100,posts=2000",
+    )
+    p.add_argument(
+        "--upstream-ms", type=int, metavar="MS", help="upstream latency in ms (default 50)"
+    )
+    p.add_argument(
+        "--variant", choices=VARIANTS, help="view variant for every runner (default: the runner's)"
+    )
+    p.add_argument(
+        "--middleware", choices=MIDDLEWARES, help="Django middleware profile (default minimal)"
+    )
+    p.add_argument(
+        "--spawn-rate", type=float, metavar="R", help="users started per second (default: all)"
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        metavar="S",
+        help=(
+            "a request unanswered for S seconds fails, so a hung server ends as counted "
+            "timeouts (default: 10 x --slo-p99, at least 1 s, at most half the window)"
+        ),
+    )
+    p.add_argument(
+        "--python",
+        metavar="3.11,3.12|PATH",
+        help="run the servers on each interpreter (versions found on PATH and in pyenv, or "
+        "paths), each in a virtual environment with the locked versions (default: this one)",
+    )
+    p.add_argument(
+        "--django",
+        metavar="5.2,6.1",
+        help="run the servers with each Django release instead of the locked one",
+    )
+    p.add_argument(
+        "--gc",
+        metavar="default,freeze,off",
+        help="gc modes for the runners whose pre-fork master preloads the app (others: default)",
+    )
+    p.add_argument(
+        "--soak",
+        metavar="N|120s",
+        help="soak: one runner (default gunicorn-sync-preload) on mixed for N requests or a "
+        "duration, per gc mode (default all) and interpreter; per-worker memory over time",
+    )
+    p.add_argument("--output", metavar="DIR", help="results folder (default reports/<timestamp>)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="one runner per family on json and upstream, short probes and windows (< 3 minutes)",
+    )
+    p.add_argument(
+        "--micro",
+        action="store_true",
+        help="after the matrix, also run the pyperf micro-benchmarks (tox -e micro, --fast) "
+        "on the server CPUs into micro.json; the report shows them",
+    )
+    p.add_argument("--no-report", action="store_true", help="do not render the HTML report")
+    p.add_argument("--list", action="store_true", help="list runners and workloads, then exit")
+    return p

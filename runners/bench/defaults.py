@@ -1,0 +1,94 @@
+"""The driver's defaults: the matrix, and how long each part of a run lasts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loadtests.pacing import Arrival
+from runners import REPO_ROOT
+from runners.bench import capacity
+from runners.results.record import Load
+
+REPORTS_DIR = REPO_ROOT / "reports"
+
+# The default matrix: the main contrasts (pre-fork with and without the
+# copy-on-write pattern, threads, three async servers) on a CPU-bound, a
+# template, a database, an I/O-bound and a mixed workload. 30 capacity
+# searches, about 19 minutes on a 2-core machine.
+DEFAULT_RUNNERS = (
+    "gunicorn-sync",
+    "gunicorn-sync-freeze",
+    "gunicorn-gthread",
+    "uvicorn",
+    "gunicorn-asgi",
+    "granian-asgi",
+)
+
+
+DEFAULT_WORKLOADS = ("json", "fortunes", "feed", "upstream", "mixed")
+
+
+DEFAULT_USERS = (32,)
+"""``--load closed``: the users of the closed loop."""
+
+
+LOADS: tuple[Load, ...] = ("open", "closed")
+
+
+DEFAULT_SLO_P99_MS = capacity.DEFAULT_SLO_P99_MS
+
+
+DEFAULT_ARRIVAL: Arrival = "poisson"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long each part of a run lasts, per load mode, with and without ``--quick``."""
+
+    warmup_s: float
+    """Served, not measured: before the first probe (the saturation probe, or the closed
+    loop's window)."""
+    duration_s: float
+    """The measured window: the capacity's confirmation window, or the closed loop's."""
+    probe_s: float = 0.0
+    """Each search probe's window (longer at low rates, see ``runners.bench.measure``)."""
+    max_probes: int = 0
+    """Open-loop probes after the saturation probe."""
+
+
+TIMINGS: dict[tuple[Load, bool], Timing] = {
+    ("open", False): Timing(warmup_s=3.0, duration_s=8.0, probe_s=1.5, max_probes=6),
+    ("open", True): Timing(warmup_s=2.0, duration_s=4.0, probe_s=1.0, max_probes=4),
+    ("closed", False): Timing(warmup_s=5.0, duration_s=20.0),
+    ("closed", True): Timing(warmup_s=3.0, duration_s=8.0),
+}
+
+PROBE_OVERHEAD_S = 1.2
+"""Per probe, besides its window: the pause that lets the previous probe's requests
+end, the probe's own warm-up, and the wait for its last requests."""
+
+
+# --quick: one runner of each family on a CPU-bound and an I/O-bound workload.
+QUICK_RUNNERS = {"prefork": "gunicorn-sync", "threaded": "gunicorn-gthread", "async": "uvicorn"}
+
+
+QUICK_WORKLOADS = ("json", "upstream")
+
+
+QUICK_USERS = (16,)
+
+
+RUN_OVERHEAD_S = 6.0
+"""Per-run time besides warm-up and window: server start and stop, Locust
+start-up and spawning, the settle time before Locust quits."""
+
+
+SETUP_S = 20.0
+
+
+# `--micro`: pyperf --fast over the 18 micro-benchmarks, measured on a 2-core machine.
+MICRO_ESTIMATE_S = 240.0
+"""Per-invocation time: database preparation (about 17 s to seed a fresh clone), upstream start."""
+
+
+MIDDLEWARES = ("minimal", "default")
