@@ -278,7 +278,7 @@ def describe_runtimes(
 
 
 def _timing(t: Timing) -> str:
-    probes = f" --probes {t.max_probes} x {t.probe_s:g} s" if t.max_probes else ""
+    probes = f" (up to {t.max_probes} probes of {t.probe_s:g} s)" if t.max_probes else ""
     return f"--warmup {t.warmup_s:g} --duration {t.duration_s:g}{probes}"
 
 
