@@ -27,6 +27,7 @@ from runners.load.locust import (
     LocustProcess,
     command,
     parse_stats_csv,
+    worker_command,
 )
 from runners.serving.registry import RUNNERS
 from runners.serving.server import ServeConfig, prepare_database, serve, upstream
@@ -84,6 +85,35 @@ def test_command_picks_the_workload_by_user_class(tmp_path: Path) -> None:
     assert argv[argv.index("--probe-out") + 1] == str(plan.probes_dir)
     assert "--headless" in argv
     assert argv[argv.index("--run-time") + 1] == "90s"
+
+
+def test_distributed_mode_runs_a_master_and_its_workers(tmp_path: Path) -> None:
+    plan = LocustPlan(
+        host="http://127.0.0.1:1",
+        workload="json",
+        variant="async",
+        out_prefix=tmp_path / "x",
+        run_time_limit_s=60,
+        processes=2,
+        expect_workers=1,
+    )
+    assert plan.distributed and plan.generators == 3
+    master = command(plan, 5557)
+    assert master[master.index("--expect-workers") + 1] == "3"
+    assert master[master.index("--master-bind-port") + 1] == "5557"
+    worker = worker_command(plan, "10.0.0.5", 5557)
+    assert "--worker" in worker and "--headless" not in worker
+    assert worker[worker.index("--master-host") + 1] == "10.0.0.5"
+    assert worker[worker.index("--variant") + 1] == "async"
+    assert worker[-1] == "JsonUser"
+    single = LocustPlan(
+        host="http://127.0.0.1:1",
+        workload="json",
+        variant="sync",
+        out_prefix=tmp_path / "y",
+        run_time_limit_s=60,
+    )
+    assert not single.distributed and "--master" not in command(single)
 
 
 def test_parse_stats_csv(tmp_path: Path) -> None:

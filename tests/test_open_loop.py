@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -152,6 +153,11 @@ def test_a_hung_server_ends_as_timeouts_within_the_window(hang: Stub, tmp_path: 
 # --- the capacity search against servers of known capacity ------------------------------------
 
 
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("open-loop-data")
+
+
 def capacity_of(tmp_path: Path, data_dir: Path, name: str, *args: str) -> dict[str, Any]:
     bench = run_bench(
         tmp_path / name,
@@ -174,7 +180,15 @@ def capacity_of(tmp_path: Path, data_dir: Path, name: str, *args: str) -> dict[s
     [
         ("gunicorn-sync", ("--workers", "3"), 60.0),  # 3 workers x 1 request / 50 ms
         ("gunicorn-gthread", ("--workers", "1", "--threads", "4"), 80.0),  # 4 threads / 50 ms
+        # Locust's distributed mode: a master and two workers, both on the one
+        # load-generator CPU of a 2-core machine, find the same capacity.
+        (
+            "gunicorn-gthread",
+            ("--workers", "1", "--threads", "4", "--loadgen-processes", "2"),
+            80.0,
+        ),
     ],
+    ids=["sync-3-workers", "gthread-1x4", "gthread-1x4-two-locust-workers"],
 )
 def test_servers_of_known_capacity(
     runner: str, args: tuple[str, ...], limit: float, tmp_path: Path, data_dir: Path
@@ -185,6 +199,15 @@ def test_servers_of_known_capacity(
     )
     assert generous["bound"] == "server-slots", generous["reason"]
     assert generous["rps"] == pytest.approx(limit, rel=0.10), generous
+    if "--loadgen-processes" in args:
+        run = json.loads((tmp_path / "generous" / "results.json").read_text())["runs"][0]
+        assert run["loadgen_processes"] == 2
+        # Both workers sent load and reported their window.
+        probes = sorted((tmp_path / "generous" / "runs").glob("*.probes/probe-*.json"))
+        last = json.loads(probes[-1].read_text())
+        assert len(last["processes"]) == last["processes_expected"] == 2
+        assert all(p["cpu_seconds"] > 0 for p in last["processes"])
+        return
     # A tight target (1.3 x the service time): queueing delay shows long before the slots
     # are full, so the sustained rate is lower.
     tight = capacity_of(tmp_path, data_dir, "tight", "--runners", runner, *args, "--slo-p99", "65")

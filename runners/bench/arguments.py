@@ -79,6 +79,32 @@ def build_parser() -> Parser:
     p.add_argument("--server-cpus", metavar="CPUS", help="CPUs of the server, e.g. 0 or 0-3")
     p.add_argument("--loadgen-cpus", metavar="CPUS", help="CPUs of Locust and the upstream")
     p.add_argument(
+        "--loadgen-processes",
+        type=int,
+        metavar="K",
+        help="Locust processes sending load (default: one per load-generator CPU); more than "
+        "one runs Locust's distributed mode, a master and K workers pinned to those CPUs in turn",
+    )
+    p.add_argument(
+        "--expect-workers",
+        type=int,
+        metavar="N",
+        help="Locust workers on other machines the master waits for (besides its own "
+        "--loadgen-processes, which may be 0); see the README",
+    )
+    p.add_argument(
+        "--master-bind-host",
+        metavar="HOST",
+        help="where the Locust master listens for its workers (default 127.0.0.1; the "
+        "address of this machine for workers from elsewhere)",
+    )
+    p.add_argument(
+        "--master-port",
+        type=int,
+        metavar="PORT",
+        help="the Locust master's port for its workers (default: a free one)",
+    )
+    p.add_argument(
         "--database",
         metavar="sqlite|URL",
         help="sqlite (default, or $DATABASE_URL when set) or a postgres:// URL",

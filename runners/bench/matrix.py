@@ -95,12 +95,21 @@ def matrix_block(options: Options) -> Matrix:
         order="repeat-major",
         server_lifecycle="a fresh server per run",
         locust=(
-            "open loop: a capacity search per run (probes, then a confirmation window), "
-            "one process, headless subprocess"
+            "open loop: a capacity search per run (probes, then a confirmation window)"
             if options.load == "open"
-            else "closed loop, back to back, one process, headless subprocess"
-        ),
+            else "closed loop, back to back"
+        )
+        + f", {locust_processes(options)}, headless subprocess",
         load=options.load,
         slo_p99_ms=options.slo_p99_ms,
         arrival=options.arrival,
+        loadgen_processes=options.loadgen_processes,
+        expect_workers=options.expect_workers,
     )
+
+
+def locust_processes(options: Options) -> str:
+    if options.loadgen_processes <= 1 and not options.expect_workers:
+        return "one process"
+    remote = f" + {options.expect_workers} from elsewhere" if options.expect_workers else ""
+    return f"distributed: a master and {options.loadgen_processes} workers here{remote}"

@@ -95,6 +95,10 @@ class Options:
     load: Load = "open"
     slo_p99_ms: float = DEFAULT_SLO_P99_MS
     arrival: Arrival = DEFAULT_ARRIVAL
+    loadgen_processes: int = 1
+    expect_workers: int = 0
+    master_bind_host: str = "127.0.0.1"
+    master_port: int | None = None
 
     @property
     def timing(self) -> Timing:
@@ -249,6 +253,9 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         (a.spawn_rate, "spawn-rate", False),
         (a.request_timeout, "request-timeout", False),
         (a.slo_p99, "slo-p99", False),
+        (a.loadgen_processes, "loadgen-processes", True),
+        (a.expect_workers, "expect-workers", True),
+        (a.master_port, "master-port", False),
     ):
         positive(value, what, zero_ok=zero_ok)
     quick = bool(a.quick)
@@ -289,6 +296,7 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         load=load,
         slo_p99_ms=slo_p99_ms,
         arrival="constant" if a.arrival == "constant" else DEFAULT_ARRIVAL,
+        **loadgen_processes(a, placement),
     )
     try:
         options = replace(
@@ -298,6 +306,24 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         raise UsageError(str(exc)) from None
     check_database(options.database_url, "--database" if a.database else "$DATABASE_URL")
     return options, a
+
+
+def loadgen_processes(a: argparse.Namespace, placement: Placement) -> dict[str, Any]:
+    """``--loadgen-processes``, ``--expect-workers`` and the master's address, checked."""
+    expect = a.expect_workers or 0
+    processes = len(placement.loadgen) if a.loadgen_processes is None else a.loadgen_processes
+    if processes == 0 and expect == 0:
+        raise UsageError(
+            "--loadgen-processes: 0 processes here needs --expect-workers N from elsewhere"
+        )
+    if a.master_port is not None and a.master_port > 65535:
+        raise UsageError(f"--master-port: {a.master_port} is not a port")
+    return {
+        "loadgen_processes": processes,
+        "expect_workers": expect,
+        "master_bind_host": a.master_bind_host or "127.0.0.1",
+        "master_port": a.master_port,
+    }
 
 
 def default_request_timeout(slo_p99_ms: float, duration_s: float) -> float:

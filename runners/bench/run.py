@@ -80,6 +80,10 @@ def plan_locust(server: RunningServer, spec: RunSpec, ctx: Context) -> LocustPla
         cpus=options.placement.loadgen,
         options=options.locust_options(),
         request_timeout_s=options.request_timeout_s,
+        processes=options.loadgen_processes,
+        expect_workers=options.expect_workers,
+        master_bind_host=options.master_bind_host,
+        master_port=options.master_port,
     )
 
 
@@ -139,6 +143,9 @@ def base_run(spec: RunSpec, ctx: Context) -> Run:
         loadgen_cpus=options.placement.loadgen,
         soak=options.soak is not None,
         load=options.load,
+        loadgen_processes=options.loadgen_processes + options.expect_workers
+        if options.loadgen_processes > 1 or options.expect_workers
+        else 1,
     )
 
 

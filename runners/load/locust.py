@@ -37,6 +37,7 @@ from loadtests.window import ProbeCommand, ProbeResult
 from runners import REPO_ROOT
 from runners.results.record import Latency
 from runners.serving import supervisor
+from runners.serving.net import connect_host, free_port
 from runners.serving.supervisor import Child, RunnerError, log_tail, read_lines
 
 LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
@@ -80,6 +81,27 @@ class LocustPlan:
     env: Mapping[str, str] = field(default_factory=dict)
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     """A request unanswered for this long fails (a hung server cannot stall a user)."""
+    processes: int = 1
+    """Load-generating Locust processes started here. 1 and no ``expect_workers``: one
+    plain Locust process; otherwise Locust's distributed mode: a master (which sends
+    nothing) and this many workers, each pinned to one of ``cpus`` in turn."""
+    expect_workers: int = 0
+    """Workers from elsewhere (other machines) the master waits for, besides its own."""
+    master_bind_host: str = "127.0.0.1"
+    master_port: int | None = None
+    """The master's port for its workers (None: a free one)."""
+
+    @property
+    def distributed(self) -> bool:
+        return self.processes > 1 or self.expect_workers > 0
+
+    @property
+    def generators(self) -> int:
+        """Every process that sends load."""
+        return self.processes + self.expect_workers if self.distributed else 1
+
+    def worker_log(self, index: int) -> Path:
+        return self.out_prefix.with_name(f"{self.out_prefix.name}.locust-worker{index}.log")
 
     @property
     def html(self) -> Path:
@@ -105,9 +127,32 @@ class LocustPlan:
         return [self.csv(kind) for kind in ("stats", "stats_history", "failures", "exceptions")]
 
 
-def command(plan: LocustPlan) -> list[str]:
-    """The ``python -m locust`` command line (not yet pinned to CPUs)."""
+def _workload_options(plan: LocustPlan) -> list[str]:
+    return [
+        "--variant",
+        plan.variant,
+        "--request-timeout",
+        f"{plan.request_timeout_s:g}",
+        *plan.options,
+    ]
+
+
+def command(plan: LocustPlan, master_port: int | None = None) -> list[str]:
+    """The ``python -m locust`` command line of the process that runs the probes (the
+    master in distributed mode, which then needs ``master_port``); not yet pinned."""
     user_class = WORKLOADS[plan.workload].user_class
+    distributed: list[str] = []
+    if plan.distributed:
+        assert master_port is not None
+        distributed = [
+            "--master",
+            "--expect-workers",
+            str(plan.generators),
+            "--master-bind-host",
+            plan.master_bind_host,
+            "--master-bind-port",
+            str(master_port),
+        ]
     return [
         plan.python,
         "-m",
@@ -115,6 +160,7 @@ def command(plan: LocustPlan) -> list[str]:
         "-f",
         f"{LOCUSTFILE},{PROBES_PLUGIN}",
         "--headless",
+        *distributed,
         "--host",
         plan.host,
         # One user to start with; every probe sets its own count (the plugin holds
@@ -132,18 +178,33 @@ def command(plan: LocustPlan) -> list[str]:
         str(plan.out_prefix),
         "--html",
         str(plan.html),
-        "--variant",
-        plan.variant,
         "--probe-control",
         str(plan.control),
         "--probe-out",
         str(plan.probes_dir),
         "--probe-settle",
         f"{SETTLE_S:g}",
-        "--request-timeout",
-        f"{plan.request_timeout_s:g}",
-        *plan.options,
+        *_workload_options(plan),
         user_class,
+    ]
+
+
+def worker_command(plan: LocustPlan, master_host: str, master_port: int) -> list[str]:
+    """A Locust worker's command line: on this machine (the driver starts it) or on
+    another one (``python`` there, with this repository's ``loadtests/``)."""
+    return [
+        plan.python,
+        "-m",
+        "locust",
+        "-f",
+        f"{LOCUSTFILE},{PROBES_PLUGIN}",
+        "--worker",
+        "--master-host",
+        master_host,
+        "--master-port",
+        str(master_port),
+        *_workload_options(plan),
+        WORKLOADS[plan.workload].user_class,
     ]
 
 
@@ -208,6 +269,8 @@ class LocustProcess:
     def __init__(self, plan: LocustPlan) -> None:
         self.plan = plan
         self.child: Child | None = None
+        self.workers: list[Child] = []
+        self.master_port: int | None = None
         self.seen: dict[tuple[int, str], tuple[float, str]] = {}
         self._offset = 0
         self._seq = 0
@@ -246,10 +309,29 @@ class LocustProcess:
         )
         # Pinned to the load-generator CPUs and tied to this process's life
         # (PR_SET_PDEATHSIG: Locust gets SIGTERM if the driver is killed, even with kill -9).
+        if plan.distributed:
+            self.master_port = plan.master_port or free_port(plan.master_bind_host)
         self.child = supervisor.spawn(
-            "locust", command(plan), env=env, log_path=plan.log, cpus=plan.cpus or None
+            "locust",
+            command(plan, self.master_port),
+            env=env,
+            log_path=plan.log,
+            cpus=plan.cpus or None,
         )
         self._offset = 0
+        if plan.distributed:
+            assert self.master_port is not None
+            cpus = plan.cpus or ()
+            for index in range(plan.processes):
+                self.workers.append(
+                    supervisor.spawn(
+                        f"locust-worker{index}",
+                        worker_command(plan, connect_host(plan.master_bind_host), self.master_port),
+                        env=env,
+                        log_path=plan.worker_log(index),
+                        cpus=(cpus[index % len(cpus)],) if cpus else None,
+                    )
+                )
 
     def probe(
         self,
@@ -266,7 +348,10 @@ class LocustProcess:
         self._seq = command.seq
         command.write(self.plan.control)
         first = command.seq == 1
-        margin = STARTUP_MARGIN_S if first else MARGIN_S
+        margin = MARGIN_S
+        if first:
+            # Locust's start-up, and in distributed mode every worker connecting.
+            margin = STARTUP_MARGIN_S * (3 if self.plan.expect_workers else 1)
         self.wait_for(command.seq, "start", command.drain_s + command.warmup_s + margin, check)
         if on_start is not None:
             on_start()
@@ -336,8 +421,15 @@ class LocustProcess:
     def kill(self) -> None:
         """Stop Locust and anything it started (``supervisor.stop``: SIGTERM, SIGKILL
         after a grace period, nothing left); ``RunnerError`` lists leftovers."""
-        if self.child is not None and not self.child.stopped:
-            supervisor.stop(self.child, GRACE_S)
+        problems: list[str] = []
+        for child in [*self.workers, self.child]:
+            if child is not None and not child.stopped:
+                try:
+                    supervisor.stop(child, GRACE_S)
+                except RunnerError as exc:
+                    problems.append(str(exc))
+        if problems:
+            raise RunnerError("; ".join(problems))
 
     def error(self, message: str) -> LocustError:
         tail = log_tail(self.plan.log, 30)

@@ -101,6 +101,8 @@ class Matrix(Record):
     load: Load | None = optional(None)
     slo_p99_ms: float | None = optional(None)
     arrival: str | None = optional(None)
+    loadgen_processes: int | None = optional(None)
+    expect_workers: int | None = optional(None)
 
 
 @dataclass(frozen=True, kw_only=True)

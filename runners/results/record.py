@@ -303,6 +303,8 @@ class Run(Record):
     timeouts: int | None = optional(None)
     latency_hdr: str | None = optional(None)
     capacity: Capacity | None = optional(None)
+    loadgen_processes: int | None = optional(None)
+    """Locust processes that sent load (several: Locust's distributed mode)."""
 
     @property
     def ok(self) -> bool:
