@@ -10,6 +10,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,10 +23,12 @@ from typing import Any
 import pytest
 
 from loadtests.window import ProbeCommand, ProbeResult
+from runners import REPO_ROOT
 from runners.load.locust import LocustPlan, LocustProcess
 from runners.results import latency
 from runners.serving.cpus import default_placement
-from tests.servers import run_bench
+from runners.serving.net import free_port
+from tests.servers import BENCH_SEED, run_bench
 
 HELLO = b'{"message": "Hello, World!"}'
 
@@ -213,3 +218,59 @@ def test_servers_of_known_capacity(
     tight = capacity_of(tmp_path, data_dir, "tight", "--runners", runner, *args, "--slo-p99", "65")
     assert tight["rps"] is not None
     assert tight["rps"] < 0.9 * generous["rps"], (tight, generous)
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+def test_workers_started_elsewhere_drive_the_run(tmp_path: Path, data_dir: Path) -> None:
+    """``--expect-workers``: the master waits for workers it did not start (here a
+    process started separately on loopback, as another machine would)."""
+    port = free_port()
+    out = tmp_path / "remote"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "BENCH_DATA_DIR": str(data_dir)}
+    for name in ("DATABASE_URL", "REDIS_URL", "BENCH_MIDDLEWARE", "CI"):
+        env.pop(name, None)
+    bench = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runners.bench",
+            *("--runners", "uvicorn", "--workloads", "json", "--quick", "--no-report"),
+            *("--load", "closed", "--users", "4", "--warmup", "1", "--duration", "2"),
+            *("--loadgen-processes", "0", "--expect-workers", "1"),
+            *("--master-port", str(port), "--seed", BENCH_SEED, "--output", str(out)),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    worker_argv = [
+        *(sys.executable, "-m", "locust", "-f"),
+        f"{REPO_ROOT}/loadtests/locustfile.py,{REPO_ROOT}/loadtests/probes.py",
+        *("--worker", "--master-host", "127.0.0.1", "--master-port", str(port)),
+    ]
+    worker = subprocess.Popen(
+        worker_argv,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        output, _ = bench.communicate(timeout=240)
+        assert bench.returncode == 0, output[-3000:]
+        # The master tells its workers to quit at the end.
+        worker.wait(timeout=30)
+    finally:
+        for proc in (bench, worker):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    results = json.loads((out / "results.json").read_text())
+    (run,) = results["runs"]
+    assert run["status"] == "ok", run["error"]
+    assert run["loadgen_processes"] == 1
+    assert run["requests"] > 20
+    assert results["matrix"]["expect_workers"] == 1
