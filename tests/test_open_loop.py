@@ -274,3 +274,26 @@ def test_workers_started_elsewhere_drive_the_run(tmp_path: Path, data_dir: Path)
     assert run["loadgen_processes"] == 1
     assert run["requests"] > 20
     assert results["matrix"]["expect_workers"] == 1
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+def test_calibrate_records_the_load_generator_ceiling(tmp_path: Path, data_dir: Path) -> None:
+    bench = run_bench(
+        tmp_path / "calibrated",
+        data_dir,
+        *("--runners", "uvicorn", "--workloads", "json", "--quick", "--no-report"),
+        *("--load", "closed", "--users", "4", "--warmup", "1", "--duration", "2"),
+        "--calibrate",
+    )
+    results = bench.check()
+    ceiling = results["environment"]["loadgen_ceiling"]
+    assert ceiling["runner"] == "gunicorn-gthread" and ceiling["workload"] == "plaintext"
+    assert 0 < ceiling["cpu_percent"] <= 100
+    # What one process can send is at least what it sent.
+    assert ceiling["rps_per_process"] >= ceiling["rps"] > 100
+    (run,) = results["runs"]
+    share = run["loadgen_ceiling_share"]
+    assert share == pytest.approx(run["rps"] / ceiling["rps_per_process"], rel=0.01)
+    assert 0 < share < 1
+    assert "Load-generator ceiling:" in bench.proc.stdout

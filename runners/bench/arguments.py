@@ -169,6 +169,12 @@ def build_parser() -> Parser:
         help="after the matrix, also run the pyperf micro-benchmarks (tox -e micro, --fast) "
         "on the server CPUs into micro.json; the report shows them",
     )
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="first measure this host's load-generator ceiling (requests/s one Locust process "
+        "sends at most, ~15 s); every run then shows its load as a share of it",
+    )
     p.add_argument("--no-report", action="store_true", help="do not render the HTML report")
     p.add_argument("--list", action="store_true", help="list runners and workloads, then exit")
     return p

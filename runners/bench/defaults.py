@@ -91,4 +91,8 @@ MICRO_ESTIMATE_S = 240.0
 """Per-invocation time: database preparation (about 17 s to seed a fresh clone), upstream start."""
 
 
+CALIBRATE_S = 15.0
+"""``--calibrate``: a server and Locust started, 1 s of warm-up and a 3 s window."""
+
+
 MIDDLEWARES = ("minimal", "default")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shlex
 import subprocess
@@ -16,6 +17,7 @@ from loadtests.catalog import (
     WORKLOADS,
 )
 from runners import REPO_ROOT
+from runners.bench.calibrate import calibrate
 from runners.bench.console import (
     ProgressView,
     describe_plan,
@@ -33,7 +35,7 @@ from runners.cli.args import UsageError
 from runners.cli.signals import stop_on_signals
 from runners.micro import benchmarks as micro_bench
 from runners.results import environment as env_capture
-from runners.results.document import CpuPlacement, ResultsFile
+from runners.results.document import CpuPlacement, LoadgenCeiling, ResultsFile
 from runners.runtimes import axes
 from runners.serving import ledger, supervisor
 from runners.serving.cpus import placement_from
@@ -96,6 +98,22 @@ def run_micro(ctx: Context, say: Callable[[str], None]) -> str | None:
         say(f"warning: the micro-benchmarks failed (exit {status}); see {log}\n{tail}")
         return None
     return ctx.rel(out)
+
+
+def measure_ceiling(ctx: Context, results: ResultsFile, python: str) -> LoadgenCeiling:
+    """``--calibrate``: measure, print and record the load-generator ceiling."""
+    print("Calibrating the load generator (plaintext on gunicorn-gthread, ~15 s)...", flush=True)
+    ceiling = calibrate(ctx.options, ctx.runs_dir / "calibrate", ctx.server_env, python)
+    per = ceiling.rps_per_process
+    head = f"{per:.0f} req/s per Locust process" if per else "not measurable"
+    print(
+        f"Load-generator ceiling: {head} "
+        f"({ceiling.rps:.0f} req/s at {ceiling.cpu_percent:.0f}% of a core)",
+        flush=True,
+    )
+    environment = dataclasses.replace(results.results.environment, loadgen_ceiling=ceiling)
+    results.update(environment=environment)
+    return ceiling
 
 
 def render_report(out_dir: Path, say: Callable[[str], None]) -> None:
@@ -166,6 +184,8 @@ def execute(options: Options, command: str) -> int:
             # Once per interpreter: the app runs there (idempotent after the first).
             for python in dict.fromkeys(runtime.python for runtime in built.values()):
                 prepare_database(ctx.server_env, python, 600.0, **options.seed)
+            if options.calibrate:
+                ctx.ceiling = measure_ceiling(ctx, results, next(iter(built.values())).python)
             if any(WORKLOADS[w].needs_upstream for w in options.workloads):
                 ctx.upstream_url = stack.enter_context(
                     upstream(cpus=options.placement.loadgen, log_path=out_dir / "upstream.log")

@@ -25,6 +25,7 @@ from loadtests.pacing import Arrival
 from runners.bench import soak
 from runners.bench.arguments import build_parser
 from runners.bench.defaults import (
+    CALIBRATE_S,
     DEFAULT_ARRIVAL,
     DEFAULT_RUNNERS,
     DEFAULT_SLO_P99_MS,
@@ -99,6 +100,7 @@ class Options:
     expect_workers: int = 0
     master_bind_host: str = "127.0.0.1"
     master_port: int | None = None
+    calibrate: bool = False
 
     @property
     def timing(self) -> Timing:
@@ -131,7 +133,8 @@ class Options:
 
     def estimate_s(self) -> float:
         micro = MICRO_ESTIMATE_S if self.micro else 0.0
-        return SETUP_S + self.runs * self.run_estimate_s() + micro
+        calibrate = CALIBRATE_S if self.calibrate else 0.0
+        return SETUP_S + calibrate + self.runs * self.run_estimate_s() + micro
 
     def locust_options(self) -> tuple[str, ...]:
         return (
@@ -297,6 +300,7 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         slo_p99_ms=slo_p99_ms,
         arrival="constant" if a.arrival == "constant" else DEFAULT_ARRIVAL,
         **loadgen_processes(a, placement),
+        calibrate=bool(a.calibrate),
     )
     try:
         options = replace(

@@ -12,6 +12,7 @@ from runners.bench.matrix import RunSpec, thread_override, worker_override
 from runners.bench.measure import Measured, ServerDied, closed_loop, open_loop, soak_loop
 from runners.bench.options import Options
 from runners.load.locust import LocustError, LocustPlan, LocustProcess
+from runners.results.document import LoadgenCeiling
 from runners.results.flags import notes_for, order_flags
 from runners.results.record import Artifacts, Run, utc_now
 from runners.runtimes import axes
@@ -36,6 +37,8 @@ class Context:
     out_dir: Path
     server_env: dict[str, str]
     upstream_url: str | None = None
+    ceiling: LoadgenCeiling | None = None
+    """``--calibrate``'s measure of this host's load generator."""
     built_runtimes: dict[RuntimeKey, Runtime] = field(default_factory=dict)
 
     def runtime(self, spec: RunSpec) -> Runtime:
@@ -108,6 +111,15 @@ def measure(server: RunningServer, spec: RunSpec, ctx: Context) -> Measured:
             "--request-timeout"
         )
     return measured
+
+
+def ceiling_share(
+    rps: float, processes: int | None, ceiling: LoadgenCeiling | None
+) -> float | None:
+    """The run's rate as a share of what its Locust processes can send at most."""
+    if ceiling is None or not ceiling.rps_per_process:
+        return None
+    return round(rps / (ceiling.rps_per_process * (processes or 1)), 4)
 
 
 def base_run(spec: RunSpec, ctx: Context) -> Run:
@@ -199,8 +211,10 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
         if options.placement.shared:
             flags.append("shared-cpus")
         flags = list(order_flags(flags))
+        share = ceiling_share(measured.measurement.rps, run.loadgen_processes, ctx.ceiling)
         run = dataclasses.replace(
             measured.measurement.fill(run),
+            loadgen_ceiling_share=share,
             capacity=measured.capacity,
             soak_series=measured.soak_series,
             flags=tuple(flags),

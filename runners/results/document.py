@@ -43,6 +43,23 @@ class CpuPlacement(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class LoadgenCeiling(Record):
+    """``--calibrate``: what one Locust process can send on this host
+    (``runners.bench.calibrate``)."""
+
+    runner: str
+    workload: str
+    users: int
+    duration_s: float
+    rps: float
+    """Successful requests/s of the calibration window."""
+    cpu_percent: float
+    """The Locust process's CPU over the window, percent of one core."""
+    rps_per_process: float | None
+    """rps / (cpu_percent / 100): the most one Locust process sends."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Environment(Record):
     """What the benchmark ran on (``runners.results.environment.capture``)."""
 
@@ -62,6 +79,7 @@ class Environment(Record):
     git_commit: str | None
     git_dirty: bool | None = None
     memory_total_bytes: int | None = optional(None)
+    loadgen_ceiling: LoadgenCeiling | None = optional(None)
 
 
 @dataclass(frozen=True, kw_only=True)

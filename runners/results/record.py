@@ -305,6 +305,8 @@ class Run(Record):
     capacity: Capacity | None = optional(None)
     loadgen_processes: int | None = optional(None)
     """Locust processes that sent load (several: Locust's distributed mode)."""
+    loadgen_ceiling_share: float | None = optional(None)
+    """``--calibrate``: rps / (the host's ceiling per Locust process x processes)."""
 
     @property
     def ok(self) -> bool:
