@@ -88,6 +88,10 @@ class Window:
     timeouts: int = 0
     unsent: int = 0
     in_flight: int = 0
+    served: int = 0
+    """Successful responses that *arrived* inside the window, whatever their ticket: the
+    server's throughput over it (an overloaded server's backlog, answered after the
+    window, does not count as served in it)."""
 
     def contains(self, ticket: float) -> bool:
         return self.start <= ticket < self.end
@@ -254,6 +258,8 @@ class Pacer:
             return 0.0
         latency = max(0.0, now - ticket)
         window = self.window
+        if window is not None and ok and window.contains(now):
+            window.served += 1
         if window is not None and window.contains(ticket):
             record_us(window.latency, latency)
             if ok:

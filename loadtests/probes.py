@@ -195,6 +195,7 @@ def result_message(seq: int, index: int, window: Window, cpu_seconds: float) -> 
         "timeouts": window.timeouts,
         "unsent": window.unsent,
         "in_flight": window.in_flight,
+        "served": window.served,
         "cpu_seconds": max(0.0, cpu_seconds),
     }
 
@@ -226,6 +227,7 @@ def merge(
             "timeouts",
             "unsent",
             "in_flight",
+            "served",
         )
     }
     duration = max((float(p["duration_s"]) for p in parts), default=end - start)
@@ -245,7 +247,7 @@ def merge(
     )
     return ProbeResult(
         seq=command.seq,
-        mode=command.mode,
+        mode="open" if command.mode == "open" else "closed",
         rate=command.rate if command.mode == "open" else None,
         users=command.users,
         start=start,
@@ -302,7 +304,12 @@ class Controller:
                 return
             if command is not None and int(command.get("seq", 0)) > last:
                 last = int(command["seq"])
-                self.probe(ProbeCommand(**command))
+                probe = ProbeCommand(**command)
+                if probe.mode == "pause":
+                    self.pause(probe)
+                    emit(probe.seq, "done", "paused")
+                else:
+                    self.probe(probe)
             gevent.sleep(POLL_S)
 
     def processes(self) -> int:
@@ -311,18 +318,24 @@ class Controller:
             return max(1, runner.worker_count)
         return 1
 
+    def pause(self, command: ProbeCommand) -> None:
+        """Stop sending and let what is in flight end (answered or timed out)."""
+        runner = self.environment.runner
+        assert runner is not None
+        seq = command.seq
+        runner.send_message(PAUSE_MESSAGE, {"seq": seq, "drain_s": command.drain_s})
+        give_up = time.time() + command.drain_s + DRAIN_MARGIN_S
+        while self.idle.get(seq, 0) < self.processes() and time.time() < give_up:
+            gevent.sleep(POLL_S)
+        self.idle.pop(seq, None)
+
     def probe(self, command: ProbeCommand) -> None:
         runner = self.environment.runner
         assert runner is not None
         seq = command.seq
         processes = self.processes()
-        # No backlog of the previous probe in this one: stop sending, let what is in
-        # flight end (answered or timed out), then switch.
-        runner.send_message(PAUSE_MESSAGE, {"seq": seq, "drain_s": command.drain_s})
-        give_up = time.time() + command.drain_s + DRAIN_MARGIN_S
-        while self.idle.get(seq, 0) < processes and time.time() < give_up:
-            gevent.sleep(POLL_S)
-        self.idle.pop(seq, None)
+        # No backlog of the previous probe in this one.
+        self.pause(command)
         users = max(1, command.users)
         if runner.target_user_count != users:
             # Users start and stop at this rate: all at once, before the warm-up ends.
@@ -375,10 +388,14 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
     options = environment.parsed_options
     control = str(getattr(options, "probe_control", "") or "")
     runner = environment.runner
-    if not control or runner is None:
+    # A worker learns of the probes from its master's messages (it has no control file).
+    if runner is None or not (control or isinstance(runner, WorkerRunner)):
         return
     if not isinstance(runner, MasterRunner):
-        PACER.hold()  # no traffic before the first probe says how much
+        if control:
+            PACER.hold()  # no traffic before the first probe says how much
+        # (A worker's users send from its start until the first probe pauses them: a
+        # worker cannot tell a probing master from a plain one before it hears from it.)
         generator = Generator(environment)
         runner.register_message(PAUSE_MESSAGE, generator.on_pause)
         runner.register_message(CONFIG_MESSAGE, generator.on_config)

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 Mode = Literal["open", "closed"]
+CommandMode = Literal["open", "closed", "pause"]
 
 
 @dataclass(frozen=True)
 class ProbeCommand:
-    """One measured window: ``warmup_s`` of load at the new setting, then ``duration_s``.
+    """One measured window: ``warmup_s`` of load at the new setting, then ``duration_s``
+    (or, ``pause``, none: the load stops until the next command).
 
     ``open``: requests on a schedule of ``rate`` per second (``arrival``
     constant or poisson), ``users`` connections at most. ``closed``: ``users``
@@ -30,7 +32,8 @@ class ProbeCommand:
     """
 
     seq: int
-    mode: Mode
+    mode: CommandMode
+    """``pause``: no window; stop sending and let the requests in flight end."""
     users: int
     duration_s: float
     warmup_s: float = 0.0
@@ -86,6 +89,8 @@ class ProbeResult:
     timeouts: int
     unsent: int
     in_flight: int
+    served: int
+    """Successful responses that arrived inside the window (the server's throughput)."""
     late_fraction: float
     latency_hdr: str
     loadgen_cpu_seconds: float

@@ -13,6 +13,7 @@ loop's one window) also samples the server's memory; its figures are the run's.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -29,6 +30,7 @@ from runners.results.flags import USER_BOUND_CPU_PERCENT
 from runners.results.record import Capacity, Measurement, Memory, Probe, SoakSeries
 from runners.sampling import cpustat
 from runners.sampling.memory import Sampler, TreeSample, summarize
+from runners.serving.net import http_get
 from runners.serving.server import RunningServer
 
 PROBE_WARMUP_S = 0.5
@@ -42,6 +44,9 @@ MIN_CONFIRM_REQUESTS = 400
 CONFIRM_ATTEMPTS = 3
 CONFIRM_BACKOFF = 0.9
 """A confirmation window that misses the target is retried at this share of the rate."""
+IDLE_HEALTH_S = 0.1
+"""A server that answers ``/health`` this fast has nothing queued."""
+IDLE_TIMEOUT_S = 30.0
 DEFAULT_SATURATION_USERS = 64
 """Users of the saturation probe for a server without a fixed number of slots (async)."""
 
@@ -78,7 +83,9 @@ class Window:
         return Observation(
             mode=r.mode,
             offered_rps=r.rate,
-            achieved_rps=r.successes / r.duration_s if r.duration_s > 0 else 0.0,
+            # The server's throughput: what it answered inside the window (an overloaded
+            # server's backlog, answered once the window is over, is not throughput).
+            achieved_rps=r.served / r.duration_s if r.duration_s > 0 else 0.0,
             p50_ms=lat.p50,
             p99_ms=lat.p99,
             requests=r.requests,
@@ -89,6 +96,7 @@ class Window:
             loadgen_process_percent=r.busiest_process_percent,
             late_share=r.late_fraction,
             scheduled=r.scheduled if r.mode == "open" else 0,
+            served=r.served,
         )
 
 
@@ -108,6 +116,8 @@ class Probing:
         self.check = check
         self.seq = 0
         self.target = Target(slo_p99_ms=options.slo_p99_ms)
+        self.idle_waits: list[float] = []
+        """Seconds each probe waited for the server to work off the previous one."""
 
     def run(
         self,
@@ -126,6 +136,13 @@ class Probing:
         and ``on_end`` are called as the window opens and closes."""
         options = self.options
         placement = options.placement
+        drain_s = options.request_timeout_s + 0.5
+        if self.seq:
+            # From an idle server: Locust stops sending and its requests end, then the
+            # server works off what clients gave up on (queued in its listen backlog).
+            self.seq += 1
+            self.locust.pause(self.seq, drain_s, self.check)
+            self.idle_waits.append(wait_idle(self.server))
         self.seq += 1
         command = ProbeCommand(
             seq=self.seq,
@@ -135,7 +152,7 @@ class Probing:
             duration_s=duration_s,
             warmup_s=options.warmup_s if self.seq == 1 else PROBE_WARMUP_S,
             arrival=options.arrival,
-            drain_s=options.request_timeout_s + 0.5,
+            drain_s=drain_s,
             late_s=options.slo_p99_ms / 1000.0 / 10.0,
             reset_stats=reset_stats,
             max_requests=max_requests,
@@ -183,6 +200,20 @@ class Probing:
     def observe(self, mode: Mode, rate: float | None, users: int) -> Observation:
         """``capacity.search``'s probe."""
         return self.run(mode, rate, users, self.probe_seconds(rate)).observation()
+
+
+def wait_idle(server: RunningServer, timeout: float = IDLE_TIMEOUT_S) -> float:
+    """Wait until the server answers ``/health`` within ``IDLE_HEALTH_S`` (a busy sync
+    server answers it only after the requests queued before it); the seconds waited."""
+    began = time.monotonic()
+    while True:
+        asked = time.monotonic()
+        with contextlib.suppress(OSError):
+            http_get(server.config.host, server.port, "/health", timeout=timeout)
+        now = time.monotonic()
+        if now - asked < IDLE_HEALTH_S or now - began >= timeout:
+            return now - began
+        time.sleep(0.05)
 
 
 class ServerDied(RuntimeError):

@@ -364,6 +364,16 @@ class LocustProcess:
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise self.error(f"cannot read probe {command.seq}: {exc}") from exc
 
+    def pause(self, seq: int, drain_s: float, check: Callable[[], None] | None = None) -> None:
+        """Stop the load until the next probe; returns once the requests in flight ended."""
+        if seq <= self._seq:
+            raise ValueError(f"pause {seq} after probe {self._seq}")
+        self._seq = seq
+        ProbeCommand(seq=seq, mode="pause", users=1, duration_s=0.0, drain_s=drain_s).write(
+            self.plan.control
+        )
+        self.wait_for(seq, "done", drain_s + MARGIN_S, check)
+
     def _read_markers(self) -> None:
         lines, self._offset = read_lines(self.plan.log, self._offset)
         for line in lines:
