@@ -28,8 +28,8 @@ runner, or the master in distributed mode)
 4. merges them into ``<--probe-out>/probe-<seq>.json`` and prints
    ``@@bench-probe <seq> done <path>``.
 
-The load keeps running at the probe's rate until the next command, so the
-server never idles between probes. ``{"quit": true}`` stops the users, waits
+The load stops at the end of each window (its requests in flight go on to
+their end). ``{"quit": true}`` stops the users, waits
 ``--probe-settle`` seconds for Locust's CSV writer, and quits.
 
 A probe in ``closed`` mode is the classic closed loop: ``users`` users send
@@ -367,9 +367,14 @@ class Controller:
                 break
             gevent.sleep(min(POLL_S, max(0.0, end - time.time())))
         emit(seq, "end", f"{time.time():.6f}")
+        # No new request after the window (the next probe starts from a pause anyway):
+        # Locust's own statistics then cover the window and the requests in flight at
+        # its start, nothing after it.
+        runner.send_message(PAUSE_MESSAGE, {"seq": seq, "drain_s": command.drain_s})
         give_up = deadline + 5.0
         while len(self.results.get(seq, [])) < processes and time.time() < give_up:
             gevent.sleep(POLL_S)
+        self.idle.pop(seq, None)
         merged = merge(command, start, end, self.results.pop(seq, []))
         path = self.out / f"probe-{seq}.json"
         replace(merged, processes_expected=processes).write(path)

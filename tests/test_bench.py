@@ -138,7 +138,10 @@ def test_figures_are_consistent(matrix: BenchRun) -> None:
         assert run["loadgen_cpu_percent"] == pytest.approx(
             100 * run["loadgen_cpu_seconds"] / run["duration_s"], rel=REL
         )
-        assert ("loadgen-bound" in run["flags"]) == (run["loadgen_cpu_percent"] > 90)
+        # Locust's own CPU over 90 % flags the run (so do the load-generator CPUs busy with
+        # anything, and a late schedule).
+        if run["loadgen_cpu_percent"] > 90:
+            assert "loadgen-bound" in run["flags"]
         assert run["server_cpu_percent"] == pytest.approx(
             100 * run["cpu_seconds"] / (run["duration_s"] * len(run["server_cpus"])), rel=REL
         )
@@ -181,9 +184,10 @@ def test_artifacts_exist_and_agree(matrix: BenchRun) -> None:
         stats = next(p for p in artifacts["locust_csv"] if p.endswith("_stats.csv"))
         with (matrix.out / stats).open(newline="") as fh:
             row = next(r for r in csv.DictReader(fh) if r["Name"] == "Aggregated")
-        # The CSV holds the measured window only, as results.json does.
-        assert int(row["Request Count"]) == run["requests"]
-        assert int(row["Failure Count"]) == run["failures"]
+        # The CSV holds the measured window, as results.json does, and the requests in
+        # flight as it opened (at most one per user).
+        assert 0 <= int(row["Request Count"]) - run["requests"] <= run["users"]
+        assert 0 <= int(row["Failure Count"]) - run["failures"] <= run["users"]
     assert (matrix.out / "results.json").is_file()
 
 
