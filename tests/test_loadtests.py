@@ -218,8 +218,9 @@ def test_window_excludes_warmup_and_counts_failures(stub: Stub, tmp_path: Path) 
     assert 0.3 < window.failures / window.requests < 0.7
     assert window.timeouts == 0 and window.unsent == 0
     # The CSV Locust wrote holds the window (stats reset at its start, the load paused at
-    # its end) and the requests in flight as it opened (one per user at most).
-    assert 0 <= stats.requests - window.requests <= 2
+    # its end) and the requests in flight as it opened (one per user, and a few starting
+    # as it opened: the two clocks are read a moment apart).
+    assert 0 <= stats.requests - window.requests <= 2 + 2
     with plan.csv("failures").open(newline="") as fh:
         errors = [row["Error"] for row in csv.DictReader(fh)]
     assert any("unexpected JSON body" in error for error in errors)

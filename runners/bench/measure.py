@@ -35,7 +35,7 @@ from runners.serving.server import RunningServer
 
 PROBE_WARMUP_S = 0.5
 """Load at a probe's own setting before its window opens (the first probe: ``--warmup``)."""
-MIN_PROBE_REQUESTS = 100
+MIN_PROBE_REQUESTS = 150
 """A probe's window lasts long enough to hold about this many requests ..."""
 MAX_PROBE_S = 3.0
 """... but no longer than this."""
