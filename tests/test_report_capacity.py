@@ -433,3 +433,21 @@ def test_open_runs_are_compared_by_capacity_per_gib(tmp_path: Path, sample: dict
         for r in doc.find("table", **{"class": "compact summary"}).find_all("tr")[1:]
     ]
     assert labels == ["capacity req/s", "p99 latency at capacity", "capacity per GiB"]
+
+
+def test_a_cell_where_no_rate_passed(tmp_path: Path, sample: dict[str, Any]) -> None:
+    data = copy.deepcopy(sample)
+    for run in data["runs"]:
+        if run["runner"] == "uvicorn" and run["workload"] == "upstream":
+            run["capacity"].update(rps=None, rps_per_gib=None, offered_rps=None, confirmed=False)
+            for probe in run["capacity"]["curve"]:
+                probe["passed"] = False
+    doc = parse(render_run(place(data, tmp_path / "none")).read_text(encoding="utf-8"))
+    table = doc.find("table", data_workload="upstream", data_users="0")
+    row = next(r for r in rows(table) if r.attrs["data-runner"] == "uvicorn")
+    assert row.attrs["data-rank"] == "" and row.cells()[2].text() == "—"
+    said = [li.text() for li in doc.find("ul", data_workload="upstream").find_all("li")]
+    assert "uvicorn on upstream: no rate met p99 ≤ 100 ms (server-cpu)." in said
+    assert "unconfirmed" not in (row.attrs["data-flags"] or "")
+    knees = charts(doc)["w1-sat"]["knees"]
+    assert "uvicorn" not in {k["label"] for k in knees} and len(knees) == 3

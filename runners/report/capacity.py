@@ -59,7 +59,13 @@ class ReportCell(Cell):
 
 
 def unconfirmed_runs(cell: Cell) -> list[Run]:
-    return [r for r in cell.ok_runs if r.capacity is not None and not r.capacity.confirmed]
+    """The repeats whose confirmation window missed the target (not those where no
+    rate passed: they had no confirmation window)."""
+    return [
+        r
+        for r in cell.ok_runs
+        if r.capacity is not None and r.capacity.rps is not None and not r.capacity.confirmed
+    ]
 
 
 def report_cell(cell: Cell) -> ReportCell:
