@@ -224,11 +224,13 @@ def curve_charts(
     p99_sets: list[JSON] = []
     knees: list[JSON] = []
     offered: list[float] = []
+    achieved: list[float] = []
     for row in rows:
         probes = _open_probes(row.run)
         capacity = row.run.capacity
         assert capacity is not None
         offered += [p.offered_rps or 0.0 for p in probes]
+        achieved += [p.achieved_rps for p in probes if p.achieved_rps > 0]
         common = {"label": row.label, "color": row.color, "passed": [p.passed for p in probes]}
         rate_sets.append(
             {**common, "data": [{"x": p.offered_rps, "y": p.achieved_rps} for p in probes]}
@@ -252,12 +254,15 @@ def curve_charts(
                 }
             )
     span = [min(offered), max(offered)] if offered else [1.0, 10.0]
+    # Both axes of the rate chart span what was offered and what came back.
+    both = offered + achieved
+    rate_span = [min(both), max(both)] if both else span
     charts[f"{prefix}-sat"] = {
         "kind": "saturation",
         "figure": "rate",
         "datasets": rate_sets,
         "knees": [{"label": k["label"], "color": k["color"], **k["rate"]} for k in knees],
-        "span": span,
+        "span": rate_span,
         "yTitle": "achieved (successful req/s)",
     }
     charts[f"{prefix}-sp99"] = {
