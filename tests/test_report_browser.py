@@ -4,7 +4,7 @@ stays clean, nothing is fetched from any host, and a screenshot is taken.
 Chromium is driven through the DevTools protocol over a pipe
 (``--remote-debugging-pipe``: JSON messages ending in NUL on fds 3 and 4),
 so the test needs nothing but the standard library and Debian's chromium.
-Set REPORT_SCREENSHOT=path.png to keep the screenshot.
+Set REPORT_SCREENSHOT=path.png to keep the screenshots (path-<sample>.png).
 """
 
 from __future__ import annotations
@@ -186,6 +186,8 @@ CHECK_CHARTS = """
       height: canvas.height,
       painted: painted,
       datasets: chart ? chart.data.datasets.length : 0,
+      scales: chart ? Object.keys(chart.scales).map((id) => chart.scales[id].type) : [],
+      points: chart ? chart.data.datasets.map((d) => d.data.length) : [],
     };
   });
   return JSON.stringify({
@@ -216,13 +218,19 @@ def console_problems(events: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
-def test_report_draws_in_chromium(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("sample", "saturation"),
+    [("sample_results.json", 0), ("sample_capacity.json", 4)],
+    ids=["closed", "capacity"],
+)
+def test_report_draws_in_chromium(tmp_path: Path, sample: str, saturation: int) -> None:
+    """``saturation``: the saturation charts the sample has (two per open-loop workload)."""
     binary = chromium()
     if binary is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
     run_dir = tmp_path / "reports" / "20261121T100012Z"
     run_dir.mkdir(parents=True)
-    shutil.copy(DATA / "sample_results.json", run_dir / "results.json")
+    shutil.copy(DATA / sample, run_dir / "results.json")
     report = render_run(run_dir)
     profile = tmp_path / "profile"
     profile.mkdir()
@@ -262,7 +270,8 @@ def test_report_draws_in_chromium(tmp_path: Path) -> None:
     screenshot = tmp_path / "report.png"
     screenshot.write_bytes(png)
     if os.environ.get("REPORT_SCREENSHOT"):
-        shutil.copy(screenshot, os.environ["REPORT_SCREENSHOT"])
+        keep = Path(os.environ["REPORT_SCREENSHOT"])
+        shutil.copy(screenshot, keep.with_name(f"{keep.stem}-{Path(sample).stem}{keep.suffix}"))
 
     # The charts drew: one Chart.js chart per canvas, each with painted pixels.
     assert state["chartVersion"] == "4.6.1"
@@ -276,6 +285,14 @@ def test_report_draws_in_chromium(tmp_path: Path) -> None:
         assert chart["painted"] > 2000, chart
     kinds = {c["type"] for c in state["drawn"]}
     assert kinds == {"bar", "line"}
+    # The saturation curves: log axes, one line per runner (4), the knees and the
+    # reference line (achieved = offered, or the latency target).
+    curves = [c for c in state["drawn"] if c["id"].endswith(("-sat", "-sp99"))]
+    assert len(curves) == saturation
+    for chart in curves:
+        assert chart["scales"] == ["logarithmic", "logarithmic"], chart
+        assert chart["datasets"] == 6, chart
+        assert chart["points"][-2] == 4 and chart["points"][-1] == 2, chart
 
     # The console is clean (CSP violations and failed loads are log errors).
     assert console_problems(events) == []

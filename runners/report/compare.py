@@ -1,13 +1,19 @@
-"""Two invocations side by side: the cells both ran, how each figure moved, and
-whether the move is beyond the runs' own noise; what differs in their environment."""
+"""Two invocations side by side: the cells both ran with the same settings, how each
+figure moved, and whether the move is beyond the runs' own noise; the cells whose
+settings differ, as not comparable, with the reason; what differs in their
+environment."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from loadtests.catalog import DEFAULT_UPSTREAM_MS, WORKLOADS
+from runners.report.capacity import slo_of, slo_text
 from runners.report.ranking import cells_of
 from runners.results.cells import Cell, Stat, matters
-from runners.results.document import Environment, Results
+from runners.results.document import Environment, Matrix, Results
 from runners.results.figures import GIB
 from runners.results.flags import order_flags
 
@@ -59,6 +65,11 @@ def compare_stat(old: Stat | None, new: Stat | None, higher_is_better: bool) -> 
 
 @dataclass(frozen=True)
 class CellChange:
+    """One cell in two invocations whose settings agree: how each figure moved.
+
+    For open-loop cells ``rps`` is the capacity (req/s at the latency target) and
+    ``rps_per_gib`` the capacity per GiB, the figure they are ranked by."""
+
     old: Cell
     new: Cell
     rps: Change
@@ -69,20 +80,101 @@ class CellChange:
     def flags(self) -> tuple[str, ...]:
         return order_flags([*self.old.flags, *self.new.flags])
 
+    @property
+    def open_loop(self) -> bool:
+        return self.new.open_loop
 
-def compare_key(
-    cell: Cell, with_python: bool, with_django: bool = False
-) -> tuple[str, int, str, str, str, str]:
-    """Which cells of two invocations are the same: the gc mode always counts; the
-    interpreter and Django only when one side has several of them."""
-    return (
-        cell.workload,
-        cell.users,
-        cell.runner,
-        cell.python if with_python else "",
-        cell.django if with_django else "",
-        cell.gc,
+
+@dataclass(frozen=True)
+class Mismatch:
+    """The same runner x workload in two invocations, run with different settings:
+    not comparable. ``reasons``: ``middleware: minimal → default``, one per setting."""
+
+    old: Cell
+    new: Cell
+    reasons: tuple[str, ...]
+
+
+def _cpus(cpus: Sequence[int]) -> str:
+    return ", ".join(str(c) for c in cpus) or "—"
+
+
+def _matrix_value(matrix: Matrix, name: str) -> Any:
+    """A matrix option as recorded, whether the record knows it as a field or keeps it
+    in ``extra`` (an option newer than the record)."""
+    value = getattr(matrix, name, None)
+    return value if value is not None else matrix.extra.get(name)
+
+
+def settings(cell: Cell, results: Results) -> dict[str, str | None]:
+    """Every setting of a cell that changes its figures, as text (None: not recorded).
+
+    The middleware, the database and the cache, the CPU placement, the worker and
+    thread counts, the views served, the interpreter, Django and gc mode, the load
+    (open loop at a latency target, or a closed loop of N users), the open loop's
+    arrivals and, for the workloads that call it, the upstream's latency."""
+    run = cell.runs[0]
+    env, matrix = results.environment, results.matrix
+    open_loop = cell.open_loop
+    found: dict[str, str | None] = {
+        "middleware": cell.middleware or matrix.middleware,
+        "database": env.database,
+        "cache": env.cache,
+        "server CPUs": _cpus(run.server_cpus or env.placement.server_cpus),
+        "load-generator CPUs": _cpus(run.loadgen_cpus or env.placement.loadgen_cpus),
+        "workers": None if cell.workers is None else str(cell.workers),
+        "threads": str(cell.threads) if cell.threads else "none",
+        "views": run.variant,
+        "Python": cell.python or None,
+        "Django": cell.django or None,
+        "gc mode": cell.gc,
+        "load": "open loop" if open_loop else f"closed loop, {cell.users} users",
+        "latency target": slo_text(slo_of([cell])) if open_loop else "none",
+    }
+    if open_loop:
+        arrival = _matrix_value(matrix, "arrival")
+        found["arrivals"] = None if arrival is None else str(arrival)
+    workload = WORKLOADS.get(cell.workload)
+    if workload is not None and workload.needs_upstream:
+        ms = matrix.upstream_ms if matrix.upstream_ms is not None else DEFAULT_UPSTREAM_MS
+        found["upstream latency"] = f"{ms} ms"
+    return found
+
+
+def differences(old: dict[str, str | None], new: dict[str, str | None]) -> tuple[str, ...]:
+    """``name: old → new`` for each setting both record and that differs."""
+    return tuple(
+        f"{name}: {old[name]} → {new[name]}"
+        for name in old
+        if name in new
+        and old[name] is not None
+        and new[name] is not None
+        and old[name] != new[name]
     )
+
+
+def throughput(cell: Cell) -> Stat | None:
+    """Requests/s, or the capacity (req/s at the latency target) in an open loop."""
+    return cell.capacity_rps if cell.open_loop else cell.rps
+
+
+IDENTITY = ("users", "python", "django", "gc")
+"""What tells apart two cells of one runner x workload within one invocation."""
+
+
+def varies(cells: Sequence[Cell], dimension: str) -> bool:
+    """Whether some runner x workload has cells differing in ``dimension``."""
+    seen: dict[tuple[str, str], set[str]] = {}
+    for cell in cells:
+        seen.setdefault((cell.workload, cell.runner), set()).add(str(getattr(cell, dimension)))
+    return any(len(values) > 1 for values in seen.values())
+
+
+def compare_key(cell: Cell, dimensions: Sequence[str]) -> tuple[str, ...]:
+    """Which cells of two invocations are paired: the same runner and workload, and
+    the same users, interpreter, Django or gc mode where an invocation has several
+    of them. Whether a pair is comparable is the settings' call (``settings``)."""
+    return (cell.workload, cell.runner, *(str(getattr(cell, d)) for d in dimensions))
 
 
 @dataclass(frozen=True)
@@ -93,29 +185,37 @@ class Comparison:
     with_python: bool
     with_django: bool = False
     with_gc: bool = False
+    not_comparable: tuple[Mismatch, ...] = ()
 
 
 def compare(old: Results, new: Results) -> Comparison:
-    """The cells two invocations share, with the change of each figure."""
+    """The cells two invocations share, with the change of each figure; the pairs
+    whose settings differ are not compared, and say why."""
     old_cells, new_cells = cells_of(old), cells_of(new)
-    with_python = matters(old_cells, "python") or matters(new_cells, "python")
-    with_django = matters(old_cells, "django") or matters(new_cells, "django")
-    old_by_key = {compare_key(c, with_python, with_django): c for c in old_cells}
-    new_by_key = {compare_key(c, with_python, with_django): c for c in new_cells}
+    dimensions = [d for d in IDENTITY if varies(old_cells, d) or varies(new_cells, d)]
+    old_by_key = {compare_key(c, dimensions): c for c in old_cells}
+    new_by_key = {compare_key(c, dimensions): c for c in new_cells}
     shared = []
+    refused = []
     for cell in new_cells:
-        before = old_by_key.get(compare_key(cell, with_python, with_django))
+        before = old_by_key.get(compare_key(cell, dimensions))
         if before is None:
+            continue
+        reasons = differences(settings(before, old), settings(cell, new))
+        if reasons:
+            refused.append(Mismatch(old=before, new=cell, reasons=reasons))
             continue
         shared.append(
             CellChange(
                 old=before,
                 new=cell,
-                rps=compare_stat(before.rps, cell.rps, higher_is_better=True),
+                rps=compare_stat(throughput(before), throughput(cell), higher_is_better=True),
                 p99=compare_stat(before.latency["p99"], cell.latency["p99"], False),
-                rps_per_gib=compare_stat(before.rps_per_gib, cell.rps_per_gib, True),
+                rps_per_gib=compare_stat(before.ranking, cell.ranking, True),
             )
         )
+    with_python = "python" in dimensions
+    with_django = "django" in dimensions
     return Comparison(
         shared=tuple(shared),
         only_old=tuple(c for k, c in old_by_key.items() if k not in new_by_key),
@@ -123,6 +223,7 @@ def compare(old: Results, new: Results) -> Comparison:
         with_python=with_python,
         with_django=with_django,
         with_gc=matters(old_cells, "gc") or matters(new_cells, "gc"),
+        not_comparable=tuple(refused),
     )
 
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from runners.report.capacity import report_cell, slo_of
 from runners.results.cells import Cell, aggregate, in_matrix_order
 from runners.results.document import Results
 
 
 def cells_of(results: Results) -> list[Cell]:
     """The cells of an invocation, in matrix order (workload, users, runner), then by
-    interpreter, Django and gc mode (runs differing in those are different cells)."""
+    interpreter, Django and gc mode (runs differing in those are different cells),
+    with the report's caveats of open-loop cells (``runners.report.capacity``)."""
     env = results.environment
-    cells = aggregate(results.runs, env.python, env.packages)
+    cells = [report_cell(c) for c in aggregate(results.runs, env.python, env.packages)]
     return in_matrix_order(cells, results.matrix.runners, results.matrix.workloads)
 
 
@@ -44,11 +46,21 @@ def runner_label(
 
 @dataclass(frozen=True)
 class Ranking:
-    """The cells of one workload at one concurrency, best first."""
+    """The cells of one workload at one concurrency (or, open loop, at the latency
+    target), best first."""
 
     workload: str
     users: int
     rows: tuple[tuple[int | None, Cell], ...]
+
+    @property
+    def open_loop(self) -> bool:
+        """Ranked by capacity per GiB (every cell ran open-loop)."""
+        return bool(self.rows) and all(c.open_loop for _, c in self.rows)
+
+    @property
+    def slo(self) -> float | None:
+        return slo_of([c for _, c in self.rows])
 
     @property
     def best(self) -> Cell | None:
@@ -57,24 +69,26 @@ class Ranking:
 
     @property
     def flagged_above(self) -> list[Cell]:
-        """Flagged cells whose requests/s per GiB beat the best ranked one."""
+        """Flagged cells whose ranking figure beats the best ranked one."""
         best = self.best
-        floor = _by_rps_per_gib(best) if best is not None else -1.0
-        return [
-            c for r, c in self.rows if r is None and not c.failed and _by_rps_per_gib(c) > floor
-        ]
+        floor = by_ranking(best) if best is not None else -1.0
+        return [c for r, c in self.rows if r is None and not c.failed and by_ranking(c) > floor]
 
 
-def _by_rps_per_gib(cell: Cell) -> float:
-    return cell.rps_per_gib.mean if cell.rps_per_gib is not None else -1.0
+def by_ranking(cell: Cell) -> float:
+    """The figure cells are ranked by: capacity per GiB (open loop), else requests/s
+    per GiB; -1 without one."""
+    figure = cell.ranking
+    return figure.mean if figure is not None else -1.0
 
 
 def rank(cells: Sequence[Cell]) -> list[tuple[int | None, Cell]]:
-    """Clean cells ranked by requests/s per GiB, then flagged cells (no rank),
-    then cells with no figures at all."""
-    clean = sorted((c for c in cells if c.ranked), key=_by_rps_per_gib, reverse=True)
+    """Clean cells ranked by their ranking figure (capacity per GiB in an open loop,
+    requests/s per GiB in a closed one), then flagged cells (no rank), then cells
+    with no figures at all."""
+    clean = sorted((c for c in cells if c.ranked), key=by_ranking, reverse=True)
     flagged = sorted(
-        (c for c in cells if not c.ranked and not c.failed), key=_by_rps_per_gib, reverse=True
+        (c for c in cells if not c.ranked and not c.failed), key=by_ranking, reverse=True
     )
     failed = [c for c in cells if c.failed]
     rows: list[tuple[int | None, Cell]] = [(i + 1, c) for i, c in enumerate(clean)]

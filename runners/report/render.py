@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from runners.report.compare import compare, environment_diff
+from runners.report.compare import Comparison, compare, environment_diff
 from runners.report.html import environment, write_page
 from runners.report.links import safe_relative_href
 from runners.report.ranking import cells_of, rankings, workloads_of
@@ -113,6 +113,19 @@ def _link(out_dir: Path, folder: Path) -> str | None:
     return Path(os.path.relpath(target.resolve(), out_dir.resolve())).as_posix()
 
 
+def _figure_labels(comparison: Comparison) -> list[tuple[str, str]]:
+    """The summary's rows: each figure's key and its name (capacity for open loops)."""
+    kinds = {c.open_loop for c in comparison.shared}
+    names = {
+        frozenset({True}): ("capacity req/s", "p99 latency at capacity", "capacity per GiB"),
+        frozenset({False}): ("requests/s", "p99 latency", "requests/s per GiB"),
+    }.get(
+        frozenset(kinds),
+        ("requests/s (capacity)", "p99 latency", "requests/s (capacity) per GiB"),
+    )
+    return list(zip(("rps", "p99", "rps_per_gib"), names, strict=True))
+
+
 def render_comparison(old_dir: Path, new_dir: Path, out: Path | None = None) -> Path:
     """Write a page comparing two invocations: the cells both ran, and how
     requests/s, p99 and requests/s per GiB moved, noise marked as such.
@@ -146,10 +159,22 @@ def render_comparison(old_dir: Path, new_dir: Path, out: Path | None = None) -> 
             env_diff=environment_diff(old.environment, new.environment),
             matrix_diff=[
                 (k, _plain(getattr(old.matrix, k)), _plain(getattr(new.matrix, k)))
-                for k in ("runners", "workloads", "users", "duration_s", "warmup_s", "repeat")
+                for k in (
+                    "runners",
+                    "workloads",
+                    "users",
+                    "duration_s",
+                    "warmup_s",
+                    "repeat",
+                    "middleware",
+                    "upstream_ms",
+                )
                 if getattr(old.matrix, k) != getattr(new.matrix, k)
             ],
-            workloads=workloads_of([c.new for c in comparison.shared]),
+            workloads=workloads_of(
+                [c.new for c in comparison.shared] + [m.new for m in comparison.not_comparable]
+            ),
+            figures=_figure_labels(comparison),
         )
     )
     return write_page(out, html)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runners.report.capacity import bound_sentence, curve_charts, slo_of, slo_text
 from runners.report.colors import (
     FADED,
     LEVEL_COLORS,
@@ -24,7 +25,7 @@ from runners.report.html import chart_scripts, fmt_time
 from runners.report.links import artifact_links
 from runners.report.memory import peak_sample, process_rows, pss_series
 from runners.report.micro import asgi_variants, load_micro
-from runners.report.ranking import cells_of, rankings, runner_label, workloads_of
+from runners.report.ranking import by_ranking, cells_of, rankings, runner_label, workloads_of
 from runners.report.runtimes import runtime_views
 from runners.results.cells import Cell, Stat, matters, several
 from runners.results.document import Results
@@ -68,12 +69,12 @@ def workload_view(
     levels = sorted({c.users for c in cells})
     measured = [c.users for c in cells if not c.failed]
     top = max(measured) if measured else max(levels)
-    # Charts list runners by requests/s per GiB at the top level, flagged or
+    slo = slo_text(slo_of(cells))
+    open_levels = {u for u in levels if all(c.open_loop for c in cells if c.users == u)}
+    # Charts list runners by their ranking figure (capacity per GiB in an open
+    # loop, requests/s per GiB in a closed one) at the top level, flagged or
     # not (a flagged bar is pale and marked), cells without figures last.
-    at_top = sorted(
-        (c for c in cells if c.users == top),
-        key=lambda c: (c.failed, -(c.rps_per_gib.mean if c.rps_per_gib else -1.0)),
-    )
+    at_top = sorted((c for c in cells if c.users == top), key=lambda c: (c.failed, -by_ranking(c)))
     order = [label_of(c) for c in at_top]
     for cell in cells:
         label = label_of(cell)
@@ -82,7 +83,7 @@ def workload_view(
     by_label_level = {(label_of(c), c.users): c for c in cells}
     prefix = f"w{index}"
 
-    # Requests/s per GiB, one bar per runner and users level.
+    # Capacity (open loop) or requests/s (closed) per GiB, one bar per runner and level.
     datasets = []
     any_flag = False
     for n, users in enumerate(levels):
@@ -92,7 +93,7 @@ def workload_view(
         bar_colors: list[str] = []
         for label in order:
             found = by_label_level.get((label, users))
-            value = found.rps_per_gib.mean if found and found.rps_per_gib else None
+            value = found.ranking.mean if found and found.ranking else None
             flag = ", ".join(found.caveats) if found else ""
             any_flag = any_flag or bool(flag and value is not None)
             values.append(round(value, 1) if value is not None else None)
@@ -100,7 +101,7 @@ def workload_view(
             bar_colors.append(base + FADED if flag else base)
         datasets.append(
             {
-                "label": f"{users} users",
+                "label": f"capacity at {slo}" if users in open_levels else f"{users} users",
                 "data": values,
                 "flags": flags,
                 "colors": bar_colors,
@@ -112,6 +113,11 @@ def workload_view(
         "labels": order,
         "datasets": datasets,
         "grace": "22%" if any_flag else "15%",
+        "xTitle": (
+            f"capacity (req/s at {slo}) per GiB of summed PSS (peak)"
+            if open_levels == set(levels)
+            else "requests/s per GiB of summed PSS (peak)"
+        ),
     }
 
     # Latency percentiles at the top level.
@@ -216,12 +222,20 @@ def workload_view(
     if pss_sets:
         charts[f"{prefix}-pss"] = {"kind": "pssTime", "datasets": pss_sets}
 
+    # The capacity search's saturation curves (open loop).
+    curves = curve_charts(prefix, [c for c in cells if c.open_loop], label_of, colors, charts)
+
     return {
         "name": workload,
         "anchor": f"workload-{index}",
         "prefix": prefix,
         "levels": levels,
         "top": top,
+        "at": "at capacity" if top in open_levels else f"at {top} users",
+        "label": "at capacity" if top in open_levels else f"{top} users",
+        "open_loop": top in open_levels,
+        "slo": slo,
+        "curves": curves,
         "top_cells": top_cells,
         "concurrency": concurrency,
         "memory_rows": memory_rows,
@@ -269,11 +283,38 @@ def run_context(results: Results, results_dir: Path) -> JSON:
         }
         for run in results.runs
     ]
+    ranked = rankings(cells)
+    opened = any(r.open_loop for r in ranked)
+    closed = any(not r.open_loop for r in ranked)
+    slo = slo_text(slo_of(cells))
+    heading = " and ".join(
+        text
+        for text, on in (
+            (f"capacity per GiB at {slo}", opened),
+            ("requests/s per GiB" + (" (closed loop)" if opened else ""), closed),
+        )
+        if on
+    )
+    bounds = {
+        (r.workload, r.users): [
+            bound_sentence(c, runner_label(c, with_python, with_django, with_gc)) for _, c in r.rows
+        ]
+        for r in ranked
+        if r.open_loop
+    }
     used_flags = sorted({f for c in cells for f in c.flags}, key=lambda f: (f not in FLAGS, f))
     return {
         "results": results,
         "title": f"Benchmark {fmt_time(results.created_at)}",
-        "rankings": rankings(cells),
+        "rankings": ranked,
+        "headline": {
+            "heading": f"Headline: {heading or 'requests/s per GiB'}",
+            "open": opened,
+            "closed": closed,
+            "slo": slo,
+        },
+        "bound_sentences": bounds,
+        "workload_anchor": {w["name"]: w["anchor"] for w in workloads},
         "cells": cells,
         "workloads": workloads,
         "with_python": with_python,

@@ -45,7 +45,11 @@
         options: {
           indexAxis: "y",
           scales: {
-            x: { beginAtZero: true, grace: spec.grace, title: title("requests/s per GiB of summed PSS (peak)") },
+            x: {
+              beginAtZero: true,
+              grace: spec.grace,
+              title: title(spec.xTitle || "requests/s per GiB of summed PSS (peak)"),
+            },
           },
           plugins: {
             legend: {
@@ -182,6 +186,114 @@
             y: { beginAtZero: true, title: title("summed PSS (MiB)") },
           },
           plugins: { legend: { position: "bottom" } },
+        },
+      };
+    },
+
+    /* The capacity search's probes against the offered rate, one line per runner
+       (a hollow point missed the target), each runner's capacity as a diamond,
+       and the reference: achieved = offered, or the latency target. Log axes:
+       runners whose capacities differ tenfold share one chart. */
+    saturation: function (spec) {
+      var low = spec.span[0] * 0.85;
+      var high = spec.span[1] * 1.15;
+      var datasets = spec.datasets.map(function (ds) {
+        return {
+          label: ds.label,
+          data: ds.data,
+          borderColor: ds.color,
+          backgroundColor: ds.color,
+          pointBackgroundColor: ds.passed.map(function (passed) {
+            return passed ? ds.color : "#ffffff";
+          }),
+          pointBorderColor: ds.color,
+          pointBorderWidth: 1.5,
+          pointRadius: 3.5,
+          borderWidth: 2,
+        };
+      });
+      datasets.push({
+        label: "capacity (the knee)",
+        data: spec.knees.map(function (knee) {
+          return { x: knee.x, y: knee.y };
+        }),
+        showLine: false,
+        pointStyle: "rectRot",
+        pointRadius: 8,
+        pointHoverRadius: 9,
+        pointBackgroundColor: spec.knees.map(function (knee) {
+          return knee.color;
+        }),
+        pointBorderColor: "#1a1a1a",
+        pointBorderWidth: 1.5,
+        backgroundColor: "#1a1a1a",
+        borderColor: "#1a1a1a",
+      });
+      var reference =
+        spec.figure === "rate"
+          ? { label: "achieved = offered", y0: low, y1: high, color: "#8a939c", dash: [5, 4] }
+          : { label: spec.targetLabel, y0: spec.target, y1: spec.target, color: "#c0392b", dash: [7, 4] };
+      if (reference.y0 !== null && reference.y0 !== undefined) {
+        datasets.push({
+          label: reference.label,
+          data: [
+            { x: low, y: reference.y0 },
+            { x: high, y: reference.y1 },
+          ],
+          borderColor: reference.color,
+          backgroundColor: reference.color,
+          borderDash: reference.dash,
+          borderWidth: 1.5,
+          pointRadius: 0,
+          pointHitRadius: 0,
+          pointStyle: "line",
+        });
+      }
+      /* Chart.js calls a tick callback with the scale as this. */
+      function tick(value) {
+        var dense = this.max / this.min < 8;
+        var mantissa = Math.round((value / Math.pow(10, Math.floor(Math.log10(value)))) * 1000) / 1000;
+        var shown = dense ? mantissa === Math.round(mantissa) : [1, 2, 5].indexOf(mantissa) >= 0;
+        return shown ? whole.format(value) : "";
+      }
+      var y = { type: "logarithmic", title: title(spec.yTitle), ticks: { callback: tick, autoSkip: false } };
+      if (spec.figure === "rate") {
+        y.min = low;
+        y.max = high;
+      }
+      return {
+        type: "line",
+        data: { datasets: datasets },
+        options: {
+          scales: {
+            x: {
+              type: "logarithmic",
+              min: low,
+              max: high,
+              title: title("offered rate (req/s, log scale)"),
+              ticks: { callback: tick, autoSkip: false },
+            },
+            y: y,
+          },
+          plugins: {
+            legend: {
+              position: "bottom",
+              labels: {
+                usePointStyle: true,
+                /* The knees' legend entry: a plain diamond, not the first runner's colour. */
+                generateLabels: function (chart) {
+                  var items = Chart.defaults.plugins.legend.labels.generateLabels(chart);
+                  items.forEach(function (item) {
+                    if (chart.data.datasets[item.datasetIndex].showLine === false) {
+                      item.fillStyle = "#ffffff";
+                      item.strokeStyle = "#1a1a1a";
+                    }
+                  });
+                  return items;
+                },
+              },
+            },
+          },
         },
       };
     },

@@ -1,0 +1,282 @@
+"""The open-loop capacity as the report shows it: which cells it ranks, what bounded
+each runner (in words), and the saturation curves of the capacity search.
+
+A cell of open-loop runs is ranked by capacity per GiB: the highest rate its
+server sustained with p99 within the latency target, per GiB of peak summed
+PSS (``Cell.ranking``). The report adds two caveats of its own to such a cell
+(both keep it out of the ranking):
+
+- ``loadgen-bound`` when the search stopped because the load generator could
+  not keep its schedule (``capacity.bound == "loadgen"``): the figure is the
+  generator's limit, a lower bound of the server's;
+- ``unconfirmed`` when a repeat's confirmation window missed the target
+  (``capacity.confirmed`` false): the rate found did not hold a second time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runners.results.cells import Cell, stat
+from runners.results.flags import FLAGS, UNRANKED, Flag, order_flags
+from runners.results.record import Probe, Run
+
+JSON = dict[str, Any]
+
+UNCONFIRMED = "unconfirmed"
+REPORT_FLAGS: dict[str, Flag] = {
+    flag.name: flag
+    for flag in (
+        Flag(
+            UNCONFIRMED,
+            help="open loop: the confirmation window at the rate found missed the latency "
+            "target, so the capacity did not hold a second time",
+            note=None,
+            unranked=True,
+        ),
+    )
+    if flag.name not in FLAGS
+}
+"""Flags the report sets itself (a flag of ``runners.results.flags`` of the same name wins)."""
+REPORT_UNRANKED = UNRANKED | {name for name, flag in REPORT_FLAGS.items() if flag.unranked}
+
+
+def flag_help() -> dict[str, str]:
+    """The short explanation of every flag, the report's own included."""
+    return {name: flag.help for name, flag in {**REPORT_FLAGS, **FLAGS}.items()}
+
+
+@dataclass(frozen=True)
+class ReportCell(Cell):
+    """A cell as the report ranks it: its caveats include the report's own flags."""
+
+    @property
+    def caveats(self) -> tuple[str, ...]:
+        return tuple(f for f in self.flags if f in REPORT_UNRANKED)
+
+
+def unconfirmed_runs(cell: Cell) -> list[Run]:
+    """The repeats whose confirmation window missed the target (not those where no
+    rate passed: they had no confirmation window)."""
+    return [
+        r
+        for r in cell.ok_runs
+        if r.capacity is not None and r.capacity.rps is not None and not r.capacity.confirmed
+    ]
+
+
+def report_cell(cell: Cell) -> ReportCell:
+    """``cell`` with the report's caveats of an open-loop cell added to its flags."""
+    extra: list[str] = []
+    if cell.open_loop:
+        if any(r.capacity is not None and r.capacity.bound == "loadgen" for r in cell.ok_runs):
+            extra.append("loadgen-bound")
+        if unconfirmed_runs(cell):
+            extra.append(UNCONFIRMED)
+    fields = {f.name: getattr(cell, f.name) for f in dataclasses.fields(cell)}
+    fields["flags"] = order_flags([*cell.flags, *extra])
+    return ReportCell(**fields)
+
+
+def slo_of(cells: Sequence[Cell]) -> float | None:
+    """The latency target of the cells' capacity search (the first one recorded)."""
+    for cell in cells:
+        for run in cell.ok_runs:
+            if run.capacity is not None:
+                return run.capacity.slo_p99_ms
+    return None
+
+
+def slo_text(slo: float | None) -> str:
+    """``p99 ≤ 100 ms``."""
+    return f"p99 ≤ {slo:g} ms" if slo is not None else "the latency target"
+
+
+# --- what bounded each runner, in words ---------------------------------------------------------
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.1f}" if abs(value) < 10 else f"{value:,.0f}"
+
+
+def slots_text(cell: Cell) -> str:
+    """``all 3 workers`` or ``all 4 threads (1 worker x 4)``: a server's concurrency."""
+    workers = cell.workers or 1
+    if cell.threads:
+        total = workers * cell.threads
+        return (
+            f"all {total} threads ({workers} worker{'s' if workers != 1 else ''} × {cell.threads})"
+        )
+    return f"all {workers} worker{'s' if workers != 1 else ''}"
+
+
+def _server_cpu(cell: Cell) -> float | None:
+    found = stat(r.server_cpu_percent for r in cell.ok_runs)
+    return found.mean if found is not None else None
+
+
+def bound_sentence(cell: Cell, label: str) -> str:
+    """One sentence: what bounded ``label`` (the cell's runner) on its workload, with the
+    capacity and the p99 at it (means over the ok repeats)."""
+    head = f"{label} on {cell.workload}"
+    if cell.failed:
+        error = next((r.error for r in cell.runs if r.error), None) or "no error recorded"
+        return f"{head}: every repeat failed ({error})."
+    rps = cell.capacity_rps.mean if cell.capacity_rps is not None else None
+    p99 = cell.latency["p99"]
+    at = f"{_num(rps)} req/s (p99 {_ms(p99.mean if p99 is not None else None)} ms)"
+    cpu = _server_cpu(cell)
+    cpu_text = f"server CPU {cpu:.0f} %" if cpu is not None else "server CPU not measured"
+    if rps is None:
+        text = f"{head}: no rate met {slo_text(slo_of([cell]))} ({cell.bound or 'no bound'})"
+    elif cell.bound == "server-cpu":
+        text = f"{head}: server CPU saturated at {at}"
+    elif cell.bound == "server-slots":
+        text = f"{head}: {slots_text(cell)} busy at {at}, with {cpu_text}"
+    elif cell.bound == "loadgen":
+        text = (
+            f"{head}: the load generator could not keep its schedule above {at}, with "
+            f"{cpu_text}; the server may do more"
+        )
+    elif cell.bound == "errors":
+        text = f"{head}: more than 0.1 % of requests failed above {at}"
+    elif cell.bound == "memory":
+        text = f"{head}: the host ran out of memory above {at}"
+    else:
+        text = f"{head}: {at}, bound not recorded"
+    bounds = sorted({r.capacity.bound for r in cell.ok_runs if r.capacity is not None})
+    if len(bounds) > 1:
+        text += f"; the repeats disagree ({', '.join(bounds)})"
+    for run in unconfirmed_runs(cell):
+        text += (
+            f"; repeat {run.repeat} not confirmed: its confirmation window had p99 "
+            f"{_ms(run.latency_ms.p99)} ms"
+        )
+    failed = len(cell.runs) - len(cell.ok_runs)
+    if failed:
+        text += f"; {failed} of {len(cell.runs)} repeats failed"
+    return text + "."
+
+
+def bound_reason(cell: Cell) -> str:
+    """The capacity search's own words on what bounded the cell's first ok repeat."""
+    run = next((r for r in cell.ok_runs if r.capacity is not None), None)
+    return run.capacity.reason if run is not None and run.capacity is not None else ""
+
+
+# --- the saturation curves ---------------------------------------------------------------------
+
+
+def curve_run(cell: Cell) -> Run | None:
+    """The run whose curve the charts draw: the cell's first ok run with one."""
+    return next((r for r in cell.ok_runs if r.capacity is not None and r.capacity.curve), None)
+
+
+def _open_probes(run: Run) -> list[Probe]:
+    assert run.capacity is not None
+    probes = [p for p in run.capacity.curve if p.mode == "open" and p.offered_rps]
+    return sorted(probes, key=lambda p: p.offered_rps or 0.0)
+
+
+@dataclass(frozen=True)
+class CurveRow:
+    """One runner's curve: the run drawn, its probes in search order, its knee."""
+
+    label: str
+    cell: Cell
+    run: Run
+    color: str
+
+    @property
+    def probe_count(self) -> int:
+        return len(self.run.capacity.curve) if self.run.capacity is not None else 0
+
+
+def curve_charts(
+    prefix: str,
+    cells: Sequence[Cell],
+    label_of: Callable[[Cell], str],
+    colors: dict[str, str],
+    charts: dict[str, JSON],
+) -> list[CurveRow]:
+    """The two saturation charts of one workload (achieved rate and p99 against the
+    offered rate, one line per runner, the knee marked, the target drawn) into
+    ``charts``; the rows of its table."""
+    rows: list[CurveRow] = []
+    for cell in cells:
+        run = curve_run(cell)
+        if run is not None:
+            label = label_of(cell)
+            rows.append(CurveRow(label, cell, run, colors[label]))
+    if not rows:
+        return rows
+    slo = slo_of(cells)
+    rate_sets: list[JSON] = []
+    p99_sets: list[JSON] = []
+    knees: list[JSON] = []
+    offered: list[float] = []
+    achieved: list[float] = []
+    for row in rows:
+        probes = _open_probes(row.run)
+        capacity = row.run.capacity
+        assert capacity is not None
+        offered += [p.offered_rps or 0.0 for p in probes]
+        achieved += [p.achieved_rps for p in probes if p.achieved_rps > 0]
+        common = {"label": row.label, "color": row.color, "passed": [p.passed for p in probes]}
+        rate_sets.append(
+            {**common, "data": [{"x": p.offered_rps, "y": p.achieved_rps} for p in probes]}
+        )
+        p99_sets.append(
+            {
+                **common,
+                "data": [
+                    {"x": p.offered_rps, "y": p.p99_ms} for p in probes if p.p99_ms is not None
+                ],
+                "passed": [p.passed for p in probes if p.p99_ms is not None],
+            }
+        )
+        if capacity.offered_rps is not None and capacity.rps is not None:
+            knees.append(
+                {
+                    "label": row.label,
+                    "color": row.color,
+                    "rate": {"x": capacity.offered_rps, "y": round(capacity.rps, 1)},
+                    "p99": {"x": capacity.offered_rps, "y": row.run.latency_ms.p99},
+                }
+            )
+    span = [min(offered), max(offered)] if offered else [1.0, 10.0]
+    # Both axes of the rate chart span what was offered and what came back.
+    both = offered + achieved
+    rate_span = [min(both), max(both)] if both else span
+    charts[f"{prefix}-sat"] = {
+        "kind": "saturation",
+        "figure": "rate",
+        "datasets": rate_sets,
+        "knees": [{"label": k["label"], "color": k["color"], **k["rate"]} for k in knees],
+        "span": rate_span,
+        "yTitle": "achieved (successful req/s)",
+    }
+    charts[f"{prefix}-sp99"] = {
+        "kind": "saturation",
+        "figure": "p99",
+        "datasets": p99_sets,
+        "knees": [
+            {"label": k["label"], "color": k["color"], **k["p99"]}
+            for k in knees
+            if k["p99"]["y"] is not None
+        ],
+        "span": span,
+        "target": slo,
+        "targetLabel": f"target {slo_text(slo)}",
+        "yTitle": "p99 latency (ms, log scale)",
+    }
+    return rows
