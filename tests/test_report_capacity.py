@@ -197,7 +197,7 @@ def test_headline_ranks_by_capacity_per_gib_at_the_target(
     assert f"gunicorn-gthread scored {gthread['per_gib']:,.0f} but is loadgen-bound" in verdict
     assert "uvicorn scored" in verdict and "unconfirmed" in verdict
     legend = report.find("p", **{"class": "legend-flags"}).text()
-    assert "unconfirmed open loop: the confirmation window" in legend
+    assert "unconfirmed the confirmation window at the rate found missed" in legend
 
 
 def test_bound_sentences(report: Node, sample: dict[str, Any]) -> None:

@@ -338,7 +338,8 @@ def open_loop(
     outcome = locust.finish()
     result = measurement(window, options, outcome.stats.locust_rps)
     chosen = capacity.bound(found, server_slots, len(options.placement.server))
-    rps = result.rps if confirmed else None
+    # Unconfirmed: the last window's figure, flagged (None only when no rate passed).
+    rps = result.rps if found.rate is not None else None
     cap = Capacity(
         slo_p99_ms=options.slo_p99_ms,
         rps=round(rps, 2) if rps is not None else None,

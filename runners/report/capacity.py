@@ -21,32 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from runners.results.cells import Cell, stat
-from runners.results.flags import FLAGS, UNRANKED, Flag, order_flags
+from runners.results.flags import UNRANKED, order_flags
 from runners.results.record import Probe, Run
 
 JSON = dict[str, Any]
 
 UNCONFIRMED = "unconfirmed"
-REPORT_FLAGS: dict[str, Flag] = {
-    flag.name: flag
-    for flag in (
-        Flag(
-            UNCONFIRMED,
-            help="open loop: the confirmation window at the rate found missed the latency "
-            "target, so the capacity did not hold a second time",
-            note=None,
-            unranked=True,
-        ),
-    )
-    if flag.name not in FLAGS
-}
-"""Flags the report sets itself (a flag of ``runners.results.flags`` of the same name wins)."""
-REPORT_UNRANKED = UNRANKED | {name for name, flag in REPORT_FLAGS.items() if flag.unranked}
-
-
-def flag_help() -> dict[str, str]:
-    """The short explanation of every flag, the report's own included."""
-    return {name: flag.help for name, flag in {**REPORT_FLAGS, **FLAGS}.items()}
 
 
 @dataclass(frozen=True)
@@ -55,7 +35,7 @@ class ReportCell(Cell):
 
     @property
     def caveats(self) -> tuple[str, ...]:
-        return tuple(f for f in self.flags if f in REPORT_UNRANKED)
+        return tuple(f for f in self.flags if f in UNRANKED)
 
 
 def unconfirmed_runs(cell: Cell) -> list[Run]:

@@ -13,11 +13,11 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
-from runners.report.capacity import bound_reason, flag_help, slo_text
+from runners.report.capacity import bound_reason, slo_text
 from runners.report.compare import ASSUMED_NOISE, NOISE_FLOOR
 from runners.results.cells import Stat
 from runners.results.figures import MIB
-from runners.results.flags import NOISY_SPREAD
+from runners.results.flags import NOISY_SPREAD, help_texts
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -98,7 +98,7 @@ def environment() -> Environment:
         mean=fmt_mean,
     )
     env.globals.update(
-        flag_help=flag_help(),
+        flag_help=help_texts(),
         bound_reason=bound_reason,
         slo_text=slo_text,
         css=inline_style(_asset("report.css")),
