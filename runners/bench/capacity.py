@@ -229,10 +229,11 @@ def bound(found: Search, slots: int | None, cpus: int) -> Bound:
     return "server-cpu"
 
 
-def describe(found: Search, chosen: Bound) -> str:
-    """One sentence: what bounded the server, with the figures that say so."""
+def describe(found: Search, chosen: Bound, held: float | None = None) -> str:
+    """One sentence: what bounded the server, with the figures that say so (``held``:
+    the rate the confirmation window held, when it differs from the search's)."""
     at = found.failed
-    rate = found.rate
+    rate = found.rate if held is None else held
     if rate is None:
         head = "no rate passed"
     else:

@@ -57,12 +57,14 @@ class Timing:
 
 
 TIMINGS: dict[tuple[Load, bool], Timing] = {
-    ("open", False): Timing(warmup_s=3.0, duration_s=8.0, probe_s=1.5, max_probes=6),
-    ("open", True): Timing(warmup_s=2.0, duration_s=4.0, probe_s=1.0, max_probes=4),
+    ("open", False): Timing(warmup_s=3.0, duration_s=8.0, probe_s=1.5, max_probes=5),
+    ("open", True): Timing(warmup_s=2.0, duration_s=4.0, probe_s=1.0, max_probes=3),
     ("closed", False): Timing(warmup_s=5.0, duration_s=20.0),
     ("closed", True): Timing(warmup_s=3.0, duration_s=8.0),
 }
 
+MAX_PROBE_S = 2.5
+"""A probe is stretched at low rates to hold enough requests, up to this long."""
 PROBE_OVERHEAD_S = 1.2
 """Per probe, besides its window: the pause that lets the previous probe's requests
 end, the probe's own warm-up, and the wait for its last requests."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from loadtests.window import Mode, ProbeCommand, ProbeResult
 from runners.bench import capacity, soak
 from runners.bench.capacity import Observation, Target
+from runners.bench.defaults import MAX_PROBE_S
 from runners.bench.incidents import Incidents, worker_changes, worker_pids
 from runners.bench.options import Options
 from runners.load.locust import LocustProcess
@@ -36,11 +37,10 @@ from runners.serving.server import RunningServer
 PROBE_WARMUP_S = 0.5
 """Load at a probe's own setting before its window opens (the first probe: ``--warmup``)."""
 MIN_PROBE_REQUESTS = 150
-"""A probe's window lasts long enough to hold about this many requests ..."""
-MAX_PROBE_S = 3.0
-"""... but no longer than this."""
-MIN_CONFIRM_REQUESTS = 400
-"""The confirmation window is stretched (up to 3x ``--duration``) to hold this many."""
+"""A probe's window lasts long enough to hold about this many requests, up to
+``MAX_PROBE_S``."""
+MIN_CONFIRM_REQUESTS = 200
+"""The confirmation window is stretched (up to 2x ``--duration``) to hold this many."""
 CONFIRM_ATTEMPTS = 3
 CONFIRM_BACKOFF = 0.9
 """A confirmation window that misses the target is retried at this share of the rate."""
@@ -294,9 +294,9 @@ def _round(value: float | None, digits: int = 2) -> float | None:
 
 
 def confirm_seconds(rate: float, options: Options) -> float:
-    """``--duration``, stretched at low rates to hold ``MIN_CONFIRM_REQUESTS`` (up to 3x)."""
+    """``--duration``, stretched at low rates to hold ``MIN_CONFIRM_REQUESTS`` (up to 2x)."""
     base = options.duration_s
-    return max(base, min(3 * base, MIN_CONFIRM_REQUESTS / rate)) if rate > 0 else base
+    return max(base, min(2 * base, MIN_CONFIRM_REQUESTS / rate)) if rate > 0 else base
 
 
 def search_plan(options: Options, server_slots: int | None) -> capacity.Plan:
@@ -347,7 +347,7 @@ def open_loop(
         offered_rps=round(window.result.rate or 0.0, 2) if window.result.rate else None,
         confirmed=confirmed,
         bound=chosen,
-        reason=capacity.describe(found, chosen),
+        reason=capacity.describe(found, chosen, rps if confirmed else None),
         saturation_rps=round(found.saturation.achieved_rps, 2) if found.saturation else None,
         curve=tuple(probe_record(o, target) for o in curve),
     )

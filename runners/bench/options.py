@@ -31,6 +31,7 @@ from runners.bench.defaults import (
     DEFAULT_SLO_P99_MS,
     DEFAULT_USERS,
     DEFAULT_WORKLOADS,
+    MAX_PROBE_S,
     MICRO_ESTIMATE_S,
     PROBE_OVERHEAD_S,
     QUICK_RUNNERS,
@@ -123,18 +124,26 @@ class Options:
         )
         return self.repeat * per_repeat * len(self.workloads) * len(self.users)
 
-    def run_estimate_s(self) -> float:
-        """One run: server start and stop, Locust, the warm-up, probes and the window."""
+    def run_estimate_s(self, workload: str | None = None) -> float:
+        """One run: server start and stop, Locust, the warm-up, probes and the window.
+
+        A workload that waits on the upstream runs at tens of requests/s on sync
+        servers: its probes and window are stretched to hold enough requests."""
         if self.load == "open":
-            probes = (1 + self.max_probes) * (self.probe_s + PROBE_OVERHEAD_S)
-            return self.warmup_s + probes + self.duration_s + RUN_OVERHEAD_S
+            slow = workload is not None and WORKLOADS[workload].needs_upstream
+            probe_s = MAX_PROBE_S if slow else self.probe_s
+            window_s = 2 * self.duration_s if slow else self.duration_s
+            probes = (1 + self.max_probes) * (probe_s + PROBE_OVERHEAD_S)
+            return self.warmup_s + probes + window_s + RUN_OVERHEAD_S
         spawn = max(self.users) / (self.spawn_rate or max(self.users))
         return self.warmup_s + self.duration_s + RUN_OVERHEAD_S + spawn
 
     def estimate_s(self) -> float:
         micro = MICRO_ESTIMATE_S if self.micro else 0.0
         calibrate = CALIBRATE_S if self.calibrate else 0.0
-        return SETUP_S + calibrate + self.runs * self.run_estimate_s() + micro
+        per_workload = self.runs // max(1, len(self.workloads))
+        runs = sum(per_workload * self.run_estimate_s(w) for w in self.workloads)
+        return SETUP_S + calibrate + runs + micro
 
     def locust_options(self) -> tuple[str, ...]:
         return (
