@@ -11,9 +11,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -31,10 +29,10 @@ from runners.load.locust import (
 )
 from runners.serving.registry import RUNNERS
 from runners.serving.server import ServeConfig, prepare_database, serve, upstream
+from tests.stub import Stub, serving
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED = {"users": 30, "follows": 3, "posts": 200, "likes": 400, "comments": 100}
-HELLO = b'{"message": "Hello, World!"}'
 
 
 def locust(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -135,53 +133,10 @@ def test_parse_stats_csv(tmp_path: Path) -> None:
 # --- the measured window, against a stub that answers every other request wrongly --------------
 
 
-class Stub(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), StubHandler)
-        self.lock = threading.Lock()
-        self.served = 0
-        self.paths: set[str] = set()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class StubHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: Stub
-
-    def do_GET(self) -> None:
-        with self.server.lock:
-            self.server.served += 1
-            n = self.server.served
-            self.server.paths.add(self.path)
-        if self.path != "/sync/json":
-            status, body = 404, b"{}"
-        else:
-            status, body = 200, HELLO if n % 2 else b'{"message": "Goodbye"}'
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def stub() -> Iterator[Stub]:
-    server = Stub()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving("half-wrong") as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.slow

@@ -13,10 +13,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,73 +27,25 @@ from runners.results import latency
 from runners.serving.cpus import default_placement
 from runners.serving.net import free_port
 from tests.servers import BENCH_SEED, run_bench
-
-HELLO = b'{"message": "Hello, World!"}'
-
-
-class Stub(ThreadingHTTPServer):
-    """A loopback HTTP server whose handler behaviour the test picks."""
-
-    daemon_threads = True
-    behaviour = "fast"
-
-    def __init__(self, behaviour: str) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.behaviour = behaviour
-        self.began = time.monotonic()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: Stub
-
-    def do_GET(self) -> None:
-        if self.server.behaviour == "hang":
-            time.sleep(30)
-            return
-        if self.server.behaviour == "stall":
-            # Once per second, 200 ms during which nothing is answered.
-            phase = (time.monotonic() - self.server.began) % 1.0
-            if phase < 0.2:
-                time.sleep(0.2 - phase)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(HELLO)))
-        self.end_headers()
-        self.wfile.write(HELLO)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-def serving(behaviour: str) -> Iterator[Stub]:
-    server = Stub(behaviour)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
+from tests.stub import Stub, serving
 
 
 @pytest.fixture
 def fast() -> Iterator[Stub]:
-    yield from serving("fast")
+    with serving("fast") as server:
+        yield server
 
 
 @pytest.fixture
 def stall() -> Iterator[Stub]:
-    yield from serving("stall")
+    with serving("stall") as server:
+        yield server
 
 
 @pytest.fixture
 def hang() -> Iterator[Stub]:
-    yield from serving("hang")
+    with serving("hang") as server:
+        yield server
 
 
 def probe(stub: Stub, tmp_path: Path, command: ProbeCommand, timeout_s: float = 5.0) -> ProbeResult:
