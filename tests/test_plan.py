@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from runners.plan.cli import main, parse_size
 from runners.plan.fit import CapacityPoint, MemoryPoint, fit_capacity, fit_growth, fit_memory
 from runners.plan.model import Host, Model, build_models, choose, plan
-from runners.plan.observe import growth, observations
+from runners.plan.observe import Observation, growth, observations
 from runners.report import render_run
 from runners.results.document import read_results
 from runners.results.figures import GIB, MIB
@@ -292,26 +292,18 @@ def test_never_proposes_more_memory_than_the_budget(
     capacity = fit_capacity(
         [CapacityPoint(1, 1, rate, False), CapacityPoint(64, 1, per_core, True)]
     )
-    model = Model("r", "r", "prefork", "w", None, memory, capacity, ())
-    object.__setattr__(model, "observed", ())
+    measured = tuple(
+        Observation("r", "r", "prefork", "w", n, None, 1, 1, 0.0, 1.0, None, False, None, None)
+        for n in (1, 2, 3)
+    )
+    model = Model("r", "r", "prefork", "w", None, memory, capacity, measured)
     host = Host(cores, int(memory_gib * GIB), headroom)
-    choice = _choose(model, host)
+    choice = choose(model, host)
     if isinstance(choice, str):
         assert base + per_worker > host.budget * (1 - 1e-9)
     else:
         assert choice.memory_bytes <= host.budget
         assert choice.workers >= 1
-
-
-def _choose(model: Model, host: Host) -> Any:
-    """``choose`` with the model's measured workers set to 1, 2, 3."""
-    from runners.plan.observe import Observation
-
-    obs = tuple(
-        Observation("r", "r", "prefork", "w", n, None, 1, 1, 0.0, 1.0, None, False, None, None)
-        for n in (1, 2, 3)
-    )
-    return choose(Model(**{**model.__dict__, "observed": obs}), host)
 
 
 # --- bad input --------------------------------------------------------------------------------

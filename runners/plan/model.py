@@ -360,6 +360,8 @@ def _model_entry(model: Model) -> JSON:
                 "saturated": o.saturated,
                 "excluded": o.excluded,
                 "p99_ms": o.p99_ms,
+                "master_pss_bytes": o.master_pss,
+                "worker_pss_bytes": o.worker_pss,
             }
             for o in model.observed
         ],

@@ -55,6 +55,10 @@ class Observation:
     saturated: bool
     rps_per_cpu_second: float | None
     p99_ms: float | None
+    master_pss: float | None = None
+    """At the peak of summed PSS: the master's PSS (a cross-check of the fitted base)."""
+    worker_pss: float | None = None
+    """At the same sample: the mean PSS of a worker."""
 
     @property
     def key(self) -> tuple[str, str, int, int | None]:
@@ -101,6 +105,19 @@ def _capacity(run: Run, slo_p99_ms: float | None) -> tuple[float | None, str | N
     return run.rps, None
 
 
+def _split(run: Run) -> tuple[float | None, float | None]:
+    """The master's PSS and the mean worker's PSS at the run's peak of summed PSS."""
+    if run.memory is None or not run.memory.samples:
+        return None, None
+    peak = max(run.memory.samples, key=lambda s: s.pss_total)
+    masters = [p.pss for p in peak.processes if p.role == "master"]
+    workers = [p.pss for p in peak.processes if p.role == "worker"]
+    return (
+        float(sum(masters)) if masters else None,
+        statistics.fmean(workers) if workers else None,
+    )
+
+
 def _mean(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.fmean(present) if present else None
@@ -123,6 +140,7 @@ def observations(results: Sequence[Results], slo_p99_ms: float | None) -> list[O
         counted_runs = [r for r, (c, _) in zip(runs, capacities, strict=True) if c is not None]
         reasons = sorted({why for _, why in capacities if why})
         first = runs[0]
+        splits = [_split(r) for r in runs]
         out.append(
             Observation(
                 runner=label,
@@ -139,6 +157,8 @@ def observations(results: Sequence[Results], slo_p99_ms: float | None) -> list[O
                 saturated=any(_saturated(r) for r in counted_runs or runs),
                 rps_per_cpu_second=_mean(r.rps_per_cpu_second for r in counted_runs),
                 p99_ms=_mean(r.latency_ms.p99 for r in runs),
+                master_pss=_mean(m for m, _ in splits),
+                worker_pss=_mean(w for _, w in splits),
             )
         )
     out.sort(key=lambda o: (o.workload, o.runner, o.threads or 0, o.workers))

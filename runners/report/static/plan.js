@@ -36,7 +36,7 @@
         options: {
           parsing: true,
           scales: {
-            x: { type: "linear", min: 1, title: { display: true, text: "workers" } },
+            x: { type: "logarithmic", min: 1, title: { display: true, text: "workers (log scale)" } },
             y: { beginAtZero: true, position: "left", title: { display: true, text: "predicted req/s" } },
             memory: {
               beginAtZero: true,
