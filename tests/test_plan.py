@@ -210,6 +210,22 @@ def test_a_miss_is_said_plainly(tmp_path: Path) -> None:
     assert len(doc["misses"]) == 1 and "memory model misses" in doc["misses"][0]
 
 
+def test_a_single_process_configuration_is_left_out_of_the_memory_line(tmp_path: Path) -> None:
+    """uvicorn --workers 1 runs without a master: not on the line of 2 workers and more."""
+    runs = known_runs("uvicorn")
+    one = runs[0]
+    one["memory"]["pss_peak_bytes"] = round(0.7 * (BASE + PER_WORKER))
+    for sample in one["memory"]["samples"]:
+        sample["processes"] = [p for p in sample["processes"] if p["role"] == "worker"][:1]
+    obs = observations([read_results(write_results(tmp_path / "s", runs))], None)
+    assert [o.masters for o in obs] == [0, 1, 1, 1, 1]
+    (model,) = build_models(obs)
+    assert model.memory_left_out == (1,)
+    assert model.memory is not None
+    assert model.memory.base == pytest.approx(BASE, rel=1e-9)
+    assert model.memory.per_worker == pytest.approx(PER_WORKER, rel=1e-9)
+
+
 def test_runs_that_measured_something_else_do_not_count_toward_capacity(tmp_path: Path) -> None:
     assert "loadgen-bound" in UNRANKED
     runs = known_runs()

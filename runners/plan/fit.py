@@ -20,8 +20,9 @@
   held-out validation says where it misses. When no run was below
   saturation, a worker is assumed to use one core at most (one CPython
   process runs Python on one core at a time): per_worker = per_core. When no
-  run was at saturation, per_core is the runs' requests per CPU-second (the
-  rate if the CPU were the only limit, an optimistic figure, said so).
+  run was at saturation, per_core is the mean of the runs' requests per
+  CPU-second (the rate if the CPU were the only limit, an optimistic figure,
+  said so).
 - **Growth** (``fit_growth``): private memory (USS) of each worker against the
   requests it served, from soak runs, in bytes per 1,000 requests, from the
   later half of the load (the first requests un-share the copy-on-write pages
@@ -184,7 +185,7 @@ def fit_capacity(points: Sequence[CapacityPoint]) -> CapacityFit | None:
     else:
         per_cpu = [p.rps_per_cpu_second for p in below if p.rps_per_cpu_second]
         if per_cpu:
-            per_core = max(per_cpu)
+            per_core = statistics.fmean(per_cpu)
             per_core_from = "requests per CPU-second (no run at saturation)"
     per_worker: float | None = None
     per_worker_from = "runs below saturation"

@@ -80,6 +80,9 @@ class Model:
     memory: MemoryFit | None
     capacity: CapacityFit | None
     observed: tuple[Observation, ...]
+    memory_left_out: tuple[int, ...] = ()
+    """Worker counts left out of the memory fit: the server ran with another shape
+    of processes there (see ``same_shape``)."""
 
     @property
     def t(self) -> int:
@@ -102,6 +105,13 @@ def _capacity_points(obs: Sequence[Observation]) -> list[CapacityPoint]:
     ]
 
 
+def same_shape(obs: Sequence[Observation], like: Observation) -> list[Observation]:
+    """The observations whose server ran the same processes besides its workers as
+    ``like`` (uvicorn with one worker runs it in place, without a master, so its
+    memory is not on the line of two workers and more)."""
+    return [o for o in obs if o.masters == like.masters]
+
+
 def build_models(obs: Sequence[Observation]) -> list[Model]:
     """The memory fit of each runner x workload (every thread count together) and
     the capacity fit of each runner x workload x thread count."""
@@ -110,7 +120,10 @@ def build_models(obs: Sequence[Observation]) -> list[Model]:
         by_runner[(o.runner, o.workload)].append(o)
     models = []
     for (runner, workload), group in by_runner.items():
-        memory = fit_memory(_memory_points(group))
+        largest = max(group, key=lambda o: (o.workers, o.threads or 0))
+        shaped = same_shape(group, largest)
+        memory = fit_memory(_memory_points(shaped))
+        left_out = tuple(sorted({o.workers for o in group if o not in shaped}))
         by_threads: dict[int | None, list[Observation]] = defaultdict(list)
         for o in group:
             by_threads[o.threads].append(o)
@@ -125,6 +138,7 @@ def build_models(obs: Sequence[Observation]) -> list[Model]:
                     memory=memory,
                     capacity=fit_capacity(_capacity_points(same)),
                     observed=tuple(sorted(same, key=lambda o: o.workers)),
+                    memory_left_out=left_out,
                 )
             )
     return models
@@ -242,11 +256,14 @@ def validate(model: Model, all_obs: Sequence[Observation]) -> JSON | None:
         "memory": None,
         "capacity": None,
     }
-    others = [
-        o
-        for o in all_obs
-        if o.runner == model.runner and o.workload == model.workload and o is not held
-    ]
+    others = same_shape(
+        [
+            o
+            for o in all_obs
+            if o.runner == model.runner and o.workload == model.workload and o is not held
+        ],
+        held,
+    )
     memory = fit_memory(_memory_points(others))
     if memory is not None and memory.workers_varied:
         predicted = memory.predict(held.workers, held.threads or 1)
@@ -366,6 +383,7 @@ def _model_entry(model: Model) -> JSON:
             for o in model.observed
         ],
         "memory": asdict(model.memory) if model.memory else None,
+        "memory_left_out_workers": list(model.memory_left_out),
         "capacity": asdict(model.capacity) if model.capacity else None,
     }
 

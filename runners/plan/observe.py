@@ -59,6 +59,9 @@ class Observation:
     """At the peak of summed PSS: the master's PSS (a cross-check of the fitted base)."""
     worker_pss: float | None = None
     """At the same sample: the mean PSS of a worker."""
+    masters: int = 1
+    """Processes besides the workers (a master, helpers) at that sample: a server
+    may run differently at one worker (uvicorn --workers 1 has no master)."""
 
     @property
     def key(self) -> tuple[str, str, int, int | None]:
@@ -105,16 +108,18 @@ def _capacity(run: Run, slo_p99_ms: float | None) -> tuple[float | None, str | N
     return run.rps, None
 
 
-def _split(run: Run) -> tuple[float | None, float | None]:
-    """The master's PSS and the mean worker's PSS at the run's peak of summed PSS."""
+def _split(run: Run) -> tuple[float | None, float | None, int]:
+    """The master's PSS, the mean worker's PSS and the count of processes that are
+    not workers, at the run's peak of summed PSS."""
     if run.memory is None or not run.memory.samples:
-        return None, None
+        return None, None, 1
     peak = max(run.memory.samples, key=lambda s: s.pss_total)
     masters = [p.pss for p in peak.processes if p.role == "master"]
     workers = [p.pss for p in peak.processes if p.role == "worker"]
     return (
         float(sum(masters)) if masters else None,
         statistics.fmean(workers) if workers else None,
+        len(masters),
     )
 
 
@@ -157,8 +162,9 @@ def observations(results: Sequence[Results], slo_p99_ms: float | None) -> list[O
                 saturated=any(_saturated(r) for r in counted_runs or runs),
                 rps_per_cpu_second=_mean(r.rps_per_cpu_second for r in counted_runs),
                 p99_ms=_mean(r.latency_ms.p99 for r in runs),
-                master_pss=_mean(m for m, _ in splits),
-                worker_pss=_mean(w for _, w in splits),
+                master_pss=_mean(m for m, _, _ in splits),
+                worker_pss=_mean(w for _, w, _ in splits),
+                masters=max(c for _, _, c in splits),
             )
         )
     out.sort(key=lambda o: (o.workload, o.runner, o.threads or 0, o.workers))
