@@ -183,6 +183,11 @@ def test_the_whole_pipeline_recovers_the_known_lines(tmp_path: Path) -> None:
     assert check["memory"]["error"] == pytest.approx(0, abs=1e-9)
     assert check["capacity"]["error"] == pytest.approx(0, abs=1e-9)
     assert doc["misses"] == []
+    assert row["within_target"] is True
+    assert doc["workloads"][0]["summary"][1] == (
+        "2 x cores + 1 = 33 workers: at best gunicorn-sync, 3,960 req/s in 1.0 GiB "
+        "(-38% against the plan)."
+    )
 
 
 def test_a_small_host_is_memory_bound_and_the_rules_are_flagged(tmp_path: Path) -> None:
@@ -208,6 +213,8 @@ def test_a_miss_is_said_plainly(tmp_path: Path) -> None:
     (check,) = doc["validation"]
     assert check["memory"]["error"] < -0.15 and check["within_target"] is False
     assert len(doc["misses"]) == 1 and "memory model misses" in doc["misses"][0]
+    (row,) = doc["workloads"][0]["rows"]
+    assert row["within_target"] is False
 
 
 def test_a_single_process_configuration_is_left_out_of_the_memory_line(tmp_path: Path) -> None:

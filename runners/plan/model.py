@@ -358,6 +358,40 @@ def _matches(growth: Growth, model: Model, level: int) -> bool:
     return growth.runner.split(" ")[0] == model.runner_name
 
 
+def _within(check: JSON | None) -> bool | None:
+    """Whether the runner's held-out predictions were within 15 % (None: not checked)."""
+    return None if check is None else check["within_target"]
+
+
+def summary(workload: str, rows: Sequence[JSON], rules: JSON) -> list[str]:
+    """The plan's best against the best each rule gives, in words."""
+    if not rows:
+        return []
+    best = rows[0]
+    lines = [
+        f"{workload}: the plan's best is {best['runner']} with {best['workers']} workers, "
+        f"{best['capacity_rps']:,.0f} req/s in {best['memory_bytes'] / GIB:.1f} GiB "
+        f"(limit: {best['limit']})."
+    ]
+    for name, rule in rules.items():
+        fitting = [
+            (r["rules"][name], r)
+            for r in rows
+            if r["rules"][name] is not None and r["rules"][name]["fits_budget"]
+        ]
+        if not fitting:
+            lines.append(f"{rule['formula']} = {rule['workers']}: no runner fits the budget.")
+            continue
+        cell, row = max(fitting, key=lambda pair: pair[0]["capacity_rps"])
+        change = cell["capacity_rps"] / best["capacity_rps"] - 1
+        lines.append(
+            f"{rule['formula']} = {rule['workers']} workers: at best {row['runner']}, "
+            f"{cell['capacity_rps']:,.0f} req/s in {cell['memory_bytes'] / GIB:.1f} GiB "
+            f"({change:+.0%} against the plan)."
+        )
+    return lines
+
+
 # --- the document ------------------------------------------------------------------------------
 
 
@@ -404,6 +438,8 @@ def plan(
             "workers": rule_workers["web_concurrency"],
         },
     }
+    validation = [v for m in models if (v := validate(m, obs)) is not None]
+    checked = {(v["runner"], v["workload"], v["threads"]): v for v in validation}
     by_workload: dict[str, list[Model]] = defaultdict(list)
     for model in models:
         by_workload[model.workload].append(model)
@@ -441,14 +477,23 @@ def plan(
                     "capacity_per_gib": choice.capacity_rps / (choice.memory_bytes / GIB),
                     "capacity_per_core": choice.capacity_rps / host.cores,
                     "measured_workers": model.measured_workers,
+                    "per_worker_from": model.capacity.per_worker_from,
+                    "per_core_from": model.capacity.per_core_from,
+                    "within_target": _within(checked.get((model.runner, workload, model.threads))),
                     "rules": {name: rule_row(model, host, n) for name, n in rule_workers.items()},
                     "max_requests": recycling(choice, host, _growth_for(model, growths)),
                     "curve": curve(model, host, math.ceil(reach * 1.25)),
                 }
             )
         rows.sort(key=lambda r: -r["capacity_rps"])
-        workloads.append({"workload": workload, "rows": rows, "skipped": skipped})
-    validation = [v for m in models if (v := validate(m, obs)) is not None]
+        workloads.append(
+            {
+                "workload": workload,
+                "rows": rows,
+                "skipped": skipped,
+                "summary": summary(workload, rows, rules),
+            }
+        )
     return {
         "plan_version": PLAN_VERSION,
         "sources": list(sources),

@@ -43,6 +43,11 @@ def _rule(cell: JSON | None) -> str:
     return text
 
 
+def _assumed(row: JSON) -> str:
+    """``*`` when the per-core rate is not from a run at saturation."""
+    return "" if row["per_core_from"] == "runs at saturation" else "*"
+
+
 def rows_of(workload: JSON) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     for row in workload["rows"]:
@@ -52,14 +57,14 @@ def rows_of(workload: JSON) -> list[tuple[str, ...]]:
             workers += f" (x{row['extrapolation']:.0f} measured)"
         out.append(
             (
-                row["runner"],
+                row["runner"] + (" (model misses)" if row["within_target"] is False else ""),
                 workers,
                 "—" if row["threads"] is None else str(row["threads"]),
                 f"{row['capacity_rps']:,.0f}",
                 f"{row['memory_bytes'] / GIB:.2f}",
                 f"{row['capacity_per_gib']:,.0f}",
                 f"{row['capacity_per_core']:,.0f}",
-                row["limit"],
+                row["limit"] + _assumed(row),
                 "—"
                 if recycle is None or recycle["max_requests"] is None
                 else f"{recycle['max_requests']:,}",
@@ -84,6 +89,13 @@ def footer(doc: JSON) -> list[str]:
     for workload in doc["workloads"]:
         for skip in workload["skipped"]:
             lines.append(f"{workload['workload']}: {skip['runner']} not planned: {skip['reason']}")
+    if any(_assumed(r) for w in doc["workloads"] for r in w["rows"]):
+        lines.append(
+            "* no run reached CPU saturation: the per-core rate is the requests per "
+            "CPU-second, an optimistic figure"
+        )
+    for workload in doc["workloads"]:
+        lines.extend(workload["summary"])
     rules = doc["rules"]
     lines.append(
         f"Rules on this host: gunicorn {rules['gunicorn']['formula']} = "
