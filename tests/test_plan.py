@@ -255,6 +255,23 @@ def test_slo_leaves_out_closed_loop_runs_over_the_target(tmp_path: Path) -> None
     assert "over the 35 ms target" in (next(o for o in obs if o.workers == 8).excluded or "")
 
 
+def test_open_loop_capacity_is_used_at_its_target(tmp_path: Path) -> None:
+    runs = known_runs()
+    for run in runs:
+        run["capacity"] = {
+            "slo_p99_ms": 50.0,
+            "rps": run["rps"] / 2,
+            "rps_per_gib": None,
+            "bound": "server-slots",
+            "curve": [],
+        }
+    docs = [read_results(write_results(tmp_path / "s", runs))]
+    assert [o.capacity_rps for o in observations(docs, None)][:2] == [RATE / 2, RATE]
+    strict = observations(docs, 20.0)
+    assert all(o.capacity_rps is None for o in strict)
+    assert "searched at p99 50 ms, over the 20 ms target" in (strict[0].excluded or "")
+
+
 def test_soak_growth_gives_a_max_requests(tmp_path: Path) -> None:
     soak = make_run("gunicorn-sync", "mixed", 2, BASE + 2 * PER_WORKER, 100.0)
     ts = [float(t) for t in range(0, 61)]

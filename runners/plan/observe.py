@@ -13,8 +13,8 @@ A run's capacity is ``capacity.rps`` when the capacity search found one (the
 rate within its latency target), else its requests/s. A run does not count
 toward the capacity fit when a flag says it measured something else than
 the server (``loadgen-bound``, ``user-bound``, a lost worker ...) or, with
-``--slo-p99``, when a closed-loop run's p99 was over the target; its memory
-still counts.
+``--slo-p99``, when a closed-loop run's p99 was over the target or an open-loop
+run's capacity was searched at a looser target; its memory still counts.
 """
 
 from __future__ import annotations
@@ -101,6 +101,11 @@ def _capacity(run: Run, slo_p99_ms: float | None) -> tuple[float | None, str | N
     if run.capacity is not None:
         if run.capacity.rps is None:
             return None, "the capacity search found no rate within its latency target"
+        if slo_p99_ms is not None and run.capacity.slo_p99_ms > slo_p99_ms:
+            return None, (
+                f"capacity searched at p99 {run.capacity.slo_p99_ms:g} ms, "
+                f"over the {slo_p99_ms:g} ms target"
+            )
         return run.capacity.rps, None
     p99 = run.latency_ms.p99
     if slo_p99_ms is not None and (p99 is None or p99 > slo_p99_ms):
