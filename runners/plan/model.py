@@ -271,6 +271,7 @@ def validate(model: Model, all_obs: Sequence[Observation]) -> JSON | None:
             "predicted_bytes": predicted,
             "measured_bytes": held.pss_peak,
             "error": _error(predicted, held.pss_peak),
+            "fitted_on_workers": sorted({o.workers for o in others}),
         }
     else:
         entry["memory_skipped"] = "fewer than two other worker counts"
