@@ -44,8 +44,9 @@ def _rule(cell: JSON | None) -> str:
 
 
 def _assumed(row: JSON) -> str:
-    """``*`` when the per-core rate is not from a run at saturation."""
-    return "" if row["per_core_from"] == "runs at saturation" else "*"
+    """``*`` when the cores limit the row and the per-core rate is not from a run at
+    saturation."""
+    return "*" if row["limit"] == "cores" and row["per_core_from"] != "runs at saturation" else ""
 
 
 def rows_of(workload: JSON) -> list[tuple[str, ...]]:
