@@ -37,6 +37,8 @@ PLAN_NAME = "plan.json"
 PLAN_VERSION = 1
 TARGET_ERROR = 0.15
 """The held-out prediction should be within 15 % of the measurement."""
+ENOUGH_REQUESTS = 1_000_000
+"""A max_requests above this says memory needs no recycling."""
 CURVE_POINTS = 48
 MAX_CURVE_WORKERS = 1024
 JSON = dict[str, Any]
@@ -323,7 +325,9 @@ def _two_digits(value: float) -> int:
 
 
 def recycling(choice: Choice, host: Host, growth: Growth | None) -> JSON | None:
-    """A max_requests that keeps the host inside its memory as workers grow."""
+    """A max_requests that keeps the host inside its memory as workers grow: the
+    memory left on the host (the headroom included) shared by the workers, over
+    the private memory a worker gains per request."""
     if growth is None:
         return None
     per_1000 = growth.fit.bytes_per_1000_requests
@@ -338,6 +342,11 @@ def recycling(choice: Choice, host: Host, growth: Growth | None) -> JSON | None:
         entry["note"] = "private memory did not grow in the soak: no recycling needed"
         return entry
     entry["max_requests"] = _two_digits(slack / choice.workers / per_1000 * 1000)
+    if entry["max_requests"] > ENOUGH_REQUESTS:
+        entry["note"] = (
+            f"over {ENOUGH_REQUESTS:,} requests per worker before memory runs out: "
+            "memory needs no recycling"
+        )
     return entry
 
 
