@@ -304,6 +304,9 @@ def test_soak_growth_gives_a_max_requests(tmp_path: Path) -> None:
     slack = (32 * GIB - row["memory_bytes"]) / row["workers"]
     expected = slack / 100_000 * 1000
     assert expected * 0.99 <= row["max_requests"]["max_requests"] <= expected
+    assert main([str(folder), "--cores", "16", "--memory", "32GiB"]) == 0
+    html = (folder / "index.html").read_text()
+    assert "private memory grew 97.7 KiB per 1,000 requests" in html
 
 
 # --- the memory limit -------------------------------------------------------------------------
