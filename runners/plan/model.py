@@ -205,12 +205,14 @@ def choose(model: Model, host: Host) -> Choice | str:
     )
 
 
-def curve(model: Model, host: Host, upto: int) -> list[JSON]:
-    """Predicted capacity and memory from 1 to ``upto`` workers (at most CURVE_POINTS)."""
+def curve(model: Model, host: Host, upto: int, marks: Sequence[int] = ()) -> list[JSON]:
+    """Predicted capacity and memory from 1 to ``upto`` workers: about CURVE_POINTS
+    worker counts spaced evenly on a log scale (the report's axis), and ``marks``
+    (the chosen count, the saturation point) so that the corners are drawn."""
     assert model.memory is not None and model.capacity is not None
     upto = max(1, min(upto, MAX_CURVE_WORKERS))
-    step = max(1, math.ceil(upto / CURVE_POINTS))
-    counts = sorted({1, *range(step, upto + 1, step), upto})
+    spaced = {round(upto ** (i / (CURVE_POINTS - 1))) for i in range(CURVE_POINTS)}
+    counts = sorted({1, upto, *spaced, *(n for n in marks if 1 <= n <= upto)})
     return [
         {
             "workers": n,
@@ -492,7 +494,12 @@ def plan(
                     "within_target": _within(checked.get((model.runner, workload, model.threads))),
                     "rules": {name: rule_row(model, host, n) for name, n in rule_workers.items()},
                     "max_requests": recycling(choice, host, _growth_for(model, growths)),
-                    "curve": curve(model, host, math.ceil(reach * 1.25)),
+                    "curve": curve(
+                        model,
+                        host,
+                        math.ceil(reach * 1.25),
+                        (choice.workers, model.capacity.saturating_workers(host.cores)),
+                    ),
                 }
             )
         rows.sort(key=lambda r: -r["capacity_rps"])
