@@ -25,6 +25,7 @@ from runners.report.html import chart_scripts, fmt_time
 from runners.report.links import artifact_links
 from runners.report.memory import peak_sample, process_rows, pss_series
 from runners.report.micro import asgi_variants, load_micro
+from runners.report.plan import plan_view
 from runners.report.ranking import by_ranking, cells_of, rankings, runner_label, workloads_of
 from runners.report.runtimes import runtime_views
 from runners.results.cells import Cell, Stat, matters, several
@@ -326,6 +327,7 @@ def run_context(results: Results, results_dir: Path) -> JSON:
         "used_flags": used_flags,
         "environment_rows": environment_rows(results.environment),
         "micro": load_micro(results_dir, results.micro),
+        "plan": plan_view(results_dir),
         "asgi_variants": asgi_variants(results.runs),
         "chart_data": {"charts": charts},
         "scripts": chart_scripts(),
