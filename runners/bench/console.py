@@ -283,7 +283,7 @@ def _timing(t: Timing) -> str:
 
 
 def describe_plan(options: Options) -> str:
-    per_run = options.run_estimate_s()
+    per_run = sum(options.run_estimate_s(w) for w in options.workloads) / len(options.workloads)
     if options.load == "open":
         each = (
             f"each a capacity search within p99 {options.slo_p99_ms:g} ms ({options.arrival} "
