@@ -41,7 +41,7 @@ MIN_PROBE_REQUESTS = 150
 ``MAX_PROBE_S``."""
 MIN_CONFIRM_REQUESTS = 200
 """The confirmation window is stretched (up to 2x ``--duration``) to hold this many."""
-CONFIRM_ATTEMPTS = 3
+CONFIRM_ATTEMPTS = 2
 CONFIRM_BACKOFF = 0.9
 """A confirmation window that misses the target is retried at this share of the rate."""
 IDLE_HEALTH_S = 0.1

@@ -103,7 +103,7 @@ FLAGS: dict[str, Flag] = {
             "no rate passed): the capacity is uncertain",
             note=(
                 "the capacity search's confirmation window did not hold the latency target at "
-                "the rate the probes found, nor at 0.9 x and 0.81 x of it (or no rate passed "
+                "the rate the probes found, nor at 0.9 x of it (or no rate passed "
                 "at all): the server's latency varies over time (a noisy machine, gc pauses, "
                 "a worker restart). Its figures are those of the last window; use a longer "
                 "--duration, --repeat, or a quieter machine"
