@@ -166,7 +166,7 @@ class Bench:
         log = self.out / "runs" / f"{stem}.locust.log"
 
         def started() -> bool:
-            return log.exists() and "@@bench-window start" in log.read_text(errors="replace")
+            return log.exists() and "@@bench-probe 1 start" in log.read_text(errors="replace")
 
         wait_until(started, timeout, self.describe)
 

@@ -150,9 +150,13 @@ def test_servers_of_known_capacity(
 ) -> None:
     """Each slot serves one request per service time: 50 ms of upstream plus the app's
     own few ms, measured here as the lowest p50 of the search's open-loop probes."""
-    # A generous target: queueing near full utilisation stays within it.
+    # A generous target: queueing near full utilisation stays within it. An even schedule:
+    # a window of a Poisson schedule holds N +- sqrt(N) arrivals, +-7 % at these rates.
     generous = capacity_of(
-        tmp_path, data_dir, "generous", "--runners", runner, *args, "--slo-p99", "1000"
+        tmp_path,
+        data_dir,
+        "generous",
+        *("--runners", runner, *args, "--slo-p99", "1000", "--arrival", "constant"),
     )
     assert generous["bound"] == "server-slots", generous["reason"]
     service_s = min(p["p50_ms"] for p in generous["curve"] if p["mode"] == "open") / 1000
@@ -167,12 +171,16 @@ def test_servers_of_known_capacity(
         last = json.loads(probes[-1].read_text())
         assert len(last["processes"]) == last["processes_expected"] == 2
         assert all(p["cpu_seconds"] > 0 for p in last["processes"])
+    if runner != "gunicorn-sync":
         return
-    # A tight target (1.3 x the service time): queueing delay shows long before the slots
-    # are full, so the sustained rate is lower.
-    tight = capacity_of(tmp_path, data_dir, "tight", "--runners", runner, *args, "--slo-p99", "65")
-    assert tight["rps"] is not None
-    assert tight["rps"] < 0.9 * generous["rps"], (tight, generous)
+    # A tight target (under 3 x the service time) with random (Poisson) arrivals: requests
+    # queue behind busy workers long before every worker is busy all the time, so the
+    # rate sustained within the target is lower.
+    tight = capacity_of(
+        tmp_path, data_dir, "tight", *("--runners", runner, *args, "--slo-p99", "150")
+    )
+    assert tight["rps"] is not None, tight["reason"]
+    assert tight["rps"] < generous["rps"], (tight, generous)
 
 
 @pytest.mark.servers

@@ -37,7 +37,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
             root / f"w{n}",
             data_dir,
             *("--runners", ",".join(RUNNERS), "--workloads", "json", "--workers", str(n)),
-            *("--users", "4", "--warmup", "1", "--duration", "2", "--no-report"),
+            *("--load", "closed", "--users", "4", "--warmup", "1", "--duration", "2"),
+            "--no-report",
         )
         assert bench.proc.returncode == 0, bench.proc.stdout + bench.proc.stderr
         folders.append(bench.out)
