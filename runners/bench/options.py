@@ -95,6 +95,9 @@ class Options:
     load: Load = "open"
     slo_p99_ms: float = DEFAULT_SLO_P99_MS
     arrival: Arrival = DEFAULT_ARRIVAL
+    # --profile, --memory-profile (runners.bench.profiles): profiled runs are not ranked.
+    profile: bool = False
+    memory_profile: bool = False
 
     @property
     def timing(self) -> Timing:
@@ -289,6 +292,8 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         load=load,
         slo_p99_ms=slo_p99_ms,
         arrival="constant" if a.arrival == "constant" else DEFAULT_ARRIVAL,
+        profile=bool(a.profile),
+        memory_profile=bool(a.memory_profile),
     )
     try:
         options = replace(

@@ -148,6 +148,18 @@ FLAGS: dict[str, Flag] = {
             unranked=True,
         ),
         Flag(
+            "profiled",
+            help="run with --profile or --memory-profile: the profiler slowed the server, so "
+            "its figures are not comparable",
+            note=(
+                "this run was profiled (--profile: py-spy; --memory-profile: tracemalloc in every "
+                "worker), which slows the server (see the README: python -m "
+                "runners.cli.profilecheck measures by how much), so it is not ranked: compare "
+                "its profiles, not its throughput"
+            ),
+            unranked=True,
+        ),
+        Flag(
             "timeouts",
             help="some requests got no answer within the request timeout (a hang?)",
             note=(
