@@ -99,6 +99,11 @@ def test_profile_writes_a_django_flame_graph_linked_from_the_report(profiled: Be
     # Profiled runs are not ranked.
     ranked = [r for r in page.find_all("tr") if r.attrs.get("data-rank")]
     assert ranked == []
+    # Each runner's worker, private memory by category, side by side: mostly heap.
+    (table,) = [t for t in page.find_all("table") if t.has_class("profile-breakdown-table")]
+    rows = {r.attrs["data-runner"]: r for r in table.find_all("tr") if r.attrs.get("data-runner")}
+    assert set(rows) == {RUNNER, "uvicorn"}
+    assert {r.attrs["data-top"] for r in rows.values()} == {"heap"}
 
 
 @pytest.mark.servers
