@@ -157,6 +157,22 @@ def build_parser() -> Parser:
         help="soak: one runner (default gunicorn-sync-preload) on mixed for N requests or a "
         "duration, per gc mode (default all) and interpreter; per-worker memory over time",
     )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="record a py-spy flame graph of the server's processes over each measured window "
+        "(py-spy on the load-generator CPUs); the runs are flagged profiled, not ranked (py-spy "
+        "cost json 6-47 %% of its requests/s in runners.cli.profilecheck)",
+    )
+    p.add_argument(
+        "--memory-profile",
+        action="store_true",
+        help="trace allocations (tracemalloc) in every worker; at the end of each measured "
+        "window record the top allocation sites and object counts (and, for preload "
+        "runners, what the workers inherited at the fork); the runs are flagged profiled, "
+        "not ranked (tracing cost json 67-84 %% of its requests/s in "
+        "runners.cli.profilecheck)",
+    )
     p.add_argument("--output", metavar="DIR", help="results folder (default reports/<timestamp>)")
     p.add_argument(
         "--quick",

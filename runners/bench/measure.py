@@ -24,6 +24,7 @@ from runners.bench.capacity import Observation, Target
 from runners.bench.defaults import MAX_PROBE_S
 from runners.bench.incidents import Incidents, worker_changes, worker_pids
 from runners.bench.options import Options
+from runners.bench.profiles import Profiler
 from runners.load.locust import LocustProcess
 from runners.results import latency
 from runners.results.figures import per_gib
@@ -109,11 +110,13 @@ class Probing:
         server: RunningServer,
         options: Options,
         check: Callable[[], None] | None = None,
+        profiler: Profiler | None = None,
     ) -> None:
         self.locust = locust
         self.server = server
         self.options = options
         self.check = check
+        self.profiler = profiler
         self.seq = 0
         self.target = Target(slo_p99_ms=options.slo_p99_ms)
         self.idle_waits: list[float] = []
@@ -131,9 +134,12 @@ class Probing:
         max_requests: int = 0,
         on_start: Callable[[], object] | None = None,
         on_end: Callable[[], object] | None = None,
+        profile: bool | None = None,
     ) -> Window:
         """One probe; ``sample``: sample the server's memory over its window; ``on_start``
-        and ``on_end`` are called as the window opens and closes."""
+        and ``on_end`` are called as the window opens and closes; ``profile`` (default:
+        ``sample``): the profiler's hooks too."""
+        profiler = self.profiler if (sample if profile is None else profile) else None
         options = self.options
         placement = options.placement
         drain_s = options.request_timeout_s + 0.5
@@ -164,6 +170,8 @@ class Probing:
             marks.append(cpustat.read())
             if sample:
                 sampler.start()
+            if profiler is not None:
+                profiler.window_opened()
             if on_start is not None:
                 on_start()
 
@@ -171,6 +179,8 @@ class Probing:
             marks.append(cpustat.read())
             if sample:
                 sampler.stop()
+            if profiler is not None:
+                profiler.window_closed()
             if on_end is not None:
                 on_end()
 
@@ -306,10 +316,14 @@ def search_plan(options: Options, server_slots: int | None) -> capacity.Plan:
 
 
 def open_loop(
-    locust: LocustProcess, server: RunningServer, options: Options, check: Callable[[], None]
+    locust: LocustProcess,
+    server: RunningServer,
+    options: Options,
+    check: Callable[[], None],
+    profiler: Profiler | None = None,
 ) -> Measured:
     """The capacity search, then the confirmation window at the rate it found."""
-    probing = Probing(locust, server, options, check)
+    probing = Probing(locust, server, options, check, profiler)
     target = probing.target
     server_slots = slots(server)
     workers_before = worker_pids(server)
@@ -365,9 +379,10 @@ def closed_loop(
     options: Options,
     users: int,
     check: Callable[[], None],
+    profiler: Profiler | None = None,
 ) -> Measured:
     """One window of ``users`` users sending back to back."""
-    probing = Probing(locust, server, options, check)
+    probing = Probing(locust, server, options, check, profiler)
     workers_before = worker_pids(server)
     window = probing.run("closed", None, users, options.duration_s, sample=True, reset_stats=True)
     outcome = locust.finish()
@@ -392,6 +407,7 @@ def soak_loop(
     options: Options,
     users: int,
     check: Callable[[], None],
+    profiler: Profiler | None = None,
 ) -> Measured:
     """``--soak``: a closed loop of ``users`` for a number of requests or a duration, the
     server sampled from now (before any request: the state right after the fork) to the
@@ -401,9 +417,11 @@ def soak_loop(
     interval = soak.sample_interval(target, options.duration_s)
     began = time.monotonic()
     sampler = Sampler(server.pid, interval=interval)
-    probing = Probing(locust, server, options, check)
+    probing = Probing(locust, server, options, check, profiler)
     marks: dict[str, float] = {}
     sampler.start()
+    if profiler is not None:
+        profiler.soak_started(began)
     try:
         window = probing.run(
             "closed",
@@ -414,6 +432,7 @@ def soak_loop(
             max_requests=target.requests or 0,
             on_start=lambda: marks.setdefault("start", time.monotonic() - began),
             on_end=lambda: marks.setdefault("end", time.monotonic() - began),
+            profile=True,
         )
     finally:
         samples = sampler.stop()

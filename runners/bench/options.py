@@ -102,6 +102,9 @@ class Options:
     master_bind_host: str = "127.0.0.1"
     master_port: int | None = None
     calibrate: bool = False
+    # --profile, --memory-profile (runners.bench.profiles): profiled runs are not ranked.
+    profile: bool = False
+    memory_profile: bool = False
 
     @property
     def timing(self) -> Timing:
@@ -310,6 +313,8 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         arrival="constant" if a.arrival == "constant" else DEFAULT_ARRIVAL,
         **loadgen_processes(a, placement),
         calibrate=bool(a.calibrate),
+        profile=bool(a.profile),
+        memory_profile=bool(a.memory_profile),
     )
     try:
         options = replace(

@@ -11,6 +11,7 @@ from pathlib import Path
 from runners.bench.matrix import RunSpec, thread_override, worker_override
 from runners.bench.measure import Measured, ServerDied, closed_loop, open_loop, soak_loop
 from runners.bench.options import Options
+from runners.bench.profiles import ProfilePlan, Profiler
 from runners.load.locust import LocustError, LocustPlan, LocustProcess
 from runners.results.document import LoadgenCeiling
 from runners.results.flags import notes_for, order_flags
@@ -90,19 +91,22 @@ def plan_locust(server: RunningServer, spec: RunSpec, ctx: Context) -> LocustPla
     )
 
 
-def measure(server: RunningServer, spec: RunSpec, ctx: Context) -> Measured:
+def measure(
+    server: RunningServer, spec: RunSpec, ctx: Context, profiler: Profiler | None = None
+) -> Measured:
     """Drive ``server`` with Locust and measure it: the capacity search, a closed loop, or a
-    soak. Ends early with ``ServerDied`` when the server's root exits."""
+    soak; ``profiler`` takes the run's profiles around the measured window. Ends early
+    with ``ServerDied`` when the server's root exits."""
     options = ctx.options
     check = server_watch(server)
     locust_plan = plan_locust(server, spec, ctx)
     with LocustProcess(locust_plan) as locust:
         if options.soak is not None:
-            measured = soak_loop(locust, server, options, spec.users, check)
+            measured = soak_loop(locust, server, options, spec.users, check, profiler)
         elif options.load == "open":
-            measured = open_loop(locust, server, options, check)
+            measured = open_loop(locust, server, options, check, profiler)
         else:
-            measured = closed_loop(locust, server, options, spec.users, check)
+            measured = closed_loop(locust, server, options, spec.users, check, profiler)
     check()
     if measured.measurement.requests == 0:
         raise RuntimeError(
@@ -183,6 +187,7 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
     options = ctx.options
     run = base_run(spec, ctx)
     server_log = ctx.runs_dir / f"{spec.stem}.server.log"
+    profiles = ProfilePlan.of(options, ctx.out_dir, spec.stem)
     config = ServeConfig(
         runner=spec.runner,
         log_path=server_log,
@@ -191,7 +196,7 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
         variant=options.variant,
         middleware=options.middleware,
         cpus=options.placement.server,
-        env=ctx.server_env,
+        env={**ctx.server_env, **profiles.server_env()},
         python=ctx.runtime(spec).python,
         gc=spec.runtime.gc,
     )
@@ -206,8 +211,9 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
                 server_command=tuple(server.command.argv),
                 startup_s=round(server.startup_seconds, 3),
             )
-            measured = measure(server, spec, ctx)
-        flags = [*measured.flags, *measured.incidents.flags()]
+            with Profiler(profiles, server) as profiler:
+                measured = measure(server, spec, ctx, profiler)
+        flags = [*measured.flags, *measured.incidents.flags(), *profiles.flags()]
         if options.placement.shared:
             flags.append("shared-cpus")
         flags = list(order_flags(flags))
@@ -220,6 +226,7 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
             flags=tuple(flags),
             notes=tuple(notes_for(flags)),
             events=tuple(measured.incidents.events()) or None,
+            **profiler.fields(),
         )
     except Exception as exc:  # a failed run is recorded, the matrix goes on
         message = str(exc).strip() or type(exc).__name__

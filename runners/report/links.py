@@ -60,4 +60,7 @@ def artifact_links(results_dir: Path, run: Run) -> dict[str, Any]:
         ),
         "csv": csvs,
         "server_log": safe_relative_href(results_dir, artifacts.server_log if artifacts else None),
+        "flamegraph": safe_relative_href(
+            results_dir, run.cpu_profile.flamegraph if run.cpu_profile else None
+        ),
     }

@@ -26,6 +26,7 @@ from runners.report.links import artifact_links
 from runners.report.memory import peak_sample, process_rows, pss_series
 from runners.report.micro import asgi_variants, load_micro
 from runners.report.plan import plan_view
+from runners.report.profiles import profile_views
 from runners.report.ranking import by_ranking, cells_of, rankings, runner_label, workloads_of
 from runners.report.runtimes import runtime_views
 from runners.results.cells import Cell, Stat, matters, several
@@ -322,6 +323,7 @@ def run_context(results: Results, results_dir: Path) -> JSON:
         "with_django": with_django,
         "with_gc": with_gc,
         "runtime_views": runtime_views(results, cells, charts),
+        "profiles": profile_views(results, charts, results_dir),
         "runs": runs,
         "failed_runs": results.failed_runs,
         "used_flags": used_flags,

@@ -148,6 +148,19 @@ FLAGS: dict[str, Flag] = {
             unranked=True,
         ),
         Flag(
+            "profiled",
+            help="run with --profile or --memory-profile: the profiler slowed the server "
+            "(json: tracemalloc by 67-84 %, py-spy by 6-47 %), so its figures are not comparable",
+            note=(
+                "this run was profiled (--profile: py-spy; --memory-profile: tracemalloc in every "
+                "worker), which slows the server (json on 1 server CPU, python -m "
+                "runners.cli.profilecheck: tracemalloc -84 % requests/s under "
+                "gunicorn-sync-preload and -67 % under uvicorn, py-spy -47 % and -6 %), so it "
+                "is not ranked: compare its profiles, not its throughput"
+            ),
+            unranked=True,
+        ),
+        Flag(
             "timeouts",
             help="some requests got no answer within the request timeout (a hang?)",
             note=(
