@@ -231,3 +231,54 @@ def test_the_parts_add_up_to_the_whole(tmp_path: Path) -> None:
     # Within noise: the parts add up to the whole (a generous tolerance, the
     # machine is shared and thread wake-ups vary).
     assert abs(table["residual_us"]) <= max(0.35 * total, 60.0), table
+
+
+# --- in the HTML report -------------------------------------------------------------------
+
+
+def _suite(path: Path, us: dict[str, float]) -> None:
+    import pyperf
+
+    benches = []
+    for name, value in us.items():
+        handler, profile, view = name.split("/")
+        meta = {"name": name, "handler": handler, "middleware_profile": profile, "view": view}
+        runs = [
+            pyperf.Run([value * 1e-6 * f for f in (0.9, 1.0, 1.3)], metadata=meta, warmups=None)
+        ]
+        benches.append(pyperf.Benchmark(runs))
+    pyperf.BenchmarkSuite(benches).dump(str(path))
+
+
+def test_report_says_where_the_microseconds_go(tmp_path: Path) -> None:
+    import re
+
+    from runners.report.render import render_run
+
+    _suite(
+        tmp_path / "micro.json",
+        {
+            "wsgi-sync/minimal/json": 100,
+            "asgi-async/minimal/json": 500,
+            "ablation-no-executor/minimal/json": 300,
+            "ablation-sync-signals/minimal/json": 200,
+            "ablation-inline-close/minimal/json": 250,
+            "ablation-bare/minimal/json": 130,
+            "ablation-asyncio/minimal/json": 560,
+            "db-connect/minimal/db": 40,
+        },
+    )
+    results = json.loads((REPO_ROOT / "tests/data/sample_results.json").read_text())
+    results["micro"] = "micro.json"
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    html = render_run(tmp_path).read_text()
+    assert 'id="micro-ablation"' in html
+    sentence = re.search(r'<p class="ablation-sentence"[^>]*>(.*?)</p>', html)
+    assert sentence is not None
+    # Means of (0.9, 1.0, 1.3) x value: 1.0667 x the value; medians: the value.
+    assert "427 µs more per request" in sentence.group(1)
+    rows = dict(re.findall(r'<tr data-part="([^"]+)"[^>]*>(.*?)</tr>', html))
+    assert set(rows) >= {"executor", "signal hop", "close hop", "rest", "sum", "total"}
+    mean, median = re.findall(r'<td class="n">([^<]+)</td>', rows["executor"])[:2]
+    assert (mean, median) == ("213.3", "200.0")
+    assert "database connect" in rows

@@ -299,7 +299,7 @@ def runtime_env(
         python = venv / "bin" / "python"
         if saved and saved.get("fingerprint") == fingerprint and python.exists():
             return _runtime_from(interp, venv, django, saved["runtime"])
-        say(f"Building {venv} ({interp.label}, Django {override or 'as locked'})...")
+        say(f"Building {venv} ({interp.label}, {override or 'the locked versions'})...")
         began = time.monotonic()
         uv = _uv()
         if venv.exists():
