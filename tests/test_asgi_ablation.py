@@ -282,3 +282,21 @@ def test_report_says_where_the_microseconds_go(tmp_path: Path) -> None:
     mean, median = re.findall(r'<td class="n">([^<]+)</td>', rows["executor"])[:2]
     assert (mean, median) == ("213.3", "200.0")
     assert "database connect" in rows
+
+
+def test_the_pooled_runner_is_marked_experimental() -> None:
+    import dataclasses
+
+    from runners.report.ranking import cells_of, runner_label
+    from runners.results.document import read_results
+    from runners.serving.registry import RUNNERS, format_table
+
+    assert RUNNERS["uvicorn-pooled"].experimental
+    assert not any(r.experimental for name, r in RUNNERS.items() if name != "uvicorn-pooled")
+    listing = format_table(1)
+    assert "uvicorn-pooled: EXPERIMENTAL: " in listing
+    assert "uvicorn: EXPERIMENTAL" not in listing
+    cell = cells_of(read_results(REPO_ROOT / "tests/data/sample_results.json"))[0]
+    pooled = dataclasses.replace(cell, runner="uvicorn-pooled")
+    assert runner_label(pooled, False) == "uvicorn-pooled (experimental)"
+    assert runner_label(dataclasses.replace(cell, runner="uvicorn"), False) == "uvicorn"

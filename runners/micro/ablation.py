@@ -282,11 +282,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="rounds (the median is kept)")
     parser.add_argument("--data-dir", metavar="DIR", help="BENCH_DATA_DIR for the settings")
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        metavar="S",
+        help="sys.setswitchinterval(S) first (default 0.005): how long a thread that wants "
+        "the GIL waits for a running one to hand it over",
+    )
     args = parser.parse_args(argv)
     if args.requests < 1 or args.rounds < 1:
         parser.error("--requests and --rounds must be at least 1")
     if args.data_dir:
         os.environ["BENCH_DATA_DIR"] = os.path.abspath(args.data_dir)
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     seconds = measure(args.requests, args.rounds)
     table = breakdown({(h, "minimal", "json"): s for h, s in seconds.items()})
     assert table is not None  # every variant was measured
