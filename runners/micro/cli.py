@@ -15,7 +15,6 @@ from typing import Any
 import pyperf
 
 from runners import REPO_ROOT
-from runners.micro import asgirefs
 from runners.micro.ablation import breakdown, format_breakdown, means_from_rows, sentence
 from runners.micro.benchmarks import (
     SETTINGS_ENVIRON,
@@ -31,7 +30,6 @@ from runners.micro.benchmarks import (
     setup_django,
 )
 from runners.micro.summary import format_overhead, format_summary, overhead, summarize, summary
-from runners.runtimes.venvs import RuntimeSetupError
 
 
 def _add_options(parser: argparse.ArgumentParser) -> None:
@@ -224,6 +222,10 @@ def _print_tables(rows: list[dict[str, Any]], output: str | None) -> None:
 
 def _per_asgiref(args: argparse.Namespace, argv: list[str]) -> int:
     """``--asgiref``: one child run per release, each in its own virtual environment."""
+    # Imported here: the children run in environments with the app's packages only.
+    from runners.micro import asgirefs
+    from runners.runtimes.venvs import RuntimeSetupError
+
     try:
         releases = asgirefs.parse_asgirefs(args.asgiref)
     except ValueError as exc:
