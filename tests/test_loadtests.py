@@ -213,7 +213,7 @@ def app_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.mark.servers
 @pytest.mark.slow
-@pytest.mark.parametrize("runner", ["gunicorn-gthread", "uvicorn"])
+@pytest.mark.parametrize("runner", ["gunicorn-gthread", "uvicorn", "uvicorn-pooled"])
 def test_every_workload_passes_its_checks_against_the_app(
     runner: str, app_env: dict[str, str], tmp_path: Path
 ) -> None:

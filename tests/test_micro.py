@@ -19,12 +19,17 @@ from runners.micro import cli as micro_cli
 from runners.micro import summary as micro_summary
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXPECTED = {
+MAIN = {
     f"{handler}/{profile}/{view}"
     for handler in ("wsgi-sync", "asgi-async", "asgi-sync")
     for profile in ("minimal", "default")
     for view in ("json", "fortunes", "feed")
 }
+ABLATION = {
+    f"ablation-{part}/minimal/json"
+    for part in ("no-executor", "sync-signals", "inline-close", "bare", "asyncio")
+}
+EXPECTED = MAIN | ABLATION | {"db-connect/minimal/db"}
 SMALL_SEED = [
     *("--users", "30", "--follows", "5", "--posts", "300"),
     *("--likes", "600", "--comments", "300"),
@@ -46,7 +51,8 @@ def _env(data_dir: Path) -> dict[str, str]:
 def test_matrix_has_every_combination_once() -> None:
     specs = micro.all_specs()
     assert {s.name for s in specs} == EXPECTED
-    assert len(specs) == len(EXPECTED) == 18
+    assert len(specs) == len(EXPECTED) == 18 + 6
+    assert {s.name for s in micro.main_specs()} == MAIN
 
 
 def test_paths_follow_the_url_layout() -> None:
@@ -59,13 +65,17 @@ def test_paths_follow_the_url_layout() -> None:
 
 def test_select_specs_by_glob() -> None:
     names = {s.name for s in micro.select_specs("*/minimal/json, asgi-async/*/feed")}
-    assert names == {
-        "wsgi-sync/minimal/json",
-        "asgi-async/minimal/json",
-        "asgi-sync/minimal/json",
-        "asgi-async/minimal/feed",
-        "asgi-async/default/feed",
-    }
+    assert (
+        names
+        == {
+            "wsgi-sync/minimal/json",
+            "asgi-async/minimal/json",
+            "asgi-sync/minimal/json",
+            "asgi-async/minimal/feed",
+            "asgi-async/default/feed",
+        }
+        | ABLATION
+    )
     assert micro.select_specs(None) == micro.all_specs()
     assert micro.select_specs("nothing/*") == []
 
@@ -111,6 +121,7 @@ def _row(handler: str, profile: str, view: str, mean: float) -> dict[str, Any]:
         "profile": profile,
         "view": view,
         "mean_s": mean,
+        "median_s": mean,
         "stdev_s": None,
     }
 
@@ -254,6 +265,8 @@ def test_middleware_profile_really_runs(micro_json: tuple[Path, str]) -> None:
     suite = pyperf.BenchmarkSuite.load(str(micro_json[0]))
     for bench in suite.get_benchmarks():
         meta = bench.get_metadata()
+        if meta["handler"] == "db-connect":
+            continue  # no request
         headers = meta["response_headers"].split(", ")
         # XFrameOptionsMiddleware is in the default profile only.
         if meta["middleware_profile"] == "default":
@@ -386,11 +399,15 @@ def test_bench_micro_runs_pyperf_into_the_results_folder(
     said: list[str] = []
     assert main.run_micro(cast(run.Context, ctx), said.append) == "micro.json"
     suite = pyperf.BenchmarkSuite.load(str(tmp_path / "micro.json"))
-    assert set(suite.get_benchmark_names()) == {
-        "wsgi-sync/minimal/json",
-        "asgi-async/minimal/json",
-        "asgi-sync/minimal/json",
-    }
+    assert (
+        set(suite.get_benchmark_names())
+        == {
+            "wsgi-sync/minimal/json",
+            "asgi-async/minimal/json",
+            "asgi-sync/minimal/json",
+        }
+        | ABLATION
+    )
     assert "pyperf --fast" in said[0]
     assert (tmp_path / "micro.log").exists()
 

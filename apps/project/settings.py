@@ -13,7 +13,9 @@ Everything that varies between runs comes from the environment:
 - ``BENCH_UPSTREAM_URL``: base URL of the upstream service (``apps.upstream``).
 - ``BENCH_DATA_DIR``: where the SQLite file and the generated key live
   (default ``.data/`` at the repository root, git-ignored).
-- ``BENCH_INTERFACE``: ``wsgi`` (default) or ``asgi``, how the app is served.
+- ``BENCH_INTERFACE``: ``wsgi`` (default) or ``asgi``, how the app is served
+  (``asgi-pooled``: the experimental one-executor-per-process ASGI handler of
+  ``runners/serving/servers/pooled_handler.py``, with persistent connections).
   The entry points (``apps/project/wsgi.py``, ``asgi.py``) set it before the
   settings load; it selects the database connection handling (see
   ``_database``).
@@ -54,7 +56,7 @@ def _secret_key() -> str:
     return generated
 
 
-INTERFACES = ("wsgi", "asgi")
+INTERFACES = ("wsgi", "asgi", "asgi-pooled")
 
 
 def _interface() -> str:

@@ -12,6 +12,18 @@ path can be read apart from the server's:
 each with the ``minimal`` and the ``default`` middleware profile, for the
 ``json``, ``fortunes`` (template rendering) and ``feed`` (ORM) views: 18
 benchmarks named ``<handler>/<profile>/<view>``, e.g. ``asgi-sync/default/feed``.
+The ASGI handlers run on uvloop, the event loop the ASGI runners serve with.
+
+Beside them, what the ASGI cost is made of (``runners.micro.ablation``):
+
+- ``ablation-<part>/minimal/json``: ``ASGIHandler`` with one part removed
+  (``runners.micro.handlers``: ``no-executor``, ``sync-signals``,
+  ``inline-close``, ``bare``), and ``ablation-asyncio/minimal/json``: the
+  unchanged handler on asyncio's own loop instead of uvloop;
+- ``db-connect/minimal/db``: opening and closing the database connection,
+  which the ASGI handlers pay once per request that queries (``CONN_MAX_AGE``
+  is 0 under ASGI: each request's sync work runs on a new thread) and the
+  WSGI handler once per process.
 
 Run it as ``python -m runners.micro [pyperf options] [-o FILE]`` (or
 ``tox -e micro -- ...``). Every pyperf option works as usual: ``--fast``,
@@ -40,16 +52,41 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 from runners import REPO_ROOT
 
 SETTINGS_MODULE = "apps.project.settings"
 
-Handler = Literal["wsgi-sync", "asgi-async", "asgi-sync"]
+_T = TypeVar("_T")
+
+Handler = Literal[
+    "wsgi-sync",
+    "asgi-async",
+    "asgi-sync",
+    "ablation-no-executor",
+    "ablation-sync-signals",
+    "ablation-inline-close",
+    "ablation-bare",
+    "ablation-asyncio",
+    "db-connect",
+]
 Profile = Literal["minimal", "default"]
+Loop = Literal["asyncio", "uvloop"]
 
 HANDLERS: tuple[Handler, ...] = ("wsgi-sync", "asgi-async", "asgi-sync")
+ABLATION_HANDLERS: tuple[Handler, ...] = (
+    "ablation-no-executor",
+    "ablation-sync-signals",
+    "ablation-inline-close",
+    "ablation-bare",
+    "ablation-asyncio",
+)
+ABLATION_PROFILE: Profile = "minimal"
+ABLATION_VIEW = "json"
+CONNECT_VIEW = "db"
+SERVER_LOOP: Loop = "uvloop"
+"""The event loop of the ASGI benchmarks: the one the ASGI runners serve with."""
 PROFILES: tuple[Profile, ...] = ("minimal", "default")
 
 FEED_USER_ID = 1
@@ -102,20 +139,36 @@ class Spec:
 
     @property
     def variant(self) -> Literal["sync", "async"]:
-        return "async" if self.handler.endswith("async") else "sync"
+        return "sync" if self.handler in ("wsgi-sync", "asgi-sync") else "async"
+
+    @property
+    def loop(self) -> Loop | None:
+        """The event loop an ASGI benchmark runs on (None: WSGI, or no request)."""
+        if self.interface == "wsgi" or self.handler == "db-connect":
+            return None
+        return "asyncio" if self.handler == "ablation-asyncio" else SERVER_LOOP
 
     @property
     def path(self) -> str:
-        return f"/{self.variant}/{VIEWS[self.view]}"
+        return f"/{self.variant}/{VIEWS.get(self.view, self.view)}"
 
 
-def all_specs() -> list[Spec]:
-    """Every benchmark, in run order: the three handlers side by side per profile and view."""
+def main_specs() -> list[Spec]:
+    """The three handlers side by side per profile and view (18 benchmarks)."""
     return [
         Spec(handler, profile, view)
         for profile in PROFILES
         for view in VIEWS
         for handler in HANDLERS
+    ]
+
+
+def all_specs() -> list[Spec]:
+    """Every benchmark, in run order: the main 18, the ablation, the connect cost."""
+    return [
+        *main_specs(),
+        *(Spec(h, ABLATION_PROFILE, ABLATION_VIEW) for h in ABLATION_HANDLERS),
+        Spec("db-connect", ABLATION_PROFILE, CONNECT_VIEW),
     ]
 
 
@@ -305,24 +358,62 @@ class Prepared(NamedTuple):
     response: Response
 
 
+def loop_factory(loop: Loop | None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What creates the event loop ``loop`` (None: asyncio's default)."""
+    if loop == "uvloop":
+        import uvloop
+
+        return cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
+    return None
+
+
+def asgi_handler(handler: Handler) -> Callable[..., Awaitable[None]]:
+    """Django's ``ASGIHandler``, or for an ``ablation-*`` handler the variant it names."""
+    from django.core.handlers.asgi import ASGIHandler
+
+    from runners.micro.handlers import ABLATIONS, ablated_handler
+
+    part = handler.removeprefix("ablation-")
+    for ablation in ABLATIONS:
+        if part == ablation:
+            return cast(Callable[..., Awaitable[None]], ablated_handler(ablation))
+    return cast(Callable[..., Awaitable[None]], ASGIHandler())
+
+
+def connect_and_close() -> None:
+    """Open the default database connection and close it (what CONN_MAX_AGE=0 pays per request)."""
+    from django.db import connection
+
+    connection.connect()
+    connection.close()
+
+
+def run_async(func: Callable[[], Awaitable[_T]], loop: Loop | None) -> _T:
+    """``await func()`` on a new event loop of kind ``loop``."""
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        return runner.run(_awaited(func))
+
+
 def build(spec: Spec) -> Prepared:
     """Build the handler for ``spec``, do one request and fail loudly unless it answers 200.
 
     The first request also warms what a server's first request warms (URL
     resolver, cached template loader, database connection).
     """
-    from django.core.handlers.asgi import ASGIHandler
     from django.core.handlers.wsgi import WSGIHandler
 
     _use_profile(spec.profile)
     func: Callable[[], Any]
+    if spec.handler == "db-connect":
+        connect_and_close()
+        return Prepared(connect_and_close, Response(200, [], b"connected"))
     if spec.interface == "wsgi":
         wsgi = wsgi_caller(cast(Callable[..., Iterable[bytes]], WSGIHandler()), spec.path)
         response = wsgi_response(wsgi())
         func = wsgi
     else:
-        asgi = asgi_caller(ASGIHandler(), spec.path)
-        response = asgi_response(asyncio.run(_awaited(asgi)))
+        asgi = asgi_caller(asgi_handler(spec.handler), spec.path)
+        response = asgi_response(run_async(asgi, spec.loop))
         func = asgi
     if response.status != 200:
         raise RuntimeError(
@@ -332,17 +423,19 @@ def build(spec: Spec) -> Prepared:
     return Prepared(func, response)
 
 
-async def _awaited(func: Callable[[], Awaitable[AsgiResult]]) -> AsgiResult:
+async def _awaited(func: Callable[[], Awaitable[_T]]) -> _T:
     return await func()
 
 
 def response_metadata(response: Response) -> dict[str, str | int]:
     """What the checked response looked like (shows that the middleware ran)."""
-    return {
+    meta: dict[str, str | int] = {
         "response_status": response.status,
         "response_bytes": len(response.body),
-        "response_headers": ", ".join(sorted({name.lower() for name, _ in response.headers})),
     }
+    if response.headers:  # pyperf refuses empty metadata (db-connect has no response)
+        meta["response_headers"] = ", ".join(sorted({n.lower() for n, _ in response.headers}))
+    return meta
 
 
 def database_vendor() -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pyperf
 
 from runners import REPO_ROOT
+from runners.micro.ablation import breakdown, format_breakdown, means_from_rows, sentence
 from runners.micro.benchmarks import (
     SETTINGS_ENVIRON,
     SETTINGS_MODULE,
@@ -21,12 +23,13 @@ from runners.micro.benchmarks import (
     build,
     database_vendor,
     default_output,
+    loop_factory,
     prepare_database,
     response_metadata,
     select_specs,
     setup_django,
 )
-from runners.micro.summary import format_overhead, format_summary, overhead, summarize
+from runners.micro.summary import format_overhead, format_summary, overhead, summarize, summary
 
 
 def _add_options(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +38,8 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         "--benchmarks",
         metavar="GLOBS",
         help="comma-separated glob patterns of benchmark names to run, e.g. "
-        "'*/minimal/json,asgi-*/*/feed' (default: all 18)",
+        "'*/minimal/json,asgi-*/*/feed' (default: all: the 18 handler benchmarks, "
+        "the ablation and the connect cost)",
     )
     group.add_argument(
         "--data-dir",
@@ -49,6 +53,14 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         help="do not run 'python -m apps.manage prepare' first",
     )
     group.add_argument("--list", action="store_true", help="print the benchmark names and exit")
+    group.add_argument(
+        "--asgiref",
+        metavar="X.Y,...",
+        help="run the benchmarks once per asgiref release (e.g. 3.11,3.13), each in a "
+        "virtual environment with the locked versions but that asgiref; names get "
+        "'/asgiref-X.Y'",
+    )
+    group.add_argument("--name-tag", metavar="TAG", help=argparse.SUPPRESS)
 
 
 def _worker_args(cmd: list[str], args: argparse.Namespace) -> None:
@@ -57,6 +69,8 @@ def _worker_args(cmd: list[str], args: argparse.Namespace) -> None:
         cmd.extend(["--benchmarks", args.benchmarks])
     if args.data_dir:
         cmd.extend(["--data-dir", args.data_dir])
+    if getattr(args, "name_tag", None):
+        cmd.extend(["--name-tag", args.name_tag])
 
 
 def _never() -> None:
@@ -104,8 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"micro: no benchmark matches {args.benchmarks!r}", file=sys.stderr)
         return 2
     _configure_environ(args)
+    if args.asgiref and not args.worker:
+        return _per_asgiref(args, list(sys.argv[1:] if argv is None else argv))
+
+    import asgiref
 
     runner.metadata["django_version"] = django.__version__
+    runner.metadata["asgiref_version"] = asgiref.__version__
+    if args.name_tag:
+        runner.metadata["name_tag"] = args.name_tag
     runner.metadata["description"] = "Django handler in-process, one GET per loop"
 
     prepared: dict[int, Prepared] = {}
@@ -152,28 +173,84 @@ def main(argv: Sequence[str] | None = None) -> int:
             "path": spec.path,
             "tags": [spec.handler, spec.profile],
         }
+        if spec.loop is not None:
+            metadata["event_loop"] = spec.loop
+        name = spec.name if not args.name_tag else f"{spec.name}/{args.name_tag}"
         item = prepared.get(index)
         if item is not None:
             metadata.update(response_metadata(item.response))
         func = item.func if item is not None else _never
-        if spec.interface == "wsgi":
-            bench = runner.bench_func(spec.name, func, metadata=metadata)
+        if spec.loop is None:
+            bench = runner.bench_func(name, func, metadata=metadata)
         else:
-            bench = runner.bench_async_func(spec.name, func, metadata=metadata)
+            bench = runner.bench_async_func(
+                name, func, metadata=metadata, loop_factory=loop_factory(spec.loop)
+            )
         if bench is not None and not args.worker:
             results.append(bench)
 
-    if results and not args.worker:
-        rows = summarize(results)
+    if results and not args.worker and not args.name_tag:
+        _print_tables(summarize(results), args.output)
+    return 0
+
+
+def _print_tables(rows: list[dict[str, Any]], output: str | None) -> None:
+    print()
+    print("Time per request (microseconds):")
+    print("\n".join(format_summary(rows)))
+    table = overhead(rows)
+    if table:
         print()
-        print("Mean time per request (microseconds):")
-        print("\n".join(format_summary(rows)))
-        table = overhead(rows)
-        if table:
+        print(
+            "ASGI cost over WSGI per request (microseconds; extra = ASGI mean - WSGI mean; "
+            "connect: the database connect ASGI pays per querying request):"
+        )
+        print("\n".join(format_overhead(table)))
+    for tag in dict.fromkeys(r.get("asgiref") for r in rows):
+        ablation = breakdown(
+            means_from_rows([r for r in rows if r.get("asgiref") == tag and r["values"]])
+        )
+        if ablation is not None:
             print()
-            print("ASGI cost over WSGI per request (microseconds; extra = ASGI mean - WSGI mean):")
-            print("\n".join(format_overhead(table)))
-        if args.output:
-            print(f"\nmicro: results in {args.output}")
-            print(f"  python -m pyperf show {args.output}")
+            print(f"Where it goes (asgiref {tag}):" if tag else "Where it goes:")
+            print("\n".join(format_breakdown(ablation)))
+            print(sentence(ablation))
+    if output:
+        print(f"\nmicro: results in {output}")
+        print(f"  python -m pyperf show {output}")
+
+
+def _per_asgiref(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--asgiref``: one child run per release, each in its own virtual environment."""
+    # Imported here: the children run in environments with the app's packages only.
+    from runners.micro import asgirefs
+    from runners.runtimes.venvs import RuntimeSetupError
+
+    try:
+        releases = asgirefs.parse_asgirefs(args.asgiref)
+    except ValueError as exc:
+        print(f"micro: {exc}", file=sys.stderr)
+        return 2
+    output = args.output or args.append or str(default_output())
+    Path(output).resolve().parent.mkdir(parents=True, exist_ok=True)
+    if args.output and Path(output).exists():
+        print(f"micro: {output} already exists", file=sys.stderr)
+        return 2
+    runtimes = {}
+    for release in releases:
+        try:
+            runtimes[release] = asgirefs.runtime(release, say=lambda t: print(t, flush=True))
+        except RuntimeSetupError as exc:
+            print(f"micro: --asgiref {release}: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 2
+    if not args.skip_prepare:
+        prepare_database(os.environ)
+    for release, rt in runtimes.items():
+        command = [rt.python, "-m", "runners.micro", *asgirefs.child_args(argv, release, output)]
+        print(f"micro: asgiref {rt.packages and dict(rt.packages).get('asgiref')}", flush=True)
+        status = subprocess.run(command, cwd=REPO_ROOT, env=dict(os.environ), check=False)
+        if status.returncode != 0:
+            print(f"micro: the asgiref {release} run failed (exit {status.returncode})")
+            return status.returncode
+    _print_tables(summary(output), output)
     return 0

@@ -20,7 +20,10 @@ def load_micro(results_dir: Path, relative: str | None) -> dict[str, Any] | None
     benchmark's name, its mean and standard deviation formatted by pyperf, and
     the number of values; ``overhead`` is ``runners.micro.summary.overhead``: what the
     ASGI paths cost per request over the WSGI path, per middleware profile and
-    view. A missing or unreadable file gives an ``error`` and no rows.
+    view. ``ablation`` is ``runners.micro.ablation``'s table per asgiref release
+    (one, tagged None, without ``--asgiref``), each with its ``sentence``:
+    where the ASGI handler's extra microseconds go. A missing or unreadable
+    file gives an ``error`` and no rows.
     """
     if not relative:
         return None
@@ -30,6 +33,7 @@ def load_micro(results_dir: Path, relative: str | None) -> dict[str, Any] | None
         "error": None,
         "rows": [],
         "overhead": [],
+        "ablation": [],
     }
     href = safe_relative_href(results_dir, relative)
     if href is None:
@@ -42,7 +46,9 @@ def load_micro(results_dir: Path, relative: str | None) -> dict[str, Any] | None
         from runners.micro.summary import overhead, summarize
 
         suite = pyperf.BenchmarkSuite.load(str(results_dir / relative))
-        table["overhead"] = overhead(summarize(suite.get_benchmarks()))
+        summary_rows = summarize(suite.get_benchmarks())
+        table["overhead"] = overhead(summary_rows)
+        table["ablation"] = _ablations(summary_rows)
         for bench in suite.get_benchmarks():
             values = bench.get_values()
             mean = bench.mean()
@@ -63,7 +69,29 @@ def load_micro(results_dir: Path, relative: str | None) -> dict[str, Any] | None
         table["error"] = "cannot read it with pyperf: " + " ".join(str(exc).split())[:200]
         table["rows"] = []
         table["overhead"] = []
+        table["ablation"] = []
     return table
+
+
+def _ablations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ablation table and its sentence, per asgiref release present."""
+    from runners.micro.ablation import breakdown, means_from_rows, sentence
+
+    out = []
+    for tag in dict.fromkeys(r.get("asgiref") for r in rows):
+        chosen = [r for r in rows if r.get("asgiref") == tag]
+        found = breakdown(means_from_rows(chosen))
+        if found is not None:
+            medians = breakdown(means_from_rows(chosen, "median_s"))
+            out.append(
+                {
+                    "asgiref": tag,
+                    "table": found.as_dict(),
+                    "medians": medians.as_dict() if medians is not None else None,
+                    "sentence": sentence(found),
+                }
+            )
+    return out
 
 
 def asgi_variants(runs: Iterable[Run]) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from runners.report.capacity import report_cell, slo_of
 from runners.results.cells import Cell, aggregate, in_matrix_order
 from runners.results.document import Results
+from runners.serving.registry import RUNNERS
 
 
 def cells_of(results: Results) -> list[Cell]:
@@ -31,10 +32,12 @@ def runner_label(
     cell: Cell, with_python: bool, with_django: bool = False, with_gc: bool = False
 ) -> str:
     """``gunicorn-sync-preload (CPython 3.12.1, Django 6.1.3, gc freeze)``: the runner
-    and what distinguishes its cells."""
+    and what distinguishes its cells (``experimental`` first for such a runner)."""
+    runner = RUNNERS.get(cell.runner)
     extra = [
         text
         for text, on in (
+            ("experimental", runner is not None and runner.experimental),
             (cell.python, with_python),
             (f"Django {cell.django}", with_django),
             (f"gc {cell.gc}", with_gc),

@@ -11,6 +11,10 @@
     hash of uv.lock, the Django requirement and the interpreter: an
     environment is reused while they are unchanged, rebuilt otherwise. A file
     lock keeps two processes from building the same one at once.
+
+    ``asgiref`` (``"3.11"``, for ``python -m runners.micro --asgiref``) overrides
+    the lock's asgiref the same way, and ``extras`` are further requirements
+    (the micro-benchmarks' pyperf); both are part of the name and the hash.
 """
 
 from __future__ import annotations
@@ -42,7 +46,13 @@ from runners.runtimes.interpreters import (
     find_interpreter,
     version_tuple,
 )
-from runners.runtimes.releases import LOCK_FILE, locked_django, venvs_dir, version_matches
+from runners.runtimes.releases import (
+    LOCK_FILE,
+    locked_django,
+    locked_versions,
+    venvs_dir,
+    version_matches,
+)
 
 MARKER = "bench-runtime.json"
 
@@ -120,11 +130,26 @@ def current_runtime() -> Runtime:
     )
 
 
-def venv_name(interp: Interpreter, django: str | None) -> str:
-    """``py3.12.1-django5.2.19`` (the lock's release) or ``py3.12.1-django6.1``."""
+def venv_name(
+    interp: Interpreter, django: str | None, asgiref: str | None = None, extras: Sequence[str] = ()
+) -> str:
+    """``py3.12.1-django5.2.19`` (the lock's release) or ``py3.12.1-django6.1``, then
+    ``-asgiref3.11`` and ``-x<hash of extras>`` when asked for."""
     locked = locked_django() or "lock"
     chosen = locked if django is None or version_matches(locked, django) else django
-    return f"{interp.tag}-django{chosen}"
+    name = f"{interp.tag}-django{chosen}"
+    if asgiref is not None:
+        name += f"-asgiref{asgiref}"
+    if extras:
+        name += "-x" + hashlib.sha256("\n".join(extras).encode()).hexdigest()[:8]
+    return name
+
+
+def _pin(package: str, version: str) -> str:
+    """``django==6.1.*`` for ``6.1``, ``django==5.2.19`` for ``5.2.19``."""
+    return (
+        f"{package}=={version}" if len(version_tuple(version)) == 3 else f"{package}=={version}.*"
+    )
 
 
 def _override(django: str | None) -> str | None:
@@ -132,13 +157,25 @@ def _override(django: str | None) -> str | None:
     locked = locked_django()
     if django is None or (locked is not None and version_matches(locked, django)):
         return None
-    return f"django=={django}" if len(version_tuple(django)) == 3 else f"django=={django}.*"
+    return _pin("django", django)
 
 
-def _fingerprint(interp: Interpreter, override: str | None) -> str:
+def _overrides(django: str | None, asgiref: str | None) -> str | None:
+    """Every line of the override file (None: the lock as it is)."""
+    lines = [line for line in (_override(django),) if line is not None]
+    locked = locked_versions().get("asgiref")
+    if asgiref is not None and not (locked is not None and version_matches(locked, asgiref)):
+        lines.append(_pin("asgiref", asgiref))
+    return "\n".join(lines) or None
+
+
+def _fingerprint(interp: Interpreter, override: str | None, extras: Sequence[str] = ()) -> str:
     digest = hashlib.sha256()
     digest.update(LOCK_FILE.read_bytes() if LOCK_FILE.exists() else b"")
-    digest.update(json.dumps([interp.path, interp.version, override, EXPORT_ARGS]).encode())
+    payload: list[Any] = [interp.path, interp.version, override, EXPORT_ARGS]
+    if extras:
+        payload.append(list(extras))
+    digest.update(json.dumps(payload).encode())
     return digest.hexdigest()
 
 
@@ -242,15 +279,18 @@ def runtime_env(
     *,
     root: Path | None = None,
     say: Callable[[str], None] = lambda text: None,
+    asgiref: str | None = None,
+    extras: Sequence[str] = (),
 ) -> Runtime:
-    """The environment of ``interp`` with the locked packages (and ``django``'s release
-    instead of the lock's when given), built once and reused. ``RuntimeSetupError``."""
+    """The environment of ``interp`` with the locked packages (and ``django``'s and
+    ``asgiref``'s releases instead of the lock's when given, plus ``extras``), built
+    once and reused. ``RuntimeSetupError``."""
     folder = root or venvs_dir()
-    name = venv_name(interp, django)
+    name = venv_name(interp, django, asgiref, extras)
     venv = folder / name
     marker = venv / MARKER
-    override = _override(django)
-    fingerprint = _fingerprint(interp, override)
+    override = _overrides(django, asgiref)
+    fingerprint = _fingerprint(interp, override, extras)
     with _file_lock(folder / f".{name}.lock"):
         try:
             saved = json.loads(marker.read_text())
@@ -259,7 +299,7 @@ def runtime_env(
         python = venv / "bin" / "python"
         if saved and saved.get("fingerprint") == fingerprint and python.exists():
             return _runtime_from(interp, venv, django, saved["runtime"])
-        say(f"Building {venv} ({interp.label}, Django {override or 'as locked'})...")
+        say(f"Building {venv} ({interp.label}, {override or 'the locked versions'})...")
         began = time.monotonic()
         uv = _uv()
         if venv.exists():
@@ -267,6 +307,9 @@ def runtime_env(
         with tempfile.TemporaryDirectory(prefix="bench-runtime-") as tmp:
             requirements = Path(tmp) / "requirements.txt"
             _run([uv, *EXPORT_ARGS, "-o", str(requirements)], "uv export (the locked versions)")
+            if extras:
+                with requirements.open("a") as fh:
+                    fh.write("".join(f"{line}\n" for line in extras))
             _run(
                 [uv, "venv", "--python", interp.path, "--no-python-downloads", str(venv)],
                 f"uv venv with {interp.path}",
@@ -285,6 +328,11 @@ def runtime_env(
         if django is not None and not version_matches(str(data["django"]), django):
             raise RuntimeSetupError(
                 f"{venv} holds Django {data['django']}, not the {django} that was asked for"
+            )
+        have = str((data.get("packages") or {}).get("asgiref"))
+        if asgiref is not None and not version_matches(have, asgiref):
+            raise RuntimeSetupError(
+                f"{venv} holds asgiref {have}, not the {asgiref} that was asked for"
             )
         marker.write_text(
             json.dumps(

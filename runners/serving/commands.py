@@ -79,7 +79,7 @@ def command(runner: Runner, settings: Settings) -> Command:
     """The command line that serves the app with ``runner`` and ``settings``."""
     check(runner, settings)
     s = settings
-    app = s.app or (WSGI_APP if runner.interface == "wsgi" else ASGI_APP)
+    app = s.app or runner.app or (WSGI_APP if runner.interface == "wsgi" else ASGI_APP)
     env: dict[str, str] = {"BENCH_GC": s.gc}
     match runner.server:
         case "gunicorn":

@@ -35,6 +35,9 @@ class Runner:
     serve the sync views to measure the thread hop. ``preload`` means the app
     is imported in the master before the workers are forked. ``options`` are
     extra server options appended verbatim to the generated command line.
+    ``app`` replaces the Django app's import target (None: the interface's
+    entry point). ``experimental`` marks a runner that changes Django itself
+    (``--list`` and the report say so); it is in no default matrix.
     """
 
     name: str
@@ -48,6 +51,8 @@ class Runner:
     gc: GcMode = "default"
     options: tuple[str, ...] = ()
     description: str = ""
+    app: str | None = None
+    experimental: bool = False
 
 
 def worker_count(rule: WorkerRule, cpus: int) -> int:
@@ -192,6 +197,22 @@ _RUNNERS: tuple[Runner, ...] = (
         description="hypercorn, uvloop workers (spawned)",
     ),
     Runner(
+        name="uvicorn-pooled",
+        family="async",
+        server="uvicorn",
+        interface="asgi",
+        variant="async",
+        workers="n",
+        app="runners.serving.servers.pooled_asgi:application",
+        experimental=True,
+        description=(
+            "uvicorn as above, serving through an ASGIHandler that reuses one sync thread "
+            "per process instead of one per request (runners/serving/servers/"
+            "pooled_handler.py); gives up per-request thread isolation; persistent "
+            "database connections"
+        ),
+    ),
+    Runner(
         name="daphne",
         family="async",
         server="daphne",
@@ -240,5 +261,6 @@ def format_table(cpus: int, runners: Iterable[Runner] | None = None) -> str:
     lines.append("")
     for r in chosen:
         extra = f"  [{' '.join(r.options)}]" if r.options else ""
-        lines.append(f"{r.name}: {r.description}{extra}")
+        mark = "EXPERIMENTAL: " if r.experimental else ""
+        lines.append(f"{r.name}: {mark}{r.description}{extra}")
     return "\n".join(line.rstrip() for line in lines)
