@@ -105,7 +105,10 @@ _RUNNERS: tuple[Runner, ...] = (
         variant="sync",
         workers="2n+1",
         preload=True,
-        description="uWSGI (pyuwsgi wheel), master + processes, app loaded before fork",
+        description=(
+            "uWSGI (pyuwsgi wheel), master + processes, app loaded before fork, "
+            "HTTP/1.1 keep-alive (--http11-socket)"
+        ),
     ),
     # Threaded WSGI.
     Runner(
