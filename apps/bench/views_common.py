@@ -13,6 +13,7 @@ from functools import wraps
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 
 from apps.bench.models import WORLD_ROWS, Comment, Fortune, Member, Post, World
 
@@ -46,17 +47,6 @@ def set_content_length(response: HttpResponse) -> HttpResponse:
     return response
 
 
-def json_response(data: Any) -> HttpResponse:
-    """A JSON response for the TechEmpower endpoints, whose payloads are plain
-    dicts and lists of ints and strings.
-
-    ``JsonResponse`` builds a ``DjangoJSONEncoder`` (dates, decimals, UUIDs...)
-    for every response; ``json.dumps`` alone uses the C encoder directly
-    (measured in-process: 5 us less for ``json``, 19 us less for 20 rows).
-    """
-    return HttpResponse(json.dumps(data), content_type="application/json")
-
-
 def json_error(status: int, message: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"error": message, **extra}, status=status)
 
@@ -77,12 +67,10 @@ def _exempt_if_safe(view: _V, allowed: frozenset[str]) -> _V:
 
     Exempting them from CSRF lets that 405 through under the ``default``
     middleware profile, instead of the CSRF middleware's 403 HTML page.
-    (Views taking POST are exempted, or not, explicitly.) ``view`` is the
-    endpoint's own wrapper, so it is marked the way ``csrf_exempt`` marks its
-    result, without the extra call layer ``csrf_exempt`` would add.
+    (Views taking POST are exempted, or not, explicitly.)
     """
     if allowed <= SAFE_METHODS:
-        view.csrf_exempt = True  # type: ignore[attr-defined]
+        return csrf_exempt(view)
     return view
 
 

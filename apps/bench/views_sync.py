@@ -23,7 +23,6 @@ from apps.bench.views_common import (
     distinct_world_ids,
     feed_response,
     json_error,
-    json_response,
     new_random_number,
     not_found,
     parse_count,
@@ -49,20 +48,20 @@ def plaintext(request: HttpRequest) -> HttpResponse:
 
 @sync_endpoint(*GET)
 def json_view(request: HttpRequest) -> HttpResponse:
-    return json_response({"message": HELLO})
+    return JsonResponse({"message": HELLO})
 
 
 @sync_endpoint(*GET)
 def db(request: HttpRequest) -> HttpResponse:
     world = World.objects.get(id=random_world_id())
-    return json_response(world_dict(world))
+    return JsonResponse(world_dict(world))
 
 
 @sync_endpoint(*GET)
 def queries_view(request: HttpRequest) -> HttpResponse:
     count = parse_count(request.GET.get("queries"))
     worlds = [world_dict(World.objects.get(id=i)) for i in random_world_ids(count)]
-    return json_response(worlds)
+    return JsonResponse(worlds, safe=False)
 
 
 @sync_endpoint(*GET)
@@ -80,7 +79,7 @@ def updates(request: HttpRequest) -> HttpResponse:
     with transaction.atomic():
         # In id order, so that concurrent updates lock rows in the same order.
         World.objects.bulk_update(sorted(worlds, key=lambda w: w.id), ["random_number"])
-    return json_response([world_dict(w) for w in worlds])
+    return JsonResponse([world_dict(w) for w in worlds], safe=False)
 
 
 @sync_endpoint(*GET)
@@ -93,7 +92,7 @@ def cached_queries(request: HttpRequest) -> HttpResponse:
         fetched = {world_key(w.id): world_dict(w) for w in World.objects.filter(id__in=missing)}
         cache.set_many(fetched, timeout=None)
         found.update(fetched)
-    return json_response([found[keys[world_id]] for world_id in ids])
+    return JsonResponse([found[keys[world_id]] for world_id in ids], safe=False)
 
 
 @sync_endpoint(*GET)
@@ -152,18 +151,16 @@ def upstream(request: HttpRequest) -> HttpResponse:
     return upstream_response(ms, response.status_code, response.content)
 
 
-# Full paths, one flat list: apps/project/urls.py adds them to its own list
-# instead of include()-ing them (one URL resolver level less per request).
 urlpatterns: list[URLPattern] = [
-    path("sync/plaintext", plaintext, name="sync-plaintext"),
-    path("sync/json", json_view, name="sync-json"),
-    path("sync/db", db, name="sync-db"),
-    path("sync/queries", queries_view, name="sync-queries"),
-    path("sync/fortunes", fortunes, name="sync-fortunes"),
-    path("sync/updates", updates, name="sync-updates"),
-    path("sync/cached-queries", cached_queries, name="sync-cached-queries"),
-    path("sync/feed/<int:user_id>", feed, name="sync-feed"),
-    path("sync/profile/<int:user_id>", profile, name="sync-profile"),
-    path("sync/like", like, name="sync-like"),
-    path("sync/upstream", upstream, name="sync-upstream"),
+    path("plaintext", plaintext, name="plaintext"),
+    path("json", json_view, name="json"),
+    path("db", db, name="db"),
+    path("queries", queries_view, name="queries"),
+    path("fortunes", fortunes, name="fortunes"),
+    path("updates", updates, name="updates"),
+    path("cached-queries", cached_queries, name="cached-queries"),
+    path("feed/<int:user_id>", feed, name="feed"),
+    path("profile/<int:user_id>", profile, name="profile"),
+    path("like", like, name="like"),
+    path("upstream", upstream, name="upstream"),
 ]

@@ -1,17 +1,14 @@
-"""URL layout: every endpoint exists as ``/sync/<name>`` and ``/async/<name>``.
+"""URL layout: every endpoint exists as ``/sync/<name>`` and ``/async/<name>``."""
 
-One flat list (no ``include()``): resolving a path walks one resolver, not two.
-"""
-
-from django.urls import path
+from django.urls import include, path
 
 from apps.bench import views_async, views_sync
 from apps.bench.views_common import health
 
 urlpatterns = [
     path("health", health, name="health"),
-    *views_sync.urlpatterns,
-    *views_async.urlpatterns,
+    path("sync/", include((views_sync.urlpatterns, "bench"), namespace="sync")),
+    path("async/", include((views_async.urlpatterns, "bench"), namespace="async")),
 ]
 
 # Short JSON errors instead of Django's HTML pages (used when DEBUG is off).
