@@ -197,26 +197,17 @@ SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"] if not MIDDL
 ROOT_URLCONF = "apps.project.urls"
 WSGI_APPLICATION = "apps.project.wsgi.application"
 
-# startproject's context processors need its middleware (request.user,
-# messages); the minimal profile, like the TechEmpower entry, runs none, so
-# render() adds nothing to a template's context there.
-CONTEXT_PROCESSORS = (
-    [
-        "django.template.context_processors.request",
-        "django.contrib.auth.context_processors.auth",
-        "django.contrib.messages.context_processors.messages",
-    ]
-    if MIDDLEWARE
-    else []
-)
-
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [],
         "APP_DIRS": False,
         "OPTIONS": {
-            "context_processors": CONTEXT_PROCESSORS,
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
             # Spelled out (DEBUG is off, so Django would pick it too): the
             # cached loader compiles each template once per process.
             "loaders": [
