@@ -4,7 +4,7 @@ One persistent HTTP/1.1 client (``http.client.HTTPConnection``, which reuses
 its connection while the server keeps it open and reconnects when the server
 closes it) makes the same requests to each runner; the counter must tell a
 server that closes every connection (gunicorn's sync worker) from those that
-keep them alive (gunicorn's gthread worker, uWSGI).
+keep them alive (gunicorn's gthread worker).
 """
 
 from __future__ import annotations
@@ -52,9 +52,8 @@ def test_gunicorn_sync_opens_a_connection_per_request() -> None:
 
 
 @pytest.mark.servers
-@pytest.mark.parametrize("runner", ["gunicorn-gthread", "uwsgi"])
-def test_keep_alive_runners_reuse_one_connection(runner: str) -> None:
-    assert _connections_for_requests(runner) == 1
+def test_gunicorn_gthread_reuses_one_connection() -> None:
+    assert _connections_for_requests("gunicorn-gthread") == 1
 
 
 @pytest.mark.servers

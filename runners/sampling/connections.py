@@ -28,7 +28,12 @@ the count is the server's and no one else's. Connections open at ``start``
 are not counted; those accepted up to ``stop`` (which reads the tables once
 more) are.
 
-Limits, all documented rather than hidden: a connection that a client on
+Limits, all documented rather than hidden: a connection ended by a reset
+(RST) leaves no ``TIME_WAIT``, so one opened and reset between two readings
+is missed (uWSGI's ``--http-socket`` closes without ``Connection: close``;
+wrk's next request on that connection is answered with a reset, and the count
+came out at 0.37 per request where wrk reconnected for every one); a
+connection that a client on
 *another* host opens and closes (client first) between two readings leaves
 its ``TIME_WAIT`` on that host and is missed (on loopback, where the suite
 runs its load generator, both ends are visible); two generations of one

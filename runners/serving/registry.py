@@ -105,10 +105,7 @@ _RUNNERS: tuple[Runner, ...] = (
         variant="sync",
         workers="2n+1",
         preload=True,
-        description=(
-            "uWSGI (pyuwsgi wheel), master + processes, app loaded before fork, "
-            "HTTP/1.1 keep-alive (--http11-socket)"
-        ),
+        description="uWSGI (pyuwsgi wheel), master + processes, app loaded before fork",
     ),
     # Threaded WSGI.
     Runner(
