@@ -366,6 +366,9 @@ def open_loop(
         curve=tuple(probe_record(o, target) for o in curve),
     )
     flags = window_flags(window, target)
+    if chosen == "loadgen" and "loadgen-bound" not in flags:
+        # The search stopped where the load generator did: the capacity is a lower bound.
+        flags.append("loadgen-bound")
     if not confirmed:
         flags.append("unconfirmed")
     gone, new = worker_changes(workers_before, window.samples)
