@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from runners.bench.profiles import soak_shift
-from runners.results.record import Breakdown, MapUsage, ProcessBreakdown
+from runners.results.profiles import Breakdown, MapUsage, ProcessBreakdown
 from runners.sampling.smaps import CATEGORIES
 from tests.servers import BenchRun, run_bench
 from tests.test_report import parse

@@ -35,7 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from runners.results.record import (
+from runners.results.profiles import (
     Breakdown,
     CategoryShift,
     CpuProfile,

@@ -14,7 +14,8 @@ from typing import Any
 from runners.report.links import safe_relative_href
 from runners.results.document import Results
 from runners.results.figures import MIB
-from runners.results.record import ProcessBreakdown, Run, SoakBreakdown
+from runners.results.profiles import ProcessBreakdown, SoakBreakdown
+from runners.results.record import Run
 
 JSON = dict[str, Any]
 
