@@ -74,7 +74,7 @@ def test_the_search_finds_the_rate_within_the_target(capacity: float, slo: float
     assert server.calls <= 1 + Plan().max_probes
     assert found.passed is not None and found.passed.passes(target)
     assert found.failed is not None and not found.failed.passes(target)
-    assert bound(found, slots=None, cpus=1) == "server-cpu"
+    assert bound(found, slots=None) == "server-cpu"
 
 
 def test_a_tighter_target_finds_a_lower_rate() -> None:
@@ -88,15 +88,15 @@ def test_a_tighter_target_finds_a_lower_rate() -> None:
 def test_slot_bound_when_cpu_is_left() -> None:
     server = ModelServer(80.0, service_ms=50.0, cpu_bound=False)
     found = search(server.probe, Target(slo_p99_ms=1000.0))
-    assert bound(found, slots=4, cpus=1) == "server-slots"
-    assert "server-slots" in describe(found, bound(found, slots=4, cpus=1))
+    assert bound(found, slots=4) == "server-slots"
+    assert "server-slots" in describe(found, bound(found, slots=4))
 
 
 def test_errors_bound_when_latency_holds() -> None:
     server = ModelServer(1000.0, error_rate=0.01)
     found = search(server.probe, Target(slo_p99_ms=100.0))
     assert found.rate is None  # nothing passes with 1% errors
-    assert bound(found, slots=None, cpus=1) == "errors"
+    assert bound(found, slots=None) == "errors"
 
 
 def test_loadgen_bound_when_the_generator_falls_behind() -> None:
@@ -109,7 +109,7 @@ def test_loadgen_bound_when_the_generator_falls_behind() -> None:
 
     found = search(Saturated(10_000.0).probe, Target(slo_p99_ms=100.0))
     assert found.rate is not None and found.rate <= 3000
-    assert bound(found, slots=None, cpus=1) == "loadgen"
+    assert bound(found, slots=None) == "loadgen"
 
 
 def test_a_rate_that_is_not_achieved_fails() -> None:

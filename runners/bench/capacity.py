@@ -208,7 +208,7 @@ def search(probe: Probe, target: Target, plan: Plan = Plan()) -> Search:
     return found
 
 
-def bound(found: Search, slots: int | None, cpus: int) -> Bound:
+def bound(found: Search, slots: int | None) -> Bound:
     """What limited the server: judged at the lowest failing rate (or, when every
     probe passed, at the busiest one)."""
     at = found.failed

@@ -119,8 +119,6 @@ class Probing:
         self.profiler = profiler
         self.seq = 0
         self.target = Target(slo_p99_ms=options.slo_p99_ms)
-        self.idle_waits: list[float] = []
-        """Seconds each probe waited for the server to work off the previous one."""
 
     def run(
         self,
@@ -148,7 +146,7 @@ class Probing:
             # server works off what clients gave up on (queued in its listen backlog).
             self.seq += 1
             self.locust.pause(self.seq, drain_s, self.check)
-            self.idle_waits.append(wait_idle(self.server))
+            wait_idle(self.server)
         self.seq += 1
         command = ProbeCommand(
             seq=self.seq,
@@ -351,7 +349,7 @@ def open_loop(
     assert window is not None
     outcome = locust.finish()
     result = measurement(window, options, outcome.stats.locust_rps)
-    chosen = capacity.bound(found, server_slots, len(options.placement.server))
+    chosen = capacity.bound(found, server_slots)
     # Unconfirmed: the last window's figure, flagged (None only when no rate passed).
     rps = result.rps if found.rate is not None else None
     cap = Capacity(

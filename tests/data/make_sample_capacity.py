@@ -267,7 +267,7 @@ def measure(run: Run, rng: random.Random, pid: int, unconfirmed: bool) -> Run:
     found = capacity.search(
         lambda mode, rate, users: observe(model, rng, mode, rate, users), target
     )
-    bound = capacity.bound(found, model.slots, cpus=1)
+    bound = capacity.bound(found, model.slots)
     reason = capacity.describe(found, bound)
     assert found.passed is not None and found.rate is not None
     # The confirmation window: the highest passing rate again, for WINDOW_S.
