@@ -77,6 +77,12 @@ class Window:
     start: float
     end: float
     latency: HdrHistogram = field(default_factory=histogram)
+    halves: tuple[HdrHistogram, HdrHistogram] = field(
+        default_factory=lambda: (histogram(), histogram())
+    )
+    """The same latencies split by intended time: the window's first half, its second
+    half (a queue that builds up through the window shows as a second half slower
+    than the first)."""
     lag: HdrHistogram = field(default_factory=histogram)
     scheduled: int = 0
     dispatched: int = 0
@@ -95,6 +101,11 @@ class Window:
 
     def contains(self, ticket: float) -> bool:
         return self.start <= ticket < self.end
+
+    def record(self, ticket: float, seconds: float) -> None:
+        """A latency of a request intended at ``ticket`` (inside the window)."""
+        record_us(self.latency, seconds)
+        record_us(self.halves[ticket >= (self.start + self.end) / 2], seconds)
 
     @property
     def completed(self) -> int:
@@ -209,7 +220,7 @@ class Pacer:
                 window.scheduled += 1
                 window.unsent += 1
                 window.failures += 1
-                record_us(window.latency, now - t)
+                window.record(t, now - t)
                 t += self._gap()
         window.in_flight = sum(1 for t in self._outstanding.values() if window.contains(t))
         return window
@@ -261,7 +272,7 @@ class Pacer:
         if window is not None and ok and window.contains(now):
             window.served += 1
         if window is not None and window.contains(ticket):
-            record_us(window.latency, latency)
+            window.record(ticket, latency)
             if ok:
                 window.successes += 1
             else:

@@ -182,9 +182,8 @@ def result_message(seq: int, index: int, window: Window, cpu_seconds: float) -> 
         "index": index,
         "pid": os.getpid(),
         "duration_s": window.end - window.start,
-        "latency": window.latency.encode().decode("ascii")
-        if window.latency.get_total_count()
-        else "",
+        "latency": _encoded(window.latency),
+        "halves": [_encoded(h) for h in window.halves],
         "scheduled": window.scheduled,
         "dispatched": window.dispatched,
         "free_dispatches": window.free_dispatches,
@@ -203,6 +202,10 @@ def result_message(seq: int, index: int, window: Window, cpu_seconds: float) -> 
 # --- the controller (local runner or master) ------------------------------------------------
 
 
+def _encoded(hist: HdrHistogram) -> str:
+    return hist.encode().decode("ascii") if hist.get_total_count() else ""
+
+
 def _decoded(text: str) -> HdrHistogram:
     return HdrHistogram.decode(text) if text else histogram()
 
@@ -212,8 +215,11 @@ def merge(
 ) -> ProbeResult:
     """The probe's result: every process's window added up."""
     latency = histogram()
+    halves = (histogram(), histogram())
     for part in parts:
         latency.add(_decoded(part["latency"]))
+        for half, text in zip(halves, part.get("halves", ("", "")), strict=True):
+            half.add(_decoded(text))
     totals = {
         key: sum(int(p[key]) for p in parts)
         for key in (
@@ -257,7 +263,8 @@ def merge(
         late_fraction=totals["late"] / totals["free_dispatches"]
         if totals["free_dispatches"]
         else 0.0,
-        latency_hdr=latency.encode().decode("ascii") if latency.get_total_count() else "",
+        latency_hdr=_encoded(latency),
+        halves_hdr=(_encoded(halves[0]), _encoded(halves[1])),
         loadgen_cpu_seconds=round(sum(float(p["cpu_seconds"]) for p in parts), 4),
         processes_expected=0,
         processes=processes,

@@ -96,6 +96,8 @@ class ProbeResult:
     loadgen_cpu_seconds: float
     processes_expected: int
     processes: tuple[ProcessLoad, ...] = field(default_factory=tuple)
+    halves_hdr: tuple[str, str] = ("", "")
+    """``latency_hdr`` split by intended time: the window's first half and second half."""
 
     @property
     def requests(self) -> int:
@@ -117,6 +119,7 @@ class ProbeResult:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         values["processes"] = tuple(ProcessLoad(**p) for p in data.get("processes", ()))
+        values["halves_hdr"] = tuple(data.get("halves_hdr", ("", "")))
         return cls(**values)
 
     @classmethod

@@ -123,3 +123,48 @@ def test_pool_size_follows_littles_law() -> None:
     assert pool_size(10.0, target) == 16
     assert pool_size(1000.0, target) == math.ceil(1000 * 0.1 * 1.5) + 8
     assert pool_size(1e6, target) == 1024
+
+
+def test_a_queue_building_up_through_the_window_fails_a_short_probe() -> None:
+    """Just above capacity, a short window's p99 can stay within the target while the
+    queue grows: the second half's median, far above the first half's, fails it."""
+    target = Target(slo_p99_ms=100.0)
+    growing = Observation(
+        "open", 1073.0, 1066.0, 43.0, 75.0, 1600, 0, 179, p50_halves_ms=(20.0, 65.0)
+    )
+    assert growing.drifting(target)
+    assert not growing.passes(target)
+    assert any("queue built up" in p for p in growing.problems(target))
+    # A steady window: the halves differ by noise only (a few ms, or a small share).
+    steady = Observation("open", 1015.0, 1006.0, 9.6, 24.0, 1500, 0, 179, p50_halves_ms=(9.0, 11.0))
+    assert not steady.drifting(target) and steady.passes(target)
+    slow_but_steady = Observation(
+        "open", 40.0, 40.0, 60.0, 90.0, 100, 0, 16, p50_halves_ms=(58.0, 66.0)
+    )
+    assert not slow_but_steady.drifting(target)
+    # Twice as slow, but by 4 ms of a 100 ms target: noise at this scale.
+    assert not Observation(
+        "open", 100.0, 100.0, 3.0, 9.0, 200, 0, 16, p50_halves_ms=(2.0, 6.0)
+    ).drifting(target)
+
+
+def test_the_search_counts_the_rate_a_window_really_offered() -> None:
+    """A Poisson window that happened to hold 20 % fewer arrivals passed at what it
+    offered, not at the nominal rate: the search's lower bound is the realised rate."""
+
+    @dataclass
+    class Unlucky(ModelServer):
+        def probe(self, mode: Mode, rate: float | None, users: int) -> Observation:
+            if mode == "closed" or rate is None:
+                return super().probe(mode, rate, users)
+            realised = 0.8 * rate  # every window holds fewer arrivals than asked
+            seen = super().probe(mode, realised, users)
+            return Observation(**{**seen.__dict__, "nominal_rps": rate})
+
+    server = Unlucky(100.0)
+    target = Target(slo_p99_ms=20.0)
+    found = search(server.probe, target)
+    assert found.passed is not None and found.rate is not None
+    assert found.rate == found.passed.offered_rps
+    assert found.passed.nominal_rps is not None and found.rate < found.passed.nominal_rps
+    assert found.rate <= server.true_capacity(20.0) * 1.001

@@ -7,8 +7,12 @@ from collections.abc import Callable
 
 import gevent
 import pytest
+from hdrh.histogram import HdrHistogram
 
 from loadtests.pacing import Pacer, Window
+from loadtests.window import ProbeResult
+from runners.bench.capacity import Target
+from runners.bench.measure import Window as Measured
 
 
 def run_users(
@@ -104,3 +108,59 @@ def test_held_users_send_nothing_until_configured() -> None:
     pacer.configure(None)
     greenlet.join(timeout=1)
     assert len(sent) == 1
+
+
+def test_a_server_falling_behind_shows_as_a_slower_second_half() -> None:
+    """Offered more than it serves (one user, 5 ms per request, 250 req/s), the server
+    builds a queue: the requests meant for the window's second half wait longer, and the
+    driver's probe sees the rate the window's arrivals really offered."""
+    pacer = Pacer()
+    pacer.configure(250.0, "constant")
+    window = measure(pacer, 1, 1.0, lambda t: 0.005)
+    pacer.stop()
+    first, second = (h.get_value_at_percentile(50) / 1000 for h in window.halves)
+    assert second > 2 * first, (first, second)
+    assert sum(h.get_total_count() for h in window.halves) == window.latency.get_total_count()
+
+    # The driver's side: what the plugin reports (loadtests/probes.py, not imported here:
+    # it monkey-patches the process for gevent) as a ProbeResult.
+    def encoded(hist: HdrHistogram) -> str:
+        return hist.encode().decode("ascii")
+
+    duration = window.end - window.start
+    result = ProbeResult(
+        **{name: getattr(window, name) for name in COUNTS},
+        seq=1,
+        mode="open",
+        rate=250.0,
+        users=1,
+        start=window.start,
+        end=window.end,
+        duration_s=duration,
+        late_fraction=window.late_fraction,
+        latency_hdr=encoded(window.latency),
+        halves_hdr=(encoded(window.halves[0]), encoded(window.halves[1])),
+        loadgen_cpu_seconds=0.1,
+        processes_expected=1,
+    )
+    observed = Measured(result, None, None).observation()
+    low, high = observed.p50_halves_ms
+    assert low is not None and high is not None and high > 2 * low
+    assert observed.drifting(Target(slo_p99_ms=100.0))
+    assert observed.nominal_rps == 250.0
+    assert observed.offered_rps == pytest.approx(window.scheduled / duration)
+
+
+COUNTS = (
+    "scheduled",
+    "dispatched",
+    "free_dispatches",
+    "late",
+    "pool_waits",
+    "successes",
+    "failures",
+    "timeouts",
+    "unsent",
+    "in_flight",
+    "served",
+)

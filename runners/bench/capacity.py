@@ -7,12 +7,19 @@ A *probe* offers load for a short window and reports what came back
    busy, whose successful requests/s (``X``) is the most the server did when
    pushed, an upper bound to start from, never the answer;
 2. open-loop probes, first at 0.9 X: one that passes (p99 within the target,
-   errors under the budget, the offered rate achieved, the load generator
-   keeping its schedule) raises the lower bound and, until one has failed,
-   steps up by ``step_up``; one that fails lowers the upper bound and, until
-   one has passed, steps down by ``step_down``; once both bounds exist the
+   errors under the budget, the offered rate achieved, no queue building up
+   through the window, the load generator keeping its schedule) raises the
+   lower bound and, until one has failed, steps up by ``step_up``; one that
+   fails lowers the upper bound and, until one has passed, steps down by
+   ``step_down``; once both bounds exist the
    next rate is their geometric mean, until they are within ``tolerance`` of
    each other or ``max_probes`` are spent;
+   A probe's rate is the one its window's arrivals actually offered (a short
+   window of a Poisson schedule holds N +- sqrt(N) arrivals: a probe that
+   happened to offer 20 % less must not vouch for the nominal rate). A rate
+   just above the server's capacity passes a short window on p99 alone (the
+   queue has no time to grow), so a probe whose second half's median latency
+   is well above its first half's fails too;
 3. the caller confirms the highest passing rate with a full measured window;
    those figures are the run's.
 
@@ -53,6 +60,11 @@ SERVER_CPU_PERCENT = 85.0
 """Server CPUs busier than this at the failing rate: the server ran out of CPU."""
 LOW_MEMORY_SHARE = 0.05
 """Less than this share of the host's memory available: memory-bound."""
+DRIFT_RATIO = 1.5
+DRIFT_SHARE = 0.1
+"""A probe whose second half's median latency is over ``DRIFT_RATIO`` times its first
+half's, and higher by over ``DRIFT_SHARE`` of the target, was building a queue: its rate
+is above what the server sustains, however short the probe that hid it."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,8 @@ class Observation:
 
     mode: Mode
     offered_rps: float | None
-    """The schedule's rate (None for a closed loop)."""
+    """The rate the schedule offered in the window: its arrivals / the window (a Poisson
+    schedule's window holds more or fewer than the nominal rate says); None: closed."""
     achieved_rps: float
     """Successful responses per second of the window."""
     p50_ms: float | None
@@ -88,6 +101,17 @@ class Observation:
     """Requests the schedule intended inside the window (open loop; 0: unknown)."""
     served: int | None = None
     """Successful responses that arrived inside the window (None: unknown)."""
+    nominal_rps: float | None = None
+    """The rate the schedule was asked for (None: ``offered_rps``)."""
+    p50_halves_ms: tuple[float | None, float | None] = (None, None)
+    """Median latency of the requests intended in the window's first and second half."""
+
+    def drifting(self, target: Target) -> bool:
+        """The latency grew through the window: a queue was building up."""
+        first, second = self.p50_halves_ms
+        if self.mode != "open" or first is None or second is None:
+            return False
+        return second > DRIFT_RATIO * first and second - first > DRIFT_SHARE * target.slo_p99_ms
 
     @property
     def successes(self) -> int:
@@ -114,6 +138,11 @@ class Observation:
             found.append(f"p99 {self.p99_ms:.1f} ms > {target.slo_p99_ms:g} ms")
         if self.error_rate > target.max_error_rate:
             found.append(f"{self.error_rate:.2%} of requests failed")
+        if self.drifting(target):
+            first, second = self.p50_halves_ms
+            found.append(
+                f"median latency grew from {first:.1f} to {second:.1f} ms: a queue built up"
+            )
         if self.scheduled:
             # Against what was scheduled, not the nominal rate (a Poisson schedule's window
             # holds more or fewer arrivals than rate x duration); what the server answered
@@ -186,10 +215,11 @@ def search(probe: Probe, target: Target, plan: Plan = Plan()) -> Search:
         users = max(users, pool_size(rate, target))
         observed = probe("open", rate, users)
         found.curve.append(observed)
+        offered = observed.offered_rps or rate
         if observed.passes(target):
-            if found.passed is None or rate > (found.passed.offered_rps or 0.0):
+            if found.passed is None or offered > (found.passed.offered_rps or 0.0):
                 found.passed = observed
-        elif found.failed is None or rate < (found.failed.offered_rps or math.inf):
+        elif found.failed is None or offered < (found.failed.offered_rps or math.inf):
             found.failed = observed
         low = found.passed.offered_rps if found.passed is not None else None
         high = found.failed.offered_rps if found.failed is not None else None

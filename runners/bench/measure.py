@@ -81,9 +81,15 @@ class Window:
         r = self.result
         hist = latency.merged([r.latency_hdr])
         lat = latency.latency(hist)
+        halves = tuple(latency.latency(latency.merged([h])).p50 for h in r.halves_hdr)
+        offered = r.rate
+        if r.mode == "open" and r.scheduled and r.duration_s > 0:
+            offered = r.scheduled / r.duration_s  # the arrivals the window really held
         return Observation(
             mode=r.mode,
-            offered_rps=r.rate,
+            offered_rps=offered,
+            nominal_rps=r.rate,
+            p50_halves_ms=(halves[0], halves[1]),
             # The server's throughput: what it answered inside the window (an overloaded
             # server's backlog, answered once the window is over, is not throughput).
             achieved_rps=r.served / r.duration_s if r.duration_s > 0 else 0.0,
@@ -282,6 +288,9 @@ def probe_record(observed: Observation, target: Target) -> Probe:
     return Probe(
         mode=observed.mode,
         offered_rps=_round(observed.offered_rps),
+        nominal_rps=_round(observed.nominal_rps) if observed.mode == "open" else None,
+        p50_first_ms=_round(observed.p50_halves_ms[0], 3),
+        p50_second_ms=_round(observed.p50_halves_ms[1], 3),
         achieved_rps=round(observed.achieved_rps, 2),
         p50_ms=_round(observed.p50_ms, 3),
         p99_ms=_round(observed.p99_ms, 3),
@@ -345,7 +354,9 @@ def open_loop(
         if found.rate is not None and observed.passes(target):
             confirmed = True
             break
-        rate *= CONFIRM_BACKOFF
+        # An overloaded window served less than it was offered: what it did serve is the
+        # better guess of what the server sustains.
+        rate = CONFIRM_BACKOFF * min(rate, observed.achieved_rps or rate)
     assert window is not None
     outcome = locust.finish()
     result = measurement(window, options, outcome.stats.locust_rps)

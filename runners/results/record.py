@@ -200,6 +200,13 @@ class Probe(Record):
 
     mode: Load
     offered_rps: float | None
+    """The rate the window's arrivals offered (its arrivals / its duration)."""
+    nominal_rps: float | None = optional(None)
+    """The rate the schedule was asked for."""
+    p50_first_ms: float | None = optional(None)
+    """Median latency of the requests intended in the window's first half."""
+    p50_second_ms: float | None = optional(None)
+    """... in its second half (a queue building up shows as a slower second half)."""
     achieved_rps: float
     p50_ms: float | None
     p99_ms: float | None
