@@ -166,7 +166,7 @@ class Plan:
 
     saturation_users: int = 64
     first_share: float = 0.9
-    step_up: float = 1.25
+    step_up: float = 1.15
     step_down: float = 0.7
     tolerance: float = 0.05
     """Stop when the lowest failing rate is within this of the highest passing one."""

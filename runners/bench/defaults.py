@@ -57,7 +57,7 @@ class Timing:
 
 
 TIMINGS: dict[tuple[Load, bool], Timing] = {
-    ("open", False): Timing(warmup_s=3.0, duration_s=8.0, probe_s=1.5, max_probes=5),
+    ("open", False): Timing(warmup_s=2.0, duration_s=8.0, probe_s=1.5, max_probes=4),
     ("open", True): Timing(warmup_s=2.0, duration_s=4.0, probe_s=1.0, max_probes=3),
     ("closed", False): Timing(warmup_s=5.0, duration_s=20.0),
     ("closed", True): Timing(warmup_s=3.0, duration_s=8.0),
