@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from runners.bench import main
@@ -21,6 +22,7 @@ from runners.report.ranking import runner_label
 from runners.results.cells import aggregate, summarize
 from runners.results.document import Results
 from runners.results.record import Run
+from runners.results.schema import SCHEMA_PATH
 from runners.serving.registry import RUNNERS, sweep_counts
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -192,3 +194,15 @@ def test_the_planner_reads_a_sweep_from_one_folder() -> None:
     obs = observations([Results.from_dict(doc)], None)
     assert [(o.runner, o.workers) for o in obs] == [("gunicorn-sync-preload", n) for n in (1, 2, 3)]
     assert [o.capacity_rps for o in obs] == [100.0, 200.0, 300.0]
+
+
+def test_a_sweep_document_matches_the_schema_and_reads_back() -> None:
+    doc = copy.deepcopy(SAMPLE)
+    doc["runs"] = [sweep_run(w, 1, 100.0 * w) for w in (1, 2, 3)]
+    doc["cells"] = [c.to_dict() for c in summarize(aggregate(map(Run.from_dict, doc["runs"])))]
+    matrix = bench_matrix.matrix_block(parse("--workers", "1,2,3")).to_dict()
+    doc["matrix"] = {**doc["matrix"], **matrix}
+    jsonschema.validate(doc, json.loads(SCHEMA_PATH.read_text()))
+    back = Results.from_dict(doc)
+    assert back.matrix.worker_counts == (1, 2, 3) and back.matrix.workers is None
+    assert back.to_dict()["matrix"]["worker_counts"] == [1, 2, 3]
