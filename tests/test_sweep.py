@@ -6,6 +6,7 @@ tests/test_plan_sweep.py.)"""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from runners.results.cells import aggregate, summarize
 from runners.results.document import Results
 from runners.results.record import Run
 from runners.results.schema import SCHEMA_PATH
+from runners.serving.cpus import Placement
 from runners.serving.registry import RUNNERS, sweep_counts
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -121,7 +123,12 @@ def test_sweep_counts_follow_the_rule_per_family() -> None:
     assert workers("uwsgi", 8) == [1, 2, 4, 8, 17]
     assert workers("uvicorn", 1) == [1]
     assert workers("uvicorn", 6) == [1, 2, 4, 6]
-    assert sweep_counts(RUNNERS["gunicorn-gthread"], 4) == [(1, t) for t in (1, 2, 4, 8)]
+    assert sweep_counts(RUNNERS["gunicorn-gthread"], 1) == [(1, t) for t in (1, 2, 4, 8)]
+    assert sweep_counts(RUNNERS["gunicorn-gthread"], 4) == [
+        *((1, t) for t in (1, 2, 4, 8)),
+        (2, 4),
+        (4, 4),
+    ]
     assert sweep_counts(RUNNERS["waitress"], 4) == [(None, t) for t in (1, 2, 4, 8)]
     assert sweep_counts(RUNNERS["daphne"], 4) == [(None, None)]
 
@@ -206,3 +213,15 @@ def test_a_sweep_document_matches_the_schema_and_reads_back() -> None:
     back = Results.from_dict(doc)
     assert back.matrix.worker_counts == (1, 2, 3) and back.matrix.workers is None
     assert back.to_dict()["matrix"]["worker_counts"] == [1, 2, 3]
+
+
+def test_a_threaded_sweep_on_two_cpus_also_varies_workers_at_the_runners_threads() -> None:
+    options = parse("--runners", "gunicorn-gthread", "--workloads", "json", "--sweep")
+    options = dataclasses.replace(options, placement=Placement(server=(0, 1), loadgen=(1,)))
+    assert ids(options) == [
+        *(f"gunicorn-gthread/json/open/1/w1/t{t}" for t in (1, 2, 4, 8)),
+        "gunicorn-gthread/json/open/1/w2/t4",
+    ]
+    assert "gunicorn-gthread workers x threads 1x1,1x2,1x4,1x8,2x4" in describe_plan(options)
+    crossed = parse("--runners", "gunicorn-gthread", "--workers", "1,2", "--threads", "2,4")
+    assert "gunicorn-gthread workers 1,2 x threads 2,4" in describe_plan(crossed)

@@ -323,15 +323,17 @@ def describe_sweep(options: Options) -> str:
         pairs = options.concurrency(RUNNERS[name])
         if len(pairs) < 2:
             continue
-        counts = [
-            f"{what} {','.join(str(v) for v in dict.fromkeys(values))}"
-            for what, values in (
-                ("workers", [w for w, _ in pairs]),
-                ("threads", [t for _, t in pairs]),
+        workers = list(dict.fromkeys(w for w, _ in pairs))
+        threads = list(dict.fromkeys(t for _, t in pairs))
+        if len(workers) > 1 and len(threads) > 1 and len(pairs) < len(workers) * len(threads):
+            text = "workers x threads " + ",".join(f"{w}x{t}" for w, t in pairs)
+        else:
+            text = " x ".join(
+                f"{what} {','.join(map(str, values))}"
+                for what, values in (("workers", workers), ("threads", threads))
+                if len(values) > 1
             )
-            if len(set(values)) > 1
-        ]
-        parts.append(f"{name} {' x '.join(counts)}")
+        parts.append(f"{name} {text}")
     return "; ".join(parts)
 
 

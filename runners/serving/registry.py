@@ -93,13 +93,17 @@ def sweep_counts(runner: Runner, cpus: int) -> list[tuple[int | None, int | None
     (None: the count does not apply to it).
 
     - pre-fork: workers 1, 2, 4 ... (doubling while below n), n and 2n+1 (the rule's);
-    - threaded: threads 1, 2, 4, 8 at one worker (waitress: its one process);
+    - threaded: threads 1, 2, 4, 8 at one worker (waitress: its one process), then
+      at the runner's own thread count workers as for async (the planner fits
+      capacity against workers per thread count);
     - async: workers 1, 2, 4 ... (doubling while below n) and n;
     - a single-process server runs once."""
     n = max(1, cpus)
     if takes_threads(runner):
-        workers = 1 if takes_workers(runner) else None
-        return [(workers, t) for t in SWEEP_THREADS]
+        if not takes_workers(runner):
+            return [(None, t) for t in SWEEP_THREADS]
+        pairs: list[tuple[int | None, int | None]] = [(1, t) for t in SWEEP_THREADS]
+        return pairs + [(w, runner.threads) for w in _doubling(n) if w > 1]
     if not takes_workers(runner):
         return [(None, None)]
     prefork = runner.workers == "2n+1"
@@ -109,7 +113,8 @@ def sweep_counts(runner: Runner, cpus: int) -> list[tuple[int | None, int | None
 
 SWEEP_RULE = (
     "pre-fork: workers 1, 2, 4 ... (doubling while below n), n and 2n+1; threaded: threads "
-    f"{', '.join(map(str, SWEEP_THREADS))} at one worker; async: workers 1, 2, 4 ... "
+    f"{', '.join(map(str, SWEEP_THREADS))} at one worker, and workers as for async at the "
+    "runner's own thread count; async: workers 1, 2, 4 ... "
     "(doubling while below n) and n; single-process servers: one run (n: the server CPUs)"
 )
 
