@@ -367,10 +367,10 @@ def test_plan_is_repeat_major() -> None:
 def test_worker_and_thread_overrides_only_apply_where_they_mean_something() -> None:
     options, _ = bench_options.parse_options(["--workers", "2", "--threads", "8"])
     assert options is not None
-    assert bench_matrix.worker_override(RUNNERS["gunicorn-sync"], options) == 2
-    assert bench_matrix.worker_override(RUNNERS["waitress"], options) is None
-    assert bench_matrix.thread_override(RUNNERS["gunicorn-gthread"], options) == 8
-    assert bench_matrix.thread_override(RUNNERS["uvicorn"], options) is None
+    assert options.concurrency(RUNNERS["gunicorn-sync"]) == [(2, None)]
+    assert options.concurrency(RUNNERS["waitress"]) == [(None, 8)]
+    assert options.concurrency(RUNNERS["gunicorn-gthread"]) == [(2, 8)]
+    assert options.concurrency(RUNNERS["daphne"]) == [(None, None)]
 
 
 # --- repeats ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from runners.bench.defaults import (
     TIMINGS,
 )
 from runners.cli.args import SEED_KEYS, Parser
-from runners.serving.registry import VARIANTS
+from runners.serving.registry import SWEEP_RULE, VARIANTS
 
 
 def build_parser() -> Parser:
@@ -71,10 +71,21 @@ def build_parser() -> Parser:
     )
     p.add_argument("--repeat", type=int, metavar="K", help="runs per cell (default 1)")
     p.add_argument(
-        "--workers", type=int, metavar="N", help="server workers (multi-process runners only)"
+        "--workers",
+        metavar="N,...",
+        help="server workers (multi-process runners only; default: the runner's rule, 2n+1 "
+        "or n); several, e.g. 1,2,4: a run (and capacity search) per count",
     )
     p.add_argument(
-        "--threads", type=int, metavar="N", help="threads per worker (threaded runners only)"
+        "--threads",
+        metavar="N,...",
+        help="threads per worker (threaded runners only); several: a run per count",
+    )
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help=f"a worker sweep for the capacity planner (tox -e plan), per runner on the n "
+        f"server CPUs: {SWEEP_RULE.replace('%', '%%')}",
     )
     p.add_argument("--server-cpus", metavar="CPUS", help="CPUs of the server, e.g. 0 or 0-3")
     p.add_argument("--loadgen-cpus", metavar="CPUS", help="CPUs of Locust and the upstream")

@@ -34,6 +34,7 @@ from runners.results.record import Run
 from runners.runtimes.interpreters import Interpreter
 from runners.serving.cpus import Placement
 from runners.serving.registry import (
+    RUNNERS,
     GcMode,
     format_table,
 )
@@ -299,9 +300,12 @@ def describe_plan(options: Options) -> str:
             f"measured + ~{RUN_OVERHEAD_S + spawn:.0f} s start/stop"
         )
         levels = f" x {len(options.users)} user levels"
+    sweep = describe_sweep(options)
     text = (
-        f"Plan: {options.runs} runs = {len(options.runners)} runners x "
+        f"Plan: {options.runs} runs = {len(options.runners)} runners"
+        f"{' x their worker/thread counts' if sweep else ''} x "
         f"{len(options.workloads)} workloads{levels} x {options.repeat} repeats; {each}.\n"
+        f"{f'Sweep: {sweep}.' + chr(10) if sweep else ''}"
         f"Estimated time: ~{fmt_duration(options.estimate_s())} "
         f"({options.runs} x ~{per_run:.0f} s + ~{SETUP_S:.0f} s setup"
         f"{f' + ~{MICRO_ESTIMATE_S:.0f} s micro-benchmarks' if options.micro else ''}). "
@@ -309,6 +313,28 @@ def describe_plan(options: Options) -> str:
     )
     line = describe_runtimes(options.pythons, options.djangos, options.gcs, options.soak)
     return f"{text}\n{line}" if line else text
+
+
+def describe_sweep(options: Options) -> str:
+    """``gunicorn-sync workers 1,2,3; waitress threads 1,2,4,8``: the runners run at
+    several worker or thread counts (empty when none is)."""
+    parts = []
+    for name in options.runners:
+        pairs = options.concurrency(RUNNERS[name])
+        if len(pairs) < 2:
+            continue
+        workers = list(dict.fromkeys(w for w, _ in pairs))
+        threads = list(dict.fromkeys(t for _, t in pairs))
+        if len(workers) > 1 and len(threads) > 1 and len(pairs) < len(workers) * len(threads):
+            text = "workers x threads " + ",".join(f"{w}x{t}" for w, t in pairs)
+        else:
+            text = " x ".join(
+                f"{what} {','.join(map(str, values))}"
+                for what, values in (("workers", workers), ("threads", threads))
+                if len(values) > 1
+            )
+        parts.append(f"{name} {text}")
+    return "; ".join(parts)
 
 
 def list_text(placement: Placement) -> str:

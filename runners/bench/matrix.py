@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from runners.bench.options import Options
 from runners.results.document import Matrix, SoakPlan
-from runners.results.record import run_id
+from runners.results.record import run_id, sweep_qualifiers
 from runners.runtimes import axes
 from runners.serving.registry import (
     RUNNERS,
@@ -16,8 +16,8 @@ from runners.serving.registry import (
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One planned run of the matrix: runner x workload x users x repeat x runtime
-    (users 0: an open-loop capacity search)."""
+    """One planned run of the matrix: runner x workload x users x repeat x runtime x
+    workers x threads (users 0: an open-loop capacity search)."""
 
     runner: Runner
     workload: str
@@ -25,11 +25,21 @@ class RunSpec:
     repeat: int
     runtime: axes.RuntimeSpec = axes.DEFAULT_RUNTIME
     """Interpreter, Django and gc mode (None: the default); qualifiers when they vary."""
+    workers: int | None = None
+    """Server workers (None: the runner's rule)."""
+    threads: int | None = None
+    """Threads per worker (None: the runner's count)."""
+    sweep: tuple[str, ...] = ()
+    """``w2``, ``t4``: the counts that vary among the runner's runs (a sweep)."""
+
+    @property
+    def qualifiers(self) -> tuple[str, ...]:
+        return (*self.sweep, *self.runtime.qualifiers)
 
     @property
     def id(self) -> str:
         base = run_id(self.runner.name, self.workload, self.users, self.repeat)
-        return axes.qualified(base, self.runtime.qualifiers)
+        return axes.qualified(base, self.qualifiers)
 
     @property
     def load(self) -> str:
@@ -38,18 +48,32 @@ class RunSpec:
     @property
     def stem(self) -> str:
         base = f"{self.runner.name}-{self.workload}-{self.load}-r{self.repeat}"
-        return axes.qualified(base, self.runtime.qualifiers, "-")
+        return axes.qualified(base, self.qualifiers, "-")
 
     @property
     def label(self) -> str:
         load = f"u={self.users}" if self.users else "open"
         base = f"{self.runner.name} {self.workload} {load} r{self.repeat}"
-        return axes.qualified(base, self.runtime.qualifiers, " ")
+        return axes.qualified(base, self.qualifiers, " ")
+
+
+def concurrency_specs(
+    runner: Runner, options: Options
+) -> list[tuple[int | None, int | None, tuple[str, ...]]]:
+    """The runner's (workers, threads) and the qualifiers that tell its runs apart."""
+    pairs = options.concurrency(runner)
+    vary_workers = len({w for w, _ in pairs}) > 1
+    vary_threads = len({t for _, t in pairs}) > 1
+    return [
+        (w, t, sweep_qualifiers(w if vary_workers else None, t if vary_threads else None))
+        for w, t in pairs
+    ]
 
 
 def plan(options: Options) -> list[RunSpec]:
+    """Every run, repeats outermost; a sweep's counts innermost (one after the other)."""
     return [
-        RunSpec(RUNNERS[runner], workload, users, repeat, runtime)
+        RunSpec(RUNNERS[runner], workload, users, repeat, runtime, workers, threads, sweep)
         for repeat in range(1, options.repeat + 1)
         for runner in options.runners
         for workload in options.workloads
@@ -57,17 +81,8 @@ def plan(options: Options) -> list[RunSpec]:
         for runtime in axes.runtime_specs(
             RUNNERS[runner], options.pythons, options.djangos, options.gcs
         )
+        for workers, threads, sweep in concurrency_specs(RUNNERS[runner], options)
     ]
-
-
-def worker_override(runner: Runner, options: Options) -> int | None:
-    """``--workers`` applies to runners that run several processes."""
-    return options.workers if runner.workers != "1" else None
-
-
-def thread_override(runner: Runner, options: Options) -> int | None:
-    """``--threads`` applies to threaded runners."""
-    return options.threads if runner.threads is not None else None
 
 
 def matrix_block(options: Options) -> Matrix:
@@ -80,8 +95,11 @@ def matrix_block(options: Options) -> Matrix:
         warmup_s=options.warmup_s,
         repeat=options.repeat,
         quick=options.quick,
-        workers=options.workers,
-        threads=options.threads,
+        workers=options.workers[0] if len(options.workers) == 1 else None,
+        threads=options.threads[0] if len(options.threads) == 1 else None,
+        worker_counts=options.workers if len(options.workers) > 1 else None,
+        thread_counts=options.threads if len(options.threads) > 1 else None,
+        sweep=options.sweep or None,
         variant=options.variant,
         middleware=options.middleware,
         spawn_rate=options.spawn_rate,

@@ -63,7 +63,11 @@ from runners.serving.registry import (
     RUNNERS,
     VARIANTS,
     GcMode,
+    Runner,
     Variant,
+    sweep_counts,
+    takes_threads,
+    takes_workers,
 )
 
 
@@ -75,8 +79,10 @@ class Options:
     duration_s: float
     warmup_s: float
     repeat: int
-    workers: int | None
-    threads: int | None
+    workers: tuple[int, ...]
+    """``--workers``: each a run of the runners that take it (empty: the runner's rule)."""
+    threads: tuple[int, ...]
+    """``--threads``: each a run of the threaded runners (empty: the runner's count)."""
     placement: Placement
     database_url: str | None
     output: Path
@@ -105,6 +111,22 @@ class Options:
     # --profile, --memory-profile (runners.bench.profiles): profiled runs are not ranked.
     profile: bool = False
     memory_profile: bool = False
+    # --sweep: worker and thread counts per runner (runners.serving.registry.sweep_counts).
+    sweep: bool = False
+
+    def concurrency(self, runner: Runner) -> list[tuple[int | None, int | None]]:
+        """The (workers, threads) ``runner`` runs at, one run each (None: its own count).
+        A ``--workers`` or ``--threads`` value that does not apply to the runner does not
+        multiply its runs."""
+        if self.sweep:
+            return sweep_counts(runner, len(self.placement.server))
+        workers: tuple[int | None, ...] = (
+            self.workers if self.workers and takes_workers(runner) else (None,)
+        )
+        threads: tuple[int | None, ...] = (
+            self.threads if self.threads and takes_threads(runner) else (None,)
+        )
+        return [(w, t) for w in workers for t in threads]
 
     @property
     def timing(self) -> Timing:
@@ -123,6 +145,7 @@ class Options:
         """How many runs the matrix makes (``len(matrix.plan(options))``)."""
         per_repeat = sum(
             len(axes.runtime_specs(RUNNERS[name], self.pythons, self.djangos, self.gcs))
+            * len(self.concurrency(RUNNERS[name]))
             for name in self.runners
         )
         return self.repeat * per_repeat * len(self.workloads) * len(self.users)
@@ -262,8 +285,6 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         (a.duration, "duration", False),
         (a.warmup, "warmup", True),
         (a.repeat, "repeat", False),
-        (a.workers, "workers", False),
-        (a.threads, "threads", False),
         (a.upstream_ms, "upstream-ms", True),
         (a.spawn_rate, "spawn-rate", False),
         (a.request_timeout, "request-timeout", False),
@@ -294,8 +315,8 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         duration_s=duration_s,
         warmup_s=a.warmup if a.warmup is not None else timing.warmup_s,
         repeat=a.repeat or 1,
-        workers=a.workers,
-        threads=a.threads,
+        workers=positive_ints(a.workers, (), "workers"),
+        threads=positive_ints(a.threads, (), "threads"),
         placement=placement,
         database_url=parse_database(a.database),
         output=check_output(Path(a.output) if a.output else default_output()),
@@ -315,6 +336,7 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         calibrate=bool(a.calibrate),
         profile=bool(a.profile),
         memory_profile=bool(a.memory_profile),
+        sweep=check_sweep(a),
     )
     try:
         options = replace(
@@ -324,6 +346,18 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         raise UsageError(str(exc)) from None
     check_database(options.database_url, "--database" if a.database else "$DATABASE_URL")
     return options, a
+
+
+def check_sweep(a: argparse.Namespace) -> bool:
+    """``--sweep`` picks the worker and thread counts itself: not with ``--workers`` or
+    ``--threads``."""
+    if a.sweep and (a.workers is not None or a.threads is not None):
+        given = "--workers" if a.workers is not None else "--threads"
+        raise UsageError(
+            f"--sweep: it picks the worker and thread counts per runner itself; give {given} "
+            "or --sweep, not both"
+        )
+    return bool(a.sweep)
 
 
 def loadgen_processes(a: argparse.Namespace, placement: Placement) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runners.bench.matrix import RunSpec, thread_override, worker_override
+from runners.bench.matrix import RunSpec
 from runners.bench.measure import Measured, ServerDied, closed_loop, open_loop, soak_loop
 from runners.bench.options import Options
 from runners.bench.profiles import ProfilePlan, Profiler
@@ -140,9 +140,8 @@ def base_run(spec: RunSpec, ctx: Context) -> Run:
         variant=options.variant or runner.variant,
         # What the run asks for; the server's own count replaces it once it is up
         # (a run whose server never started still needs one: the schema says integer).
-        workers=worker_override(runner, options)
-        or worker_count(runner.workers, len(options.placement.server)),
-        threads=None,
+        workers=spec.workers or worker_count(runner.workers, len(options.placement.server)),
+        threads=spec.threads or runner.threads,
         gc=spec.runtime.gc or runner.gc,
         middleware=options.middleware,
         # The server's interpreter and the Django it imports (not the driver's).
@@ -191,8 +190,8 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
     config = ServeConfig(
         runner=spec.runner,
         log_path=server_log,
-        workers=worker_override(spec.runner, options),
-        threads=thread_override(spec.runner, options),
+        workers=spec.workers,
+        threads=spec.threads,
         variant=options.variant,
         middleware=options.middleware,
         cpus=options.placement.server,

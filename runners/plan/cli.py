@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             names = ", ".join(str(d) for d in args.dirs)
             raise UsageError(
                 f"{names}: no sweep: no runner was measured at two worker or thread counts "
-                "(run tox -e bench -- --workers N for several N and give every folder)"
+                "(run tox -e bench -- --workers 1,2,3 or --sweep)"
             )
     except (UsageError, ResultsError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -2,12 +2,13 @@
 configuration (runner x workload x workers x threads), and the growth of
 each worker's private memory from soak runs.
 
-The runs come from one or more results folders (``read_results``); a sweep
-made of several ``tox -e bench -- --workers N`` invocations is simply their
-folders together. Per configuration the runs at the highest load level are
-used (the most users in a closed loop; open-loop runs carry their own
-capacity), their repeats (and the same configuration from several folders)
-averaged.
+The runs come from one or more results folders (``read_results``): one folder
+of ``tox -e bench -- --workers 1,2,3`` (or ``--sweep``) holds a whole sweep, its
+runs told apart by their worker and thread counts; several folders (e.g. one
+``--workers N`` invocation each) are simply read together. Per configuration the
+runs at the highest load level are used (the most users in a closed loop;
+open-loop runs carry their own capacity), their repeats (and the same
+configuration from several folders) averaged.
 
 A run's capacity is ``capacity.rps`` when the capacity search found one (the
 rate within its latency target), else its requests/s. A run does not count
@@ -79,7 +80,9 @@ class Growth:
 
 
 def runner_label(run: Run) -> str:
-    qualifiers = run.qualifiers
+    """The runner and its run id's runtime qualifiers (a sweep's ``w4``/``t8`` are
+    the observation's own workers and threads, not part of the runner)."""
+    qualifiers = [q for q in run.qualifiers if q not in run.sweep]
     return f"{run.runner} ({', '.join(qualifiers)})" if qualifiers else run.runner
 
 

@@ -158,7 +158,7 @@ def throughput(cell: Cell) -> Stat | None:
     return cell.capacity_rps if cell.open_loop else cell.rps
 
 
-IDENTITY = ("users", "python", "django", "gc")
+IDENTITY = ("users", "python", "django", "gc", "sweep")
 """What tells apart two cells of one runner x workload within one invocation."""
 
 

@@ -28,16 +28,25 @@ def workloads_of(cells: Sequence[Cell]) -> list[str]:
     return seen
 
 
+def sweep_text(qualifier: str) -> str:
+    """``w3`` -> ``3 workers``, ``t1`` -> ``1 thread``."""
+    count = int(qualifier[1:])
+    noun = "worker" if qualifier[0] == "w" else "thread"
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def runner_label(
     cell: Cell, with_python: bool, with_django: bool = False, with_gc: bool = False
 ) -> str:
     """``gunicorn-sync-preload (CPython 3.12.1, Django 6.1.3, gc freeze)``: the runner
-    and what distinguishes its cells (``experimental`` first for such a runner)."""
+    and what distinguishes its cells (``experimental`` first for such a runner; a
+    sweep's ``3 workers``, ``8 threads`` next)."""
     runner = RUNNERS.get(cell.runner)
     extra = [
         text
         for text, on in (
             ("experimental", runner is not None and runner.experimental),
+            *((sweep_text(q), True) for q in cell.sweep),
             (cell.python, with_python),
             (f"Django {cell.django}", with_django),
             (f"gc {cell.gc}", with_gc),

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runners.report.colors import GC_COLORS, RUNNER_COLORS
+from runners.report.ranking import sweep_text
 from runners.results.cells import (
     GC_ORDER,
     Cell,
@@ -121,10 +122,11 @@ def interpreter_view(cells: Sequence[Cell], charts: dict[str, JSON]) -> JSON | N
     def label(cell: Cell) -> str:
         return runtime_label(cell, with_python, with_django)
 
-    groups: dict[tuple[str, int, str, str], list[Cell]] = {}
+    groups: dict[tuple[str, int, str, str, tuple[str, ...]], list[Cell]] = {}
     for cell in cells:
-        groups.setdefault((cell.workload, cell.users, cell.runner, cell.gc), []).append(cell)
-    with_gc = several(gc for _, _, _, gc in groups)
+        key = (cell.workload, cell.users, cell.runner, cell.gc, cell.sweep)
+        groups.setdefault(key, []).append(cell)
+    with_gc = several(gc for _, _, _, gc, _ in groups)
     runtimes = sorted(
         {label(c) for c in cells},
         key=lambda text: min(
@@ -132,11 +134,14 @@ def interpreter_view(cells: Sequence[Cell], charts: dict[str, JSON]) -> JSON | N
         ),
     )
     views: list[JSON] = []
-    for (workload, users, runner, gc), group in groups.items():
+    for (workload, users, runner, gc, sweep), group in groups.items():
         if len({label(c) for c in group}) < 2:
             continue
         rows = _runtime_rows(group, label)
-        title = f"{runner} · {workload} · {users} users" + (f" · gc {gc}" if with_gc else "")
+        title = " · ".join(
+            [runner, *map(sweep_text, sweep), workload, f"{users} users"]
+            + ([f"gc {gc}"] if with_gc else [])
+        )
         views.append(
             {
                 "title": title,
@@ -240,12 +245,12 @@ def gc_view(cells: Sequence[Cell]) -> JSON | None:
     default (or the first mode that ran), for every cell that ran under several."""
     with_python = several(c.python for c in cells)
     with_django = several(c.django for c in cells)
-    groups: dict[tuple[str, int, str, str, str], list[Cell]] = {}
+    groups: dict[tuple[str, int, str, str, str, tuple[str, ...]], list[Cell]] = {}
     for cell in cells:
-        key = (cell.workload, cell.users, cell.runner, cell.python, cell.django)
+        key = (cell.workload, cell.users, cell.runner, cell.python, cell.django, cell.sweep)
         groups.setdefault(key, []).append(cell)
     views = []
-    for (workload, users, runner, _python, _django), group in groups.items():
+    for (workload, users, runner, _python, _django, sweep), group in groups.items():
         if len({c.gc for c in group}) < 2:
             continue
         ordered = sorted(group, key=lambda c: GC_ORDER.index(c.gc) if c.gc in GC_ORDER else 9)
@@ -253,7 +258,9 @@ def gc_view(cells: Sequence[Cell]) -> JSON | None:
         runtime = (
             runtime_label(base, with_python, with_django) if (with_python or with_django) else ""
         )
-        title = f"{runner}, {workload}" + (f" ({runtime})" if runtime else "")
+        title = ", ".join([runner, *map(sweep_text, sweep), workload]) + (
+            f" ({runtime})" if runtime else ""
+        )
         soak = any(r.soak for c in group for r in c.runs)
         rows = []
         sentences = []

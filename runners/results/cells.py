@@ -1,10 +1,10 @@
 """Cells: the repetitions of one runner x workload x users (x interpreter, Django,
-gc mode) aggregated. The one aggregation of the suite: the driver writes its
-summary into results.json (``cells``, and the ``noisy`` flag of the runs of a
-noisy cell); the report ranks and compares the same cells.
+gc mode, and a sweep's worker and thread counts) aggregated. The one aggregation
+of the suite: the driver writes its summary into results.json (``cells``, and the
+``noisy`` flag of the runs of a noisy cell); the report ranks and compares the same cells.
 
-Runs that differ in interpreter, Django or gc mode are different cells, never
-repeats of one another.
+Runs that differ in interpreter, Django, gc mode or (in a worker sweep) worker
+or thread count are different cells, never repeats of one another.
 
 A cell is ranked by its *ranking figure*: capacity per GiB (the capacity
 search's rate within the latency target per GiB of peak PSS) for open-loop
@@ -97,8 +97,8 @@ def django_label(run: Run, packages: dict[str, str | None] | None) -> str:
     return str(packages.get("django") or packages.get("Django") or "")
 
 
-CellKey = tuple[str, int, str, str, str, str]
-"""(workload, users, runner, python label, Django version, gc mode)."""
+CellKey = tuple[str, int, str, str, str, str, tuple[str, ...]]
+"""(workload, users, runner, python label, Django version, gc mode, sweep qualifiers)."""
 
 
 @dataclass(frozen=True)
@@ -136,10 +136,20 @@ class Cell:
     capacity_per_gib: Stat | None = None
     bound: str | None = None
     """What bounded the capacity of most repeats."""
+    sweep: tuple[str, ...] = ()
+    """A worker sweep's cell: ``("w4",)``, ``("w1", "t8")`` (``Run.sweep``); () otherwise."""
 
     @property
     def key(self) -> CellKey:
-        return (self.workload, self.users, self.runner, self.python, self.django, self.gc)
+        return (
+            self.workload,
+            self.users,
+            self.runner,
+            self.python,
+            self.django,
+            self.gc,
+            self.sweep,
+        )
 
     @property
     def failed(self) -> bool:
@@ -248,6 +258,7 @@ def make_cell(runs: Sequence[Run], python: str, django: str) -> Cell:
         capacity_rps=stat(r.capacity.rps if r.capacity else None for r in ok),
         capacity_per_gib=capacity_per_gib,
         bound=_bound(ok),
+        sweep=first.sweep,
     )
 
 
@@ -268,6 +279,7 @@ def aggregate(
             python_label(run, python),
             django_label(run, packages),
             run.gc,
+            run.sweep,
         )
         groups.setdefault(key, []).append(run)
     return [make_cell(group, key[3], key[4]) for key, group in groups.items()]
@@ -337,13 +349,15 @@ def _runtime(cell: Cell) -> tuple[str, str, str]:
 
 
 def summarize(cells: Sequence[Cell]) -> list[CellSummary]:
-    """The ``cells`` of results.json. A cell's id is ``runner/workload/users``, plus
-    ``py3.12.1``, ``django6.1.3``, ``gc-freeze`` for the dimensions that vary within
-    some runner x workload x users."""
+    """The ``cells`` of results.json. A cell's id is ``runner/workload/users``, plus a
+    sweep's ``w4``/``t8`` and ``py3.12.1``, ``django6.1.3``, ``gc-freeze`` for the
+    dimensions that vary within some runner x workload x users."""
     runtimes = [_runtime(cell) for cell in cells]
-    seen: dict[tuple[str, str, int], list[set[str]]] = {}
+    seen: dict[tuple[str | int, ...], list[set[str]]] = {}
     for cell, runtime in zip(cells, runtimes, strict=True):
-        values = seen.setdefault((cell.runner, cell.workload, cell.users), [set(), set(), set()])
+        values = seen.setdefault(
+            (cell.runner, cell.workload, cell.users, *cell.sweep), [set(), set(), set()]
+        )
         for found, value in zip(values, runtime, strict=True):
             found.add(value)
     varying = [any(len(v[i]) > 1 for v in seen.values()) for i in range(3)]
@@ -360,7 +374,9 @@ def _summary(cell: Cell, runtime: tuple[str, str, str], varying: list[bool]) -> 
     rps = cell.rps
     p99 = cell.latency["p99"]
     return CellSummary(
-        id="/".join([f"{cell.runner}/{cell.workload}/{load_key(cell.users)}", *qualifiers]),
+        id="/".join(
+            [f"{cell.runner}/{cell.workload}/{load_key(cell.users)}", *cell.sweep, *qualifiers]
+        ),
         runner=cell.runner,
         workload=cell.workload,
         users=cell.users,
@@ -429,8 +445,8 @@ def _position(values: Sequence[Any], value: Any) -> int:
 def in_matrix_order(
     cells: Iterable[Cell], runners: Sequence[str], workloads: Sequence[str]
 ) -> list[Cell]:
-    """Cells in matrix order (workload, users, runner), then by interpreter, Django
-    and gc mode."""
+    """Cells in matrix order (workload, users, runner), then by interpreter, Django,
+    gc mode, and a sweep's workers and threads."""
     return sorted(
         cells,
         key=lambda c: (
@@ -443,5 +459,7 @@ def in_matrix_order(
             c.python,
             version_key(c.django),
             _position(GC_ORDER, c.gc),
+            c.workers or 0,
+            c.threads or 0,
         ),
     )

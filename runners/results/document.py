@@ -103,6 +103,11 @@ class Matrix(Record):
     quick: bool | None = optional(None)
     workers: int | None = None
     threads: int | None = None
+    worker_counts: tuple[int, ...] | None = optional(None)
+    """``--workers`` with several counts (a sweep); ``workers`` is then None."""
+    thread_counts: tuple[int, ...] | None = optional(None)
+    sweep: bool | None = optional(None)
+    """``--sweep``: counts per runner (``runners.serving.registry.sweep_counts``)."""
     variant: Variant | None = None
     middleware: str | None = optional(None)
     spawn_rate: float | None = None

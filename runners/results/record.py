@@ -60,6 +60,16 @@ def run_id(runner: str, workload: str, users: int, repeat: int) -> str:
     return f"{runner}/{workload}/{load_key(users)}/{repeat}"
 
 
+def sweep_qualifiers(workers: int | None, threads: int | None) -> tuple[str, ...]:
+    """What a worker sweep adds to a run id: ``w4`` and ``t8`` for the counts that vary."""
+    return tuple(f"{prefix}{count}" for prefix, count in (("w", workers), ("t", threads)) if count)
+
+
+def is_sweep_qualifier(text: str) -> bool:
+    """``w4`` or ``t8`` (never an interpreter, Django or gc qualifier)."""
+    return len(text) > 1 and text[0] in "wt" and text[1:].isdigit()
+
+
 @dataclass(frozen=True, kw_only=True)
 class PythonInfo(Record):
     """An interpreter: the driver's (``environment.python``) or a server's (``run.python``)."""
@@ -327,6 +337,11 @@ class Run(Record):
     def qualifiers(self) -> list[str]:
         """What the id adds to runner/workload/users/repeat: ``py3.12.1``, ``gc-off``..."""
         return self.id.split("/")[4:]
+
+    @property
+    def sweep(self) -> tuple[str, ...]:
+        """The worker and thread qualifiers of a sweep's run: ``("w4",)``; () otherwise."""
+        return tuple(q for q in self.qualifiers if is_sweep_qualifier(q))
 
     def failed(self, error: str, log_tail: str | None) -> Run:
         """This run as failed: the error, the logs' tail and the empty figures."""

@@ -64,6 +64,61 @@ def worker_count(rule: WorkerRule, cpus: int) -> int:
     return 1
 
 
+def takes_workers(runner: Runner) -> bool:
+    """Whether ``--workers`` applies: the runner can run several processes."""
+    return runner.workers != "1"
+
+
+def takes_threads(runner: Runner) -> bool:
+    """Whether ``--threads`` applies: the runner serves from a pool of threads."""
+    return runner.threads is not None
+
+
+SWEEP_THREADS = (1, 2, 4, 8)
+"""``--sweep``: the thread counts of a threaded runner (at one worker)."""
+
+
+def _doubling(top: int) -> list[int]:
+    """1, 2, 4 ... below ``top``, then ``top``."""
+    counts = [1]
+    while counts[-1] * 2 <= top:
+        counts.append(counts[-1] * 2)
+    if counts[-1] != top:
+        counts.append(top)
+    return counts
+
+
+def sweep_counts(runner: Runner, cpus: int) -> list[tuple[int | None, int | None]]:
+    """``--sweep``: the (workers, threads) a runner runs at on ``cpus`` server CPUs
+    (None: the count does not apply to it).
+
+    - pre-fork: workers 1, 2, 4 ... (doubling while below n), n and 2n+1 (the rule's);
+    - threaded: threads 1, 2, 4, 8 at one worker (waitress: its one process), then
+      at the runner's own thread count workers as for async (the planner fits
+      capacity against workers per thread count);
+    - async: workers 1, 2, 4 ... (doubling while below n) and n;
+    - a single-process server runs once."""
+    n = max(1, cpus)
+    if takes_threads(runner):
+        if not takes_workers(runner):
+            return [(None, t) for t in SWEEP_THREADS]
+        pairs: list[tuple[int | None, int | None]] = [(1, t) for t in SWEEP_THREADS]
+        return pairs + [(w, runner.threads) for w in _doubling(n) if w > 1]
+    if not takes_workers(runner):
+        return [(None, None)]
+    prefork = runner.workers == "2n+1"
+    counts = sorted({*_doubling(n), 2, 2 * n + 1}) if prefork else _doubling(n)
+    return [(w, None) for w in counts]
+
+
+SWEEP_RULE = (
+    "pre-fork: workers 1, 2, 4 ... (doubling while below n), n and 2n+1; threaded: threads "
+    f"{', '.join(map(str, SWEEP_THREADS))} at one worker, and workers as for async at the "
+    "runner's own thread count; async: workers 1, 2, 4 ... "
+    "(doubling while below n) and n; single-process servers: one run (n: the server CPUs)"
+)
+
+
 _RUNNERS: tuple[Runner, ...] = (
     # Pre-fork WSGI: one request at a time per process.
     Runner(
