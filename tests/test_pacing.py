@@ -125,7 +125,7 @@ def test_a_server_falling_behind_shows_as_a_slower_second_half() -> None:
     # The driver's side: what the plugin reports (loadtests/probes.py, not imported here:
     # it monkey-patches the process for gevent) as a ProbeResult.
     def encoded(hist: HdrHistogram) -> str:
-        return hist.encode().decode("ascii")
+        return str(hist.encode().decode("ascii"))
 
     duration = window.end - window.start
     result = ProbeResult(
