@@ -211,6 +211,27 @@ def test_bound_sentences(report: Node, sample: dict[str, Any]) -> None:
         c = cells[(workload, runner)]
         return f"{c['capacity']:,.0f} req/s (p99 {ms(c['p99'])} ms)"
 
+    def cpu_bound(workload: str, runner: str) -> str:
+        """Where a server-cpu bound was judged: the first ok repeat's lowest failing
+        probe above its capacity, with the server's CPU there."""
+        run = next(
+            r
+            for r in sample["runs"]
+            if r["workload"] == workload and r["runner"] == runner and r["status"] == "ok"
+        )
+        rate = run["capacity"]["offered_rps"]
+        above = [
+            p
+            for p in run["capacity"]["curve"]
+            if p["mode"] == "open" and not p["passed"] and p["offered_rps"] > rate
+        ]
+        p = min(above, key=lambda p: p["offered_rps"])
+        return (
+            f"{at(workload, runner)}; at {p['offered_rps']:,.0f} req/s the server's CPU was "
+            f"{p['server_cpu_percent']:.0f} % busy and requests queued for it "
+            f"(p99 {ms(p['p99_ms'])} ms)"
+        )
+
     uvicorn = cells[("upstream", "uvicorn")]
     sync = cells[("upstream", "gunicorn-sync")]
     gthread_up = cells[("upstream", "gunicorn-gthread")]
@@ -218,8 +239,8 @@ def test_bound_sentences(report: Node, sample: dict[str, Any]) -> None:
     uv_json = cells[("json", "uvicorn")]
     unconfirmed = next(r for r in sample["runs"] if r["id"] == "uvicorn/json/open/2")
     assert said["upstream"] == [
-        f"uvicorn on upstream: server CPU saturated at {at('upstream', 'uvicorn')}.",
-        f"granian-asgi on upstream: server CPU saturated at {at('upstream', 'granian-asgi')}.",
+        f"uvicorn on upstream: {cpu_bound('upstream', 'uvicorn')}.",
+        f"granian-asgi on upstream: {cpu_bound('upstream', 'granian-asgi')}.",
         f"gunicorn-gthread on upstream: all 4 threads (1 worker × 4) busy at "
         f"{at('upstream', 'gunicorn-gthread')}, with server CPU {gthread_up['cpu']:.0f} %.",
         f"gunicorn-sync on upstream: all 3 workers busy at {at('upstream', 'gunicorn-sync')}, "
@@ -232,7 +253,7 @@ def test_bound_sentences(report: Node, sample: dict[str, Any]) -> None:
         "the server may do more."
     )
     assert said["json"][3] == (
-        f"uvicorn on json: server CPU saturated at {at('json', 'uvicorn')}; repeat 2 not "
+        f"uvicorn on json: {cpu_bound('json', 'uvicorn')}; repeat 2 not "
         f"confirmed: its confirmation window had p99 {ms(unconfirmed['latency_ms']['p99'])} ms."
     )
     assert uv_json["bound"] == "server-cpu"

@@ -104,6 +104,20 @@ def _server_cpu(cell: Cell) -> float | None:
     return found.mean if found is not None else None
 
 
+def _next_failing_probe(cell: Cell) -> Probe | None:
+    """The first repeat's lowest failing open-loop probe above its capacity: where the
+    bound was judged."""
+    run = next((r for r in cell.ok_runs if r.capacity is not None), None)
+    if run is None or run.capacity is None or run.capacity.offered_rps is None:
+        return None
+    above = [
+        p
+        for p in run.capacity.curve
+        if p.mode == "open" and not p.passed and (p.offered_rps or 0) > run.capacity.offered_rps
+    ]
+    return min(above, key=lambda p: p.offered_rps or 0.0, default=None)
+
+
 def bound_sentence(cell: Cell, label: str) -> str:
     """One sentence: what bounded ``label`` (the cell's runner) on its workload, with the
     capacity and the p99 at it (means over the ok repeats)."""
@@ -120,6 +134,13 @@ def bound_sentence(cell: Cell, label: str) -> str:
         text = f"{head}: no rate met {slo_text(slo_of([cell]))} ({cell.bound or 'no bound'})"
     elif cell.bound == "server-cpu":
         text = f"{head}: server CPU saturated at {at}"
+        failing = _next_failing_probe(cell)
+        if failing is not None and failing.server_cpu_percent is not None:
+            text = (
+                f"{head}: {at}; at {_num(failing.offered_rps)} req/s the server's CPU was "
+                f"{failing.server_cpu_percent:.0f} % busy and requests queued for it"
+                f" (p99 {_ms(failing.p99_ms)} ms)"
+            )
     elif cell.bound == "server-slots":
         text = f"{head}: {slots_text(cell)} busy at {at}, with {cpu_text}"
     elif cell.bound == "loadgen":
