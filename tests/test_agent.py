@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from runners.agent.protocol import ProtocolError, ServeRequest, WindowFigures
 from runners.agent.server import main as agent_main
 from runners.agent.server import read_token
 from runners.bench import main as bench_main
+from runners.results.document import Environment
 from runners.sampling.memory import sample_tree
 from runners.serving.cpus import format_cpus
 from tests.servers import (
@@ -169,6 +170,22 @@ def test_options_the_agent_cannot_honour_are_refused(
     assert bench_main.main(["--agent", "http://127.0.0.1:9", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bench: error: --agent: ") and args[0] in err, err
+
+
+def test_the_report_shows_the_server_host() -> None:
+    from runners.report.compare import environment_rows
+    from runners.results import environment as env_capture
+    from runners.results.document import CpuPlacement
+
+    def env(server: tuple[int, ...]) -> Environment:
+        placement = CpuPlacement(server_cpus=server, loadgen_cpus=(1,))
+        return env_capture.capture(placement=placement, database_url=None, redis_url=None)
+
+    here = env((7,))
+    rows = dict(environment_rows(replace(here, server_host=env((3, 4)))))
+    assert rows["Server CPUs"] == "7" and rows["server host: Server CPUs"] == "3, 4"
+    assert "server host: package django" in rows
+    assert not any(name.startswith("server host") for name, _ in environment_rows(here))
 
 
 def test_window_figures_travel_unchanged() -> None:
