@@ -18,7 +18,7 @@ from runners.bench.defaults import MIDDLEWARES
 from runners.cli.args import SEED_KEYS
 from runners.sampling.memory import ProcessMemory, TreeSample
 from runners.serving.commands import Settings, check
-from runners.serving.registry import GC_MODES, RUNNERS, VARIANTS, GcMode, Variant
+from runners.serving.registry import GC_MODES, RUNNERS, VARIANTS, GcMode, Variant, worker_count
 
 TOKEN_ENV = "BENCH_AGENT_TOKEN"  # noqa: S105 (the variable's name, not a secret)
 """The shared secret, when no token file is given (agent and driver alike)."""
@@ -120,8 +120,6 @@ class ServeRequest:
 
     def check(self, ncpus: int) -> None:
         """``ProtocolError`` for settings the runner's server cannot honour."""
-        from runners.serving.registry import worker_count
-
         runner = RUNNERS[self.runner]
         workers = self.workers or worker_count(runner.workers, ncpus)
         threads = self.threads if self.threads is not None else runner.threads

@@ -54,7 +54,7 @@ from runners.cli.signals import ignore_stop_signals, stop_on_signals
 from runners.results import environment as env_capture
 from runners.results.document import CpuPlacement
 from runners.sampling.memory import sample_tree
-from runners.serving import supervisor
+from runners.serving import preflight, supervisor
 from runners.serving.cpus import Placement, placement_from
 from runners.serving.registry import RUNNERS
 from runners.serving.server import (
@@ -247,8 +247,6 @@ class Agent:
         self.lease(body.get("lease"))
         request = PrepareRequest.from_json(body)
         if request.database is not None:
-            from runners.serving import preflight
-
             problem = preflight.database_problem(request.database)
             if problem is not None:
                 raise ProtocolError(f"database {preflight.redact(request.database)}: {problem}")
