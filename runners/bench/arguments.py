@@ -116,6 +116,17 @@ def build_parser() -> Parser:
         help="the Locust master's port for its workers (default: a free one)",
     )
     p.add_argument(
+        "--agent",
+        metavar="http://HOST:PORT",
+        help="serve the runners on another host through its agent (tox -e agent there); "
+        "--server-cpus are then the agent's, and Locust may use every CPU here",
+    )
+    p.add_argument(
+        "--agent-token-file",
+        metavar="PATH",
+        help="the agent's token (default: $BENCH_AGENT_TOKEN)",
+    )
+    p.add_argument(
         "--database",
         metavar="sqlite|URL",
         help="sqlite (default, or $DATABASE_URL when set) or a postgres:// URL",

@@ -8,18 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runners.sampling.memory import TreeSample, sample_tree
-from runners.serving.server import (
-    RunningServer,
-)
-
-
-def worker_pids(server: RunningServer) -> set[int]:
-    """The server's worker processes now (empty if it is gone)."""
-    try:
-        return {p.pid for p in sample_tree(server.pid).workers}
-    except ProcessLookupError:
-        return set()
+from runners.sampling.memory import TreeSample
 
 
 @dataclass(frozen=True)

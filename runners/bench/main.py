@@ -17,6 +17,7 @@ from loadtests.catalog import (
     WORKLOADS,
 )
 from runners import REPO_ROOT
+from runners.agent.client import AgentClient, RemoteHost, client_token
 from runners.bench.calibrate import calibrate
 from runners.bench.console import (
     ProgressView,
@@ -38,7 +39,7 @@ from runners.results import environment as env_capture
 from runners.results.document import CpuPlacement, LoadgenCeiling, ResultsFile
 from runners.runtimes import axes
 from runners.serving import ledger, supervisor
-from runners.serving.cpus import placement_from
+from runners.serving.cpus import Placement, placement_from
 from runners.serving.server import (
     prepare_database,
     upstream,
@@ -139,6 +140,16 @@ def execute(options: Options, command: str) -> int:
     if stray is not None:
         print(stray, flush=True)
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+    agent: AgentClient | None = None
+    if options.agent is not None:
+        # The servers' CPUs are the agent's; asking for them also checks the token.
+        agent = AgentClient(options.agent, client_token(options.agent_token_file))
+        placement = agent.environment().placement
+        options = dataclasses.replace(
+            options,
+            placement=Placement(server=placement.server_cpus, loadgen=options.placement.loadgen),
+        )
+        print(f"Agent: {options.agent} (its server CPUs: {placement.server_cpus})", flush=True)
     print(describe_plan(options), flush=True)
     print(f"Results: {out_dir}", flush=True)
     clock = Clock()
@@ -153,7 +164,8 @@ def execute(options: Options, command: str) -> int:
             placement=CpuPlacement(
                 server_cpus=options.placement.server,
                 loadgen_cpus=options.placement.loadgen,
-                shared=options.placement.shared,
+                # Through an agent the server's CPUs are another host's.
+                shared=options.placement.shared and agent is None,
             ),
             database_url=options.database_url,
             redis_url=os.environ.get("REDIS_URL"),
@@ -177,16 +189,30 @@ def execute(options: Options, command: str) -> int:
             # the ledger stops whatever a cut-short stop left (and says so).
             book = stack.enter_context(supervisor.track())
             stack.callback(report_reaped, book)
+            where = " on the agent's host" if agent is not None else ""
             print(
-                f"Preparing the database ({env_capture.database_label(options.database_url)})...",
+                f"Preparing the database{where} "
+                f"({env_capture.database_label(options.database_url)})...",
                 flush=True,
             )
-            # Once per interpreter: the app runs there (idempotent after the first).
-            for python in dict.fromkeys(runtime.python for runtime in built.values()):
-                prepare_database(ctx.server_env, python, 600.0, **options.seed)
+            needs_upstream = any(WORKLOADS[w].needs_upstream for w in options.workloads)
+            if agent is not None:
+                # Left before the ledger: releasing the lease stops the agent's servers.
+                lease = stack.enter_context(agent.lease())
+                lease.prepare(options.database_url, options.seed)
+                environment = dataclasses.replace(
+                    results.results.environment, server_host=agent.environment()
+                )
+                results.update(environment=environment)
+                # The agent starts the upstream beside each server, on its host.
+                ctx.hosting = RemoteHost(lease, options.database_url, needs_upstream)
+            else:
+                # Once per interpreter: the app runs there (idempotent after the first).
+                for python in dict.fromkeys(runtime.python for runtime in built.values()):
+                    prepare_database(ctx.server_env, python, 600.0, **options.seed)
             if options.calibrate:
                 ctx.ceiling = measure_ceiling(ctx, results, next(iter(built.values())).python)
-            if any(WORKLOADS[w].needs_upstream for w in options.workloads):
+            if needs_upstream and agent is None:
                 ctx.upstream_url = stack.enter_context(
                     upstream(cpus=options.placement.loadgen, log_path=out_dir / "upstream.log")
                 )

@@ -22,7 +22,8 @@ from loadtests.window import Mode, ProbeCommand, ProbeResult
 from runners.bench import capacity, soak
 from runners.bench.capacity import Observation, Target
 from runners.bench.defaults import MAX_PROBE_S
-from runners.bench.incidents import Incidents, worker_changes, worker_pids
+from runners.bench.hosting import Hosted
+from runners.bench.incidents import Incidents, worker_changes
 from runners.bench.options import Options
 from runners.bench.profiles import Profiler
 from runners.load.locust import LocustProcess
@@ -31,9 +32,8 @@ from runners.results.figures import per_gib
 from runners.results.flags import USER_BOUND_CPU_PERCENT
 from runners.results.record import Capacity, Measurement, Memory, Probe, SoakSeries
 from runners.sampling import cpustat
-from runners.sampling.memory import Sampler, TreeSample, summarize
+from runners.sampling.memory import TreeSample, summarize
 from runners.serving.net import http_get
-from runners.serving.server import RunningServer
 
 PROBE_WARMUP_S = 0.5
 """Load at a probe's own setting before its window opens (the first probe: ``--warmup``)."""
@@ -52,7 +52,7 @@ DEFAULT_SATURATION_USERS = 64
 """Users of the saturation probe for a server without a fixed number of slots (async)."""
 
 
-def slots(server: RunningServer) -> int | None:
+def slots(server: Hosted) -> int | None:
     """Requests the server can work on at once: workers x threads for sync servers,
     None for async ones (no fixed limit)."""
     if server.runner.family == "async":
@@ -113,7 +113,7 @@ class Probing:
     def __init__(
         self,
         locust: LocustProcess,
-        server: RunningServer,
+        server: Hosted,
         options: Options,
         check: Callable[[], None] | None = None,
         profiler: Profiler | None = None,
@@ -167,13 +167,13 @@ class Probing:
             reset_stats=reset_stats,
             max_requests=max_requests,
         )
-        sampler = Sampler(self.server.pid, interval=sample_interval(duration_s))
+        # The load generator's CPUs here, the server's on its host (``hosting``).
+        window = self.server.window(sample=sample, interval=sample_interval(duration_s))
         marks: list[cpustat.CpuTimes] = []
 
         def opened() -> None:
             marks.append(cpustat.read())
-            if sample:
-                sampler.start()
+            window.open()
             if profiler is not None:
                 profiler.window_opened()
             if on_start is not None:
@@ -181,8 +181,7 @@ class Probing:
 
         def closed() -> None:
             marks.append(cpustat.read())
-            if sample:
-                sampler.stop()
+            window.close()
             if profiler is not None:
                 profiler.window_closed()
             if on_end is not None:
@@ -191,17 +190,16 @@ class Probing:
         try:
             result = self.locust.probe(command, on_start=opened, on_end=closed, check=self.check)
         finally:
-            if sample:
-                sampler.stop()  # idempotent: the sampling thread never outlives the probe
-        if sample and sampler.error is not None:
-            raise ServerDied(f"the server died during the run ({sampler.error})")
+            figures = window.close()  # idempotent: the sampling never outlives the probe
+        if sample and figures.error is not None:
+            raise ServerDied(f"the server died during the run ({figures.error})")
         before, after = marks[0], marks[-1]
         return Window(
             result,
-            server_cpu_percent=cpustat.busy_percent(before, after, placement.server),
+            server_cpu_percent=figures.server_cpu_percent,
             loadgen_cpu_percent=cpustat.busy_percent(before, after, placement.loadgen),
-            samples=sampler.samples if sample else [],
-            sampler_cpu_percent=sampler.cpu_percent_of_sampler if sample else 0.0,
+            samples=list(figures.samples),
+            sampler_cpu_percent=figures.sampler_cpu_percent,
         )
 
     def probe_seconds(self, rate: float | None) -> float:
@@ -216,14 +214,14 @@ class Probing:
         return self.run(mode, rate, users, self.probe_seconds(rate)).observation()
 
 
-def wait_idle(server: RunningServer, timeout: float = IDLE_TIMEOUT_S) -> float:
+def wait_idle(server: Hosted, timeout: float = IDLE_TIMEOUT_S) -> float:
     """Wait until the server answers ``/health`` within ``IDLE_HEALTH_S`` (a busy sync
     server answers it only after the requests queued before it); the seconds waited."""
     began = time.monotonic()
     while True:
         asked = time.monotonic()
         with contextlib.suppress(OSError):
-            http_get(server.config.host, server.port, "/health", timeout=timeout)
+            http_get(server.host, server.port, "/health", timeout=timeout)
         now = time.monotonic()
         if now - asked < IDLE_HEALTH_S or now - began >= timeout:
             return now - began
@@ -324,7 +322,7 @@ def search_plan(options: Options, server_slots: int | None) -> capacity.Plan:
 
 def open_loop(
     locust: LocustProcess,
-    server: RunningServer,
+    server: Hosted,
     options: Options,
     check: Callable[[], None],
     profiler: Profiler | None = None,
@@ -333,7 +331,7 @@ def open_loop(
     probing = Probing(locust, server, options, check, profiler)
     target = probing.target
     server_slots = slots(server)
-    workers_before = worker_pids(server)
+    workers_before = server.worker_pids()
     found = capacity.search(probing.observe, target, search_plan(options, server_slots))
     curve = list(found.curve)
     if found.rate is not None:
@@ -387,7 +385,7 @@ def open_loop(
 
 def closed_loop(
     locust: LocustProcess,
-    server: RunningServer,
+    server: Hosted,
     options: Options,
     users: int,
     check: Callable[[], None],
@@ -395,7 +393,7 @@ def closed_loop(
 ) -> Measured:
     """One window of ``users`` users sending back to back."""
     probing = Probing(locust, server, options, check, profiler)
-    workers_before = worker_pids(server)
+    workers_before = server.worker_pids()
     window = probing.run("closed", None, users, options.duration_s, sample=True, reset_stats=True)
     outcome = locust.finish()
     result = measurement(window, options, outcome.stats.locust_rps)
@@ -415,7 +413,7 @@ def closed_loop(
 
 def soak_loop(
     locust: LocustProcess,
-    server: RunningServer,
+    server: Hosted,
     options: Options,
     users: int,
     check: Callable[[], None],
@@ -428,10 +426,10 @@ def soak_loop(
     assert target is not None
     interval = soak.sample_interval(target, options.duration_s)
     began = time.monotonic()
-    sampler = Sampler(server.pid, interval=interval)
+    sampling = server.window(sample=True, interval=interval)
     probing = Probing(locust, server, options, check, profiler)
     marks: dict[str, float] = {}
-    sampler.start()
+    sampling.open()
     if profiler is not None:
         profiler.soak_started(began)
     try:
@@ -447,14 +445,15 @@ def soak_loop(
             profile=True,
         )
     finally:
-        samples = sampler.stop()
-    if sampler.error is not None or not server.alive():
-        raise ServerDied(f"the server died during the soak ({sampler.error})")
+        figures = sampling.close()
+    samples = list(figures.samples)
+    if figures.error is not None or server.exit_status() is not None:
+        raise ServerDied(f"the server died during the soak ({figures.error})")
     outcome = locust.finish()
     start, end = marks.get("start", 0.0), marks.get("end", time.monotonic() - began)
     in_window = [s for s in samples if s.t >= start - 0.05] or samples[-1:]
     window.samples = in_window
-    window.sampler_cpu_percent = sampler.cpu_percent_of_sampler
+    window.sampler_cpu_percent = figures.sampler_cpu_percent
     result = measurement(window, options, outcome.stats.locust_rps)
     memory = Memory.from_dict(soak.downsample_memory(result.memory.to_dict()))
     block = soak.series(

@@ -56,7 +56,13 @@ from runners.runtimes.interpreters import (
 )
 from runners.runtimes.releases import DjangoUnavailable, check_djangos, parse_django
 from runners.serving import preflight
-from runners.serving.cpus import Placement, placement_from
+from runners.serving.cpus import (
+    Placement,
+    available_cpus,
+    check_available,
+    parse_cpus,
+    placement_from,
+)
 from runners.serving.registry import (
     FAMILIES,
     GC_MODES,
@@ -127,6 +133,10 @@ class Options:
             self.threads if self.threads and takes_threads(runner) else (None,)
         )
         return [(w, t) for w in workers for t in threads]
+
+    # --agent (runners.agent): the servers run on the agent's host.
+    agent: str | None = None
+    agent_token_file: Path | None = None
 
     @property
     def timing(self) -> Timing:
@@ -276,7 +286,9 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
     """Options from the command line (``None`` with ``--list``); ``UsageError`` if bad."""
     a = build_parser().parse_args(list(argv))
     try:
-        placement = placement_from(a.server_cpus, a.loadgen_cpus)
+        placement = agent_placement(a) if a.agent else placement_from(a.server_cpus, a.loadgen_cpus)
+    except UsageError:
+        raise
     except ValueError as exc:
         raise UsageError(f"--server-cpus/--loadgen-cpus: {exc}") from None
     if a.list:
@@ -337,6 +349,8 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         profile=bool(a.profile),
         memory_profile=bool(a.memory_profile),
         sweep=check_sweep(a),
+        agent=a.agent,
+        agent_token_file=Path(a.agent_token_file) if a.agent_token_file else None,
     )
     try:
         options = replace(
@@ -344,7 +358,9 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    check_database(options.database_url, "--database" if a.database else "$DATABASE_URL")
+    if options.agent is None:
+        # Through an agent the database is the server host's: the agent checks it.
+        check_database(options.database_url, "--database" if a.database else "$DATABASE_URL")
     return options, a
 
 
@@ -358,6 +374,35 @@ def check_sweep(a: argparse.Namespace) -> bool:
             "or --sweep, not both"
         )
     return bool(a.sweep)
+
+
+AGENT_REFUSES = {
+    "server_cpus": "--server-cpus (the agent's own --server-cpus place its servers)",
+    "python": "--python (the agent serves with its own interpreter)",
+    "django": "--django (the agent serves with its own Django)",
+    "profile": "--profile (the profilers read the server's processes on this host)",
+    "memory_profile": "--memory-profile (the profilers read the server's processes here)",
+    "micro": "--micro (the micro-benchmarks run on this host)",
+}
+
+
+def agent_placement(a: argparse.Namespace) -> Placement:
+    """``--agent``: the options it cannot honour refused, the agent URL and token checked;
+    the load generator gets ``--loadgen-cpus`` or every CPU here (the server's CPUs are the
+    agent's, filled in once it answers)."""
+    from runners.agent.client import client_token, parse_url
+
+    for key, what in AGENT_REFUSES.items():
+        if getattr(a, key):
+            raise UsageError(f"--agent: {what} does not apply")
+    try:
+        parse_url(a.agent)
+        client_token(Path(a.agent_token_file) if a.agent_token_file else None)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"--agent: {exc}") from None
+    loadgen = parse_cpus(a.loadgen_cpus) if a.loadgen_cpus else available_cpus()
+    check_available(loadgen)
+    return Placement(server=(), loadgen=loadgen)
 
 
 def loadgen_processes(a: argparse.Namespace, placement: Placement) -> dict[str, Any]:

@@ -3,11 +3,13 @@ turn what was measured into the run's record (``ok`` or ``failed``)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runners.bench.hosting import Hosted, LocalHost, ServerHost
 from runners.bench.matrix import RunSpec
 from runners.bench.measure import Measured, ServerDied, closed_loop, open_loop, soak_loop
 from runners.bench.options import Options
@@ -22,11 +24,7 @@ from runners.runtimes.venvs import Runtime
 from runners.serving.registry import (
     worker_count,
 )
-from runners.serving.server import (
-    RunningServer,
-    ServeConfig,
-    serve,
-)
+from runners.serving.server import ServeConfig
 from runners.serving.supervisor import log_tail
 
 
@@ -41,6 +39,8 @@ class Context:
     ceiling: LoadgenCeiling | None = None
     """``--calibrate``'s measure of this host's load generator."""
     built_runtimes: dict[RuntimeKey, Runtime] = field(default_factory=dict)
+    hosting: ServerHost = field(default_factory=LocalHost)
+    """Where the servers run: here, or on the agent's host (``--agent``)."""
 
     def runtime(self, spec: RunSpec) -> Runtime:
         """The interpreter and packages the run's server runs on (built in ``execute``)."""
@@ -59,7 +59,7 @@ class Context:
         return path.relative_to(self.out_dir).as_posix()
 
 
-def server_watch(server: RunningServer) -> Callable[[], None]:
+def server_watch(server: Hosted) -> Callable[[], None]:
     """A check for Locust's waits: raise ``ServerDied`` once the server is gone, so that a
     run whose server died ends at once instead of at Locust's deadline."""
 
@@ -71,7 +71,7 @@ def server_watch(server: RunningServer) -> Callable[[], None]:
     return check
 
 
-def plan_locust(server: RunningServer, spec: RunSpec, ctx: Context) -> LocustPlan:
+def plan_locust(server: Hosted, spec: RunSpec, ctx: Context) -> LocustPlan:
     """The Locust process of ``spec`` against ``server``, on the load-generator CPUs; its
     own time limit is a safety net well past the run's estimate."""
     options = ctx.options
@@ -92,7 +92,7 @@ def plan_locust(server: RunningServer, spec: RunSpec, ctx: Context) -> LocustPla
 
 
 def measure(
-    server: RunningServer, spec: RunSpec, ctx: Context, profiler: Profiler | None = None
+    server: Hosted, spec: RunSpec, ctx: Context, profiler: Profiler | None = None
 ) -> Measured:
     """Drive ``server`` with Locust and measure it: the capacity search, a closed loop, or a
     soak; ``profiler`` takes the run's profiles around the measured window. Ends early
@@ -200,20 +200,26 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
         gc=spec.runtime.gc,
     )
     try:
-        with serve(config) as server:
+        with ctx.hosting.serve(config) as server:
             run = dataclasses.replace(
                 run,
                 workers=server.workers,
                 threads=server.threads,
                 variant=server.variant,
                 gc=server.gc,
-                server_command=tuple(server.command.argv),
+                server_command=server.argv,
                 startup_s=round(server.startup_seconds, 3),
+                python=server.python or run.python,
+                django=server.django or run.django,
             )
-            with Profiler(profiles, server) as profiler:
+            # The profilers read the server's processes: only where they run here.
+            local = server.local
+            with (
+                Profiler(profiles, local) if local is not None else contextlib.nullcontext()
+            ) as profiler:
                 measured = measure(server, spec, ctx, profiler)
         flags = [*measured.flags, *measured.incidents.flags(), *profiles.flags()]
-        if options.placement.shared:
+        if options.placement.shared and options.agent is None:
             flags.append("shared-cpus")
         flags = list(order_flags(flags))
         share = ceiling_share(measured.measurement.rps, run.loadgen_processes, ctx.ceiling)
@@ -225,7 +231,7 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
             flags=tuple(flags),
             notes=tuple(notes_for(flags)),
             events=tuple(measured.incidents.events()) or None,
-            **profiler.fields(),
+            **(profiler.fields() if profiler is not None else {}),
         )
     except Exception as exc:  # a failed run is recorded, the matrix goes on
         message = str(exc).strip() or type(exc).__name__

@@ -252,6 +252,10 @@ def environment_rows(env: Environment) -> list[tuple[str, str]]:
     ]
     if env.memory_total_bytes:
         rows.insert(1, ("Memory", f"{int(env.memory_total_bytes) / GIB:.1f} GiB"))
+    if env.server_host is not None:
+        # --agent: the servers ran on another host (this one sent the load).
+        server_rows = environment_rows(env.server_host)
+        rows += [(f"server host: {name}", value) for name, value in server_rows]
     packages = env.packages
     rows += [(f"package {name}", str(packages[name] or "")) for name in sorted(packages)]
     return rows

@@ -80,6 +80,8 @@ class Environment(Record):
     git_dirty: bool | None = None
     memory_total_bytes: int | None = optional(None)
     loadgen_ceiling: LoadgenCeiling | None = optional(None)
+    server_host: Environment | None = optional(None)
+    """``--agent``: the environment of the servers' host (this block is the load host's)."""
 
 
 @dataclass(frozen=True, kw_only=True)

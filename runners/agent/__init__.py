@@ -1,0 +1,1 @@
+"""The agent: the server on its own host (``tox -e agent``), and the driver's client of it."""

@@ -1,0 +1,5 @@
+import sys
+
+from runners.agent.server import main
+
+sys.exit(main())
