@@ -28,9 +28,17 @@ from runners.bench.profiles import Profiler
 from runners.load.locust import LocustProcess
 from runners.results import latency
 from runners.results.figures import per_gib
-from runners.results.flags import USER_BOUND_CPU_PERCENT
-from runners.results.record import Capacity, Measurement, Memory, Probe, SoakSeries
-from runners.sampling import cpustat
+from runners.results.flags import INTERFERENCE_SHARE, USER_BOUND_CPU_PERCENT
+from runners.results.record import (
+    Capacity,
+    DatabaseUsage,
+    Interference,
+    Measurement,
+    Memory,
+    Probe,
+    SoakSeries,
+)
+from runners.sampling import cpustat, interference
 from runners.sampling.memory import Sampler, TreeSample, summarize
 from runners.serving.net import http_get
 from runners.serving.server import RunningServer
@@ -76,6 +84,8 @@ class Window:
     loadgen_cpu_percent: float | None
     samples: list[TreeSample] = field(default_factory=list)
     sampler_cpu_percent: float = 0.0
+    interference: Interference | None = None
+    database: DatabaseUsage | None = None
 
     def observation(self) -> Observation:
         r = self.result
@@ -119,6 +129,7 @@ class Probing:
         self.profiler = profiler
         self.seq = 0
         self.target = Target(slo_p99_ms=options.slo_p99_ms)
+        self.database_pid = interference.database_server_pid(options.database_url)
 
     def run(
         self,
@@ -162,10 +173,14 @@ class Probing:
             max_requests=max_requests,
         )
         sampler = Sampler(self.server.pid, interval=sample_interval(duration_s))
-        marks: list[cpustat.CpuTimes] = []
+        marks: list[interference.Mark] = []
+        database: list[interference.DatabaseMemory | None] = []
+
+        def mark() -> None:
+            marks.append(interference.mark(placement.server, placement.loadgen, self.database_pid))
 
         def opened() -> None:
-            marks.append(cpustat.read())
+            mark()
             if sample:
                 sampler.start()
             if profiler is not None:
@@ -174,7 +189,9 @@ class Probing:
                 on_start()
 
         def closed() -> None:
-            marks.append(cpustat.read())
+            mark()
+            if self.database_pid is not None:
+                database.append(interference.database_memory(self.database_pid))
             if sample:
                 sampler.stop()
             if profiler is not None:
@@ -192,10 +209,12 @@ class Probing:
         before, after = marks[0], marks[-1]
         return Window(
             result,
-            server_cpu_percent=cpustat.busy_percent(before, after, placement.server),
-            loadgen_cpu_percent=cpustat.busy_percent(before, after, placement.loadgen),
+            server_cpu_percent=cpustat.busy_percent(before.cpus, after.cpus, placement.server),
+            loadgen_cpu_percent=cpustat.busy_percent(before.cpus, after.cpus, placement.loadgen),
             samples=sampler.samples if sample else [],
             sampler_cpu_percent=sampler.cpu_percent_of_sampler if sample else 0.0,
+            interference=interference_record(before, after, options),
+            database=database_record(before, after, database[-1] if database else None, options),
         )
 
     def probe_seconds(self, rate: float | None) -> float:
@@ -208,6 +227,43 @@ class Probing:
     def observe(self, mode: Mode, rate: float | None, users: int) -> Observation:
         """``capacity.search``'s probe."""
         return self.run(mode, rate, users, self.probe_seconds(rate)).observation()
+
+
+def interference_record(
+    before: interference.Mark, after: interference.Mark, options: Options
+) -> Interference | None:
+    placement = options.placement
+    found = interference.others(before, after, placement.server, placement.loadgen)
+    if found is None:
+        return None
+    return Interference(
+        server_cpu_seconds=round(found.server_cpu_seconds, 3),
+        loadgen_cpu_seconds=round(found.loadgen_cpu_seconds, 3),
+        share=round(found.share, 4),
+        server_share=round(found.server_share, 4),
+        loadgen_share=round(found.loadgen_share, 4),
+        unpinned_cpu_seconds=round(found.unpinned_cpu_seconds, 3),
+    )
+
+
+def database_record(
+    before: interference.Mark,
+    after: interference.Mark,
+    memory: interference.DatabaseMemory | None,
+    options: Options,
+) -> DatabaseUsage | None:
+    """The local database's figures over the window (None: no local database watched)."""
+    if before.database is None or after.database is None:
+        return None
+    cpus = memory.cpus if memory is not None else None
+    return DatabaseUsage(
+        cpu_seconds=round(max(0.0, after.database - before.database), 3),
+        pss_bytes=memory.pss_bytes if memory is not None else None,
+        processes=memory.processes if memory is not None else None,
+        cpus=cpus,
+        # Not pinned (or pinned over the server's CPUs): the scheduler puts it anywhere.
+        shares_server_cpus=cpus is None or bool(set(cpus) & set(options.placement.server)),
+    )
 
 
 def wait_idle(server: RunningServer, timeout: float = IDLE_TIMEOUT_S) -> float:
@@ -264,6 +320,8 @@ def measurement(window: Window, options: Options, locust_rps: float | None) -> M
         latency_hdr=r.latency_hdr or None,
         offered_rps=r.rate,
         timeouts=r.timeouts,
+        interference=window.interference,
+        database=window.database,
     )
 
 
@@ -275,6 +333,10 @@ def window_flags(window: Window, target: Target) -> list[str]:
         flags.append("loadgen-bound")
     if observed.error_rate > (target.max_error_rate if observed.mode == "open" else 0.0):
         flags.append("failures")
+    if window.interference is not None and window.interference.share > INTERFERENCE_SHARE:
+        flags.append("interference")
+    if window.database is not None and window.database.shares_server_cpus:
+        flags.append("database-shared-cpus")
     return flags
 
 
