@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,12 +22,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from runners.report import render_run
 from runners.results.flags import FLAGS, INTERFERENCE_SHARE, notes_for
 from runners.sampling import cpustat
 from runners.sampling.interference import TICKS_PER_S, Mark, is_local, others
 from runners.serving.cpus import default_placement
 from runners.serving.servers.launch import launch_command
 from tests.servers import run_bench
+from tests.test_report import SAMPLE, parse, place
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 WINDOW = ("--load", "closed", "--users", "4", "--warmup", "1", "--duration", "2", "--no-report")
@@ -76,6 +79,29 @@ def test_the_flags_are_documented() -> None:
     assert FLAGS["interference"].unranked and FLAGS["interference"].threshold == INTERFERENCE_SHARE
     assert not FLAGS["database-shared-cpus"].unranked
     assert len(notes_for(["interference", "database-shared-cpus"])) == 2
+
+
+def test_the_report_shows_the_database_and_the_others(tmp_path: Path) -> None:
+    data = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    first, second = [r for r in data["runs"] if r["status"] == "ok"][:2]
+    first["database"] = {
+        "cpu_seconds": 0.27,
+        "pss_bytes": 56 << 20,
+        "processes": 9,
+        "cpus": [0, 1],
+        "shares_server_cpus": True,
+    }
+    first["interference"] = {"server_cpu_seconds": 0.0, "loadgen_cpu_seconds": 0.1, "share": 0.03}
+    second["interference"] = {"server_cpu_seconds": 1.5, "loadgen_cpu_seconds": 0.0, "share": 0.4}
+    second["flags"].append("interference")
+    doc = parse(render_run(place(data, tmp_path / "host")).read_text(encoding="utf-8"))
+    table = doc.find("table", **{"class": "compact host"})
+    row = table.find("tr", data_run_id=first["id"])
+    assert "0.27" in row.find("td", **{"class": "n database-cpu"}).text()
+    assert row.find("td", **{"class": "n database-pss"}).text() == "56.0"
+    assert "shares the server's CPUs" in row.text()
+    assert "40.0 %" in table.find("tr", data_run_id=second["id"]).text()
+    assert doc.find("p", **{"class": "warning database-shared"})
 
 
 # --- real runs -----------------------------------------------------------------------------------
