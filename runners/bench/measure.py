@@ -29,9 +29,17 @@ from runners.bench.profiles import Profiler
 from runners.load.locust import LocustProcess
 from runners.results import latency
 from runners.results.figures import per_gib
-from runners.results.flags import USER_BOUND_CPU_PERCENT
-from runners.results.record import Capacity, Measurement, Memory, Probe, SoakSeries
-from runners.sampling import cpustat
+from runners.results.flags import INTERFERENCE_SHARE, USER_BOUND_CPU_PERCENT
+from runners.results.record import (
+    Capacity,
+    DatabaseUsage,
+    Interference,
+    Measurement,
+    Memory,
+    Probe,
+    SoakSeries,
+)
+from runners.sampling import cpustat, interference
 from runners.sampling.memory import TreeSample, summarize
 from runners.serving.net import http_get
 
@@ -76,6 +84,8 @@ class Window:
     loadgen_cpu_percent: float | None
     samples: list[TreeSample] = field(default_factory=list)
     sampler_cpu_percent: float = 0.0
+    interference: Interference | None = None
+    database: DatabaseUsage | None = None
 
     def observation(self) -> Observation:
         r = self.result
@@ -125,6 +135,12 @@ class Probing:
         self.profiler = profiler
         self.seq = 0
         self.target = Target(slo_p99_ms=options.slo_p99_ms)
+        self.local = options.agent is None
+        """The server runs on this host (not through ``--agent``): who else used its CPUs
+        and what a local database used are measured here."""
+        self.database_pid = (
+            interference.database_server_pid(options.database_url) if self.local else None
+        )
 
     def run(
         self,
@@ -169,10 +185,23 @@ class Probing:
         )
         # The load generator's CPUs here, the server's on its host (``hosting``).
         window = self.server.window(sample=sample, interval=sample_interval(duration_s))
-        marks: list[cpustat.CpuTimes] = []
+        marks: list[interference.Mark] = []
+        loadgen_marks: list[cpustat.CpuTimes] = []
+        database: list[interference.DatabaseMemory | None] = []
+
+        def mark() -> None:
+            if self.local:
+                marks.append(
+                    interference.mark(placement.server, placement.loadgen, self.database_pid)
+                )
+                loadgen_marks.append(marks[-1].cpus)
+            else:
+                # Through an agent the server's CPUs are another host's: only the load
+                # generator's are read here (and no one else's use of them is told apart).
+                loadgen_marks.append(cpustat.read())
 
         def opened() -> None:
-            marks.append(cpustat.read())
+            mark()
             window.open()
             if profiler is not None:
                 profiler.window_opened()
@@ -180,7 +209,9 @@ class Probing:
                 on_start()
 
         def closed() -> None:
-            marks.append(cpustat.read())
+            mark()
+            if self.database_pid is not None:
+                database.append(interference.database_memory(self.database_pid))
             window.close()
             if profiler is not None:
                 profiler.window_closed()
@@ -193,13 +224,20 @@ class Probing:
             figures = window.close()  # idempotent: the sampling never outlives the probe
         if sample and figures.error is not None:
             raise ServerDied(f"the server died during the run ({figures.error})")
-        before, after = marks[0], marks[-1]
         return Window(
             result,
             server_cpu_percent=figures.server_cpu_percent,
-            loadgen_cpu_percent=cpustat.busy_percent(before, after, placement.loadgen),
+            loadgen_cpu_percent=cpustat.busy_percent(
+                loadgen_marks[0], loadgen_marks[-1], placement.loadgen
+            ),
             samples=list(figures.samples),
             sampler_cpu_percent=figures.sampler_cpu_percent,
+            interference=interference_record(marks[0], marks[-1], options) if marks else None,
+            database=database_record(
+                marks[0], marks[-1], database[-1] if database else None, options
+            )
+            if marks
+            else None,
         )
 
     def probe_seconds(self, rate: float | None) -> float:
@@ -212,6 +250,43 @@ class Probing:
     def observe(self, mode: Mode, rate: float | None, users: int) -> Observation:
         """``capacity.search``'s probe."""
         return self.run(mode, rate, users, self.probe_seconds(rate)).observation()
+
+
+def interference_record(
+    before: interference.Mark, after: interference.Mark, options: Options
+) -> Interference | None:
+    placement = options.placement
+    found = interference.others(before, after, placement.server, placement.loadgen)
+    if found is None:
+        return None
+    return Interference(
+        server_cpu_seconds=round(found.server_cpu_seconds, 3),
+        loadgen_cpu_seconds=round(found.loadgen_cpu_seconds, 3),
+        share=round(found.share, 4),
+        server_share=round(found.server_share, 4),
+        loadgen_share=round(found.loadgen_share, 4),
+        unpinned_cpu_seconds=round(found.unpinned_cpu_seconds, 3),
+    )
+
+
+def database_record(
+    before: interference.Mark,
+    after: interference.Mark,
+    memory: interference.DatabaseMemory | None,
+    options: Options,
+) -> DatabaseUsage | None:
+    """The local database's figures over the window (None: no local database watched)."""
+    if before.database is None or after.database is None:
+        return None
+    cpus = memory.cpus if memory is not None else None
+    return DatabaseUsage(
+        cpu_seconds=round(max(0.0, after.database - before.database), 3),
+        pss_bytes=memory.pss_bytes if memory is not None else None,
+        processes=memory.processes if memory is not None else None,
+        cpus=cpus,
+        # Not pinned (or pinned over the server's CPUs): the scheduler puts it anywhere.
+        shares_server_cpus=cpus is None or bool(set(cpus) & set(options.placement.server)),
+    )
 
 
 def wait_idle(server: Hosted, timeout: float = IDLE_TIMEOUT_S) -> float:
@@ -268,6 +343,8 @@ def measurement(window: Window, options: Options, locust_rps: float | None) -> M
         latency_hdr=r.latency_hdr or None,
         offered_rps=r.rate,
         timeouts=r.timeouts,
+        interference=window.interference,
+        database=window.database,
     )
 
 
@@ -279,6 +356,10 @@ def window_flags(window: Window, target: Target) -> list[str]:
         flags.append("loadgen-bound")
     if observed.error_rate > (target.max_error_rate if observed.mode == "open" else 0.0):
         flags.append("failures")
+    if window.interference is not None and window.interference.share > INTERFERENCE_SHARE:
+        flags.append("interference")
+    if window.database is not None and window.database.shares_server_cpus:
+        flags.append("database-shared-cpus")
     return flags
 
 

@@ -17,7 +17,7 @@ from runners.report.capacity import bound_reason, slo_text
 from runners.report.compare import ASSUMED_NOISE, NOISE_FLOOR
 from runners.results.cells import Stat
 from runners.results.figures import MIB
-from runners.results.flags import NOISY_SPREAD, help_texts
+from runners.results.flags import INTERFERENCE_SHARE, NOISY_SPREAD, help_texts
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -103,6 +103,7 @@ def environment() -> Environment:
         slo_text=slo_text,
         css=inline_style(_asset("report.css")),
         noise={"floor": NOISE_FLOOR, "assumed": ASSUMED_NOISE, "noisy": NOISY_SPREAD},
+        interference_share=INTERFERENCE_SHARE,
     )
     return env
 

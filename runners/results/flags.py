@@ -25,6 +25,9 @@ NOISY_CV = 0.05
 USER_BOUND_CPU_PERCENT = 70.0
 """A closed-loop run whose server CPUs stayed below this (with the load generator
 not saturated and free server slots) measured its user count, not the server."""
+INTERFERENCE_SHARE = 0.05
+"""Above this share of the window on the server's or the load generator's CPUs, other
+processes used enough CPU to move the figures (``runners.sampling.interference``)."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,36 @@ FLAGS: dict[str, Flag] = {
             # Every run of an invocation carries it alike: it ranks nothing lower.
             unranked=False,
             order=5,
+        ),
+        Flag(
+            "interference",
+            help=f"other processes used over {INTERFERENCE_SHARE:.0%} of the server's or the "
+            "load generator's CPUs during the window",
+            note=(
+                f"processes outside the run used over {INTERFERENCE_SHARE:.0%} of the time of the "
+                "server's or the load generator's CPUs during the measured window (their busy "
+                "time minus the server's, Locust's, the upstream's and the driver's CPU time: "
+                "see the run's interference figures), so they competed with the run: run on a "
+                "quiet machine, or keep other jobs off these CPUs"
+            ),
+            unranked=True,
+            order=5,
+            threshold=INTERFERENCE_SHARE,
+        ),
+        Flag(
+            "database-shared-cpus",
+            help="the PostgreSQL server on this host may run on the server's CPUs: its CPU "
+            "time competed with the server's",
+            note=(
+                "the PostgreSQL server runs on this host and is not pinned, so its processes "
+                "ran on the server's CPUs too (see the run's database figures): the server's "
+                "throughput includes sharing its CPUs with the database. Pin PostgreSQL to "
+                "other CPUs (e.g. taskset, or systemd's CPUAffinity=) or use a database on "
+                "another host for figures of the server alone"
+            ),
+            # Every run against the same database carries it alike: it ranks nothing lower.
+            unranked=False,
+            order=6,
         ),
         Flag(
             "worker-restarted",

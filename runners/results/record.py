@@ -247,6 +247,38 @@ class Capacity(Record):
     curve: tuple[Probe, ...] = ()
 
 
+# --- what else ran on the host ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interference(Record):
+    """CPU seconds that processes outside the run used on its CPUs over the window
+    (``runners.sampling.interference``): busy time minus the run's own processes."""
+
+    server_cpu_seconds: float
+    loadgen_cpu_seconds: float
+    share: float
+    """The larger of ``server_share`` and ``loadgen_share``: the ``interference`` flag's figure."""
+    server_share: float | None = optional(None)
+    """``server_cpu_seconds`` / (window x server CPUs)."""
+    loadgen_share: float | None = optional(None)
+    unpinned_cpu_seconds: float | None = optional(None)
+    """The driver's (and a local database's) CPU seconds, taken off both sides."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseUsage(Record):
+    """The PostgreSQL server on this host over the window, beside the server's figures."""
+
+    cpu_seconds: float
+    pss_bytes: int | None = optional(None)
+    """Summed PSS of its processes at the window's end."""
+    processes: int | None = optional(None)
+    cpus: tuple[int, ...] | None = optional(None)
+    """The CPUs its processes may run on (it is not pinned)."""
+    shares_server_cpus: bool = False
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -328,6 +360,8 @@ class Run(Record):
     memory_profile: MemoryProfile | None = optional(None)
     cpu_profile: CpuProfile | None = optional(None)
     soak_breakdown: SoakBreakdown | None = optional(None)
+    interference: Interference | None = optional(None)
+    database: DatabaseUsage | None = optional(None)
 
     @property
     def ok(self) -> bool:
@@ -397,6 +431,8 @@ class Measurement:
     latency_hdr: str | None = None
     offered_rps: float | None = None
     timeouts: int | None = None
+    interference: Interference | None = None
+    database: DatabaseUsage | None = None
 
     @property
     def successes(self) -> int:
@@ -446,4 +482,6 @@ class Measurement:
             latency_hdr=self.latency_hdr,
             offered_rps=self.offered_rps,
             timeouts=self.timeouts,
+            interference=self.interference,
+            database=self.database,
         )
