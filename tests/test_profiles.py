@@ -98,6 +98,14 @@ def test_profile_writes_a_django_flame_graph_linked_from_the_report(profiled: Be
     links = [a.attrs["href"] for a in page.find("section", id="runs").find_all("a")]
     for runner in (RUNNER, "uvicorn"):
         assert only_run(profiled, runner)["cpu_profile"]["flamegraph"] in links
+    # The flame graphs side by side: one row per workload, a column per runner.
+    (grid,) = [t for t in page.find_all("table") if t.has_class("flamegraph-grid")]
+    (row,) = [r for r in grid.find_all("tr") if r.attrs.get("data-workload") == "json"]
+    cells = {c.attrs["data-run-id"]: c for c in row.find_all("td") if c.attrs.get("data-run-id")}
+    assert set(cells) == {r["id"] for r in profiled.results["runs"]}
+    for run_id, cell in cells.items():
+        run = next(r for r in profiled.results["runs"] if r["id"] == run_id)
+        assert [a.attrs["href"] for a in cell.find_all("a")] == [run["cpu_profile"]["flamegraph"]]
     # Profiled runs are not ranked.
     ranked = [r for r in page.find_all("tr") if r.attrs.get("data-rank")]
     assert ranked == []
@@ -150,7 +158,9 @@ def soaks(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[
 
 
 def soak_run(bench: BenchRun, gc: str) -> dict[str, Any]:
-    (run,) = [r for r in bench.check()["runs"] if r["gc"] == gc]
+    runs: list[dict[str, Any]] = [r for r in bench.check()["runs"] if r["gc"] == gc]
+    assert len(runs) == 1
+    run = runs[0]
     assert run["runner"] == RUNNER and run["soak"] is True
     return run
 
@@ -158,8 +168,8 @@ def soak_run(bench: BenchRun, gc: str) -> dict[str, Any]:
 def heap_lost_per_1k(run: dict[str, Any]) -> float:
     """The heap's shared bytes a worker lost per 1,000 requests of the soak (mean worker)."""
     workers = run["soak_breakdown"]["workers"]
-    lost = sum(w["categories"]["heap"]["unshared"] for w in workers) / len(workers)
-    return lost / (run["requests"] / 1000)
+    lost: float = sum(w["categories"]["heap"]["unshared"] for w in workers) / len(workers)
+    return lost / (int(run["requests"]) / 1000)
 
 
 @pytest.mark.servers

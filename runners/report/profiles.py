@@ -1,8 +1,9 @@
 """What the run page shows of the profiles (``runners.bench.profiles``): a worker's
 private memory by mapping category for every runner side by side, the top
 allocation sites of ``--memory-profile`` runs with what the workers inherited at
-the fork, which category drove a soak's copy-on-write decay, and the flame
-graphs of ``--profile`` runs. The template is ``templates/_profiles.html.j2``.
+the fork, which category drove a soak's copy-on-write decay (per gc mode and
+interpreter), and the flame graphs of ``--profile`` runs, side by side per workload
+(uvicorn's ``json`` next to gthread's). The template is ``templates/_profiles.html.j2``.
 """
 
 from __future__ import annotations
@@ -215,12 +216,25 @@ def flamegraph_views(runs: list[Run], results_dir: Path) -> list[JSON]:
     return sorted(views, key=lambda v: (v["run"].workload, v["label"]))
 
 
+def flamegraph_grid(views: list[JSON]) -> JSON:
+    """The flame graphs side by side: one row per workload, one column per runner label
+    (None where that runner was not profiled on that workload)."""
+    labels = list(dict.fromkeys(v["label"] for v in views))
+    rows = []
+    for workload in dict.fromkeys(v["run"].workload for v in views):
+        by_label = {v["label"]: v for v in views if v["run"].workload == workload}
+        rows.append({"workload": workload, "cells": [by_label.get(label) for label in labels]})
+    return {"labels": labels, "rows": rows}
+
+
 def profile_views(results: Results, charts: dict[str, JSON], results_dir: Path) -> JSON:
     """Everything ``_profiles.html.j2`` shows (empty lists: nothing to show)."""
     runs = list(results.runs)
+    flamegraphs = flamegraph_views(runs, results_dir)
     return {
         "breakdowns": breakdown_views(runs, charts),
         "memory_profiles": memory_profile_views(runs),
         "soak": soak_views(runs, charts),
-        "flamegraphs": flamegraph_views(runs, results_dir),
+        "flamegraphs": flamegraphs,
+        "flamegraph_grid": flamegraph_grid(flamegraphs),
     }
