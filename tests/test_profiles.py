@@ -5,6 +5,7 @@ the report shows of them."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,16 @@ def test_gc_freeze_erodes_the_heaps_shared_part_more_slowly_than_default(
     default, freeze = heap_lost_per_1k(runs["default"]), heap_lost_per_1k(runs["freeze"])
     assert default > 1.3 * freeze, (default / MIB, freeze / MIB)
     assert default - freeze > 4 * MIB, (default / MIB, freeze / MIB)
+    # The report says so: freeze's heap un-shared per 1,000 requests against default's.
+    page = parse((soaks.out / "index.html").read_text(encoding="utf-8"))
+    items = page.find("section", id="profiles").find_all("li")
+    shown = {li.attrs["data-run-id"]: li for li in items if li.attrs.get("data-run-id")}
+    item = shown[runs["freeze"]["id"]]
+    assert abs(int(item.attrs["data-heap-per-1k"] or "0") - freeze) <= 16  # a rounded mean
+    said = re.search(r"\(([+-]\d+)% vs gc default\)", item.text())
+    assert said is not None
+    assert abs(int(said.group(1)) - (freeze / default - 1) * 100) <= 1
+    assert "vs gc default" not in shown[runs["default"]["id"]].text()
 
 
 def test_the_shift_names_the_category_that_lost_most_shared_bytes() -> None:

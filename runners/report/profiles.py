@@ -168,8 +168,11 @@ def soak_view(run: Run, soak: SoakBreakdown) -> JSON:
             f"{_mib(driver['private_growth'])} MiB."
         )
     python = run.python.label if run.python else ""
+    heap = next((row["unshared"] for row in rows if row["category"] == "heap"), 0)
     return {
         "run": run,
+        "python": python,
+        "heap_per_1k": heap / (run.requests / 1000) if run.requests else None,
         "title": f"gc {run.gc}" + (f" · {python}" if python else ""),
         "rows": rows,
         "driver": soak.driver,
@@ -178,10 +181,38 @@ def soak_view(run: Run, soak: SoakBreakdown) -> JSON:
     }
 
 
+def _change(value: float, base: float) -> str:
+    return f"{value / base - 1:+.0%}" if base else "—"
+
+
+def soak_comparisons(views: list[JSON]) -> None:
+    """Each view's heap un-shared per worker per 1,000 requests against gc ``default`` on
+    the same interpreter and against the first interpreter with the same gc mode (where
+    3.12's immortal objects would show), as ``versus``: a list of short sentences."""
+    for view in views:
+        versus = []
+        value = view["heap_per_1k"]
+        gc = view["run"].gc
+        same_python = [v for v in views if v["python"] == view["python"] and v is not view]
+        base = next((v for v in same_python if v["run"].gc == "default"), None)
+        if gc != "default" and base is not None and value is not None and base["heap_per_1k"]:
+            versus.append(f"{_change(value, base['heap_per_1k'])} vs gc default")
+        first = next((v for v in views if v["run"].gc == gc), None)
+        if (
+            first is not None
+            and first["python"] != view["python"]
+            and value is not None
+            and first["heap_per_1k"]
+        ):
+            versus.append(f"{_change(value, first['heap_per_1k'])} vs {first['python']}")
+        view["versus"] = versus
+
+
 def soak_views(runs: list[Run], charts: dict[str, JSON]) -> JSON | None:
     views = [soak_view(r, r.soak_breakdown) for r in runs if r.ok and r.soak_breakdown]
     if not views:
         return None
+    soak_comparisons(views)
     charts["prof-soak"] = {
         "kind": "memory",
         "labels": [v["title"] for v in views],
