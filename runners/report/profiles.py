@@ -1,8 +1,9 @@
 """What the run page shows of the profiles (``runners.bench.profiles``): a worker's
 private memory by mapping category for every runner side by side, the top
 allocation sites of ``--memory-profile`` runs with what the workers inherited at
-the fork, which category drove a soak's copy-on-write decay, and the flame
-graphs of ``--profile`` runs. The template is ``templates/_profiles.html.j2``.
+the fork, which category drove a soak's copy-on-write decay (per gc mode and
+interpreter), and the flame graphs of ``--profile`` runs, side by side per workload
+(uvicorn's ``json`` next to gthread's). The template is ``templates/_profiles.html.j2``.
 """
 
 from __future__ import annotations
@@ -167,8 +168,11 @@ def soak_view(run: Run, soak: SoakBreakdown) -> JSON:
             f"{_mib(driver['private_growth'])} MiB."
         )
     python = run.python.label if run.python else ""
+    heap = next((row["unshared"] for row in rows if row["category"] == "heap"), 0)
     return {
         "run": run,
+        "python": python,
+        "heap_per_1k": heap / (run.requests / 1000) if run.requests else None,
         "title": f"gc {run.gc}" + (f" · {python}" if python else ""),
         "rows": rows,
         "driver": soak.driver,
@@ -177,10 +181,38 @@ def soak_view(run: Run, soak: SoakBreakdown) -> JSON:
     }
 
 
+def _change(value: float, base: float) -> str:
+    return f"{value / base - 1:+.0%}" if base else "—"
+
+
+def soak_comparisons(views: list[JSON]) -> None:
+    """Each view's heap un-shared per worker per 1,000 requests against gc ``default`` on
+    the same interpreter and against the first interpreter with the same gc mode (where
+    3.12's immortal objects would show), as ``versus``: a list of short sentences."""
+    for view in views:
+        versus = []
+        value = view["heap_per_1k"]
+        gc = view["run"].gc
+        same_python = [v for v in views if v["python"] == view["python"] and v is not view]
+        base = next((v for v in same_python if v["run"].gc == "default"), None)
+        if gc != "default" and base is not None and value is not None and base["heap_per_1k"]:
+            versus.append(f"{_change(value, base['heap_per_1k'])} vs gc default")
+        first = next((v for v in views if v["run"].gc == gc), None)
+        if (
+            first is not None
+            and first["python"] != view["python"]
+            and value is not None
+            and first["heap_per_1k"]
+        ):
+            versus.append(f"{_change(value, first['heap_per_1k'])} vs {first['python']}")
+        view["versus"] = versus
+
+
 def soak_views(runs: list[Run], charts: dict[str, JSON]) -> JSON | None:
     views = [soak_view(r, r.soak_breakdown) for r in runs if r.ok and r.soak_breakdown]
     if not views:
         return None
+    soak_comparisons(views)
     charts["prof-soak"] = {
         "kind": "memory",
         "labels": [v["title"] for v in views],
@@ -215,12 +247,25 @@ def flamegraph_views(runs: list[Run], results_dir: Path) -> list[JSON]:
     return sorted(views, key=lambda v: (v["run"].workload, v["label"]))
 
 
+def flamegraph_grid(views: list[JSON]) -> JSON:
+    """The flame graphs side by side: one row per workload, one column per runner label
+    (None where that runner was not profiled on that workload)."""
+    labels = list(dict.fromkeys(v["label"] for v in views))
+    rows = []
+    for workload in dict.fromkeys(v["run"].workload for v in views):
+        by_label = {v["label"]: v for v in views if v["run"].workload == workload}
+        rows.append({"workload": workload, "cells": [by_label.get(label) for label in labels]})
+    return {"labels": labels, "rows": rows}
+
+
 def profile_views(results: Results, charts: dict[str, JSON], results_dir: Path) -> JSON:
     """Everything ``_profiles.html.j2`` shows (empty lists: nothing to show)."""
     runs = list(results.runs)
+    flamegraphs = flamegraph_views(runs, results_dir)
     return {
         "breakdowns": breakdown_views(runs, charts),
         "memory_profiles": memory_profile_views(runs),
         "soak": soak_views(runs, charts),
-        "flamegraphs": flamegraph_views(runs, results_dir),
+        "flamegraphs": flamegraphs,
+        "flamegraph_grid": flamegraph_grid(flamegraphs),
     }

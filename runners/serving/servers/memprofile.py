@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -95,6 +96,11 @@ _STDLIB = tuple(
     {str(Path(sysconfig.get_paths()[key]).resolve()) + os.sep for key in ("stdlib", "platstdlib")}
 )
 _SELF = str(Path(__file__).resolve())
+_UNTRACED = frozenset(
+    {tracemalloc.__file__, __file__, _SELF, str(Path(tracemalloc.__file__).resolve())}
+)
+"""Files whose allocations a summary leaves out (a ``Snapshot.filter_traces`` of them
+matched every trace against fnmatch patterns: most of a snapshot's cost)."""
 
 
 class _State:
@@ -213,8 +219,10 @@ def _poll(stop: threading.Event, last: str | None) -> None:
                 write_snapshot(label)
 
 
+@functools.lru_cache(maxsize=4096)
 def package_of(filename: str) -> str:
-    """The group of a traced frame's file (see the module docstring)."""
+    """The group of a traced frame's file (see the module docstring); cached: a snapshot
+    has tens of thousands of sites in a few hundred files."""
     if filename.startswith("<frozen importlib._bootstrap"):
         return "imports"
     if filename.startswith("<frozen "):
@@ -259,9 +267,6 @@ def _caller(frames: tracemalloc.Traceback) -> tracemalloc.Frame:
 
 def traced_summary(snapshot: tracemalloc.Snapshot, top: int = TOP_LINES) -> dict[str, Any]:
     """``by_package``, ``by_caller_package`` and ``top_lines`` of a tracemalloc snapshot."""
-    snapshot = snapshot.filter_traces(
-        (tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, _SELF))
-    )
     by_package: collections.Counter[str] = collections.Counter()
     by_caller: collections.Counter[str] = collections.Counter()
     blocks: collections.Counter[str] = collections.Counter()
@@ -269,6 +274,8 @@ def traced_summary(snapshot: tracemalloc.Snapshot, top: int = TOP_LINES) -> dict
     line_blocks: collections.Counter[tuple[str, int]] = collections.Counter()
     for stat in snapshot.statistics("traceback"):
         frame = stat.traceback[-1]
+        if frame.filename in _UNTRACED:  # tracemalloc's and this module's own allocations
+            continue
         package = package_of(frame.filename)
         by_package[package] += stat.size
         blocks[package] += stat.count
