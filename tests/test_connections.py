@@ -4,7 +4,8 @@ One persistent HTTP/1.1 client (``http.client.HTTPConnection``, which reuses
 its connection while the server keeps it open and reconnects when the server
 closes it) makes the same requests to each runner; the counter must tell a
 server that closes every connection (gunicorn's sync worker) from those that
-keep them alive (gunicorn's gthread worker).
+keep them alive (gunicorn's gthread worker). A real short bench run records the
+measured figure per run (``connections``, ``connections_per_request``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from runners.sampling.connections import ConnectionCounter
 from runners.serving.server import RunningServer
-from tests.servers import running
+from tests.servers import run_bench, running
 
 REQUESTS = 40
 
@@ -99,3 +103,41 @@ def test_the_port_must_belong_to_the_server() -> None:
     finally:
         other.kill()
         other.wait()
+
+
+@pytest.fixture(scope="module")
+def bench_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """One closed-loop window of a few seconds per runner, through the bench CLI."""
+    out = tmp_path_factory.mktemp("keepalive") / "results"
+    data_dir: Path = tmp_path_factory.mktemp("keepalive-data")
+    bench = run_bench(
+        out,
+        data_dir,
+        *("--runners", "gunicorn-sync,gunicorn-gthread,uwsgi", "--workloads", "plaintext"),
+        *("--load", "closed", "--users", "4", "--warmup", "1", "--duration", "2"),
+        "--no-report",
+    )
+    results = bench.check()
+    return {run["runner"]: run for run in results["runs"]}
+
+
+@pytest.mark.servers
+def test_a_bench_run_records_gunicorn_sync_connecting_per_request(
+    bench_runs: dict[str, dict[str, Any]],
+) -> None:
+    run = bench_runs["gunicorn-sync"]
+    assert run["status"] == "ok", run.get("error")
+    assert run["requests"] > 50
+    assert run["connections_per_request"] == pytest.approx(1.0, abs=0.1), run["connections"]
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("runner", ["gunicorn-gthread", "uwsgi"])
+def test_a_bench_run_records_keep_alive(
+    bench_runs: dict[str, dict[str, Any]], runner: str
+) -> None:
+    run = bench_runs[runner]
+    assert run["status"] == "ok", run.get("error")
+    assert run["requests"] > 50
+    assert run["connections"] is not None
+    assert run["connections_per_request"] < 0.05, run["connections"]

@@ -31,6 +31,7 @@ from runners.results.figures import per_gib
 from runners.results.flags import USER_BOUND_CPU_PERCENT
 from runners.results.record import Capacity, Measurement, Memory, Probe, SoakSeries
 from runners.sampling import cpustat
+from runners.sampling.connections import ConnectionCounter
 from runners.sampling.memory import Sampler, TreeSample, summarize
 from runners.serving.net import http_get
 from runners.serving.server import RunningServer
@@ -76,6 +77,8 @@ class Window:
     loadgen_cpu_percent: float | None
     samples: list[TreeSample] = field(default_factory=list)
     sampler_cpu_percent: float = 0.0
+    connections: int | None = None
+    """TCP connections the server accepted in the window (None: not counted)."""
 
     def observation(self) -> Observation:
         r = self.result
@@ -133,8 +136,10 @@ class Probing:
         on_start: Callable[[], object] | None = None,
         on_end: Callable[[], object] | None = None,
         profile: bool | None = None,
+        count_connections: bool | None = None,
     ) -> Window:
-        """One probe; ``sample``: sample the server's memory over its window; ``on_start``
+        """One probe; ``sample``: sample the server's memory over its window and count the
+        connections it accepted (``count_connections``, default ``sample``); ``on_start``
         and ``on_end`` are called as the window opens and closes; ``profile`` (default:
         ``sample``): the profiler's hooks too."""
         profiler = self.profiler if (sample if profile is None else profile) else None
@@ -163,9 +168,18 @@ class Probing:
         )
         sampler = Sampler(self.server.pid, interval=sample_interval(duration_s))
         marks: list[cpustat.CpuTimes] = []
+        counting = sample if count_connections is None else count_connections
+        # On the load generator's CPUs: the driver is not pinned, counting must not
+        # take the server's CPU.
+        counter = ConnectionCounter(self.server.port, self.server.pid, cpus=placement.loadgen)
+        counted: list[int] = []
+        started: list[bool] = []
 
         def opened() -> None:
             marks.append(cpustat.read())
+            if counting:
+                with contextlib.suppress(ValueError, OSError):  # not counted: None
+                    started.append(bool(counter.start()))
             if sample:
                 sampler.start()
             if profiler is not None:
@@ -175,6 +189,9 @@ class Probing:
 
         def closed() -> None:
             marks.append(cpustat.read())
+            if started:
+                with contextlib.suppress(ValueError, OSError):
+                    counted.append(counter.stop())
             if sample:
                 sampler.stop()
             if profiler is not None:
@@ -187,6 +204,9 @@ class Probing:
         finally:
             if sample:
                 sampler.stop()  # idempotent: the sampling thread never outlives the probe
+            if started and not counted:
+                with contextlib.suppress(ValueError, OSError):
+                    counter.stop()  # the counting thread neither
         if sample and sampler.error is not None:
             raise ServerDied(f"the server died during the run ({sampler.error})")
         before, after = marks[0], marks[-1]
@@ -196,6 +216,7 @@ class Probing:
             loadgen_cpu_percent=cpustat.busy_percent(before, after, placement.loadgen),
             samples=sampler.samples if sample else [],
             sampler_cpu_percent=sampler.cpu_percent_of_sampler if sample else 0.0,
+            connections=counted[0] if counted else None,
         )
 
     def probe_seconds(self, rate: float | None) -> float:
@@ -264,6 +285,7 @@ def measurement(window: Window, options: Options, locust_rps: float | None) -> M
         latency_hdr=r.latency_hdr or None,
         offered_rps=r.rate,
         timeouts=r.timeouts,
+        connections=window.connections,
     )
 
 
@@ -434,6 +456,7 @@ def soak_loop(
             on_start=lambda: marks.setdefault("start", time.monotonic() - began),
             on_end=lambda: marks.setdefault("end", time.monotonic() - began),
             profile=True,
+            count_connections=True,
         )
     finally:
         samples = sampler.stop()

@@ -311,6 +311,10 @@ class Run(Record):
     memory_profile: MemoryProfile | None = optional(None)
     cpu_profile: CpuProfile | None = optional(None)
     soak_breakdown: SoakBreakdown | None = optional(None)
+    connections: int | None = optional(None)
+    """TCP connections the server accepted in the measured window (from the kernel's tables)."""
+    connections_per_request: float | None = optional(None)
+    """``connections`` / ``requests``: about 1 for a server that closes every connection."""
 
     @property
     def ok(self) -> bool:
@@ -375,6 +379,7 @@ class Measurement:
     latency_hdr: str | None = None
     offered_rps: float | None = None
     timeouts: int | None = None
+    connections: int | None = None
 
     @property
     def successes(self) -> int:
@@ -424,4 +429,8 @@ class Measurement:
             latency_hdr=self.latency_hdr,
             offered_rps=self.offered_rps,
             timeouts=self.timeouts,
+            connections=self.connections,
+            connections_per_request=round(self.connections / self.requests, 4)
+            if self.connections is not None and self.requests
+            else None,
         )

@@ -101,12 +101,11 @@ def command(runner: Runner, settings: Settings) -> Command:
             argv += ["--processes", str(s.workers)]
             if s.threads is not None:
                 argv += ["--threads", str(s.threads), "--enable-threads"]
-            # --http-socket closes every connection (without "Connection: close").
-            # --http11-socket keeps them alive (measured with wrk and the
-            # ConnectionCounter: 0 new connections per request) but leaves a
-            # response without Content-Length unterminated: the test probes'
-            # requests hang. Kept as it is until that is handled.
-            argv += ["--http-socket", f"{_host(s.host)}:{s.port}", "--module", UWSGI_APP]
+            # --http11-socket keeps connections alive (--http-socket closes each one
+            # without saying so); it needs a Content-Length on every response (every
+            # response of the app and of the test apps has one): without it uWSGI
+            # neither chunks nor closes, and the client waits.
+            argv += ["--http11-socket", f"{_host(s.host)}:{s.port}", "--module", UWSGI_APP]
             if not runner.preload:
                 argv.append("--lazy-apps")
             # --die-on-term: uWSGI 2.0 reloads on SIGTERM otherwise.
