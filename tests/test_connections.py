@@ -106,8 +106,9 @@ def test_the_port_must_belong_to_the_server() -> None:
 
 
 @pytest.fixture(scope="module")
-def bench_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """One closed-loop window of a few seconds per runner, through the bench CLI."""
+def bench_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One closed-loop window of a few seconds per runner, through the bench CLI (and its
+    report page, under ``page``)."""
     out = tmp_path_factory.mktemp("keepalive") / "results"
     data_dir: Path = tmp_path_factory.mktemp("keepalive-data")
     bench = run_bench(
@@ -115,26 +116,30 @@ def bench_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, 
         data_dir,
         *("--runners", "gunicorn-sync,gunicorn-gthread,uwsgi", "--workloads", "plaintext"),
         *("--load", "closed", "--users", "4", "--warmup", "1", "--duration", "2"),
-        "--no-report",
     )
     results = bench.check()
-    return {run["runner"]: run for run in results["runs"]}
+    return {"page": (out / "index.html").read_text()} | {r["runner"]: r for r in results["runs"]}
 
 
 @pytest.mark.servers
 def test_a_bench_run_records_gunicorn_sync_connecting_per_request(
-    bench_runs: dict[str, dict[str, Any]],
+    bench_runs: dict[str, Any],
 ) -> None:
     run = bench_runs["gunicorn-sync"]
     assert run["status"] == "ok", run.get("error")
     assert run["requests"] > 50
     assert run["connections_per_request"] == pytest.approx(1.0, abs=0.1), run["connections"]
+    # The report says what it costs, and shows the figure per run.
+    page = bench_runs["page"]
+    assert "gunicorn-sync closes every connection" in page
+    assert "pays a TCP connect" in page
+    assert "conn/req" in page
 
 
 @pytest.mark.servers
 @pytest.mark.parametrize("runner", ["gunicorn-gthread", "uwsgi"])
 def test_a_bench_run_records_keep_alive(
-    bench_runs: dict[str, dict[str, Any]], runner: str
+    bench_runs: dict[str, Any], runner: str
 ) -> None:
     run = bench_runs[runner]
     assert run["status"] == "ok", run.get("error")
