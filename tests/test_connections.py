@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-
 from pathlib import Path
 from typing import Any
 
@@ -138,9 +137,7 @@ def test_a_bench_run_records_gunicorn_sync_connecting_per_request(
 
 @pytest.mark.servers
 @pytest.mark.parametrize("runner", ["gunicorn-gthread", "uwsgi"])
-def test_a_bench_run_records_keep_alive(
-    bench_runs: dict[str, Any], runner: str
-) -> None:
+def test_a_bench_run_records_keep_alive(bench_runs: dict[str, Any], runner: str) -> None:
     run = bench_runs[runner]
     assert run["status"] == "ok", run.get("error")
     assert run["requests"] > 50

@@ -58,7 +58,7 @@ _TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
 _LISTEN = b"0A"
 _TIME_WAIT = b"06"
 _USER_HZ = 100  # /proc/net/tcp timers are in clock ticks (USER_HZ)
-_TW_RESTART_SLACK = 0.1  # seconds (timer ticks, rounding) a TIME_WAIT end may move and still be the same
+_TW_RESTART_SLACK = 0.1  # seconds a TIME_WAIT's end may move (ticks, rounding) and be the same
 
 READ_SHARE = 0.05
 """Reading costs the thread (pinned to the load generator's CPUs) at most about

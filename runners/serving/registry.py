@@ -36,8 +36,9 @@ class Runner:
     is imported in the master before the workers are forked. ``options`` are
     extra server options appended verbatim to the generated command line.
     ``app`` replaces the Django app's import target (None: the interface's
-    entry point). ``keep_alive``: the server keeps connections alive. ``experimental`` marks a runner that changes Django itself
-    (``--list`` and the report say so); it is in no default matrix.
+    entry point). ``keep_alive``: the server keeps connections alive.
+    ``experimental`` marks a runner that changes Django itself (``--list`` and
+    the report say so); it is in no default matrix.
     """
 
     name: str
@@ -245,10 +246,8 @@ def format_table(cpus: int, runners: Iterable[Runner] | None = None) -> str:
 
     Used by ``tox -e serve -- --list`` and ``tox -e bench -- --list``.
     """
-    rows = [
-        ("name", "family", "server", "iface", "variant", "workers", "threads", "preload", "gc")
-        + ("keep-alive",)
-    ]
+    head = ("name", "family", "server", "iface", "variant", "workers", "threads", "preload", "gc")
+    rows = [(*head, "keep-alive")]
     chosen = list(RUNNERS.values()) if runners is None else list(runners)
     for r in chosen:
         rows.append(
