@@ -101,11 +101,13 @@ def command(runner: Runner, settings: Settings) -> Command:
             argv += ["--processes", str(s.workers)]
             if s.threads is not None:
                 argv += ["--threads", str(s.threads), "--enable-threads"]
-            # --http11-socket keeps connections alive (--http-socket closes each one
-            # without saying so); it needs a Content-Length on every response (every
-            # response of the app and of the test apps has one): without it uWSGI
-            # neither chunks nor closes, and the client waits.
-            argv += ["--http11-socket", f"{_host(s.host)}:{s.port}", "--module", UWSGI_APP]
+            # --http-socket closes every connection (without "Connection: close").
+            # --http11-socket keeps them alive, but a uWSGI worker then serves one
+            # connection until the client closes it: with more clients than workers
+            # the others wait (measured: timeouts from 4 Locust users on 3 workers,
+            # thousands in an open loop), so it is not used. Every response of the
+            # app and of the test apps has a Content-Length, as --http11-socket needs.
+            argv += ["--http-socket", f"{_host(s.host)}:{s.port}", "--module", UWSGI_APP]
             if not runner.preload:
                 argv.append("--lazy-apps")
             # --die-on-term: uWSGI 2.0 reloads on SIGTERM otherwise.

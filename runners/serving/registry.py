@@ -117,6 +117,7 @@ _RUNNERS: tuple[Runner, ...] = (
         variant="sync",
         workers="2n+1",
         preload=True,
+        keep_alive=False,
         description="uWSGI (pyuwsgi wheel), master + processes, app loaded before fork",
     ),
     # Threaded WSGI.
