@@ -31,7 +31,8 @@ def _answer(path: str) -> bytes:
 
 def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     body = _answer(environ.get("PATH_INFO", "/"))
-    start_response("200 OK", [("Content-Type", "application/json")])
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    start_response("200 OK", headers)
     return [body]
 
 
@@ -48,6 +49,6 @@ async def asgi_application(
             if kind == "shutdown":
                 return
     body = _answer(scope["path"])
-    headers = [(b"content-type", b"application/json")]
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})

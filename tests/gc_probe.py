@@ -25,5 +25,6 @@ def application(environ: dict[str, Any], start_response: StartResponse) -> Itera
             "frozen": gc.get_freeze_count(),
         }
     ).encode()
-    start_response("200 OK", [("Content-Type", "application/json")])
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    start_response("200 OK", headers)
     return [body]

@@ -4,7 +4,8 @@ One persistent HTTP/1.1 client (``http.client.HTTPConnection``, which reuses
 its connection while the server keeps it open and reconnects when the server
 closes it) makes the same requests to each runner; the counter must tell a
 server that closes every connection (gunicorn's sync worker) from those that
-keep them alive (gunicorn's gthread worker).
+keep them alive (gunicorn's gthread worker). A real short bench run records the
+measured figure per run (``connections``, ``connections_per_request``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runners.sampling.connections import ConnectionCounter
 from runners.serving.server import RunningServer
-from tests.servers import running
+from tests.servers import run_bench, running
 
 REQUESTS = 40
 
@@ -99,3 +102,49 @@ def test_the_port_must_belong_to_the_server() -> None:
     finally:
         other.kill()
         other.wait()
+
+
+@pytest.fixture(scope="module")
+def bench_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One closed-loop window of a few seconds per runner, through the bench CLI (and its
+    report page, under ``page``)."""
+    out = tmp_path_factory.mktemp("keepalive") / "results"
+    data_dir: Path = tmp_path_factory.mktemp("keepalive-data")
+    bench = run_bench(
+        out,
+        data_dir,
+        *("--runners", "gunicorn-sync,gunicorn-gthread,uwsgi", "--workloads", "plaintext"),
+        *("--load", "closed", "--users", "4", "--warmup", "1", "--duration", "2"),
+    )
+    results = bench.check()
+    return {"page": (out / "index.html").read_text()} | {r["runner"]: r for r in results["runs"]}
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("runner", ["gunicorn-sync", "uwsgi"])
+def test_a_bench_run_records_a_connection_per_request(
+    bench_runs: dict[str, Any], runner: str
+) -> None:
+    """gunicorn's sync worker says ``Connection: close``; uWSGI's ``--http-socket`` closes
+    without saying so (its ``--http11-socket`` keeps them, but a worker then serves one
+    connection until the client leaves: Locust's other users time out)."""
+    run = bench_runs[runner]
+    assert run["status"] == "ok", run.get("error")
+    assert run["requests"] > 50
+    assert run["failures"] == 0
+    assert run["connections_per_request"] == pytest.approx(1.0, abs=0.1), run["connections"]
+
+
+@pytest.mark.servers
+def test_a_bench_run_records_gthread_keeping_connections(bench_runs: dict[str, Any]) -> None:
+    run = bench_runs["gunicorn-gthread"]
+    assert run["status"] == "ok", run.get("error")
+    assert run["requests"] > 50
+    assert run["connections"] is not None
+    assert run["connections_per_request"] < 0.05, run["connections"]
+    # The report says what closing costs, and shows the figure per run.
+    page = bench_runs["page"]
+    assert "gunicorn-sync closes every connection" in page
+    assert "pays a TCP connect" in page
+    assert "gunicorn-gthread kept connections alive" in page
+    assert "conn/req" in page

@@ -251,6 +251,34 @@ def workload_view(
     }
 
 
+CLOSES_EACH = 0.5
+"""A run with at least this many new connections per request closed its connections."""
+
+
+def connection_sentences(runs: Sequence[Run]) -> list[str]:
+    """Per runner whose measured runs opened a connection per request (gunicorn's sync
+    worker), a sentence on what that costs; one for the runners that kept them alive."""
+    measured = [r for r in runs if r.ok and r.connections_per_request is not None]
+    per_runner: dict[str, list[float]] = {}
+    for run in measured:
+        per_runner.setdefault(run.runner, []).append(run.connections_per_request or 0.0)
+    closing = {k: v for k, v in per_runner.items() if max(v) >= CLOSES_EACH}
+    kept = {k: v for k, v in per_runner.items() if k not in closing}
+    sentences = [
+        f"{name} closes every connection: {min(v):.2f}–{max(v):.2f} new TCP connections "
+        "per request were measured, so each request pays a TCP connect (a handshake with "
+        "the server, and the server's accept) inside its latency and its CPU time."
+        for name, v in sorted(closing.items())
+    ]
+    if kept:
+        top = max(max(v) for v in kept.values())
+        sentences.append(
+            f"{', '.join(sorted(kept))} kept connections alive "
+            f"(at most {top:.3f} new connections per request)."
+        )
+    return sentences
+
+
 def run_context(results: Results, results_dir: Path) -> JSON:
     """Everything the run template shows."""
     cells = cells_of(results)
@@ -331,6 +359,7 @@ def run_context(results: Results, results_dir: Path) -> JSON:
         "micro": load_micro(results_dir, results.micro),
         "plan": plan_view(results_dir),
         "asgi_variants": asgi_variants(results.runs),
+        "connection_sentences": connection_sentences(results.runs),
         "chart_data": {"charts": charts},
         "scripts": chart_scripts(),
         "ok_count": len(results.ok_runs),

@@ -362,6 +362,10 @@ class Run(Record):
     soak_breakdown: SoakBreakdown | None = optional(None)
     interference: Interference | None = optional(None)
     database: DatabaseUsage | None = optional(None)
+    connections: int | None = optional(None)
+    """TCP connections the server accepted in the measured window (from the kernel's tables)."""
+    connections_per_request: float | None = optional(None)
+    """``connections`` / ``requests``: about 1 for a server that closes every connection."""
 
     @property
     def ok(self) -> bool:
@@ -433,6 +437,7 @@ class Measurement:
     timeouts: int | None = None
     interference: Interference | None = None
     database: DatabaseUsage | None = None
+    connections: int | None = None
 
     @property
     def successes(self) -> int:
@@ -484,4 +489,8 @@ class Measurement:
             timeouts=self.timeouts,
             interference=self.interference,
             database=self.database,
+            connections=self.connections,
+            connections_per_request=round(self.connections / self.requests, 4)
+            if self.connections is not None and self.requests
+            else None,
         )

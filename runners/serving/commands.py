@@ -102,10 +102,11 @@ def command(runner: Runner, settings: Settings) -> Command:
             if s.threads is not None:
                 argv += ["--threads", str(s.threads), "--enable-threads"]
             # --http-socket closes every connection (without "Connection: close").
-            # --http11-socket keeps them alive (measured with wrk and the
-            # ConnectionCounter: 0 new connections per request) but leaves a
-            # response without Content-Length unterminated: the test probes'
-            # requests hang. Kept as it is until that is handled.
+            # --http11-socket keeps them alive, but a uWSGI worker then serves one
+            # connection until the client closes it: with more clients than workers
+            # the others wait (measured: timeouts from 4 Locust users on 3 workers,
+            # thousands in an open loop), so it is not used. Every response of the
+            # app and of the test apps has a Content-Length, as --http11-socket needs.
             argv += ["--http-socket", f"{_host(s.host)}:{s.port}", "--module", UWSGI_APP]
             if not runner.preload:
                 argv.append("--lazy-apps")

@@ -36,8 +36,9 @@ class Runner:
     is imported in the master before the workers are forked. ``options`` are
     extra server options appended verbatim to the generated command line.
     ``app`` replaces the Django app's import target (None: the interface's
-    entry point). ``experimental`` marks a runner that changes Django itself
-    (``--list`` and the report say so); it is in no default matrix.
+    entry point). ``keep_alive``: the server keeps connections alive.
+    ``experimental`` marks a runner that changes Django itself (``--list`` and
+    the report say so); it is in no default matrix.
     """
 
     name: str
@@ -53,6 +54,9 @@ class Runner:
     description: str = ""
     app: str | None = None
     experimental: bool = False
+    keep_alive: bool = True
+    """Does it keep HTTP/1.1 connections alive? (gunicorn's sync worker closes each
+    one; each run records the measured ``connections_per_request``.)"""
 
 
 def worker_count(rule: WorkerRule, cpus: int) -> int:
@@ -129,6 +133,7 @@ _RUNNERS: tuple[Runner, ...] = (
         variant="sync",
         workers="2n+1",
         options=("--worker-class", "sync"),
+        keep_alive=False,
         description="gunicorn sync workers, gunicorn's defaults, app imported in each worker",
     ),
     Runner(
@@ -140,6 +145,7 @@ _RUNNERS: tuple[Runner, ...] = (
         workers="2n+1",
         preload=True,
         options=("--worker-class", "sync"),
+        keep_alive=False,
         description="gunicorn sync workers, --preload: app imported once in the master",
     ),
     Runner(
@@ -152,6 +158,7 @@ _RUNNERS: tuple[Runner, ...] = (
         preload=True,
         gc="freeze",
         options=("--worker-class", "sync"),
+        keep_alive=False,
         description=(
             "gunicorn sync, preload + Instagram's copy-on-write pattern: gc.disable() "
             "in the master, gc.freeze() before fork, gc.enable() in each worker"
@@ -165,6 +172,7 @@ _RUNNERS: tuple[Runner, ...] = (
         variant="sync",
         workers="2n+1",
         preload=True,
+        keep_alive=False,
         description="uWSGI (pyuwsgi wheel), master + processes, app loaded before fork",
     ),
     # Threaded WSGI.
@@ -294,7 +302,8 @@ def format_table(cpus: int, runners: Iterable[Runner] | None = None) -> str:
 
     Used by ``tox -e serve -- --list`` and ``tox -e bench -- --list``.
     """
-    rows = [("name", "family", "server", "iface", "variant", "workers", "threads", "preload", "gc")]
+    head = ("name", "family", "server", "iface", "variant", "workers", "threads", "preload", "gc")
+    rows = [(*head, "keep-alive")]
     chosen = list(RUNNERS.values()) if runners is None else list(runners)
     for r in chosen:
         rows.append(
@@ -308,6 +317,7 @@ def format_table(cpus: int, runners: Iterable[Runner] | None = None) -> str:
                 "-" if r.threads is None else str(r.threads),
                 "yes" if r.preload else "no",
                 r.gc,
+                "yes" if r.keep_alive else "no (a connection per request)",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
