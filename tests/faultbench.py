@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 
 from runners.bench import main as bench_main
-from runners.bench import run as bench_run
+from runners.bench import hosting
 from runners.serving import server as process
 from runners.serving.server import RunningServer, ServeConfig
 
@@ -32,7 +32,8 @@ def main() -> int:
         with real_serve(dataclasses.replace(config, app=app) if app else config) as server:
             yield server
 
-    setattr(bench_run, "serve", serve)  # noqa: B010 - replacing the imported name is the point
+    # The local host serves through this name (runners.bench.hosting.LocalHost).
+    setattr(hosting, "serve", serve)  # noqa: B010 - replacing the imported name is the point
     return bench_main.main()
 
 

@@ -570,7 +570,7 @@ BAD_BENCH_OPTIONS = [
     (["--load", "closed", "--users", "0"], "--users: 0 is not positive"),
     (["--duration", "-1"], "--duration: -1 must be > 0"),
     (["--duration", "0"], "--duration: 0 must be > 0"),
-    (["--workers", "0"], "--workers: 0 must be > 0"),
+    (["--workers", "0"], "--workers: 0 is not positive"),
     (["--request-timeout", "0"], "--request-timeout: 0 must be > 0"),
     (
         ["--database", "mysql://root@127.0.0.1/x"],
