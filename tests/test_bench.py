@@ -33,7 +33,7 @@ from tests.servers import BenchRun, run_bench
 from tests.test_results import unknown_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-WINDOW = ("--load", "closed", "--users", "4", "--warmup", "2", "--duration", "4")
+WINDOW = ("--load", "closed", "--users", "4", "--warmup", "1", "--duration", "3")
 REL = 1e-9
 
 

@@ -118,6 +118,7 @@ def capacity_of(tmp_path: Path, data_dir: Path, name: str, *args: str) -> dict[s
         tmp_path / name,
         data_dir,
         *("--workloads", "upstream", "--upstream-ms", "50", "--quick", "--no-report"),
+        *("--warmup", "1"),
         *args,
     )
     results = bench.check()
