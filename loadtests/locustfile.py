@@ -60,6 +60,28 @@ from loadtests.catalog import (  # noqa: E402
 )
 from loadtests.pacing import PACER  # noqa: E402
 
+
+def _count_connects() -> None:
+    """Count every TCP connection the users open (``PACER.connected``): new connections
+    per request say whether the server kept them alive, measured at no cost to the load
+    generator. FastHttpUser's client pools its connections in geventhttpclient's
+    ``ConnectionPool``, whose ``after_connect`` is the documented hook for a new one."""
+    from geventhttpclient.connectionpool import ConnectionPool
+
+    if getattr(ConnectionPool.after_connect, "bench_counted", False):
+        return
+    original = ConnectionPool.after_connect
+
+    def after_connect(self: ConnectionPool, sock: Any) -> None:
+        PACER.connected()
+        original(self, sock)
+
+    after_connect.bench_counted = True  # type: ignore[attr-defined]
+    ConnectionPool.after_connect = after_connect  # type: ignore[method-assign]
+
+
+_count_connects()
+
 # A validator looks at a 200 response and returns what is wrong with it, or None.
 Validator = Callable[[ResponseContextManager], str | None]
 

@@ -98,6 +98,10 @@ class Window:
     """Successful responses that *arrived* inside the window, whatever their ticket: the
     server's throughput over it (an overloaded server's backlog, answered after the
     window, does not count as served in it)."""
+    connects: int = 0
+    """TCP connections this process opened to the server inside the window: about one
+    per request to a server that closes each connection, a handful to one that keeps
+    them alive."""
 
     def contains(self, ticket: float) -> bool:
         return self.start <= ticket < self.end
@@ -227,6 +231,12 @@ class Pacer:
 
     def stop(self) -> None:
         self.configure(None)
+
+    def connected(self) -> None:
+        """A user opened a new TCP connection to the server (counted inside a window)."""
+        window = self.window
+        if window is not None and window.start <= self.clock() < window.end:
+            window.connects += 1
 
     def drained(self, window: Window) -> bool:
         """Every ticket of ``window`` was sent and answered (or timed out)."""

@@ -195,6 +195,7 @@ def result_message(seq: int, index: int, window: Window, cpu_seconds: float) -> 
         "unsent": window.unsent,
         "in_flight": window.in_flight,
         "served": window.served,
+        "connects": window.connects,
         "cpu_seconds": max(0.0, cpu_seconds),
     }
 
@@ -236,6 +237,7 @@ def merge(
             "served",
         )
     }
+    connects = sum(int(p.get("connects", 0)) for p in parts)
     duration = max((float(p["duration_s"]) for p in parts), default=end - start)
     processes = tuple(
         ProcessLoad(
@@ -265,6 +267,7 @@ def merge(
         else 0.0,
         latency_hdr=_encoded(latency),
         halves_hdr=(_encoded(halves[0]), _encoded(halves[1])),
+        connects=connects,
         loadgen_cpu_seconds=round(sum(float(p["cpu_seconds"]) for p in parts), 4),
         processes_expected=0,
         processes=processes,

@@ -98,6 +98,8 @@ class ProbeResult:
     processes: tuple[ProcessLoad, ...] = field(default_factory=tuple)
     halves_hdr: tuple[str, str] = ("", "")
     """``latency_hdr`` split by intended time: the window's first half and second half."""
+    connects: int = 0
+    """New TCP connections the load generator opened to the server inside the window."""
 
     @property
     def requests(self) -> int:

@@ -16,8 +16,8 @@ import os
 import sys
 from collections.abc import Iterator
 
-from runners.bench import main as bench_main
 from runners.bench import hosting
+from runners.bench import main as bench_main
 from runners.serving import server as process
 from runners.serving.server import RunningServer, ServeConfig
 

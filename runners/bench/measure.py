@@ -40,7 +40,6 @@ from runners.results.record import (
     SoakSeries,
 )
 from runners.sampling import cpustat, interference
-from runners.sampling.connections import ConnectionCounter
 from runners.sampling.memory import TreeSample, summarize
 from runners.serving.net import http_get
 
@@ -88,7 +87,7 @@ class Window:
     interference: Interference | None = None
     database: DatabaseUsage | None = None
     connections: int | None = None
-    """TCP connections the server accepted in the window (None: not counted)."""
+    """New TCP connections the load generator opened to the server in the window."""
 
     def observation(self) -> Observation:
         r = self.result
@@ -158,10 +157,8 @@ class Probing:
         on_start: Callable[[], object] | None = None,
         on_end: Callable[[], object] | None = None,
         profile: bool | None = None,
-        count_connections: bool | None = None,
     ) -> Window:
-        """One probe; ``sample``: sample the server's memory over its window and count the
-        connections it accepted (``count_connections``, default ``sample``); ``on_start``
+        """One probe; ``sample``: sample the server's memory over its window; ``on_start``
         and ``on_end`` are called as the window opens and closes; ``profile`` (default:
         ``sample``): the profiler's hooks too."""
         profiler = self.profiler if (sample if profile is None else profile) else None
@@ -193,17 +190,6 @@ class Probing:
         marks: list[interference.Mark] = []
         loadgen_marks: list[cpustat.CpuTimes] = []
         database: list[interference.DatabaseMemory | None] = []
-        local = self.server.local
-        counting = (sample if count_connections is None else count_connections) and local
-        # On the load generator's CPUs: the driver is not pinned, counting must not
-        # take the server's CPU (the kernel's tables are this host's: not through an agent).
-        counter = (
-            ConnectionCounter(local.port, local.pid, cpus=placement.loadgen)
-            if counting and local is not None
-            else None
-        )
-        counted: list[int] = []
-        started: list[bool] = []
 
         def mark() -> None:
             if self.local:
@@ -218,9 +204,6 @@ class Probing:
 
         def opened() -> None:
             mark()
-            if counter is not None:
-                with contextlib.suppress(ValueError, OSError):  # not counted: None
-                    started.append(bool(counter.start()))
             window.open()
             if profiler is not None:
                 profiler.window_opened()
@@ -229,9 +212,6 @@ class Probing:
 
         def closed() -> None:
             mark()
-            if started and counter is not None:
-                with contextlib.suppress(ValueError, OSError):
-                    counted.append(counter.stop())
             if self.database_pid is not None:
                 database.append(interference.database_memory(self.database_pid))
             window.close()
@@ -244,9 +224,6 @@ class Probing:
             result = self.locust.probe(command, on_start=opened, on_end=closed, check=self.check)
         finally:
             figures = window.close()  # idempotent: the sampling never outlives the probe
-            if started and not counted and counter is not None:
-                with contextlib.suppress(ValueError, OSError):
-                    counter.stop()  # the counting thread neither
         if sample and figures.error is not None:
             raise ServerDied(f"the server died during the run ({figures.error})")
         return Window(
@@ -263,7 +240,8 @@ class Probing:
             )
             if marks
             else None,
-            connections=counted[0] if counted else None,
+            # Counted by the load generator as its users connect (loadtests/locustfile.py).
+            connections=result.connects,
         )
 
     def probe_seconds(self, rate: float | None) -> float:
@@ -551,7 +529,6 @@ def soak_loop(
             on_start=lambda: marks.setdefault("start", time.monotonic() - began),
             on_end=lambda: marks.setdefault("end", time.monotonic() - began),
             profile=True,
-            count_connections=True,
         )
     finally:
         figures = sampling.close()

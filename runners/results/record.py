@@ -363,7 +363,7 @@ class Run(Record):
     interference: Interference | None = optional(None)
     database: DatabaseUsage | None = optional(None)
     connections: int | None = optional(None)
-    """TCP connections the server accepted in the measured window (from the kernel's tables)."""
+    """New TCP connections Locust opened to the server in the measured window."""
     connections_per_request: float | None = optional(None)
     """``connections`` / ``requests``: about 1 for a server that closes every connection."""
 
