@@ -14,7 +14,7 @@ REPORTS_DIR = REPO_ROOT / "reports"
 # The default matrix: the main contrasts (pre-fork with and without the
 # copy-on-write pattern, threads, three async servers) on a CPU-bound, a
 # template, a database, an I/O-bound and a mixed workload. 30 capacity
-# searches, about 19 minutes on a 2-core machine.
+# searches, about 17 minutes on a 2-core machine (17:20 measured).
 DEFAULT_RUNNERS = (
     "gunicorn-sync",
     "gunicorn-sync-freeze",
