@@ -221,23 +221,7 @@ def merge(
         latency.add(_decoded(part["latency"]))
         for half, text in zip(halves, part.get("halves", ("", "")), strict=True):
             half.add(_decoded(text))
-    totals = {
-        key: sum(int(p[key]) for p in parts)
-        for key in (
-            "scheduled",
-            "dispatched",
-            "free_dispatches",
-            "late",
-            "pool_waits",
-            "successes",
-            "failures",
-            "timeouts",
-            "unsent",
-            "in_flight",
-            "served",
-        )
-    }
-    connects = sum(int(p.get("connects", 0)) for p in parts)
+    totals = {key: sum(int(p[key]) for p in parts) for key in ProbeResult.COUNTS}
     duration = max((float(p["duration_s"]) for p in parts), default=end - start)
     processes = tuple(
         ProcessLoad(
@@ -267,7 +251,6 @@ def merge(
         else 0.0,
         latency_hdr=_encoded(latency),
         halves_hdr=(_encoded(halves[0]), _encoded(halves[1])),
-        connects=connects,
         loadgen_cpu_seconds=round(sum(float(p["cpu_seconds"]) for p in parts), 4),
         processes_expected=0,
         processes=processes,

@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 Mode = Literal["open", "closed"]
 CommandMode = Literal["open", "closed", "pause"]
@@ -71,6 +71,23 @@ class ProbeResult:
     ``failures`` (``timeouts`` and ``unsent`` among them) = every request of
     the window, however it ended.
     """
+
+    COUNTS: ClassVar[tuple[str, ...]] = (
+        "scheduled",
+        "dispatched",
+        "free_dispatches",
+        "late",
+        "pool_waits",
+        "successes",
+        "failures",
+        "timeouts",
+        "unsent",
+        "in_flight",
+        "served",
+        "connects",
+    )
+    """The counts each load-generating process reports for the window and the result
+    adds up (the fields of the same names)."""
 
     seq: int
     mode: Mode

@@ -129,7 +129,7 @@ def test_a_server_falling_behind_shows_as_a_slower_second_half() -> None:
 
     duration = window.end - window.start
     result = ProbeResult(
-        **{name: getattr(window, name) for name in COUNTS},
+        **{name: getattr(window, name) for name in ProbeResult.COUNTS},
         seq=1,
         mode="open",
         rate=250.0,
@@ -149,18 +149,3 @@ def test_a_server_falling_behind_shows_as_a_slower_second_half() -> None:
     assert observed.drifting(Target(slo_p99_ms=100.0))
     assert observed.nominal_rps == 250.0
     assert observed.offered_rps == pytest.approx(window.scheduled / duration)
-
-
-COUNTS = (
-    "scheduled",
-    "dispatched",
-    "free_dispatches",
-    "late",
-    "pool_waits",
-    "successes",
-    "failures",
-    "timeouts",
-    "unsent",
-    "in_flight",
-    "served",
-)

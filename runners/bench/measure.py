@@ -22,6 +22,7 @@ from loadtests.window import Mode, ProbeCommand, ProbeResult
 from runners.bench import capacity, soak
 from runners.bench.capacity import Observation, Target
 from runners.bench.defaults import MAX_PROBE_S
+from runners.bench.host_usage import database_record, interference_record
 from runners.bench.hosting import Hosted
 from runners.bench.incidents import Incidents, worker_changes
 from runners.bench.options import Options
@@ -254,43 +255,6 @@ class Probing:
     def observe(self, mode: Mode, rate: float | None, users: int) -> Observation:
         """``capacity.search``'s probe."""
         return self.run(mode, rate, users, self.probe_seconds(rate)).observation()
-
-
-def interference_record(
-    before: interference.Mark, after: interference.Mark, options: Options
-) -> Interference | None:
-    placement = options.placement
-    found = interference.others(before, after, placement.server, placement.loadgen)
-    if found is None:
-        return None
-    return Interference(
-        server_cpu_seconds=round(found.server_cpu_seconds, 3),
-        loadgen_cpu_seconds=round(found.loadgen_cpu_seconds, 3),
-        share=round(found.share, 4),
-        server_share=round(found.server_share, 4),
-        loadgen_share=round(found.loadgen_share, 4),
-        unpinned_cpu_seconds=round(found.unpinned_cpu_seconds, 3),
-    )
-
-
-def database_record(
-    before: interference.Mark,
-    after: interference.Mark,
-    memory: interference.DatabaseMemory | None,
-    options: Options,
-) -> DatabaseUsage | None:
-    """The local database's figures over the window (None: no local database watched)."""
-    if before.database is None or after.database is None:
-        return None
-    cpus = memory.cpus if memory is not None else None
-    return DatabaseUsage(
-        cpu_seconds=round(max(0.0, after.database - before.database), 3),
-        pss_bytes=memory.pss_bytes if memory is not None else None,
-        processes=memory.processes if memory is not None else None,
-        cpus=cpus,
-        # Not pinned (or pinned over the server's CPUs): the scheduler puts it anywhere.
-        shares_server_cpus=cpus is None or bool(set(cpus) & set(options.placement.server)),
-    )
 
 
 def wait_idle(server: Hosted, timeout: float = IDLE_TIMEOUT_S) -> float:
