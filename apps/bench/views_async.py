@@ -28,6 +28,7 @@ from apps.bench.views_common import (
     distinct_world_ids,
     feed_response,
     json_error,
+    json_response,
     new_random_number,
     not_found,
     parse_count,
@@ -52,25 +53,25 @@ async def plaintext(request: HttpRequest) -> HttpResponse:
 
 @async_endpoint(*GET)
 async def json_view(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"message": HELLO})
+    return json_response({"message": HELLO})
 
 
 @async_endpoint(*GET)
 async def db(request: HttpRequest) -> HttpResponse:
     world = await World.objects.aget(id=random_world_id())
-    return JsonResponse(world_dict(world))
+    return json_response(world_dict(world))
 
 
 @async_endpoint(*GET)
 async def queries_view(request: HttpRequest) -> HttpResponse:
     count = parse_count(request.GET.get("queries"))
     worlds = [world_dict(await World.objects.aget(id=i)) for i in random_world_ids(count)]
-    return JsonResponse(worlds, safe=False)
+    return json_response(worlds)
 
 
 @async_endpoint(*GET)
 async def fortunes(request: HttpRequest) -> HttpResponse:
-    rows = sorted_fortunes([fortune async for fortune in Fortune.objects.all()])
+    rows = sorted_fortunes([row async for row in Fortune.objects.values("id", "message")])
     return render(request, FORTUNES_TEMPLATE, {"fortunes": rows})
 
 
@@ -82,7 +83,7 @@ async def updates(request: HttpRequest) -> HttpResponse:
         world.random_number = new_random_number(world.random_number)
     # In id order, so that concurrent updates lock rows in the same order.
     await World.objects.abulk_update(sorted(worlds, key=lambda w: w.id), ["random_number"])
-    return JsonResponse([world_dict(w) for w in worlds], safe=False)
+    return json_response([world_dict(w) for w in worlds])
 
 
 @async_endpoint(*GET)
@@ -97,7 +98,7 @@ async def cached_queries(request: HttpRequest) -> HttpResponse:
         }
         await cache.aset_many(fetched, timeout=None)
         found.update(fetched)
-    return JsonResponse([found[keys[world_id]] for world_id in ids], safe=False)
+    return json_response([found[keys[world_id]] for world_id in ids])
 
 
 @async_endpoint(*GET)

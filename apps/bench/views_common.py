@@ -10,12 +10,13 @@ import random
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from functools import wraps
+from operator import itemgetter
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import ujson
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
 
-from apps.bench.models import WORLD_ROWS, Comment, Fortune, Member, Post, World
+from apps.bench.models import WORLD_ROWS, Comment, Member, Post, World
 
 P = ParamSpec("P")
 SyncView = Callable[Concatenate[HttpRequest, P], HttpResponse]
@@ -47,6 +48,20 @@ def set_content_length(response: HttpResponse) -> HttpResponse:
     return response
 
 
+def json_response(data: Any) -> HttpResponse:
+    """The TechEmpower endpoints' JSON, serialised with ujson as TechEmpower's
+    Django entry does.
+
+    ``JsonResponse`` builds a ``DjangoJSONEncoder`` per response and encodes
+    with the standard library: about 5 µs more per request than ujson, which
+    was 4% of gunicorn gthread's throughput on ``json`` (measured side by side
+    with TechEmpower's app, see the README). The other endpoints keep
+    ``JsonResponse``: their payloads hold datetimes, and their cost is
+    dominated by the database.
+    """
+    return HttpResponse(ujson.dumps(data), content_type="application/json")
+
+
 def json_error(status: int, message: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"error": message, **extra}, status=status)
 
@@ -68,9 +83,13 @@ def _exempt_if_safe(view: _V, allowed: frozenset[str]) -> _V:
     Exempting them from CSRF lets that 405 through under the ``default``
     middleware profile, instead of the CSRF middleware's 403 HTML page.
     (Views taking POST are exempted, or not, explicitly.)
+
+    The attribute is what ``csrf_exempt`` sets and ``CsrfViewMiddleware``
+    reads; set here, it saves ``csrf_exempt``'s extra call layer on every
+    request (about 5 µs of the 100 µs of ``/sync/json``, measured in-process).
     """
     if allowed <= SAFE_METHODS:
-        return csrf_exempt(view)
+        view.csrf_exempt = True  # type: ignore[attr-defined]
     return view
 
 
@@ -213,9 +232,19 @@ def world_key(world_id: int) -> str:
     return f"world:{world_id}"
 
 
-def sorted_fortunes(fortunes: Iterable[Fortune]) -> list[Fortune]:
-    rows = [*fortunes, Fortune(id=0, message=ADDITIONAL_FORTUNE)]
-    rows.sort(key=lambda fortune: fortune.message)
+FortuneRow = Mapping[str, object]
+"""A fortune as ``Fortune.objects.values("id", "message")`` gives it."""
+
+
+def sorted_fortunes(fortunes: Iterable[FortuneRow]) -> list[FortuneRow]:
+    """The rows plus the one added at request time, sorted by message.
+
+    The views read the rows with ``values()``: the page needs two columns,
+    not model instances (Django's performance guide; building 12 instances
+    per request cost about 4% of the view, measured in-process).
+    """
+    rows = [*fortunes, {"id": 0, "message": ADDITIONAL_FORTUNE}]
+    rows.sort(key=itemgetter("message"))
     return rows
 
 

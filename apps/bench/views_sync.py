@@ -23,6 +23,7 @@ from apps.bench.views_common import (
     distinct_world_ids,
     feed_response,
     json_error,
+    json_response,
     new_random_number,
     not_found,
     parse_count,
@@ -48,25 +49,25 @@ def plaintext(request: HttpRequest) -> HttpResponse:
 
 @sync_endpoint(*GET)
 def json_view(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"message": HELLO})
+    return json_response({"message": HELLO})
 
 
 @sync_endpoint(*GET)
 def db(request: HttpRequest) -> HttpResponse:
     world = World.objects.get(id=random_world_id())
-    return JsonResponse(world_dict(world))
+    return json_response(world_dict(world))
 
 
 @sync_endpoint(*GET)
 def queries_view(request: HttpRequest) -> HttpResponse:
     count = parse_count(request.GET.get("queries"))
     worlds = [world_dict(World.objects.get(id=i)) for i in random_world_ids(count)]
-    return JsonResponse(worlds, safe=False)
+    return json_response(worlds)
 
 
 @sync_endpoint(*GET)
 def fortunes(request: HttpRequest) -> HttpResponse:
-    rows = sorted_fortunes(Fortune.objects.all())
+    rows = sorted_fortunes(Fortune.objects.values("id", "message"))
     return render(request, FORTUNES_TEMPLATE, {"fortunes": rows})
 
 
@@ -79,7 +80,7 @@ def updates(request: HttpRequest) -> HttpResponse:
     with transaction.atomic():
         # In id order, so that concurrent updates lock rows in the same order.
         World.objects.bulk_update(sorted(worlds, key=lambda w: w.id), ["random_number"])
-    return JsonResponse([world_dict(w) for w in worlds], safe=False)
+    return json_response([world_dict(w) for w in worlds])
 
 
 @sync_endpoint(*GET)
@@ -92,7 +93,7 @@ def cached_queries(request: HttpRequest) -> HttpResponse:
         fetched = {world_key(w.id): world_dict(w) for w in World.objects.filter(id__in=missing)}
         cache.set_many(fetched, timeout=None)
         found.update(fetched)
-    return JsonResponse([found[keys[world_id]] for world_id in ids], safe=False)
+    return json_response([found[keys[world_id]] for world_id in ids])
 
 
 @sync_endpoint(*GET)
