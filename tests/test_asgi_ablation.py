@@ -79,6 +79,28 @@ def test_breakdown_parts_and_residual() -> None:
     assert "1000 µs of hops" in sentence
 
 
+def test_a_residual_over_15_percent_is_flagged() -> None:
+    parts = dict(ablation_sync_signals=200, ablation_inline_close=250, ablation_bare=130)
+    near = ablation.breakdown(
+        _means(wsgi_sync=100, asgi_async=500, ablation_no_executor=300, **parts)
+    )
+    assert near is not None and ablation.residual_warning(near) is None
+    assert "miss the whole" not in ablation.sentence(near)
+    # Removing the signal hop saves nothing now, yet the whole is unchanged:
+    # 100 µs that no part explains, residual 120 of 400 (30%).
+    far = ablation.breakdown(
+        _means(
+            wsgi_sync=100,
+            asgi_async=500,
+            ablation_no_executor=300,
+            **{**parts, "ablation_sync_signals": 300},
+        )
+    )
+    assert far is not None
+    assert far.residual_us == pytest.approx(120)
+    assert "miss the whole by +30%" in ablation.sentence(far)
+
+
 def test_breakdown_needs_every_variant() -> None:
     means = _means(wsgi_sync=100, asgi_async=500, ablation_no_executor=300)
     assert ablation.breakdown(means) is None

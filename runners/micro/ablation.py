@@ -37,8 +37,11 @@ in the sum:
 
 ``python -m runners.micro.ablation`` measures the same variants quickly
 in-process without pyperf (``--requests``/``--rounds``; median of rounds)
-and prints the table (``--json``: the table as JSON). pyperf's figures
-(``tox -e micro``) are the ones to quote.
+and prints the table (``--json``: the table as JSON). Because it
+interleaves the variants round after round, a machine whose speed drifts
+(a shared or virtual one) hits them alike; pyperf (``tox -e micro``) runs
+one benchmark after another, with its own statistics, and the sentence warns
+when its parts miss the whole by more than 15%.
 """
 
 from __future__ import annotations
@@ -198,8 +201,24 @@ def format_breakdown(table: Breakdown) -> list[str]:
     return lines
 
 
+RESIDUAL_WARNING = 0.15
+"""A residual above this share of the whole makes :func:`sentence` warn."""
+
+
+def residual_warning(table: Breakdown) -> str | None:
+    """Why the parts do not add up, when they miss the whole by more than 15%."""
+    if not table.total_us or abs(table.residual_us) <= RESIDUAL_WARNING * abs(table.total_us):
+        return None
+    share = table.residual_us / table.total_us
+    return (
+        f"The parts miss the whole by {share:+.0%}: the benchmarks ran one after another, "
+        "so the machine's speed may have drifted between them; "
+        "python -m runners.micro.ablation runs the variants interleaved."
+    )
+
+
 def sentence(table: Breakdown) -> str:
-    """One sentence: where the microseconds go."""
+    """One sentence: where the microseconds go (and a warning if the parts miss the whole)."""
     ranked = sorted(table.parts, key=lambda p: p.us, reverse=True)
     named = ", ".join(f"{p.part} {p.us:.0f} µs" for p in ranked)
     text = (
@@ -210,7 +229,8 @@ def sentence(table: Breakdown) -> str:
     hops = next((p for p in table.extra if p.part == "middleware hops"), None)
     if hops is not None:
         text += f"; the default middleware adds {hops.us:.0f} µs of hops on top"
-    return text + "."
+    warning = residual_warning(table)
+    return f"{text}. {warning}" if warning else text + "."
 
 
 # --- the quick in-process measurement ----------------------------------------------
