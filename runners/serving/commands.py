@@ -105,7 +105,11 @@ def command(runner: Runner, settings: Settings) -> Command:
             # --http11-socket keeps them alive, but a uWSGI worker then serves one
             # connection until the client closes it: with more clients than workers
             # the others wait (measured: timeouts from 4 Locust users on 3 workers,
-            # thousands in an open loop), so it is not used. Every response of the
+            # thousands in an open loop), so it is not used. Nor is the HTTP router
+            # (--http ADDR --http-keepalive): it keeps connections and shares the
+            # workers, but its process cannot be told from a worker in /proc under
+            # pyuwsgi, and it cost a third of json's throughput on one core (measured
+            # with wrk -c32: 3,236 against 4,800 req/s). Every response of the
             # app and of the test apps has a Content-Length, as --http11-socket needs.
             argv += ["--http-socket", f"{_host(s.host)}:{s.port}", "--module", UWSGI_APP]
             if not runner.preload:
