@@ -99,6 +99,10 @@ def test_a_residual_over_15_percent_is_flagged() -> None:
     assert far is not None
     assert far.residual_us == pytest.approx(120)
     assert "miss the whole by +30%" in ablation.sentence(far)
+    # The interleaved measurement does not point to itself.
+    interleaved = ablation.sentence(far, sequential=False)
+    assert "miss the whole by +30%" in interleaved
+    assert "runners.micro.ablation" not in interleaved
 
 
 def test_breakdown_needs_every_variant() -> None:
