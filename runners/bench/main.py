@@ -29,7 +29,7 @@ from runners.bench.console import (
     results_table,
 )
 from runners.bench.defaults import MICRO_ESTIMATE_S, REPORTS_DIR, SETUP_S
-from runners.bench.matrix import matrix_block, plan
+from runners.bench.matrix import matrix_block, plan, runtime_record
 from runners.bench.options import Options, parse_options
 from runners.bench.run import Context, run_one
 from runners.cli.args import UsageError
@@ -173,7 +173,7 @@ def execute(options: Options, command: str) -> int:
         ),
         matrix=matrix_block(options),
     )
-    results.update(runtimes=tuple(runtime.info() for runtime in built.values()))
+    results.update(runtimes=tuple(runtime_record(runtime) for runtime in built.values()))
     ctx = Context(
         options=options,
         out_dir=out_dir,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from runners.bench.options import Options
-from runners.results.document import Matrix, SoakPlan
-from runners.results.record import run_id, sweep_qualifiers
+from runners.results.document import Matrix, RuntimeInfo, SoakPlan
+from runners.results.record import PythonInfo, run_id, sweep_qualifiers
 from runners.runtimes import axes
+from runners.runtimes.interpreters import Interpreter
+from runners.runtimes.venvs import Runtime
 from runners.serving.registry import (
     RUNNERS,
     Runner,
@@ -106,7 +109,7 @@ def matrix_block(options: Options) -> Matrix:
         upstream_ms=options.upstream_ms,
         request_timeout_s=options.request_timeout_s,
         seed=options.seed or None,
-        pythons=tuple(p.info() for p in options.pythons),
+        pythons=tuple(python_record(p) for p in options.pythons),
         djangos=tuple(options.djangos),
         gcs=tuple(options.gcs),
         soak=None if soak is None else SoakPlan(requests=soak.requests, duration_s=soak.duration_s),
@@ -131,3 +134,29 @@ def locust_processes(options: Options) -> str:
         return "one process"
     remote = f" + {options.expect_workers} from elsewhere" if options.expect_workers else ""
     return f"distributed: a master and {options.loadgen_processes} workers here{remote}"
+
+
+def python_record(interpreter: Interpreter) -> PythonInfo:
+    """What results.json records of an interpreter."""
+    return PythonInfo(
+        implementation=interpreter.implementation,
+        version=interpreter.version,
+        path=interpreter.path,
+    )
+
+
+def runtime_python(runtime: Runtime) -> PythonInfo:
+    """A run's ``python``: the interpreter (plus the venv it ran from)."""
+    info = python_record(runtime.interpreter)
+    return info if runtime.venv is None else dataclasses.replace(info, venv=runtime.python)
+
+
+def runtime_record(runtime: Runtime) -> RuntimeInfo:
+    """An element of results.json's ``runtimes``."""
+    return RuntimeInfo(
+        python=runtime_python(runtime),
+        django=runtime.django,
+        django_requested=runtime.django_spec,
+        venv=None if runtime.venv is None else str(runtime.venv),
+        packages=dict(runtime.packages),
+    )

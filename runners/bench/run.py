@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runners.bench.hosting import Hosted, LocalHost, ServerHost
-from runners.bench.matrix import RunSpec
+from runners.bench.matrix import RunSpec, runtime_python
 from runners.bench.measure import Measured, ServerDied, closed_loop, open_loop, soak_loop
 from runners.bench.options import Options
 from runners.bench.profiles import ProfilePlan, Profiler
@@ -145,7 +145,7 @@ def base_run(spec: RunSpec, ctx: Context) -> Run:
         gc=spec.runtime.gc or runner.gc,
         middleware=options.middleware,
         # The server's interpreter and the Django it imports (not the driver's).
-        python=runtime.python_info(),
+        python=runtime_python(runtime),
         django=runtime.django,
         workload=spec.workload,
         users=spec.users,

@@ -13,49 +13,14 @@ import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
-from importlib import metadata
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from runners import REPO_ROOT
 from runners.results.document import CpuPlacement, Environment
 from runners.results.record import PythonInfo
-
-# Distribution names whose versions are recorded (None when not installed).
-PACKAGES: tuple[str, ...] = (
-    "django",
-    "asgiref",
-    "gunicorn",
-    "uvicorn",
-    "uvicorn-worker",
-    "uvloop",
-    "httptools",
-    "granian",
-    "waitress",
-    "hypercorn",
-    "daphne",
-    "twisted",
-    "pyuwsgi",
-    "psycopg",
-    "psycopg-binary",
-    "redis",
-    "httpx",
-    "locust",
-    "gevent",
-    "psutil",
-    "pyperf",
-)
-
-
-def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+from runners.runtimes.releases import package_versions
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:

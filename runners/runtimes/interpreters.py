@@ -29,7 +29,6 @@ from functools import cache
 from pathlib import Path
 
 from runners import REPO_ROOT
-from runners.results.record import PythonInfo
 
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 
@@ -89,10 +88,6 @@ class Interpreter:
         """``"py3.12.1"`` (``"pypy3.10.14"`` for PyPy): folder names and run ids."""
         prefix = "py" if self.implementation == "CPython" else self.implementation.lower()
         return f"{prefix}{self.version}"
-
-    def info(self) -> PythonInfo:
-        """What results.json records of it."""
-        return PythonInfo(implementation=self.implementation, version=self.version, path=self.path)
 
 
 def version_tuple(text: str) -> tuple[int, ...]:

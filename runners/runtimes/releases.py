@@ -21,6 +21,7 @@ import time
 import tomllib
 from collections.abc import Callable, Sequence
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,41 @@ from runners import REPO_ROOT
 from runners.runtimes.interpreters import Interpreter, clean_env, version_tuple
 
 LOCK_FILE = REPO_ROOT / "uv.lock"
+
+# Distribution names whose versions are recorded (None when not installed).
+PACKAGES: tuple[str, ...] = (
+    "django",
+    "asgiref",
+    "gunicorn",
+    "uvicorn",
+    "uvicorn-worker",
+    "uvloop",
+    "httptools",
+    "granian",
+    "waitress",
+    "hypercorn",
+    "daphne",
+    "twisted",
+    "pyuwsgi",
+    "psycopg",
+    "psycopg-binary",
+    "redis",
+    "httpx",
+    "locust",
+    "gevent",
+    "psutil",
+    "pyperf",
+)
+
+
+def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 VENVS_ENV = "BENCH_VENVS_DIR"

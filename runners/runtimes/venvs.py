@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -36,8 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from runners import REPO_ROOT
-from runners.results.document import RuntimeInfo
-from runners.results.record import PythonInfo
 from runners.runtimes.interpreters import (
     Interpreter,
     InterpreterNotFound,
@@ -48,8 +45,10 @@ from runners.runtimes.interpreters import (
 )
 from runners.runtimes.releases import (
     LOCK_FILE,
+    PACKAGES,
     locked_django,
     locked_versions,
+    package_versions,
     venvs_dir,
     version_matches,
 )
@@ -101,26 +100,9 @@ class Runtime:
     def label(self) -> str:
         return f"{self.interpreter.label}, Django {self.django}"
 
-    def python_info(self) -> PythonInfo:
-        """The run's ``python``: the interpreter (plus the venv it ran from)."""
-        info = self.interpreter.info()
-        return info if self.venv is None else dataclasses.replace(info, venv=self.python)
-
-    def info(self) -> RuntimeInfo:
-        """An element of results.json's ``runtimes``."""
-        return RuntimeInfo(
-            python=self.python_info(),
-            django=self.django,
-            django_requested=self.django_spec,
-            venv=None if self.venv is None else str(self.venv),
-            packages=dict(self.packages),
-        )
-
 
 def current_runtime() -> Runtime:
     """The driver's own interpreter and packages (no extra environment)."""
-    from runners.results.environment import PACKAGES, package_versions
-
     versions = package_versions(PACKAGES)
     return Runtime(
         interpreter=current_interpreter(),
@@ -248,8 +230,6 @@ def _run(argv: Sequence[str], what: str, timeout: float = BUILD_TIMEOUT_S) -> st
 
 def query_runtime(python: str) -> dict[str, Any]:
     """Interpreter, Django and package versions as ``python`` sees them."""
-    from runners.results.environment import PACKAGES
-
     out = _run(
         [python, "-c", _RUNTIME_PROBE, json.dumps(list(PACKAGES))],
         f"asking {python} for its versions",
