@@ -42,14 +42,12 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import gevent
 from gevent.event import AsyncResult, Event
 from hdrh.histogram import HdrHistogram
 
-Arrival = Literal["constant", "poisson"]
-ARRIVALS: tuple[Arrival, ...] = ("constant", "poisson")
+from runners.vocabulary import DEFAULT_ARRIVAL, Arrival
 
 HIST_LOWEST_US = 1
 HIST_HIGHEST_US = 3_600_000_000
@@ -68,7 +66,7 @@ def record_us(hist: HdrHistogram, seconds: float) -> None:
 
 
 @dataclass
-class Window:
+class PacerWindow:
     """What one process recorded for the requests intended inside ``[start, end)``.
 
     Times are ``time.perf_counter()`` values of this process.
@@ -136,8 +134,8 @@ class Pacer:
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.clock = clock
         self.rate: float | None = None
-        self.arrival: Arrival = "constant"
-        self.window: Window | None = None
+        self.arrival: Arrival = DEFAULT_ARRIVAL
+        self.window: PacerWindow | None = None
         self._idle: list[_Slot] = []
         self._freed = Event()
         self._dispatcher: gevent.Greenlet | None = None
@@ -159,7 +157,7 @@ class Pacer:
     def configure(
         self,
         rate: float | None,
-        arrival: Arrival = "constant",
+        arrival: Arrival = DEFAULT_ARRIVAL,
         phase: float = 0.0,
         seed: int | None = None,
         late_s: float = LATE_S,
@@ -206,12 +204,12 @@ class Pacer:
         """No request is in flight."""
         return not self._outstanding
 
-    def open_window(self, start: float, end: float) -> Window:
+    def open_window(self, start: float, end: float) -> PacerWindow:
         """Start collecting the requests intended in ``[start, end)`` (perf_counter times)."""
-        self.window = Window(start, end)
+        self.window = PacerWindow(start, end)
         return self.window
 
-    def close_window(self) -> Window | None:
+    def close_window(self) -> PacerWindow | None:
         """Stop collecting; tickets of the window not sent by now count as failed."""
         window, self.window = self.window, None
         if window is None:
@@ -238,7 +236,7 @@ class Pacer:
         if window is not None and window.start <= self.clock() < window.end:
             window.connects += 1
 
-    def drained(self, window: Window) -> bool:
+    def drained(self, window: PacerWindow) -> bool:
         """Every ticket of ``window`` was sent and answered (or timed out)."""
         if self.rate is not None and self._next < window.end:
             return False

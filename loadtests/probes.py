@@ -5,7 +5,7 @@ Load it next to the locustfile::
     locust -f loadtests/locustfile.py,loadtests/probes.py --headless -u 1 -r 1 \\
         --probe-control control.json --probe-out probes/ ...
 
-The driver (``runners/load/probes.py``) writes ``--probe-control``: a JSON
+The driver (``runners/load/locust.py``) writes ``--probe-control``: a JSON
 object with a growing ``seq``. For each new one the controller (in the local
 runner, or the master in distributed mode)
 
@@ -59,8 +59,9 @@ _REPO_ROOT = str(Path(__file__).resolve().parents[1])
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
-from loadtests.pacing import ARRIVALS, LATE_S, PACER, Window, histogram  # noqa: E402
+from loadtests.pacing import LATE_S, PACER, PacerWindow, histogram  # noqa: E402
 from loadtests.window import ProbeCommand, ProbeResult, ProcessLoad  # noqa: E402
+from runners.vocabulary import ARRIVALS, DEFAULT_ARRIVAL  # noqa: E402
 
 MARKER = "@@bench-probe"
 PAUSE_MESSAGE = "bench-probe-pause"
@@ -145,7 +146,7 @@ class Generator:
         phase = 0.0 if rate is None else index / float(rate)
         PACER.configure(
             share,
-            data.get("arrival", "constant"),
+            data.get("arrival", DEFAULT_ARRIVAL),
             phase=phase,
             seed=data["seq"] * 1009 + index,
             late_s=float(data.get("late_s") or LATE_S),
@@ -176,7 +177,7 @@ class Generator:
         )
 
 
-def result_message(seq: int, index: int, window: Window, cpu_seconds: float) -> dict[str, Any]:
+def result_message(seq: int, index: int, window: PacerWindow, cpu_seconds: float) -> dict[str, Any]:
     return {
         "seq": seq,
         "index": index,
@@ -341,7 +342,7 @@ class Controller:
             "seq": seq,
             "mode": command.mode,
             "rate": command.rate if command.mode == "open" else None,
-            "arrival": command.arrival if command.arrival in ARRIVALS else "constant",
+            "arrival": command.arrival if command.arrival in ARRIVALS else DEFAULT_ARRIVAL,
             "start_at": start,
             "end_at": end,
             "deadline_at": deadline,

@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-Mode = Literal["open", "closed"]
-CommandMode = Literal["open", "closed", "pause"]
+from runners.vocabulary import DEFAULT_ARRIVAL, Arrival, Load
+
+CommandMode = Literal[Load, "pause"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class ProbeCommand:
     duration_s: float
     warmup_s: float = 0.0
     rate: float | None = None
-    arrival: str = "poisson"
+    arrival: Arrival = DEFAULT_ARRIVAL
     drain_s: float = 1.0
     late_s: float = 0.01
     reset_stats: bool = False
@@ -90,7 +91,7 @@ class ProbeResult:
     adds up (the fields of the same names)."""
 
     seq: int
-    mode: Mode
+    mode: Load
     rate: float | None
     users: int
     start: float

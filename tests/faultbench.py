@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Iterator
 
-from runners.bench import hosting
+from runners import hosting
 from runners.bench import main as bench_main
 from runners.serving import server as process
 from runners.serving.server import RunningServer, ServeConfig
@@ -32,7 +32,7 @@ def main() -> int:
         with real_serve(dataclasses.replace(config, app=app) if app else config) as server:
             yield server
 
-    # The local host serves through this name (runners.bench.hosting.LocalHost).
+    # The local host serves through this name (runners.hosting.LocalHost).
     setattr(hosting, "serve", serve)  # noqa: B010 - replacing the imported name is the point
     return bench_main.main()
 

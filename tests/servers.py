@@ -36,10 +36,10 @@ import psutil
 import pytest
 
 from runners.results.schema import SCHEMA_PATH
-from runners.sampling.memory import tree_pids
 from runners.serving.commands import SINGLE_PROCESS_SERVERS
 from runners.serving.cpus import default_placement
 from runners.serving.net import http_get
+from runners.serving.proctree import tree_pids
 from runners.serving.registry import Runner, get_runner
 from runners.serving.server import RunningServer, ServeConfig, prepare_database, serve
 

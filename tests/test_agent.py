@@ -24,10 +24,11 @@ import psutil
 import pytest
 
 from runners.agent.client import AgentClient, AgentError, client_token, parse_url
-from runners.agent.protocol import ProtocolError, ServeRequest, WindowFigures
+from runners.agent.protocol import ProtocolError, ServeRequest
 from runners.agent.server import main as agent_main
 from runners.agent.server import read_token
 from runners.bench import main as bench_main
+from runners.hosting import WindowFigures
 from runners.results.document import Environment
 from runners.sampling.memory import sample_tree
 from runners.serving.cpus import format_cpus

@@ -33,7 +33,7 @@ from pytest_django import Settings as SettingsWrapper
 
 from apps.bench import upstream_client
 from apps.project import settings as project_settings
-from runners.sampling.memory import tree_pids
+from runners.serving.proctree import tree_pids
 from runners.serving.server import RunningServer
 from tests.conftest import REPO_ROOT
 from tests.servers import get, prepare_small, prepared_data_dir, running

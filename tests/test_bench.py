@@ -28,7 +28,8 @@ from runners.results.document import Results
 from runners.results.figures import GIB
 from runners.results.record import Latency, Memory, Run
 from runners.results.schema import SCHEMA_PATH
-from runners.serving.registry import FAMILIES, RUNNERS
+from runners.serving.registry import RUNNERS
+from runners.vocabulary import FAMILIES
 from tests.servers import BenchRun, run_bench
 from tests.test_results import unknown_keys
 

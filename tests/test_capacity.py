@@ -8,15 +8,15 @@ from dataclasses import dataclass
 import pytest
 
 from runners.bench.capacity import (
-    Mode,
-    Observation,
     Plan,
+    ProbeObservation,
     Target,
     bound,
     describe,
     pool_size,
     search,
 )
+from runners.vocabulary import Load
 
 
 @dataclass
@@ -40,15 +40,15 @@ class ModelServer:
         k = slo_ms / self.service_ms
         return self.capacity * (k - 1) / (k + 3)
 
-    def probe(self, mode: Mode, rate: float | None, users: int) -> Observation:
+    def probe(self, mode: Load, rate: float | None, users: int) -> ProbeObservation:
         self.calls += 1
         if mode == "closed":
             achieved = self.capacity
-            return Observation(mode, None, achieved, 1.0, 50.0, 1000, 0, users, 99.0)
+            return ProbeObservation(mode, None, achieved, 1.0, 50.0, 1000, 0, users, 99.0)
         assert rate is not None
         achieved = min(rate, self.capacity)
         requests = round(achieved * 2)
-        return Observation(
+        return ProbeObservation(
             mode,
             rate,
             achieved * (1 - self.error_rate),
@@ -102,10 +102,10 @@ def test_errors_bound_when_latency_holds() -> None:
 def test_loadgen_bound_when_the_generator_falls_behind() -> None:
     @dataclass
     class Saturated(ModelServer):
-        def probe(self, mode: Mode, rate: float | None, users: int) -> Observation:
+        def probe(self, mode: Load, rate: float | None, users: int) -> ProbeObservation:
             seen = super().probe(mode, rate, users)
             late = 0.1 if rate is not None and rate > 3000 else 0.0
-            return Observation(**{**seen.__dict__, "late_share": late})
+            return ProbeObservation(**{**seen.__dict__, "late_share": late})
 
     found = search(Saturated(10_000.0).probe, Target(slo_p99_ms=100.0))
     assert found.rate is not None and found.rate <= 3000
@@ -113,7 +113,7 @@ def test_loadgen_bound_when_the_generator_falls_behind() -> None:
 
 
 def test_a_rate_that_is_not_achieved_fails() -> None:
-    short = Observation("open", 100.0, 80.0, 1.0, 2.0, 160, 0, 16)
+    short = ProbeObservation("open", 100.0, 80.0, 1.0, 2.0, 160, 0, 16)
     assert not short.passes(Target())
     assert any("came back" in p for p in short.problems(Target()))
 
@@ -129,21 +129,23 @@ def test_a_queue_building_up_through_the_window_fails_a_short_probe() -> None:
     """Just above capacity, a short window's p99 can stay within the target while the
     queue grows: the second half's median, far above the first half's, fails it."""
     target = Target(slo_p99_ms=100.0)
-    growing = Observation(
+    growing = ProbeObservation(
         "open", 1073.0, 1066.0, 43.0, 75.0, 1600, 0, 179, p50_halves_ms=(20.0, 65.0)
     )
     assert growing.drifting(target)
     assert not growing.passes(target)
     assert any("queue built up" in p for p in growing.problems(target))
     # A steady window: the halves differ by noise only (a few ms, or a small share).
-    steady = Observation("open", 1015.0, 1006.0, 9.6, 24.0, 1500, 0, 179, p50_halves_ms=(9.0, 11.0))
+    steady = ProbeObservation(
+        "open", 1015.0, 1006.0, 9.6, 24.0, 1500, 0, 179, p50_halves_ms=(9.0, 11.0)
+    )
     assert not steady.drifting(target) and steady.passes(target)
-    slow_but_steady = Observation(
+    slow_but_steady = ProbeObservation(
         "open", 40.0, 40.0, 60.0, 90.0, 100, 0, 16, p50_halves_ms=(58.0, 66.0)
     )
     assert not slow_but_steady.drifting(target)
     # Twice as slow, but by 4 ms of a 100 ms target: noise at this scale.
-    assert not Observation(
+    assert not ProbeObservation(
         "open", 100.0, 100.0, 3.0, 9.0, 200, 0, 16, p50_halves_ms=(2.0, 6.0)
     ).drifting(target)
 
@@ -154,12 +156,12 @@ def test_the_search_counts_the_rate_a_window_really_offered() -> None:
 
     @dataclass
     class Unlucky(ModelServer):
-        def probe(self, mode: Mode, rate: float | None, users: int) -> Observation:
+        def probe(self, mode: Load, rate: float | None, users: int) -> ProbeObservation:
             if mode == "closed" or rate is None:
                 return super().probe(mode, rate, users)
             realised = 0.8 * rate  # every window holds fewer arrivals than asked
             seen = super().probe(mode, realised, users)
-            return Observation(**{**seen.__dict__, "nominal_rps": rate})
+            return ProbeObservation(**{**seen.__dict__, "nominal_rps": rate})
 
     server = Unlucky(100.0)
     target = Target(slo_p99_ms=20.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from runners.sampling.cpuprofile import CpuProfile, CpuProfilePlan, ProfileError
+from runners.sampling.cpuprofile import CpuProfilePlan, ProfileError, PySpyRecording
 from runners.serving.cpus import default_placement
 from tests.servers import assert_no_processes, get, running
 
@@ -34,7 +34,7 @@ def test_the_flame_graph_names_django_functions(tmp_path: Path, runner: str) -> 
     loadgen = default_placement().loadgen
     with running(runner) as server:
         plan = CpuProfilePlan(server.pid, svg, cpus=loadgen, rate=200)
-        with CpuProfile(plan) as profile:
+        with PySpyRecording(plan) as profile:
             assert profile.pid is not None
             spy = psutil.Process(profile.pid)
             assert spy.cpu_affinity() == list(loadgen)
@@ -58,7 +58,7 @@ def test_a_missing_process_is_an_error(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     with pytest.raises(ProfileError, match="py-spy exited"):
-        CpuProfile(CpuProfilePlan(proc.pid, tmp_path / "x.svg")).start()
+        PySpyRecording(CpuProfilePlan(proc.pid, tmp_path / "x.svg")).start()
 
 
 @pytest.mark.servers
@@ -68,7 +68,7 @@ def test_a_fixed_duration_ends_by_itself(tmp_path: Path) -> None:
     )
     try:
         plan = CpuProfilePlan(busy.pid, tmp_path / "busy.svg", duration_s=1.0)
-        profile = CpuProfile(plan)
+        profile = PySpyRecording(plan)
         profile.start()
         began = time.monotonic()
         result = profile.stop(timeout=30)

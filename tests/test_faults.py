@@ -485,7 +485,7 @@ def test_a_killed_driver_takes_everything_down_and_its_results_still_report(
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     assert "gunicorn-sync" in (bench.out / "index.html").read_text()
     # The next run finds the stale ledger, finds nothing left to stop, and removes it.
-    assert supervisor.sweep(running_dir) == []
+    assert supervisor.stop_strays(running_dir) == []
     assert not ledger.exists()
 
 

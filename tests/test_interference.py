@@ -23,7 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from runners.report import render_run
-from runners.results.flags import FLAGS, INTERFERENCE_SHARE, notes_for
+from runners.results.criteria import INTERFERENCE_SHARE
+from runners.results.flags import FLAGS, notes_for
 from runners.sampling import cpustat
 from runners.sampling.interference import TICKS_PER_S, Mark, is_local, others
 from runners.serving.cpus import default_placement

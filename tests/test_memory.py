@@ -24,9 +24,8 @@ from runners.sampling.memory import (
     read_smaps_rollup,
     sample_tree,
     summarize,
-    tree_cpu_seconds,
-    tree_pids,
 )
+from runners.serving.proctree import tree_cpu_seconds, tree_pids
 from tests.servers import running
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "runners" / "results" / "schema.json"

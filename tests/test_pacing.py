@@ -9,10 +9,11 @@ import gevent
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from loadtests.pacing import Pacer, Window
+from loadtests.pacing import Pacer, PacerWindow
 from loadtests.window import ProbeResult
-from runners.bench.capacity import DRIFT_RATIO, Target
-from runners.bench.measure import Window as Measured
+from runners.bench.capacity import Target
+from runners.bench.measure import ProbeWindow
+from runners.results.criteria import DRIFT_RATIO
 
 
 def run_users(
@@ -30,7 +31,9 @@ def run_users(
     return [gevent.spawn(user) for _ in range(users)]
 
 
-def measure(pacer: Pacer, users: int, seconds: float, service: Callable[[float], float]) -> Window:
+def measure(
+    pacer: Pacer, users: int, seconds: float, service: Callable[[float], float]
+) -> PacerWindow:
     greenlets = run_users(pacer, users, seconds, service)
     try:
         now = time.perf_counter()
@@ -49,7 +52,7 @@ def measure(pacer: Pacer, users: int, seconds: float, service: Callable[[float],
 
 def test_an_open_loop_keeps_its_schedule_against_a_fast_server() -> None:
     pacer = Pacer()
-    pacer.configure(200.0)
+    pacer.configure(200.0, "constant")
     window = measure(pacer, users=8, seconds=1.0, service=lambda t: 0.001)
     assert window.scheduled == pytest.approx(200, abs=2)
     assert window.successes == window.scheduled
@@ -61,7 +64,7 @@ def test_an_open_loop_keeps_its_schedule_against_a_fast_server() -> None:
 
 def test_a_stall_shows_in_the_latency_measured_from_intended_times() -> None:
     pacer = Pacer()
-    pacer.configure(100.0)
+    pacer.configure(100.0, "constant")
     began = time.perf_counter()
 
     def service(t: float) -> float:
@@ -145,7 +148,7 @@ def test_a_server_falling_behind_shows_as_a_slower_second_half() -> None:
         loadgen_cpu_seconds=0.1,
         processes_expected=1,
     )
-    observed = Measured(result, None, None).observation()
+    observed = ProbeWindow(result, None, None).observation()
     low, high = observed.p50_halves_ms
     assert low is not None and high is not None and high > DRIFT_RATIO * low
     assert observed.drifting(Target(slo_p99_ms=100.0))

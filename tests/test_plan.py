@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from runners.plan.cli import main, parse_size
 from runners.plan.fit import CapacityPoint, MemoryPoint, fit_capacity, fit_growth, fit_memory
 from runners.plan.model import Host, Model, build_models, choose, plan
-from runners.plan.observe import Observation, growth, observations
+from runners.plan.observe import ConfigObservation, growth, observations
 from runners.report import render_run
 from runners.results.document import read_results
 from runners.results.figures import GIB, MIB
@@ -336,7 +336,9 @@ def test_never_proposes_more_memory_than_the_budget(
         [CapacityPoint(1, 1, rate, False), CapacityPoint(64, 1, per_core, True)]
     )
     measured = tuple(
-        Observation("r", "r", "prefork", "w", n, None, 1, 1, 0.0, 1.0, None, False, None, None)
+        ConfigObservation(
+            "r", "r", "prefork", "w", n, None, 1, 1, 0.0, 1.0, None, False, None, None
+        )
         for n in (1, 2, 3)
     )
     model = Model("r", "r", "prefork", "w", None, memory, capacity, measured)

@@ -17,16 +17,18 @@ import psutil
 import pytest
 
 from runners import REPO_ROOT
-from runners.sampling.memory import sample_tree, tree_pids
+from runners.sampling.memory import sample_tree
 from runners.serving.commands import Settings, command
 from runners.serving.net import free_port
-from runners.serving.registry import RUNNERS, GcMode, format_table, worker_count
+from runners.serving.proctree import tree_pids
+from runners.serving.registry import RUNNERS, format_table, worker_count
 from runners.serving.server import (
     ServeConfig,
     start,
     stop,
 )
 from runners.serving.supervisor import RunnerError, log_tail
+from runners.vocabulary import GcMode
 from tests.servers import (
     assert_no_processes,
     get,

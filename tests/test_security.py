@@ -20,7 +20,7 @@ from runners.bench import matrix as bench_matrix
 from runners.bench import options as bench_options
 from runners.cli import serve, ui_options
 from runners.load.locust import LocustPlan, command
-from runners.sampling.memory import tree_pids
+from runners.serving.proctree import tree_pids
 from runners.serving.server import ServeConfig, upstream
 from tests.servers import get, running
 

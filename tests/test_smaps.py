@@ -16,7 +16,7 @@ from runners.cli import memcheck
 from runners.sampling.memory import read_smaps_rollup, sample_tree
 from runners.sampling.smaps import (
     CATEGORIES,
-    Breakdown,
+    SmapsBreakdown,
     Usage,
     _regions,
     breakdown,
@@ -212,7 +212,7 @@ def test_classification_of_each_kind_of_mapping() -> None:
 def test_breakdown_as_dict_is_json() -> None:
     regions = list(_regions(SMAPS))
     categories, files = breakdown_of(regions, "/usr/bin/python3.11", [])
-    result = Breakdown(1, categories, 1, 0, 0.001, files)
+    result = SmapsBreakdown(1, categories, 1, 0, 0.001, files)
     data = json.loads(json.dumps(result.as_dict(top_files=2)))
     assert data["categories"]["heap"]["private_dirty"] == (1024 + 16 + 4) * 1024
     assert data["total"]["rss"] == sum(r.usage.rss for r in regions)

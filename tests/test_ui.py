@@ -85,7 +85,7 @@ def test_list_shows_runners_and_workloads(capsys: pytest.CaptureFixture[str]) ->
     assert "MixedUser" in out
 
 
-def _options(*argv: str) -> ui_options.Options:
+def _options(*argv: str) -> ui_options.UiOptions:
     options = ui_options.parse_options(["gunicorn-sync", *argv])
     assert options is not None
     return options

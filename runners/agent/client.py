@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from runners.agent.protocol import TOKEN_ENV, Served, ServeRequest, WindowFigures
-from runners.bench.hosting import Hosted, Window
+from runners.agent.protocol import TOKEN_ENV, Served, ServeRequest
+from runners.hosting import Hosted, HostWindow, WindowFigures
 from runners.results.document import Environment
 from runners.results.record import PythonInfo
-from runners.serving.registry import GcMode, Runner, Variant
+from runners.serving.registry import Runner
 from runners.serving.server import RunningServer, ServeConfig
 from runners.serving.supervisor import RunnerError
+from runners.vocabulary import GcMode, Variant
 
 CALL_TIMEOUT_S = 30.0
 SERVE_TIMEOUT_S = 180.0
@@ -115,10 +116,10 @@ class AgentClient:
         return Environment.from_dict(self.call("GET", "/environment"))
 
     @contextlib.contextmanager
-    def lease(self) -> Iterator[Lease]:
+    def lease(self) -> Iterator[AgentLease]:
         """A lease, heartbeated while the block runs and released after it."""
         got = self.call("POST", "/lease")
-        lease = Lease(self, str(got["lease"]), float(got["lease_s"]))
+        lease = AgentLease(self, str(got["lease"]), float(got["lease_s"]))
         lease.start()
         try:
             yield lease
@@ -127,7 +128,7 @@ class AgentClient:
 
 
 @dataclass
-class Lease:
+class AgentLease:
     """A lease on the agent and its heartbeat thread."""
 
     client: AgentClient
@@ -173,7 +174,7 @@ class Lease:
 
 @dataclass(frozen=True)
 class RemoteWindow:
-    lease: Lease
+    lease: AgentLease
     server_id: str
     sample: bool
     interval: float
@@ -205,7 +206,7 @@ class RemoteWindow:
 class Remote:
     """A server on the agent's host (a ``Hosted``)."""
 
-    lease: Lease
+    lease: AgentLease
     served: Served
     runner: Runner
     host: str
@@ -263,7 +264,7 @@ class Remote:
     def worker_pids(self) -> set[int]:
         return set(self.lease.call("/workers", {"server": self.served.id})["pids"])
 
-    def window(self, *, sample: bool, interval: float) -> Window:
+    def window(self, *, sample: bool, interval: float) -> HostWindow:
         return RemoteWindow(self.lease, self.served.id, sample, interval)
 
 
@@ -272,7 +273,7 @@ class RemoteHost:
     """The bench's ``ServerHost`` on the agent: the same ``ServeConfig`` becomes a
     ``ServeRequest`` (runner and settings only; the agent places and logs it)."""
 
-    lease: Lease
+    lease: AgentLease
     database: str | None
     with_upstream: bool
 

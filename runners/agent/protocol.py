@@ -14,11 +14,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from runners.bench.defaults import MIDDLEWARES
 from runners.cli.args import SEED_KEYS
-from runners.sampling.memory import ProcessMemory, TreeSample
 from runners.serving.commands import Settings, check
-from runners.serving.registry import GC_MODES, RUNNERS, VARIANTS, GcMode, Variant, worker_count
+from runners.serving.registry import RUNNERS, worker_count
+from runners.vocabulary import GC_MODES, MIDDLEWARES, VARIANTS, GcMode, Variant
 
 TOKEN_ENV = "BENCH_AGENT_TOKEN"  # noqa: S105 (the variable's name, not a secret)
 """The shared secret, when no token file is given (agent and driver alike)."""
@@ -154,48 +153,3 @@ class Served:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Served:
         return cls(**{**data, "argv": tuple(data["argv"])})
-
-
-def sample_to_json(sample: TreeSample) -> dict[str, Any]:
-    return {
-        "t": sample.t,
-        "reaped": sample.reaped_cpu_seconds,
-        "processes": [asdict(p) for p in sample.processes],
-    }
-
-
-def sample_from_json(data: Mapping[str, Any]) -> TreeSample:
-    return TreeSample(
-        t=float(data["t"]),
-        processes=tuple(ProcessMemory(**p) for p in data["processes"]),
-        reaped_cpu_seconds=float(data["reaped"]),
-    )
-
-
-@dataclass(frozen=True)
-class WindowFigures:
-    """What the server's host saw over one window: its CPUs' busy share, the memory
-    samples of the server's tree (when asked), the sampler's own cost, and the
-    sampler's error if the server's root went away."""
-
-    server_cpu_percent: float | None
-    samples: tuple[TreeSample, ...] = ()
-    sampler_cpu_percent: float = 0.0
-    error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "server_cpu_percent": self.server_cpu_percent,
-            "samples": [sample_to_json(s) for s in self.samples],
-            "sampler_cpu_percent": self.sampler_cpu_percent,
-            "error": self.error,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> WindowFigures:
-        return cls(
-            server_cpu_percent=data["server_cpu_percent"],
-            samples=tuple(sample_from_json(s) for s in data["samples"]),
-            sampler_cpu_percent=float(data["sampler_cpu_percent"]),
-            error=data["error"],
-        )

@@ -48,9 +48,9 @@ from runners.agent.protocol import (
     Served,
     ServeRequest,
 )
-from runners.bench.hosting import LocalWindow
 from runners.cli.args import Parser, UsageError
 from runners.cli.signals import ignore_stop_signals, stop_on_signals
+from runners.hosting import LocalHostWindow
 from runners.results import environment as env_capture
 from runners.results.document import CpuPlacement
 from runners.sampling.memory import sample_tree
@@ -104,11 +104,11 @@ class Slot:
 
     served: Served
     server: RunningServer
-    windows: dict[str, LocalWindow] = field(default_factory=dict)
+    windows: dict[str, LocalHostWindow] = field(default_factory=dict)
 
 
 @dataclass
-class Lease:
+class DriverLease:
     id: str
     lease_s: float
     last: float
@@ -143,7 +143,7 @@ class Agent:
         self.say = say
         self.database: str | None = None
         self.seed: dict[str, int] = {}
-        self.leases: dict[str, Lease] = {}
+        self.leases: dict[str, DriverLease] = {}
         self.lock = threading.Lock()
         self._ops = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-ops")
         self._closed = threading.Event()
@@ -158,14 +158,14 @@ class Agent:
 
     # --- leases
 
-    def lease(self, lease_id: object) -> Lease:
+    def lease(self, lease_id: object) -> DriverLease:
         with self.lock:
             found = self.leases.get(str(lease_id))
             if found is None or found.expired(time.monotonic()):
                 raise Gone(f"lease {lease_id!r} is unknown or has expired")
             return found
 
-    def slot(self, lease: Lease, server_id: object) -> Slot:
+    def slot(self, lease: DriverLease, server_id: object) -> Slot:
         found = lease.slots.get(str(server_id))
         if found is None:
             raise NotFound(f"no server {server_id!r} in this lease")
@@ -183,12 +183,12 @@ class Agent:
                 self.say(f"lease {lease.id}: no heartbeat for {self.lease_s:g} s; stopping")
                 self._stop_all(lease)
 
-    def _stop_all(self, lease: Lease) -> None:
+    def _stop_all(self, lease: DriverLease) -> None:
         for slot_id in list(lease.slots):
             with contextlib.suppress(RunnerError, NotFound):
                 self._stop(lease, slot_id)
 
-    def _stop(self, lease: Lease, server_id: str) -> str:
+    def _stop(self, lease: DriverLease, server_id: str) -> str:
         slot = lease.slots.pop(server_id, None)
         if slot is None:
             raise NotFound(f"no server {server_id!r} in this lease")
@@ -224,7 +224,7 @@ class Agent:
         return env.to_dict()
 
     def new_lease(self) -> dict[str, Any]:
-        lease = Lease(secrets.token_hex(8), self.lease_s, time.monotonic())
+        lease = DriverLease(secrets.token_hex(8), self.lease_s, time.monotonic())
         with self.lock:
             self.leases[lease.id] = lease
         self.say(f"lease {lease.id}: taken ({self.lease_s:g} s without heartbeat ends it)")
@@ -319,7 +319,7 @@ class Agent:
             MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S
         ):
             raise ProtocolError(f"interval: expected {MIN_INTERVAL_S}..{MAX_INTERVAL_S} s")
-        window = LocalWindow(
+        window = LocalHostWindow(
             slot.server.pid, self.placement.server, bool(body.get("sample")), float(interval)
         )
         window_id = secrets.token_hex(4)
@@ -460,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # UsageError too
         print(f"agent: error: {exc}", file=sys.stderr)
         return 2
-    stray = supervisor.sweep_message()
+    stray = supervisor.strays_message()
     if stray is not None:
         print(stray, flush=True)
 

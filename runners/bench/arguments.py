@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from loadtests.pacing import ARRIVALS
-from runners.bench.defaults import (
-    DEFAULT_ARRIVAL,
-    DEFAULT_RUNNERS,
-    DEFAULT_SLO_P99_MS,
-    DEFAULT_USERS,
-    DEFAULT_WORKLOADS,
-    LOADS,
-    MIDDLEWARES,
-    TIMINGS,
-)
+from runners.bench.defaults import DEFAULT_RUNNERS, DEFAULT_USERS, DEFAULT_WORKLOADS, TIMINGS
 from runners.cli.args import SEED_KEYS, Parser
-from runners.serving.registry import SWEEP_RULE, VARIANTS
+from runners.results.criteria import DEFAULT_SLO_P99_MS
+from runners.serving.registry import SWEEP_RULE
+from runners.vocabulary import ARRIVALS, DEFAULT_ARRIVAL, LOADS, MIDDLEWARES, VARIANTS
 
 
 def build_parser() -> Parser:

@@ -1,7 +1,7 @@
 """The capacity search: the highest request rate a server sustains within a latency target.
 
 A *probe* offers load for a short window and reports what came back
-(``Observation``). ``search`` decides which probes to run:
+(``ProbeObservation``). ``search`` decides which probes to run:
 
 1. a saturation probe: a closed loop with enough users to keep every worker
    busy, whose successful requests/s (``X``) is the most the server did when
@@ -40,31 +40,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import get_args
 
-from runners.results.record import Bound, Load
-
-Mode = Load
-BOUNDS: tuple[Bound, ...] = get_args(Bound)
-
-DEFAULT_SLO_P99_MS = 100.0
-MAX_ERROR_RATE = 0.001
-"""At most 0.1% of the requests of a passing probe may fail."""
-ACHIEVED_SHARE = 0.95
-"""A probe that got fewer than this share of the offered rate back as successes fails."""
-LOADGEN_CPU_PERCENT = 90.0
-"""Load-generator CPUs (or one Locust process) busier than this measured the generator."""
-LATE_SHARE = 0.02
-"""More than this share of requests sent late by the generator: it fell behind."""
-SERVER_CPU_PERCENT = 85.0
-"""Server CPUs busier than this at the failing rate: the server ran out of CPU."""
-LOW_MEMORY_SHARE = 0.05
-"""Less than this share of the host's memory available: memory-bound."""
-DRIFT_RATIO = 1.5
-DRIFT_SHARE = 0.1
-"""A probe whose second half's median latency is over ``DRIFT_RATIO`` times its first
-half's, and higher by over ``DRIFT_SHARE`` of the target, was building a queue: its rate
-is above what the server sustains, however short the probe that hid it."""
+from runners.results.criteria import (
+    ACHIEVED_SHARE,
+    DEFAULT_SLO_P99_MS,
+    DRIFT_RATIO,
+    DRIFT_SHARE,
+    LATE_SHARE,
+    LOADGEN_CPU_PERCENT,
+    LOW_MEMORY_SHARE,
+    MAX_ERROR_RATE,
+    SERVER_CPU_PERCENT,
+)
+from runners.vocabulary import Bound, Load
 
 
 @dataclass(frozen=True)
@@ -76,10 +64,10 @@ class Target:
 
 
 @dataclass(frozen=True)
-class Observation:
+class ProbeObservation:
     """One probe: what was offered, what came back, and how busy everything was."""
 
-    mode: Mode
+    mode: Load
     offered_rps: float | None
     """The rate the schedule offered in the window: its arrivals / the window (a Poisson
     schedule's window holds more or fewer than the nominal rate says); None: closed."""
@@ -160,11 +148,15 @@ class Observation:
         return self.mode == "open" and not self.problems(target)
 
 
+SATURATION_USERS = 64
+"""Users of the saturation probe for a server without a fixed number of slots (async)."""
+
+
 @dataclass(frozen=True)
 class Plan:
     """How hard to look."""
 
-    saturation_users: int = 64
+    saturation_users: int = SATURATION_USERS
     first_share: float = 0.9
     step_up: float = 1.15
     step_down: float = 0.7
@@ -175,7 +167,7 @@ class Plan:
     min_rps: float = 1.0
 
 
-Probe = Callable[[Mode, float | None, int], Observation]
+Prober = Callable[[Load, float | None, int], ProbeObservation]
 """``probe(mode, rate, users)``: offer load, return what was observed."""
 
 
@@ -184,11 +176,11 @@ class Search:
     """What the search saw: every probe, in order, and the bounds it found."""
 
     target: Target
-    curve: list[Observation] = field(default_factory=list)
-    saturation: Observation | None = None
-    passed: Observation | None = None
+    curve: list[ProbeObservation] = field(default_factory=list)
+    saturation: ProbeObservation | None = None
+    passed: ProbeObservation | None = None
     """The highest passing open-loop probe."""
-    failed: Observation | None = None
+    failed: ProbeObservation | None = None
     """The lowest failing open-loop probe."""
 
     @property
@@ -203,7 +195,7 @@ def pool_size(rate: float, target: Target, floor: int = 16, ceiling: int = 1024)
     return max(floor, min(ceiling, math.ceil(rate * target.slo_p99_ms / 1000.0 * 1.5) + 8))
 
 
-def search(probe: Probe, target: Target, plan: Plan = Plan()) -> Search:
+def search(probe: Prober, target: Target, plan: Plan = Plan()) -> Search:
     """Find the highest rate that passes (see the module's docstring)."""
     found = Search(target)
     saturation = probe("closed", None, plan.saturation_users)

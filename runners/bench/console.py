@@ -13,9 +13,7 @@ from loadtests.catalog import (
     WORKLOADS,
 )
 from runners.bench.defaults import (
-    DEFAULT_ARRIVAL,
     DEFAULT_RUNNERS,
-    DEFAULT_SLO_P99_MS,
     DEFAULT_USERS,
     DEFAULT_WORKLOADS,
     MICRO_ESTIMATE_S,
@@ -29,15 +27,13 @@ from runners.bench.defaults import (
 from runners.bench.matrix import RunSpec
 from runners.bench.options import Options, quick_runners
 from runners.bench.soak import SoakTarget
+from runners.results.criteria import DEFAULT_SLO_P99_MS
 from runners.results.flags import notes_for
 from runners.results.record import Run
 from runners.runtimes.interpreters import Interpreter
 from runners.serving.cpus import Placement
-from runners.serving.registry import (
-    RUNNERS,
-    GcMode,
-    format_table,
-)
+from runners.serving.registry import RUNNERS, format_table
+from runners.vocabulary import DEFAULT_ARRIVAL, GcMode
 
 MIB = 2**20
 

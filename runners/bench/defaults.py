@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loadtests.pacing import Arrival
 from runners import REPO_ROOT
-from runners.bench import capacity
-from runners.results.record import Load
+from runners.vocabulary import Load
 
 REPORTS_DIR = REPO_ROOT / "reports"
 
@@ -30,15 +28,6 @@ DEFAULT_WORKLOADS = ("json", "fortunes", "feed", "upstream", "mixed")
 
 DEFAULT_USERS = (32,)
 """``--load closed``: the users of the closed loop."""
-
-
-LOADS: tuple[Load, ...] = ("open", "closed")
-
-
-DEFAULT_SLO_P99_MS = capacity.DEFAULT_SLO_P99_MS
-
-
-DEFAULT_ARRIVAL: Arrival = "poisson"
 
 
 @dataclass(frozen=True)
@@ -86,15 +75,12 @@ start-up and spawning, the settle time before Locust quits."""
 
 
 SETUP_S = 20.0
-
-
-# `--micro`: pyperf --fast over the 18 micro-benchmarks, measured on a 2-core machine.
-MICRO_ESTIMATE_S = 240.0
 """Per-invocation time: database preparation (about 17 s to seed a fresh clone), upstream start."""
+
+
+MICRO_ESTIMATE_S = 240.0
+"""``--micro``: pyperf --fast over the 18 micro-benchmarks, measured on a 2-core machine."""
 
 
 CALIBRATE_S = 15.0
 """``--calibrate``: a server and Locust started, 1 s of warm-up and a 3 s window."""
-
-
-MIDDLEWARES = ("minimal", "default")

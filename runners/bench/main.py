@@ -136,7 +136,7 @@ def render_report(out_dir: Path, say: Callable[[str], None]) -> None:
 def execute(options: Options, command: str) -> int:
     """Run the matrix; the exit status."""
     out_dir = options.output
-    stray = supervisor.sweep_message()
+    stray = supervisor.strays_message()
     if stray is not None:
         print(stray, flush=True)
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)

@@ -18,19 +18,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from loadtests.window import Mode, ProbeCommand, ProbeResult
+from loadtests.window import ProbeCommand, ProbeResult
 from runners.bench import capacity, soak
-from runners.bench.capacity import Observation, Target
+from runners.bench.capacity import ProbeObservation, Target
 from runners.bench.defaults import MAX_PROBE_S
 from runners.bench.host_usage import database_record, interference_record
-from runners.bench.hosting import Hosted
 from runners.bench.incidents import Incidents, worker_changes
 from runners.bench.options import Options
 from runners.bench.profiles import Profiler
+from runners.hosting import Hosted
 from runners.load.locust import LocustProcess
 from runners.results import latency
+from runners.results.criteria import CONFIRM_BACKOFF, INTERFERENCE_SHARE, USER_BOUND_CPU_PERCENT
 from runners.results.figures import per_gib
-from runners.results.flags import INTERFERENCE_SHARE, USER_BOUND_CPU_PERCENT
 from runners.results.record import (
     Capacity,
     DatabaseUsage,
@@ -43,6 +43,7 @@ from runners.results.record import (
 from runners.sampling import cpustat, interference
 from runners.sampling.memory import TreeSample, summarize
 from runners.serving.net import http_get
+from runners.vocabulary import Load
 
 PROBE_WARMUP_S = 0.5
 """Load at a probe's own setting before its window opens (the first probe: ``--warmup``)."""
@@ -52,13 +53,9 @@ MIN_PROBE_REQUESTS = 150
 MIN_CONFIRM_REQUESTS = 200
 """The confirmation window is stretched (up to 2x ``--duration``) to hold this many."""
 CONFIRM_ATTEMPTS = 2
-CONFIRM_BACKOFF = 0.9
-"""A confirmation window that misses the target is retried at this share of the rate."""
 IDLE_HEALTH_S = 0.1
 """A server that answers ``/health`` this fast has nothing queued."""
 IDLE_TIMEOUT_S = 30.0
-DEFAULT_SATURATION_USERS = 64
-"""Users of the saturation probe for a server without a fixed number of slots (async)."""
 
 
 def slots(server: Hosted) -> int | None:
@@ -72,12 +69,12 @@ def slots(server: Hosted) -> int | None:
 def saturation_users(server_slots: int | None) -> int:
     """Enough users to keep every slot busy, with requests queued behind them."""
     if server_slots is None:
-        return DEFAULT_SATURATION_USERS
+        return capacity.SATURATION_USERS
     return max(8, 4 * server_slots)
 
 
 @dataclass
-class Window:
+class ProbeWindow:
     """A measured window: what Locust saw, the CPUs around it, the memory samples."""
 
     result: ProbeResult
@@ -90,7 +87,7 @@ class Window:
     connections: int | None = None
     """New TCP connections the load generator opened to the server in the window."""
 
-    def observation(self) -> Observation:
+    def observation(self) -> ProbeObservation:
         r = self.result
         hist = latency.merged([r.latency_hdr])
         lat = latency.latency(hist)
@@ -98,7 +95,7 @@ class Window:
         offered = r.rate
         if r.mode == "open" and r.scheduled and r.duration_s > 0:
             offered = r.scheduled / r.duration_s  # the arrivals the window really held
-        return Observation(
+        return ProbeObservation(
             mode=r.mode,
             offered_rps=offered,
             nominal_rps=r.rate,
@@ -147,7 +144,7 @@ class Probing:
 
     def run(
         self,
-        mode: Mode,
+        mode: Load,
         rate: float | None,
         users: int,
         duration_s: float,
@@ -158,7 +155,7 @@ class Probing:
         on_start: Callable[[], object] | None = None,
         on_end: Callable[[], object] | None = None,
         profile: bool | None = None,
-    ) -> Window:
+    ) -> ProbeWindow:
         """One probe; ``sample``: sample the server's memory over its window; ``on_start``
         and ``on_end`` are called as the window opens and closes; ``profile`` (default:
         ``sample``): the profiler's hooks too."""
@@ -227,7 +224,7 @@ class Probing:
             figures = window.close()  # idempotent: the sampling never outlives the probe
         if sample and figures.error is not None:
             raise ServerDied(f"the server died during the run ({figures.error})")
-        return Window(
+        return ProbeWindow(
             result,
             server_cpu_percent=figures.server_cpu_percent,
             loadgen_cpu_percent=cpustat.busy_percent(
@@ -252,7 +249,7 @@ class Probing:
             return base
         return max(base, min(MAX_PROBE_S, MIN_PROBE_REQUESTS / rate))
 
-    def observe(self, mode: Mode, rate: float | None, users: int) -> Observation:
+    def observe(self, mode: Load, rate: float | None, users: int) -> ProbeObservation:
         """``capacity.search``'s probe."""
         return self.run(mode, rate, users, self.probe_seconds(rate)).observation()
 
@@ -281,7 +278,7 @@ def sample_interval(duration_s: float) -> float:
 
 
 @dataclass(frozen=True)
-class Measured:
+class RunFindings:
     """What one run measured: the window's figures, what went wrong, the run's flags."""
 
     measurement: Measurement
@@ -291,7 +288,7 @@ class Measured:
     soak_series: SoakSeries | None = None
 
 
-def measurement(window: Window, options: Options, locust_rps: float | None) -> Measurement:
+def measurement(window: ProbeWindow, options: Options, locust_rps: float | None) -> Measurement:
     """The run's figures from its measured window."""
     r = window.result
     memory = Memory.from_dict(
@@ -317,7 +314,7 @@ def measurement(window: Window, options: Options, locust_rps: float | None) -> M
     )
 
 
-def window_flags(window: Window, target: Target) -> list[str]:
+def window_flags(window: ProbeWindow, target: Target) -> list[str]:
     """Flags every measured window can earn, in either mode."""
     observed = window.observation()
     flags = []
@@ -332,7 +329,7 @@ def window_flags(window: Window, target: Target) -> list[str]:
     return flags
 
 
-def probe_record(observed: Observation, target: Target) -> Probe:
+def probe_record(observed: ProbeObservation, target: Target) -> Probe:
     return Probe(
         mode=observed.mode,
         offered_rps=_round(observed.offered_rps),
@@ -376,7 +373,7 @@ def open_loop(
     options: Options,
     check: Callable[[], None],
     profiler: Profiler | None = None,
-) -> Measured:
+) -> RunFindings:
     """The capacity search, then the confirmation window at the rate it found."""
     probing = Probing(locust, server, options, check, profiler)
     target = probing.target
@@ -392,7 +389,7 @@ def open_loop(
         rate = min(o.offered_rps for o in curve if o.offered_rps) if len(curve) > 1 else 1.0
     users = max(o.users for o in curve if o.mode == "open") if len(curve) > 1 else 16
     confirmed = False
-    window: Window | None = None
+    window: ProbeWindow | None = None
     for _ in range(CONFIRM_ATTEMPTS if found.rate is not None else 1):
         window = probing.run(
             "open", rate, users, confirm_seconds(rate, options), sample=True, reset_stats=True
@@ -430,7 +427,7 @@ def open_loop(
         flags.append("unconfirmed")
     gone, new = worker_changes(workers_before, window.samples)
     incidents = Incidents(gone, new, window.result.timeouts)
-    return Measured(result, incidents, tuple(flags), cap)
+    return RunFindings(result, incidents, tuple(flags), cap)
 
 
 def closed_loop(
@@ -440,7 +437,7 @@ def closed_loop(
     users: int,
     check: Callable[[], None],
     profiler: Profiler | None = None,
-) -> Measured:
+) -> RunFindings:
     """One window of ``users`` users sending back to back."""
     probing = Probing(locust, server, options, check, profiler)
     workers_before = server.worker_pids()
@@ -458,7 +455,7 @@ def closed_loop(
     ):
         flags.append("user-bound")
     gone, new = worker_changes(workers_before, window.samples)
-    return Measured(result, Incidents(gone, new, window.result.timeouts), tuple(flags))
+    return RunFindings(result, Incidents(gone, new, window.result.timeouts), tuple(flags))
 
 
 def soak_loop(
@@ -468,7 +465,7 @@ def soak_loop(
     users: int,
     check: Callable[[], None],
     profiler: Profiler | None = None,
-) -> Measured:
+) -> RunFindings:
     """``--soak``: a closed loop of ``users`` for a number of requests or a duration, the
     server sampled from now (before any request: the state right after the fork) to the
     end. The figures are the window's, as in a closed-loop run; the series covers it all."""
@@ -514,7 +511,7 @@ def soak_loop(
         window_end_s=end,
         requests=window.result.requests,
     )
-    return Measured(
+    return RunFindings(
         replace(result, memory=memory),
         Incidents(timeouts=window.result.timeouts),
         tuple(window_flags(window, probing.target)),

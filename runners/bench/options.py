@@ -21,14 +21,11 @@ from loadtests.catalog import (
     DEFAULT_UPSTREAM_MS,
     WORKLOADS,
 )
-from loadtests.pacing import Arrival
 from runners.bench import soak
 from runners.bench.arguments import build_parser
 from runners.bench.defaults import (
     CALIBRATE_S,
-    DEFAULT_ARRIVAL,
     DEFAULT_RUNNERS,
-    DEFAULT_SLO_P99_MS,
     DEFAULT_USERS,
     DEFAULT_WORKLOADS,
     MAX_PROBE_S,
@@ -45,7 +42,7 @@ from runners.bench.defaults import (
 )
 from runners.bench.soak import SoakTarget
 from runners.cli.args import UsageError, parse_seed, split_list
-from runners.results.record import Load
+from runners.results.criteria import DEFAULT_SLO_P99_MS
 from runners.runtimes import axes
 from runners.runtimes.axes import check_gcs, gc_capable, parse_gcs
 from runners.runtimes.interpreters import (
@@ -63,17 +60,16 @@ from runners.serving.cpus import (
     parse_cpus,
     placement_from,
 )
-from runners.serving.registry import (
+from runners.serving.registry import RUNNERS, Runner, sweep_counts, takes_threads, takes_workers
+from runners.vocabulary import (
+    DEFAULT_ARRIVAL,
     FAMILIES,
     GC_MODES,
-    RUNNERS,
     VARIANTS,
+    Arrival,
     GcMode,
-    Runner,
+    Load,
     Variant,
-    sweep_counts,
-    takes_threads,
-    takes_workers,
 )
 
 
@@ -429,13 +425,6 @@ def default_request_timeout(slo_p99_ms: float, duration_s: float) -> float:
     return min(max(1.0, 10.0 * slo_p99_ms / 1000.0), max(0.5, duration_s / 2.0))
 
 
-def _split(text: str, what: str) -> tuple[str, ...]:
-    items = tuple(part.strip() for part in text.split(","))
-    if not text.strip() or any(not item for item in items):
-        raise ValueError(f"--{what}: malformed list {text!r} (expected e.g. a,b)")
-    return tuple(dict.fromkeys(items))
-
-
 def from_args(
     a: argparse.Namespace,
     runners: Sequence[str],
@@ -447,16 +436,18 @@ def from_args(
     one-line message naming the option, raised before anything runs."""
     pythons: tuple[Interpreter, ...] = ()
     if a.python is not None:
+        wanted = split_list(a.python, "python")
         try:
-            pythons = find_interpreters(_split(a.python, "python"))
+            pythons = find_interpreters(wanted)
         except (InterpreterNotFound, ValueError) as exc:
-            raise ValueError(f"--python: {exc}".replace("--python: --python", "--python")) from None
+            raise ValueError(f"--python: {exc}") from None
     djangos: tuple[str, ...] = ()
     if a.django is not None:
+        asked = split_list(a.django, "django")
         try:
-            djangos = tuple(dict.fromkeys(parse_django(s) for s in _split(a.django, "django")))
+            djangos = tuple(dict.fromkeys(parse_django(s) for s in asked))
         except ValueError as exc:
-            raise ValueError(f"--django: {exc}".replace("--django: --django", "--django")) from None
+            raise ValueError(f"--django: {exc}") from None
         try:
             check_djangos(djangos, pythons or (current_interpreter(),))
         except DjangoUnavailable as exc:

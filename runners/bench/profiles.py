@@ -99,7 +99,9 @@ def _usage(usage: smaps.Usage) -> MapUsage:
     return MapUsage.from_dict(usage.as_dict())
 
 
-def process_breakdown(found: smaps.Breakdown, proc: ProcessMemory, name: str) -> ProcessBreakdown:
+def process_breakdown(
+    found: smaps.SmapsBreakdown, proc: ProcessMemory, name: str
+) -> ProcessBreakdown:
     return ProcessBreakdown(
         pid=found.pid,
         role=proc.role,
@@ -219,7 +221,7 @@ class Profiler:
         self.soak_end: Breakdown | None = None
         self._soak_began: float | None = None
         self._names: dict[int, str] = {}
-        self._spy: cpuprofile.CpuProfile | None = None
+        self._spy: cpuprofile.PySpyRecording | None = None
 
     def soak_started(self, began: float) -> None:
         """The server is ready, no request sent yet (``began``: the soak series' origin,
@@ -273,7 +275,7 @@ class Profiler:
 
     def _start_spy(self, output: Path) -> None:
         plan = cpuprofile.CpuProfilePlan(self.server.pid, output, cpus=self.plan.loadgen_cpus)
-        spy = cpuprofile.CpuProfile(plan)
+        spy = cpuprofile.PySpyRecording(plan)
         try:
             spy.start()
         except cpuprofile.ProfileError as exc:

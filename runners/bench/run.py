@@ -9,11 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runners.bench.hosting import Hosted, LocalHost, ServerHost
 from runners.bench.matrix import RunSpec, runtime_python
-from runners.bench.measure import Measured, ServerDied, closed_loop, open_loop, soak_loop
+from runners.bench.measure import RunFindings, ServerDied, closed_loop, open_loop, soak_loop
 from runners.bench.options import Options
 from runners.bench.profiles import ProfilePlan, Profiler
+from runners.hosting import Hosted, LocalHost, ServerHost
 from runners.load.locust import LocustError, LocustPlan, LocustProcess
 from runners.results.document import LoadgenCeiling
 from runners.results.flags import notes_for, order_flags
@@ -93,7 +93,7 @@ def plan_locust(server: Hosted, spec: RunSpec, ctx: Context) -> LocustPlan:
 
 def measure(
     server: Hosted, spec: RunSpec, ctx: Context, profiler: Profiler | None = None
-) -> Measured:
+) -> RunFindings:
     """Drive ``server`` with Locust and measure it: the capacity search, a closed loop, or a
     soak; ``profiler`` takes the run's profiles around the measured window. Ends early
     with ``ServerDied`` when the server's root exits."""

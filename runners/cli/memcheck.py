@@ -183,7 +183,7 @@ class Row:
     sample: TreeSample
     deviation: Deviation
     failures: dict[str, int]
-    breakdowns: dict[str, smaps.Breakdown] = field(default_factory=dict)
+    breakdowns: dict[str, smaps.SmapsBreakdown] = field(default_factory=dict)
     read_cost: dict[str, float | int] = field(default_factory=dict)
     memory_profile: dict[str, Any] | None = None
 
@@ -267,7 +267,7 @@ def measure(
         time.sleep(settle)
         sample = sample_tree(server.pid)
         check = deviation(sample)
-        breakdowns: dict[str, smaps.Breakdown] = {}
+        breakdowns: dict[str, smaps.SmapsBreakdown] = {}
         cost: dict[str, float | int] = {}
         if breakdown:
             masters = [p for p in sample.server_processes if p.role == "master"]

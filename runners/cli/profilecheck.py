@@ -38,7 +38,7 @@ from runners import REPO_ROOT
 from runners.cli.memcheck import prepare_small, sqlite_env
 from runners.load.locust import LocustPlan, LocustProcess
 from runners.sampling import memprofile
-from runners.sampling.cpuprofile import CpuProfile, CpuProfilePlan
+from runners.sampling.cpuprofile import CpuProfilePlan, PySpyRecording
 from runners.sampling.memory import sample_tree
 from runners.serving.cpus import Placement, placement_from
 from runners.serving.registry import Runner, get_runner
@@ -91,7 +91,7 @@ def run_once(
                         cpus=placement.loadgen,
                         nonblocking=mode == "py-spy",
                     )
-                    stack.enter_context(CpuProfile(spy))
+                    stack.enter_context(PySpyRecording(spy))
 
             window = locust.probe(command, on_start=profile, on_end=stack.close)
             locust.finish()

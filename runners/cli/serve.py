@@ -10,7 +10,7 @@ A bad value (unknown runner, a worker or thread count the server cannot
 honour, a port already taken, a missing interpreter, an unreachable
 ``$DATABASE_URL``) is one line on stderr and exit status 2, before anything
 starts. Servers left running by an earlier run that was killed are stopped
-first (``supervisor.sweep``, from the ledger ``runners/serving/ledger.py``).
+first (``supervisor.stop_strays``, from the ledger ``runners/serving/ledger.py``).
 """
 
 from __future__ import annotations
@@ -32,15 +32,7 @@ from runners.serving import preflight, supervisor
 from runners.serving.commands import Settings, check
 from runners.serving.cpus import Placement, available_cpus, format_cpus, placement_from
 from runners.serving.net import check_port_free
-from runners.serving.registry import (
-    GC_MODES,
-    RUNNERS,
-    VARIANTS,
-    Runner,
-    format_table,
-    get_runner,
-    worker_count,
-)
+from runners.serving.registry import RUNNERS, Runner, format_table, get_runner, worker_count
 from runners.serving.server import (
     PrepareError,
     RunningServer,
@@ -50,6 +42,7 @@ from runners.serving.server import (
     stop,
 )
 from runners.serving.supervisor import RunnerError
+from runners.vocabulary import GC_MODES, VARIANTS
 
 DEFAULT_LOG_DIR = REPO_ROOT / ".data" / "logs"
 
@@ -196,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         args, runner, placement = parsed
         # A server left by an earlier run that was killed may hold the port.
-        stray = supervisor.sweep_message()
+        stray = supervisor.strays_message()
         if stray is not None:
             print(stray, flush=True)
         check_port(args, runner)

@@ -51,7 +51,7 @@ from loadtests.catalog import DEFAULT_MAX_POST_ID, DEFAULT_MAX_USER_ID, WORKLOAD
 from runners import REPO_ROOT
 from runners.cli.args import UsageError, follow_log
 from runners.cli.signals import ignore_stop_signals, stop_on_signals
-from runners.cli.ui_options import Options, parse_options
+from runners.cli.ui_options import UiOptions, parse_options
 from runners.serving import supervisor
 from runners.serving.cpus import format_cpus
 from runners.serving.net import all_interfaces, check_port_free, http_get, url
@@ -75,7 +75,7 @@ LOCUST_GRACE_S = 10.0
 # --- Locust ------------------------------------------------------------------------------------
 
 
-def locust_command(options: Options, server: RunningServer) -> list[str]:
+def locust_command(options: UiOptions, server: RunningServer) -> list[str]:
     """``python -m locust`` with the web UI on the server (not yet pinned to CPUs)."""
     argv = [
         options.python,
@@ -113,7 +113,7 @@ def locust_command(options: Options, server: RunningServer) -> list[str]:
     return [*argv, *options.locust_args]
 
 
-def start_locust(options: Options, server: RunningServer, log_path: Path) -> Child:
+def start_locust(options: UiOptions, server: RunningServer, log_path: Path) -> Child:
     """Locust's web UI on the load-generator CPUs, through the supervisor (in the ledger)."""
     return supervisor.spawn(
         "locust",
@@ -144,7 +144,7 @@ def wait_for_ui(child: Child, host: str, port: int, timeout: float) -> None:
 # --- the session -------------------------------------------------------------------------------
 
 
-def banner(options: Options, server: RunningServer, locust: Child) -> str:
+def banner(options: UiOptions, server: RunningServer, locust: Child) -> str:
     runner = server.runner
     web = url(options.web_host, options.web_port)
     threads = f" x {server.threads} threads" if server.threads else ""
@@ -175,7 +175,7 @@ def banner(options: Options, server: RunningServer, locust: Child) -> str:
     return "\n".join(lines)
 
 
-def run(options: Options) -> int:
+def run(options: UiOptions) -> int:
     """The whole session; the exit status."""
     log_dir = options.log_dir
     server_log = log_dir / f"ui-{options.runner}.log"
@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options is None:
         return 0
     # A session killed before it could stop its processes left them in its ledger.
-    stray = supervisor.sweep_message()
+    stray = supervisor.strays_message()
     if stray is not None:
         print(stray, flush=True)
     with stop_on_signals(), supervisor.track():

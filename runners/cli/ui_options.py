@@ -14,7 +14,8 @@ from loadtests.catalog import WORKLOADS
 from runners import REPO_ROOT
 from runners.cli.args import SEED_KEYS, Parser, UsageError, parse_seed
 from runners.serving.cpus import Placement, placement_from
-from runners.serving.registry import GC_MODES, RUNNERS, VARIANTS, GcMode, Variant, format_table
+from runners.serving.registry import RUNNERS, format_table
+from runners.vocabulary import GC_MODES, VARIANTS, GcMode, Variant
 
 DEFAULT_LOG_DIR = REPO_ROOT / ".data" / "logs"
 DEFAULT_WEB_PORT = 8089
@@ -24,7 +25,7 @@ def build_parser() -> Parser:
     p = Parser(
         prog="python -m runners.cli.ui",
         description="Serve one runner and open Locust's web UI on it, until Ctrl-C.",
-        epilog="Options after `--` go to Locust unchanged, e.g. `-- --tags feed`.",
+        epilog="UiOptions after `--` go to Locust unchanged, e.g. `-- --tags feed`.",
     )
     p.add_argument("runner", nargs="?", help="runner name (see --list)")
     p.add_argument("--list", action="store_true", help="list runners and workloads and exit")
@@ -77,7 +78,7 @@ def build_parser() -> Parser:
 
 
 @dataclass(frozen=True)
-class Options:
+class UiOptions:
     runner: str
     workload: str | None
     host: str
@@ -113,7 +114,7 @@ def split_locust_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return args, []
 
 
-def parse_options(argv: Sequence[str]) -> Options | None:
+def parse_options(argv: Sequence[str]) -> UiOptions | None:
     """The options, or None after ``--list``; ``UsageError`` for anything wrong."""
     ours, locust_args = split_locust_args(argv)
     a = build_parser().parse_args(ours)
@@ -146,7 +147,7 @@ def parse_options(argv: Sequence[str]) -> Options | None:
             raise UsageError(f"{what}: {value}: expected a count >= 1")
     if a.upstream_ms < 0:
         raise UsageError(f"--upstream-ms: {a.upstream_ms} is negative")
-    return Options(
+    return UiOptions(
         runner=a.runner,
         workload=a.workload,
         host=a.host,

@@ -96,7 +96,7 @@ class Part:
 
 
 @dataclass(frozen=True)
-class Breakdown:
+class AblationBreakdown:
     """The ASGI extra cost (``total_us``) and its parts; ``residual_us`` = total - sum."""
 
     view: str
@@ -113,7 +113,9 @@ class Breakdown:
         return asdict(self)
 
 
-def breakdown(means: Means, view: str = "json", profile: str = "minimal") -> Breakdown | None:
+def breakdown(
+    means: Means, view: str = "json", profile: str = "minimal"
+) -> AblationBreakdown | None:
     """The ablation table from per-benchmark means (None without the needed benchmarks)."""
 
     def us(handler: str, prof: str = profile, v: str = view) -> float | None:
@@ -166,7 +168,7 @@ def breakdown(means: Means, view: str = "json", profile: str = "minimal") -> Bre
                 in_sum=False,
             )
         )
-    return Breakdown(
+    return AblationBreakdown(
         view=view,
         profile=profile,
         wsgi_us=wsgi,
@@ -184,7 +186,7 @@ def means_from_rows(rows: Sequence[Mapping[str, Any]], key: str = "mean_s") -> d
     return {(r["handler"], r["profile"], r["view"]): float(r[key]) for r in rows}
 
 
-def format_breakdown(table: Breakdown) -> list[str]:
+def format_breakdown(table: AblationBreakdown) -> list[str]:
     """The table as text lines."""
     lines = [
         f"ASGI extra cost on {table.view} ({table.profile} middleware): "
@@ -205,7 +207,7 @@ RESIDUAL_WARNING = 0.15
 """A residual above this share of the whole makes :func:`sentence` warn."""
 
 
-def residual_warning(table: Breakdown, sequential: bool = True) -> str | None:
+def residual_warning(table: AblationBreakdown, sequential: bool = True) -> str | None:
     """Why the parts do not add up, when they miss the whole by more than 15%
     (``sequential``: the variants were measured one after another, as pyperf does)."""
     if not table.total_us or abs(table.residual_us) <= RESIDUAL_WARNING * abs(table.total_us):
@@ -220,7 +222,7 @@ def residual_warning(table: Breakdown, sequential: bool = True) -> str | None:
     )
 
 
-def sentence(table: Breakdown, sequential: bool = True) -> str:
+def sentence(table: AblationBreakdown, sequential: bool = True) -> str:
     """One sentence: where the microseconds go (and a warning if the parts miss the whole;
     ``sequential`` as for :func:`residual_warning`)."""
     ranked = sorted(table.parts, key=lambda p: p.us, reverse=True)

@@ -131,10 +131,6 @@ def fit_memory(points: Sequence[MemoryPoint]) -> MemoryFit | None:
 
 # --- capacity ----------------------------------------------------------------------------------
 
-SATURATED_CPU_PERCENT = 85.0
-"""A run whose server CPUs were busier than this (or whose capacity search said
-``server-cpu``) was at saturation: the cores, not the workers, were the limit."""
-
 
 @dataclass(frozen=True)
 class CapacityPoint:

@@ -30,10 +30,9 @@ from runners.plan.fit import (
     fit_capacity,
     fit_memory,
 )
-from runners.plan.observe import Growth, Observation
+from runners.plan.observe import ConfigObservation, Growth
 from runners.results.figures import GIB, MIB
 
-PLAN_NAME = "plan.json"
 PLAN_VERSION = 1
 TARGET_ERROR = 0.15
 """The held-out prediction should be within 15 % of the measurement."""
@@ -81,7 +80,7 @@ class Model:
     threads: int | None
     memory: MemoryFit | None
     capacity: CapacityFit | None
-    observed: tuple[Observation, ...]
+    observed: tuple[ConfigObservation, ...]
     memory_left_out: tuple[int, ...] = ()
     """Worker counts left out of the memory fit: the server ran with another shape
     of processes there (see ``same_shape``)."""
@@ -95,11 +94,11 @@ class Model:
         return sorted({o.workers for o in self.observed})
 
 
-def _memory_points(obs: Sequence[Observation]) -> list[MemoryPoint]:
+def _memory_points(obs: Sequence[ConfigObservation]) -> list[MemoryPoint]:
     return [MemoryPoint(o.workers, o.threads or 1, o.pss_peak) for o in obs]
 
 
-def _capacity_points(obs: Sequence[Observation]) -> list[CapacityPoint]:
+def _capacity_points(obs: Sequence[ConfigObservation]) -> list[CapacityPoint]:
     return [
         CapacityPoint(o.workers, o.cores, o.capacity_rps, o.saturated, o.rps_per_cpu_second)
         for o in obs
@@ -107,17 +106,19 @@ def _capacity_points(obs: Sequence[Observation]) -> list[CapacityPoint]:
     ]
 
 
-def same_shape(obs: Sequence[Observation], like: Observation) -> list[Observation]:
+def same_shape(
+    obs: Sequence[ConfigObservation], like: ConfigObservation
+) -> list[ConfigObservation]:
     """The observations whose server ran the same processes besides its workers as
     ``like`` (uvicorn with one worker runs it in place, without a master, so its
     memory is not on the line of two workers and more)."""
     return [o for o in obs if o.masters == like.masters]
 
 
-def build_models(obs: Sequence[Observation]) -> list[Model]:
+def build_models(obs: Sequence[ConfigObservation]) -> list[Model]:
     """The memory fit of each runner x workload (every thread count together) and
     the capacity fit of each runner x workload x thread count."""
-    by_runner: dict[tuple[str, str], list[Observation]] = defaultdict(list)
+    by_runner: dict[tuple[str, str], list[ConfigObservation]] = defaultdict(list)
     for o in obs:
         by_runner[(o.runner, o.workload)].append(o)
     models = []
@@ -126,7 +127,7 @@ def build_models(obs: Sequence[Observation]) -> list[Model]:
         shaped = same_shape(group, largest)
         memory = fit_memory(_memory_points(shaped))
         left_out = tuple(sorted({o.workers for o in group if o not in shaped}))
-        by_threads: dict[int | None, list[Observation]] = defaultdict(list)
+        by_threads: dict[int | None, list[ConfigObservation]] = defaultdict(list)
         for o in group:
             by_threads[o.threads].append(o)
         for threads, same in sorted(by_threads.items(), key=lambda kv: kv[0] or 0):
@@ -245,7 +246,7 @@ def _error(predicted: float, measured: float) -> float:
     return predicted / measured - 1
 
 
-def validate(model: Model, all_obs: Sequence[Observation]) -> JSON | None:
+def validate(model: Model, all_obs: Sequence[ConfigObservation]) -> JSON | None:
     """Hold out the configuration with the most workers, fit the rest, predict it."""
     if len(model.measured_workers) < 2:
         return None
@@ -435,7 +436,7 @@ def _model_entry(model: Model) -> JSON:
 
 
 def plan(
-    obs: Sequence[Observation], growths: Sequence[Growth], host: Host, sources: Sequence[str]
+    obs: Sequence[ConfigObservation], growths: Sequence[Growth], host: Host, sources: Sequence[str]
 ) -> JSON:
     """The whole plan.json document."""
     models = build_models(obs)

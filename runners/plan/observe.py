@@ -26,7 +26,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runners.plan.fit import SATURATED_CPU_PERCENT, GrowthFit, fit_growth
+from runners.plan.fit import GrowthFit, fit_growth
+from runners.results.criteria import SERVER_CPU_PERCENT
 from runners.results.document import Results
 from runners.results.flags import UNRANKED
 from runners.results.record import Run
@@ -36,7 +37,7 @@ NOT_THE_SERVER = UNRANKED - {"noisy"}
 
 
 @dataclass(frozen=True)
-class Observation:
+class ConfigObservation:
     """One measured configuration, its repeats averaged."""
 
     runner: str
@@ -93,7 +94,7 @@ def _cores(run: Run) -> int:
 def _saturated(run: Run) -> bool:
     if run.capacity is not None and run.capacity.bound == "server-cpu":
         return True
-    return (run.server_cpu_percent or 0.0) >= SATURATED_CPU_PERCENT
+    return (run.server_cpu_percent or 0.0) >= SERVER_CPU_PERCENT
 
 
 def _capacity(run: Run, slo_p99_ms: float | None) -> tuple[float | None, str | None]:
@@ -136,7 +137,7 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return statistics.fmean(present) if present else None
 
 
-def observations(results: Sequence[Results], slo_p99_ms: float | None) -> list[Observation]:
+def observations(results: Sequence[Results], slo_p99_ms: float | None) -> list[ConfigObservation]:
     """The measured configurations of every folder (soak runs and failed runs left out)."""
     groups: dict[tuple[str, str, int, int | None], list[Run]] = defaultdict(list)
     for doc in results:
@@ -155,7 +156,7 @@ def observations(results: Sequence[Results], slo_p99_ms: float | None) -> list[O
         first = runs[0]
         splits = [_split(r) for r in runs]
         out.append(
-            Observation(
+            ConfigObservation(
                 runner=label,
                 runner_name=first.runner,
                 family=first.family,

@@ -10,8 +10,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
-from runners.plan.model import PLAN_NAME
-from runners.results.document import write_json_atomic
+from runners.results.document import PLAN_NAME, write_json_atomic
 from runners.results.figures import GIB
 
 JSON = dict[str, Any]

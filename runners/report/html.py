@@ -16,8 +16,9 @@ from markupsafe import Markup
 from runners.report.capacity import bound_reason, slo_text
 from runners.report.compare import ASSUMED_NOISE, NOISE_FLOOR
 from runners.results.cells import Stat
+from runners.results.criteria import INTERFERENCE_SHARE, NOISY_SPREAD
 from runners.results.figures import MIB
-from runners.results.flags import INTERFERENCE_SHARE, NOISY_SPREAD, help_texts
+from runners.results.flags import help_texts
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"

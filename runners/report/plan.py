@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from runners.plan.model import PLAN_NAME
 from runners.report.colors import runner_color
 from runners.report.html import STATIC, inline_script
+from runners.results.document import PLAN_NAME
 from runners.results.figures import GIB
 
 JSON = dict[str, Any]

@@ -29,9 +29,10 @@ from typing import Any
 
 from runners.results import latency as hdr
 from runners.results.codec import Record, optional
-from runners.results.flags import NOISY_CV, NOISY_SPREAD, UNRANKED, notes_for, order_flags
+from runners.results.criteria import NOISY_CV, NOISY_SPREAD
+from runners.results.flags import UNRANKED, notes_for, order_flags
 from runners.results.record import Latency, PythonInfo, Run, load_key
-from runners.serving.registry import GcMode
+from runners.vocabulary import GcMode
 
 GC_ORDER: tuple[GcMode, ...] = ("default", "freeze", "off")
 

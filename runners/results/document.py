@@ -19,11 +19,13 @@ from typing import Any
 
 from runners.results.cells import CellSummary, aggregate, mark_noisy, summarize
 from runners.results.codec import Record, optional
-from runners.results.record import Load, PythonInfo, Run, utc_now
+from runners.results.record import PythonInfo, Run, utc_now
 from runners.results.schema import SCHEMA_VERSION, first_error, validation_errors
-from runners.serving.registry import GcMode, Variant
+from runners.vocabulary import GcMode, Load, Variant
 
 RESULTS_NAME = "results.json"
+PLAN_NAME = "plan.json"
+"""The capacity plan beside results.json (``python -m runners.plan``), shown by the report."""
 
 
 @dataclass(frozen=True, kw_only=True)

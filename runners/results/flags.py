@@ -1,12 +1,13 @@
 """Every flag a run or a cell can carry: its threshold, what the console says about it,
 what the report says, whether it keeps a cell out of the ranking, and where it is listed.
 
-The driver sets the run flags (``runners.results.record`` and
-``runners.bench.incidents``) and marks the runs of a ``noisy`` cell
-(``runners.results.cells``); the console prints each flag's ``note``; the
-report shows ``help`` beside each badge and ranks no cell that carries an
-``unranked`` flag. ``failed`` is a cell flag of the report only (a repetition
-of the cell failed).
+The driver sets the run flags (a measured window's in ``runners.bench.measure``, a
+lost worker's and timeouts' in ``runners.bench.incidents``, profiling's in
+``runners.bench.profiles``); the aggregation marks the runs of a ``noisy`` cell
+(``runners.results.cells``); their thresholds are in ``runners.results.criteria``;
+the console prints each flag's ``note``; the report shows ``help`` beside each badge
+and ranks no cell that carries an ``unranked`` flag. ``failed`` is a cell flag of the
+report only (a repetition of the cell failed).
 """
 
 from __future__ import annotations
@@ -14,20 +15,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-LOADGEN_BOUND_PERCENT = 90.0
-"""Above this the run measured Locust, not the server (Locust warns at 90% too)."""
-NOISY_SPREAD = 0.05
-"""A cell whose repeats' rps lie further than this from their mean (half the
-max - min range, relative to the mean) is noisy."""
-NOISY_CV = 0.05
-"""A cell whose ranking figure varies more than this over its repeats
-(coefficient of variation: stdev / mean) is noisy."""
-USER_BOUND_CPU_PERCENT = 70.0
-"""A closed-loop run whose server CPUs stayed below this (with the load generator
-not saturated and free server slots) measured its user count, not the server."""
-INTERFERENCE_SHARE = 0.05
-"""Above this share of the window on the server's or the load generator's CPUs, other
-processes used enough CPU to move the figures (``runners.sampling.interference``)."""
+from runners.results.criteria import (
+    CONFIRM_BACKOFF,
+    INTERFERENCE_SHARE,
+    LOADGEN_CPU_PERCENT,
+    NOISY_CV,
+    NOISY_SPREAD,
+    USER_BOUND_CPU_PERCENT,
+)
 
 
 @dataclass(frozen=True)
@@ -59,7 +54,7 @@ FLAGS: dict[str, Flag] = {
             help="the load generator ran out of CPU or fell behind its schedule: the server "
             "may be able to do more",
             note=(
-                f"the load generator was saturated (over {LOADGEN_BOUND_PERCENT:.0f}% of the CPU "
+                f"the load generator was saturated (over {LOADGEN_CPU_PERCENT:.0f}% of the CPU "
                 "it can use, everything pinned to its CPUs counted) or fell behind its "
                 "schedule, so this run measured Locust, not the server: give Locust more "
                 "CPU, i.e. more --loadgen-cpus and Locust processes (one Locust process uses "
@@ -67,7 +62,7 @@ FLAGS: dict[str, Flag] = {
             ),
             unranked=True,
             order=1,
-            threshold=LOADGEN_BOUND_PERCENT,
+            threshold=LOADGEN_CPU_PERCENT,
         ),
         Flag(
             "noisy",
@@ -106,7 +101,7 @@ FLAGS: dict[str, Flag] = {
             "no rate passed): the capacity is uncertain",
             note=(
                 "the capacity search's confirmation window did not hold the latency target at "
-                "the rate the probes found, nor at 0.9 x of it (or no rate passed "
+                f"the rate the probes found, nor at {CONFIRM_BACKOFF:g} x of it (or no rate passed "
                 "at all): the server's latency varies over time (a noisy machine, gc pauses, "
                 "a worker restart). Its figures are those of the last window; use a longer "
                 "--duration, --repeat, or a quieter machine"

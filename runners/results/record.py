@@ -39,9 +39,8 @@ from typing import Any, Literal
 
 from runners.results.codec import Record, optional
 from runners.results.figures import cpu_percent, per_cpu_second, per_gib
-from runners.results.flags import LOADGEN_BOUND_PERCENT
 from runners.results.profiles import Breakdown, CpuProfile, MemoryProfile, Role, SoakBreakdown
-from runners.serving.registry import Family, GcMode, Interface, Variant
+from runners.vocabulary import Bound, Family, GcMode, Interface, Load, Variant
 
 Status = Literal["ok", "failed"]
 
@@ -200,13 +199,10 @@ class Artifacts(Record):
 
 # --- the capacity search --------------------------------------------------------------------------
 
-Load = Literal["open", "closed"]
-Bound = Literal["server-cpu", "server-slots", "loadgen", "errors", "memory"]
-
 
 @dataclass(frozen=True, kw_only=True)
 class Probe(Record):
-    """One point of the saturation curve (``runners.bench.capacity.Observation``)."""
+    """One point of the saturation curve (``runners.bench.capacity.ProbeObservation``)."""
 
     mode: Load
     offered_rps: float | None
@@ -455,15 +451,6 @@ class Measurement:
     @property
     def server_cpu_percent(self) -> float | None:
         return cpu_percent(self.cpu_seconds, self.window_s, self.server_cpus)
-
-    def flags(self) -> list[str]:
-        flags: list[str] = []
-        percent = self.loadgen_cpu_percent
-        if percent is not None and percent > LOADGEN_BOUND_PERCENT:
-            flags.append("loadgen-bound")
-        if self.failures:
-            flags.append("failures")
-        return flags
 
     def fill(self, run: Run) -> Run:
         """``run`` with the figures of this measurement."""

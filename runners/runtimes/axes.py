@@ -30,7 +30,8 @@ from typing import cast
 from runners.runtimes.interpreters import Interpreter, current_interpreter
 from runners.runtimes.venvs import Runtime, current_runtime, runtime_env
 from runners.serving.commands import GC_SERVERS
-from runners.serving.registry import GC_MODES, GcMode, Runner
+from runners.serving.registry import Runner
+from runners.vocabulary import GC_MODES, GcMode
 
 
 def gc_capable(runner: Runner) -> bool:

@@ -13,7 +13,7 @@ runs slower while profiled: a profiled run is a run of its own.
 
 Usage::
 
-    with CpuProfile(CpuProfilePlan(server.pid, out / "run.svg", cpus=loadgen)) as profile:
+    with PySpyRecording(CpuProfilePlan(server.pid, out / "run.svg", cpus=loadgen)) as profile:
         ...the measured window...
     result = profile.result   # path, samples written, py-spy's log
 
@@ -121,7 +121,7 @@ class ProfileResult:
         }
 
 
-class CpuProfile:
+class PySpyRecording:
     """py-spy recording ``plan.pid``'s tree while the ``with`` block runs.
 
     On exit (or ``stop``) py-spy gets SIGINT, upon which it writes the flame
@@ -198,7 +198,7 @@ class CpuProfile:
         except OSError:
             return ""
 
-    def __enter__(self) -> CpuProfile:
+    def __enter__(self) -> PySpyRecording:
         self.start()
         return self
 
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cpus = tuple(int(c) for c in args[3].split(",")) if len(args) == 4 else None
     plan = CpuProfilePlan(int(args[0]), Path(args[2]), cpus=cpus, duration_s=float(args[1]))
-    profile = CpuProfile(plan)
+    profile = PySpyRecording(plan)
     profile.start()
     result = profile.stop(timeout=float(args[1]) + 30)
     print(result.output or f"no flame graph written:\n{result.log}")

@@ -8,8 +8,8 @@ generator and the upstream are not in it) is read from ``/proc`` directly:
   page-table walk, so ``USS <= PSS <= RSS`` holds per process. Shared is
   ``RSS - USS``. This is what ``psutil.Process.memory_full_info()`` reads too,
   minus its extra ``statm`` read and object overhead.
-- ``/proc/PID/stat``: parent PID (to find the tree: this kernel has no
-  ``/proc/PID/task/TID/children``), state (zombies are skipped) and CPU times.
+- the tree itself (parents, states, CPU times, helpers) from ``/proc/PID/stat``,
+  walked by ``runners.serving.proctree``.
 
 Summed RSS double-counts the copy-on-write pages forked workers share; summed
 PSS charges each shared page to its sharers in equal parts, so it is the real
@@ -32,20 +32,15 @@ the difference between two samples is the CPU the server used in between.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from runners.serving.proctree import helper_pids, proc_tree, read_proc
 
 Role = Literal["master", "worker"]
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-_HELPER_MARKERS = (
-    b"multiprocessing.resource_tracker",
-    b"multiprocessing.forkserver",
-    b"multiprocessing.semaphore_tracker",
-)
 
 
 @dataclass(frozen=True)
@@ -117,6 +112,22 @@ class TreeSample:
         """Master and workers, without helpers."""
         return tuple(p for p in self.processes if not p.helper)
 
+    def to_json(self) -> dict[str, Any]:
+        """The whole sample, for the agent's answers (``from_json`` reads it back)."""
+        return {
+            "t": self.t,
+            "reaped": self.reaped_cpu_seconds,
+            "processes": [asdict(p) for p in self.processes],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TreeSample:
+        return cls(
+            t=float(data["t"]),
+            processes=tuple(ProcessMemory(**p) for p in data["processes"]),
+            reaped_cpu_seconds=float(data["reaped"]),
+        )
+
     def as_dict(self) -> dict[str, object]:
         """One element of ``memory.samples`` in results.schema.json."""
         return {
@@ -128,45 +139,6 @@ class TreeSample:
             "cpu_seconds": round(self.cpu_seconds, 3),
             "processes": [p.as_dict() for p in self.processes],
         }
-
-
-@dataclass(frozen=True)
-class _Stat:
-    pid: int
-    ppid: int
-    state: str
-    cpu_seconds: float
-    children_cpu_seconds: float
-
-
-def _read(path: str, size: int = 4096) -> bytes | None:
-    """The start of a /proc file (raw ``os`` calls: this runs ~100 times a sample)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    try:
-        return os.read(fd, size)
-    except (ProcessLookupError, PermissionError):
-        return None
-    finally:
-        os.close(fd)
-
-
-def _read_stat(pid: int) -> _Stat | None:
-    data = _read(f"/proc/{pid}/stat", 1024)
-    if not data:
-        return None
-    # The command name (field 2) is in parentheses and may contain anything.
-    fields = data[data.rindex(b")") + 2 :].split()
-    # fields[0] is field 3 (state); utime..cstime are fields 14..17.
-    return _Stat(
-        pid=pid,
-        ppid=int(fields[1]),
-        state=fields[0].decode(),
-        cpu_seconds=(int(fields[11]) + int(fields[12])) / _CLK_TCK,
-        children_cpu_seconds=(int(fields[13]) + int(fields[14])) / _CLK_TCK,
-    )
 
 
 def read_smaps_rollup(pid: int) -> dict[str, int]:
@@ -182,7 +154,7 @@ def read_smaps_rollup(pid: int) -> dict[str, int]:
 
 def _memory(pid: int) -> tuple[int, int, int] | None:
     """(rss, pss, uss) of ``pid`` or None if it vanished (or is a zombie)."""
-    data = _read(f"/proc/{pid}/smaps_rollup")
+    data = read_proc(f"/proc/{pid}/smaps_rollup")
     if not data:
         return None
     rss = pss = uss = 0
@@ -198,78 +170,17 @@ def _memory(pid: int) -> tuple[int, int, int] | None:
     return rss, pss, uss
 
 
-def _is_helper(pid: int) -> bool:
-    cmdline = _read(f"/proc/{pid}/cmdline") or b""
-    return any(marker in cmdline for marker in _HELPER_MARKERS)
-
-
-def _all_stats() -> dict[int, _Stat]:
-    stats: dict[int, _Stat] = {}
-    with os.scandir("/proc") as entries:
-        for entry in entries:
-            if entry.name.isdigit():
-                stat = _read_stat(int(entry.name))
-                if stat is not None:
-                    stats[stat.pid] = stat
-    return stats
-
-
-def _known_stats(pids: Sequence[int]) -> dict[int, _Stat] | None:
-    """Stats of ``pids`` only, or None when one of them is gone (the tree changed)."""
-    stats: dict[int, _Stat] = {}
-    for pid in pids:
-        stat = _read_stat(pid)
-        if stat is None or stat.state == "Z":
-            return None
-        stats[pid] = stat
-    return stats
-
-
-def _tree(root_pid: int, known: Sequence[int] = ()) -> list[tuple[_Stat, int]]:
-    """(stat, depth) of the root and every live descendant, root first.
-
-    Finding the tree means reading every ``/proc/*/stat`` (most of a sample's
-    cost). With ``known`` (the pids of the previous sample, root first) only
-    those are read; if one of them has gone, the whole of /proc is scanned.
-    A caller passing ``known`` must rescan now and then to see new processes.
-    """
-    stats = (_known_stats(known) if known and known[0] == root_pid else None) or _all_stats()
-    root = stats.get(root_pid)
-    if root is None or root.state == "Z":
-        raise ProcessLookupError(f"process {root_pid} is gone")
-    children: dict[int, list[_Stat]] = {}
-    for stat in stats.values():
-        children.setdefault(stat.ppid, []).append(stat)
-    tree = [(root, 0)]
-    i = 0
-    while i < len(tree):
-        parent, depth = tree[i]
-        tree.extend((child, depth + 1) for child in children.get(parent.pid, ()))
-        i += 1
-    return [(stat, depth) for stat, depth in tree if stat.state != "Z"]
-
-
-def tree_pids(root_pid: int) -> list[int]:
-    """The root and all its live descendants (``ProcessLookupError`` if the root is gone)."""
-    return [stat.pid for stat, _ in _tree(root_pid)]
-
-
-def tree_cpu_seconds(root_pid: int) -> float:
-    """User + system CPU seconds of the tree: live processes and reaped children."""
-    return sum(stat.cpu_seconds + stat.children_cpu_seconds for stat, _ in _tree(root_pid))
-
-
 def sample_tree(root_pid: int, t0: float | None = None, known: Sequence[int] = ()) -> TreeSample:
     """Memory and CPU of the root and all its descendants, now.
 
     ``t`` is ``time.monotonic() - t0`` (0 without ``t0``). A process that
     vanishes mid-sample is skipped; ``ProcessLookupError`` if the root is gone.
     ``known``: the pids of a previous sample, to skip the scan of /proc (see
-    ``_tree``).
+    ``runners.serving.proctree.proc_tree``).
     """
     now = time.monotonic()
-    tree = _tree(root_pid, known)
-    helpers = {s.pid for s, depth in tree if depth > 1 or (depth == 1 and _is_helper(s.pid))}
+    tree = proc_tree(root_pid, known)
+    helpers = helper_pids(tree)
     serving_children = any(depth == 1 and s.pid not in helpers for s, depth in tree)
     processes: list[ProcessMemory] = []
     reaped = 0.0

@@ -239,7 +239,7 @@ class FileUsage:
 
 
 @dataclass(frozen=True)
-class Breakdown:
+class SmapsBreakdown:
     """One process's memory by category, read from ``/proc/PID/smaps`` at one instant.
 
     ``threads``: the process's threads; ``threads_unlocated``: threads other
@@ -309,7 +309,7 @@ def breakdown_of(
     return totals, files
 
 
-def breakdown(pid: int) -> Breakdown:
+def breakdown(pid: int) -> SmapsBreakdown:
     """Read ``pid``'s mappings and threads now and split its memory by category.
 
     ``OSError`` (``FileNotFoundError``, ``ProcessLookupError``,
@@ -325,7 +325,7 @@ def breakdown(pid: int) -> Breakdown:
         exe = ""
     stacks = stack_regions(regions, pointers.values())
     categories, files = breakdown_of(regions, exe, stacks)
-    return Breakdown(
+    return SmapsBreakdown(
         pid=pid,
         categories=categories,
         threads=threads,
@@ -357,7 +357,7 @@ def read_cost(pid: int, repeat: int = 20) -> dict[str, float | int]:
     }
 
 
-def format_breakdown(result: Breakdown, title: str) -> str:
+def format_breakdown(result: SmapsBreakdown, title: str) -> str:
     """A table of one process's categories, in MiB."""
     columns = ("rss", "pss", "private_clean", "private_dirty", "shared_clean", "shared_dirty")
     header = f"  {title:<14}" + "".join(f"{c.replace('_', ' '):>14}" for c in columns)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from runners.serving.registry import GcMode, Runner
+from runners.serving.registry import Runner
+from runners.vocabulary import GcMode
 
 WSGI_APP = "apps.project.wsgi:application"
 ASGI_APP = "apps.project.asgi:application"
@@ -42,7 +43,7 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class Command:
+class ServerCommand:
     """What to execute: argv, the extra environment, and the process layout.
 
     ``master`` is True when the root process supervises workers and serves no
@@ -75,7 +76,7 @@ def check(runner: Runner, settings: Settings) -> None:
         raise ValueError(f"{runner.name}: {runner.server} cannot preload the app")
 
 
-def command(runner: Runner, settings: Settings) -> Command:
+def command(runner: Runner, settings: Settings) -> ServerCommand:
     """The command line that serves the app with ``runner`` and ``settings``."""
     check(runner, settings)
     s = settings
@@ -92,7 +93,7 @@ def command(runner: Runner, settings: Settings) -> Command:
                 argv += ["--threads", str(s.threads)]
             if runner.preload:
                 argv.append("--preload")
-            return Command((*argv, *runner.options, app), env, master=True)
+            return ServerCommand((*argv, *runner.options, app), env, master=True)
         case "uwsgi":
             if runner.interface != "wsgi":
                 raise ValueError(f"{runner.name}: uWSGI runners serve WSGI")
@@ -117,32 +118,32 @@ def command(runner: Runner, settings: Settings) -> Command:
             # --die-on-term: uWSGI 2.0 reloads on SIGTERM otherwise.
             argv += ["--need-app", "--die-on-term", "--no-orphans", "--disable-logging"]
             argv.append("--py-call-osafterfork")
-            return Command((*argv, *runner.options), env, master=True)
+            return ServerCommand((*argv, *runner.options), env, master=True)
         case "waitress":
             argv = [s.python, "-m", "waitress", f"--listen={_host(s.host)}:{s.port}"]
             if s.threads is not None:
                 argv.append(f"--threads={s.threads}")
-            return Command((*argv, *runner.options, app), env, master=False)
+            return ServerCommand((*argv, *runner.options, app), env, master=False)
         case "granian":
             argv = [s.python, "-m", "granian", "--interface", runner.interface]
             argv += ["--host", s.host, "--port", str(s.port), "--workers", str(s.workers)]
             if s.threads is not None:
                 argv += ["--blocking-threads", str(s.threads)]
-            return Command((*argv, *runner.options, app), env, master=True)
+            return ServerCommand((*argv, *runner.options, app), env, master=True)
         case "uvicorn":
             argv = [s.python, "-m", "uvicorn", "--host", s.host, "--port", str(s.port)]
             argv += ["--workers", str(s.workers), "--loop", "uvloop", "--http", "httptools"]
             argv.append("--no-access-log")
             # One worker: uvicorn serves in the root process, no supervisor.
-            return Command((*argv, *runner.options, app), env, master=s.workers > 1)
+            return ServerCommand((*argv, *runner.options, app), env, master=s.workers > 1)
         case "hypercorn":
             argv = [s.python, "-m", "hypercorn", "--bind", f"{_host(s.host)}:{s.port}"]
             argv += ["--workers", str(s.workers)]
-            return Command((*argv, *runner.options, app), env, master=True)
+            return ServerCommand((*argv, *runner.options, app), env, master=True)
         case "daphne":
             argv = [s.python, "-m", "daphne", "--bind", s.host, "--port", str(s.port)]
             argv += ["--verbosity", "0"]  # 0: warnings and errors, no access log
-            return Command((*argv, *runner.options, app), env, master=False)
+            return ServerCommand((*argv, *runner.options, app), env, master=False)
         case other:
             raise ValueError(f"{runner.name}: unknown server {other!r}")
 

@@ -10,7 +10,7 @@ writes them and acts on them. While a driver runs inside ``supervisor.track()``,
 ``<dir>/<driver pid>.json`` lists the driver and every process tree it started
 (``supervisor.spawn`` calls ``started``, ``supervisor.stop`` calls ``stopped``; both
 do nothing outside ``track()``); the file is removed when the driver ends
-normally. ``supervisor.sweep()``, run by the next driver at start-up, reads the
+normally. ``supervisor.stop_strays()``, run by the next driver at start-up, reads the
 ledgers of other drivers (``others``) and stops what those of dead drivers
 still list.
 

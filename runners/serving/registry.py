@@ -10,17 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
-Family = Literal["prefork", "threaded", "async"]
-Interface = Literal["wsgi", "asgi"]
-Variant = Literal["sync", "async"]
-GcMode = Literal["default", "freeze", "off"]
+from runners.vocabulary import Family, GcMode, Interface, Variant
+
 WorkerRule = Literal["2n+1", "n", "1"]
-
-VARIANTS: tuple[Variant, ...] = get_args(Variant)
-GC_MODES: tuple[GcMode, ...] = get_args(GcMode)
-FAMILIES: tuple[Family, ...] = get_args(Family)
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runners import REPO_ROOT
-from runners.sampling.memory import sample_tree
 from runners.serving import supervisor
-from runners.serving.commands import Command, Settings, command
+from runners.serving.commands import ServerCommand, Settings, command
 from runners.serving.cpus import available_cpus
 from runners.serving.net import check_port_free, free_port, http_get, url
-from runners.serving.registry import GcMode, Runner, Variant, worker_count
+from runners.serving.proctree import server_process_count
+from runners.serving.registry import Runner, worker_count
 from runners.serving.supervisor import Child, RunnerError
+from runners.vocabulary import GcMode, Variant
 
 # Inherited variables that would silently change a server's settings.
 _SCRUBBED_ENV_PREFIXES = ("GUNICORN_CMD_ARGS", "GRANIAN_", "UWSGI_", "WEB_CONCURRENCY")
@@ -85,7 +86,7 @@ class RunningServer:
     threads: int | None
     variant: Variant
     gc: GcMode
-    command: Command
+    command: ServerCommand
     upstream_url: str | None = None
     startup_seconds: float = 0.0
     _child: Child | None = field(default=None, repr=False)
@@ -165,10 +166,7 @@ def _wait_processes(child: Child, expected: int, timeout: float) -> None:
     """Wait until the tree holds ``expected`` server processes (helpers excluded)."""
 
     def probe() -> str | None:
-        try:
-            found = len(sample_tree(child.pid).server_processes)
-        except ProcessLookupError:
-            found = 0
+        found = server_process_count(child.pid)
         return None if found == expected else f"found {found}"
 
     last = supervisor.wait_ready(child, probe, timeout)

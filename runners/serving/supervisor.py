@@ -35,9 +35,9 @@ from typing import IO
 import psutil
 
 from runners import REPO_ROOT
-from runners.sampling.memory import tree_pids
 from runners.serving import ledger
 from runners.serving.ledger import Entry
+from runners.serving.proctree import tree_pids
 from runners.serving.servers.launch import launch_command
 
 TIME_TOLERANCE_S = 0.05
@@ -384,7 +384,7 @@ def track(directory: Path | None = None) -> Iterator[ledger.Ledger]:
             reap(book)
 
 
-def sweep(directory: Path | None = None, grace: float = 3.0) -> list[str]:
+def stop_strays(directory: Path | None = None, grace: float = 3.0) -> list[str]:
     """Stop what the ledgers of dead drivers list; one description per stopped process.
 
     Ledgers of live drivers are left alone; a ledger is removed once nothing it
@@ -404,9 +404,9 @@ def sweep(directory: Path | None = None, grace: float = 3.0) -> list[str]:
     return done
 
 
-def sweep_message(directory: Path | None = None) -> str | None:
-    """Run ``sweep``; one line saying what it stopped (None if nothing)."""
-    found = sweep(directory)
+def strays_message(directory: Path | None = None) -> str | None:
+    """Run ``stop_strays``; one line saying what it stopped (None if nothing)."""
+    found = stop_strays(directory)
     if not found:
         return None
     return (

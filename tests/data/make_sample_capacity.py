@@ -29,6 +29,7 @@ from hdrh.histogram import HdrHistogram
 
 from runners.bench import capacity
 from runners.results import latency as hdr
+from runners.results.criteria import LOADGEN_CPU_PERCENT
 from runners.results.document import CpuPlacement, Environment, Matrix, ResultsFile
 from runners.results.figures import MIB, per_gib
 from runners.results.flags import notes_for
@@ -44,6 +45,7 @@ from runners.results.record import (
     Run,
 )
 from runners.serving.registry import get_runner
+from runners.vocabulary import Load
 
 OUT = Path(__file__).with_name("sample_capacity.json")
 SLO_MS = 100.0
@@ -105,14 +107,14 @@ def jitter(rng: random.Random, value: float, share: float = 0.012) -> float:
 
 
 def observe(
-    model: Model, rng: random.Random, mode: capacity.Mode, rate: float | None, users: int
-) -> capacity.Observation:
+    model: Model, rng: random.Random, mode: Load, rate: float | None, users: int
+) -> capacity.ProbeObservation:
     """What the model server does for one probe."""
     if mode == "closed":
         # A closed loop pushing the server: all it can do, latency = users / rate.
         achieved = jitter(rng, model.rate * 0.99)
         wait = 1000.0 * users / achieved
-        return capacity.Observation(
+        return capacity.ProbeObservation(
             mode="closed",
             offered_rps=None,
             achieved_rps=round(achieved, 1),
@@ -143,7 +145,7 @@ def observe(
     if late:
         # The generator fell behind: latency from the intended send time shows it.
         p99 = max(p99, 40.0 + 900.0 * late)
-    return capacity.Observation(
+    return capacity.ProbeObservation(
         mode="open",
         offered_rps=round(rate, 1),
         achieved_rps=round(min(achieved, rate * (1.0 - late)), 1),
@@ -159,7 +161,7 @@ def observe(
     )
 
 
-def probe_record(o: capacity.Observation, target: capacity.Target) -> Probe:
+def probe_record(o: capacity.ProbeObservation, target: capacity.Target) -> Probe:
     return Probe(
         mode=o.mode,
         offered_rps=o.offered_rps,
@@ -305,7 +307,11 @@ def measure(run: Run, rng: random.Random, pid: int, unconfirmed: bool) -> Run:
         timeouts=0,
     )
     filled = measured.fill(run)
-    flags = measured.flags()
+    loadgen = filled.loadgen_cpu_percent
+    flags = [
+        *(["loadgen-bound"] if loadgen is not None and loadgen > LOADGEN_CPU_PERCENT else []),
+        *(["failures"] if measured.failures else []),
+    ]
     return dataclasses.replace(
         filled,
         flags=tuple(flags),

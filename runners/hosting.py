@@ -1,0 +1,234 @@
+"""Where a run's server lives, as the measurement sees it: one seam, two sides.
+
+``Hosted`` is the server of one run: its settings, how it is doing, its workers, and
+``window``, which measures the server's host over a window (the busy share of the
+server's CPUs from ``/proc/stat``, and, when asked, memory samples of the server's
+tree). ``Local`` is serving on this machine (``runners.serving.server``);
+``runners.agent.client.Remote`` is the same through the agent on the server's own
+host. The rest of the run (Locust, the capacity search, the record) is the same for
+both.
+
+Below both the driver (``runners.bench``) and the agent (``runners.agent``): the
+agent's server measures its windows with ``LocalHostWindow`` and sends back their
+``WindowFigures``; the driver's client reads them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from runners.results.record import PythonInfo
+from runners.sampling import cpustat
+from runners.sampling.memory import Sampler, TreeSample, sample_tree
+from runners.serving.registry import Runner
+from runners.serving.server import RunningServer, ServeConfig, serve
+from runners.vocabulary import GcMode, Variant
+
+
+@dataclass(frozen=True)
+class WindowFigures:
+    """What the server's host saw over one window: its CPUs' busy share, the memory
+    samples of the server's tree (when asked), the sampler's own cost, and the
+    sampler's error if the server's root went away."""
+
+    server_cpu_percent: float | None
+    samples: tuple[TreeSample, ...] = ()
+    sampler_cpu_percent: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "server_cpu_percent": self.server_cpu_percent,
+            "samples": [s.to_json() for s in self.samples],
+            "sampler_cpu_percent": self.sampler_cpu_percent,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WindowFigures:
+        return cls(
+            server_cpu_percent=data["server_cpu_percent"],
+            samples=tuple(TreeSample.from_json(s) for s in data["samples"]),
+            sampler_cpu_percent=float(data["sampler_cpu_percent"]),
+            error=data["error"],
+        )
+
+
+class HostWindow(Protocol):
+    """One window on the server's host: ``open`` as it starts, ``close`` as it ends."""
+
+    def open(self) -> None: ...
+
+    def close(self) -> WindowFigures: ...
+
+
+class Hosted(Protocol):
+    """The server of one run, local or on the agent's host."""
+
+    @property
+    def runner(self) -> Runner: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def workers(self) -> int: ...
+    @property
+    def threads(self) -> int | None: ...
+    @property
+    def variant(self) -> Variant: ...
+    @property
+    def gc(self) -> GcMode: ...
+    @property
+    def argv(self) -> tuple[str, ...]: ...
+    @property
+    def startup_seconds(self) -> float: ...
+    @property
+    def local(self) -> RunningServer | None:
+        """The server process on this machine (profilers need it); None when remote."""
+
+    @property
+    def python(self) -> PythonInfo | None:
+        """The server's interpreter when it is not the run's own (remote), else None."""
+
+    @property
+    def django(self) -> str | None:
+        """The server's Django when it is not the run's own (remote), else None."""
+
+    def exit_status(self) -> str | None:
+        """How the server's root ended, or None while it runs."""
+
+    def worker_pids(self) -> set[int]:
+        """Its worker processes now (empty if it is gone)."""
+
+    def window(self, *, sample: bool, interval: float) -> HostWindow: ...
+
+
+@dataclass
+class LocalHostWindow:
+    """The server's CPUs from ``/proc/stat`` and, with ``sample``, a ``Sampler``."""
+
+    root_pid: int
+    cpus: tuple[int, ...]
+    sample: bool
+    interval: float
+    _sampler: Sampler | None = None
+    _before: cpustat.CpuTimes | None = None
+    _figures: WindowFigures | None = field(default=None, repr=False)
+
+    def open(self) -> None:
+        self._before = cpustat.read()
+        if self.sample:
+            self._sampler = Sampler(self.root_pid, interval=self.interval)
+            self._sampler.start()
+
+    def close(self) -> WindowFigures:
+        """Idempotent: the first close's figures (the sampler never outlives it)."""
+        if self._figures is not None:
+            return self._figures
+        after = cpustat.read()
+        sampler = self._sampler
+        samples = tuple(sampler.stop()) if sampler is not None else ()
+        before = self._before or after
+        self._figures = WindowFigures(
+            server_cpu_percent=cpustat.busy_percent(before, after, self.cpus),
+            samples=samples,
+            sampler_cpu_percent=sampler.cpu_percent_of_sampler if sampler is not None else 0.0,
+            error=sampler.error if sampler is not None else None,
+        )
+        return self._figures
+
+
+@dataclass
+class Local:
+    """A server started here (``runners.serving.server.serve``)."""
+
+    server: RunningServer
+    cpus: tuple[int, ...]
+
+    @property
+    def runner(self) -> Runner:
+        return self.server.runner
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def host(self) -> str:
+        return self.server.config.host
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def workers(self) -> int:
+        return self.server.workers
+
+    @property
+    def threads(self) -> int | None:
+        return self.server.threads
+
+    @property
+    def variant(self) -> Variant:
+        return self.server.variant
+
+    @property
+    def gc(self) -> GcMode:
+        return self.server.gc
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return tuple(self.server.command.argv)
+
+    @property
+    def startup_seconds(self) -> float:
+        return self.server.startup_seconds
+
+    @property
+    def local(self) -> RunningServer | None:
+        return self.server
+
+    @property
+    def python(self) -> PythonInfo | None:
+        return None
+
+    @property
+    def django(self) -> str | None:
+        return None
+
+    def exit_status(self) -> str | None:
+        return self.server.exit_status()
+
+    def worker_pids(self) -> set[int]:
+        try:
+            return {p.pid for p in sample_tree(self.server.pid).workers}
+        except ProcessLookupError:
+            return set()
+
+    def window(self, *, sample: bool, interval: float) -> HostWindow:
+        return LocalHostWindow(self.server.pid, self.cpus, sample, interval)
+
+
+class ServerHost(Protocol):
+    """Where the runs' servers are started: here (``LocalHost``) or through the agent."""
+
+    def serve(self, config: ServeConfig) -> AbstractContextManager[Hosted]:
+        """Start the server of ``config``, stop it (and check none of it is left) on exit."""
+
+
+@dataclass(frozen=True)
+class LocalHost:
+    """Today's serving: on this machine, pinned to ``config.cpus``."""
+
+    @contextlib.contextmanager
+    def serve(self, config: ServeConfig) -> Iterator[Hosted]:
+        with serve(config) as server:
+            yield Local(server, tuple(config.cpus or ()))
