@@ -60,7 +60,14 @@ if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
 from loadtests.pacing import LATE_S, PACER, PacerWindow, histogram  # noqa: E402
-from loadtests.window import ProbeCommand, ProbeResult, ProcessLoad  # noqa: E402
+from loadtests.window import (  # noqa: E402
+    ProbeCommand,
+    ProbeResult,
+    ProcessIdle,
+    ProcessLoad,
+    ScheduledProbe,
+    WindowEnd,
+)
 from runners.vocabulary import ARRIVALS, DEFAULT_ARRIVAL  # noqa: E402
 
 MARKER = "@@bench-probe"
@@ -124,42 +131,46 @@ class Generator:
             return runner.worker_index, max(1, int(getattr(runner, "worker_count", 1) or 1))
         return 0, 1
 
+    def send(self, name: str, data: dict[str, Any]) -> None:
+        self.environment.runner.send_message(name, data)  # type: ignore[union-attr]
+
     def on_pause(self, environment: Environment, msg: Any, **_kw: Any) -> None:
         PACER.pause()
-        gevent.spawn(self.report_idle, int(msg.data["seq"]), float(msg.data["drain_s"]))
+        pause = ProbeCommand.from_dict(msg.data)
+        gevent.spawn(self.report_idle, pause.seq, pause.drain_s)
 
     def report_idle(self, seq: int, drain_s: float) -> None:
         deadline = time.perf_counter() + drain_s
         while not PACER.idle and time.perf_counter() < deadline:
             gevent.sleep(POLL_S)
         index, _ = self.index_and_count()
-        self.environment.runner.send_message(  # type: ignore[union-attr]
-            IDLE_MESSAGE, {"seq": seq, "index": index, "idle": PACER.idle}
-        )
+        self.send(IDLE_MESSAGE, ProcessIdle(seq, index, PACER.idle).to_dict())
 
     def on_config(self, environment: Environment, msg: Any, **_kw: Any) -> None:
-        data = dict(msg.data)
+        probe = ScheduledProbe.from_dict(msg.data)
+        command = probe.command
         index, count = self.index_and_count()
-        count = int(data.get("processes") or count)
-        rate = data.get("rate")
-        share = None if rate is None else float(rate) / count
-        phase = 0.0 if rate is None else index / float(rate)
+        count = probe.processes or count
+        rate = command.rate if command.mode == "open" else None
+        share = None if rate is None else rate / count
+        phase = 0.0 if rate is None else index / rate
         PACER.configure(
             share,
-            data.get("arrival", DEFAULT_ARRIVAL),
+            command.arrival if command.arrival in ARRIVALS else DEFAULT_ARRIVAL,
             phase=phase,
-            seed=data["seq"] * 1009 + index,
-            late_s=float(data.get("late_s") or LATE_S),
+            seed=command.seq * 1009 + index,
+            late_s=command.late_s or LATE_S,
         )
-        gevent.spawn(self.run_window, data, index)
+        gevent.spawn(self.run_window, probe, index)
 
     def on_end(self, environment: Environment, msg: Any, **_kw: Any) -> None:
-        self.early_end[int(msg.data["seq"])] = float(msg.data["at"])
+        end = WindowEnd.from_dict(msg.data)
+        self.early_end[end.seq] = end.at
 
-    def run_window(self, data: dict[str, Any], index: int) -> None:
-        seq = int(data["seq"])
+    def run_window(self, probe: ScheduledProbe, index: int) -> None:
+        seq = probe.command.seq
         offset = time.time() - time.perf_counter()
-        start, end = float(data["start_at"]) - offset, float(data["end_at"]) - offset
+        start, end = probe.start_at - offset, probe.end_at - offset
         window = PACER.open_window(start, end)
         gevent.sleep(max(0.0, start - time.perf_counter()))
         cpu0 = process_cpu_seconds()
@@ -168,37 +179,56 @@ class Generator:
                 window.end = min(window.end, self.early_end.pop(seq) - offset)
             gevent.sleep(min(POLL_S, max(0.0, window.end - time.perf_counter())))
         cpu1 = process_cpu_seconds()
-        deadline = float(data["deadline_at"]) - offset
+        deadline = probe.deadline_at - offset
         while not PACER.drained(window) and time.perf_counter() < deadline:
             gevent.sleep(POLL_S)
         closed = PACER.close_window() or window
-        self.environment.runner.send_message(  # type: ignore[union-attr]
-            RESULT_MESSAGE, result_message(seq, index, closed, cpu1 - cpu0)
-        )
+        result = process_result(probe, index, closed, cpu1 - cpu0)
+        self.send(RESULT_MESSAGE, result.to_dict())
 
 
-def result_message(seq: int, index: int, window: PacerWindow, cpu_seconds: float) -> dict[str, Any]:
-    return {
-        "seq": seq,
-        "index": index,
-        "pid": os.getpid(),
-        "duration_s": window.end - window.start,
-        "latency": _encoded(window.latency),
-        "halves": [_encoded(h) for h in window.halves],
-        "scheduled": window.scheduled,
-        "dispatched": window.dispatched,
-        "free_dispatches": window.free_dispatches,
-        "late": window.late,
-        "pool_waits": window.pool_waits,
-        "successes": window.successes,
-        "failures": window.failures,
-        "timeouts": window.timeouts,
-        "unsent": window.unsent,
-        "in_flight": window.in_flight,
-        "served": window.served,
-        "connects": window.connects,
-        "cpu_seconds": max(0.0, cpu_seconds),
-    }
+def process_result(
+    probe: ScheduledProbe, index: int, window: PacerWindow, cpu_seconds: float
+) -> ProbeResult:
+    """One process's part of a probe: its window's counts, histograms and CPU."""
+    command = probe.command
+    duration = window.end - window.start
+    cpu_seconds = max(0.0, cpu_seconds)
+    return ProbeResult(
+        seq=command.seq,
+        mode="open" if command.mode == "open" else "closed",
+        rate=command.rate if command.mode == "open" else None,
+        users=command.users,
+        start=probe.start_at,
+        end=probe.start_at + duration,
+        duration_s=duration,
+        scheduled=window.scheduled,
+        dispatched=window.dispatched,
+        free_dispatches=window.free_dispatches,
+        late=window.late,
+        pool_waits=window.pool_waits,
+        successes=window.successes,
+        failures=window.failures,
+        timeouts=window.timeouts,
+        unsent=window.unsent,
+        in_flight=window.in_flight,
+        served=window.served,
+        connects=window.connects,
+        late_fraction=window.late_fraction,
+        latency_hdr=_encoded(window.latency),
+        halves_hdr=(_encoded(window.halves[0]), _encoded(window.halves[1])),
+        loadgen_cpu_seconds=cpu_seconds,
+        processes_expected=1,
+        processes=(
+            ProcessLoad(
+                index=index,
+                pid=os.getpid(),
+                cpu_seconds=round(cpu_seconds, 4),
+                cpu_percent=round(100.0 * cpu_seconds / duration, 2) if duration > 0 else None,
+                late_fraction=round(window.late_fraction, 5),
+            ),
+        ),
+    )
 
 
 # --- the controller (local runner or master) ------------------------------------------------
@@ -212,31 +242,18 @@ def _decoded(text: str) -> HdrHistogram:
     return HdrHistogram.decode(text) if text else histogram()
 
 
-def merge(
-    command: ProbeCommand, start: float, end: float, parts: list[dict[str, Any]]
-) -> ProbeResult:
-    """The probe's result: every process's window added up."""
+def merge(command: ProbeCommand, start: float, end: float, parts: list[ProbeResult]) -> ProbeResult:
+    """The probe's result: every process's part added up (histograms merged)."""
     latency = histogram()
     halves = (histogram(), histogram())
     for part in parts:
-        latency.add(_decoded(part["latency"]))
-        for half, text in zip(halves, part.get("halves", ("", "")), strict=True):
+        latency.add(_decoded(part.latency_hdr))
+        for half, text in zip(halves, part.halves_hdr, strict=True):
             half.add(_decoded(text))
-    totals = {key: sum(int(p[key]) for p in parts) for key in ProbeResult.COUNTS}
-    duration = max((float(p["duration_s"]) for p in parts), default=end - start)
+    totals = {key: sum(int(getattr(p, key)) for p in parts) for key in ProbeResult.COUNTS}
+    duration = max((p.duration_s for p in parts), default=end - start)
     processes = tuple(
-        ProcessLoad(
-            index=int(p["index"]),
-            pid=int(p["pid"]),
-            cpu_seconds=round(float(p["cpu_seconds"]), 4),
-            cpu_percent=round(100.0 * float(p["cpu_seconds"]) / duration, 2)
-            if duration > 0
-            else None,
-            late_fraction=round(int(p["late"]) / int(p["free_dispatches"]), 5)
-            if int(p["free_dispatches"])
-            else 0.0,
-        )
-        for p in sorted(parts, key=lambda p: int(p["index"]))
+        sorted((load for p in parts for load in p.processes), key=lambda load: load.index)
     )
     return ProbeResult(
         seq=command.seq,
@@ -252,7 +269,7 @@ def merge(
         else 0.0,
         latency_hdr=_encoded(latency),
         halves_hdr=(_encoded(halves[0]), _encoded(halves[1])),
-        loadgen_cpu_seconds=round(sum(float(p["cpu_seconds"]) for p in parts), 4),
+        loadgen_cpu_seconds=round(sum(p.loadgen_cpu_seconds for p in parts), 4),
         processes_expected=0,
         processes=processes,
     )
@@ -266,15 +283,16 @@ class Controller:
         self.control = control
         self.out = out
         self.settle = settle
-        self.results: dict[int, list[dict[str, Any]]] = {}
+        self.results: dict[int, list[ProbeResult]] = {}
         self.idle: dict[int, int] = {}
         self.started = False
 
     def on_result(self, environment: Environment, msg: Any, **_kw: Any) -> None:
-        self.results.setdefault(int(msg.data["seq"]), []).append(dict(msg.data))
+        part = ProbeResult.from_dict(msg.data)
+        self.results.setdefault(part.seq, []).append(part)
 
     def on_idle(self, environment: Environment, msg: Any, **_kw: Any) -> None:
-        seq = int(msg.data["seq"])
+        seq = ProcessIdle.from_dict(msg.data).seq
         self.idle[seq] = self.idle.get(seq, 0) + 1
 
     def start(self, **_kw: Any) -> None:
@@ -298,7 +316,7 @@ class Controller:
                 return
             if command is not None and int(command.get("seq", 0)) > last:
                 last = int(command["seq"])
-                probe = ProbeCommand(**command)
+                probe = ProbeCommand.from_dict(command)
                 if probe.mode == "pause":
                     self.pause(probe)
                     emit(probe.seq, "done", "paused")
@@ -317,7 +335,7 @@ class Controller:
         runner = self.environment.runner
         assert runner is not None
         seq = command.seq
-        runner.send_message(PAUSE_MESSAGE, {"seq": seq, "drain_s": command.drain_s})
+        runner.send_message(PAUSE_MESSAGE, replace(command, mode="pause").to_dict())
         give_up = time.time() + command.drain_s + DRAIN_MARGIN_S
         while self.idle.get(seq, 0) < self.processes() and time.time() < give_up:
             gevent.sleep(POLL_S)
@@ -338,18 +356,8 @@ class Controller:
         start = now + command.warmup_s
         end = start + command.duration_s
         deadline = end + command.drain_s + DRAIN_MARGIN_S
-        config = {
-            "seq": seq,
-            "mode": command.mode,
-            "rate": command.rate if command.mode == "open" else None,
-            "arrival": command.arrival if command.arrival in ARRIVALS else DEFAULT_ARRIVAL,
-            "start_at": start,
-            "end_at": end,
-            "deadline_at": deadline,
-            "processes": processes,
-            "late_s": command.late_s,
-        }
-        runner.send_message(CONFIG_MESSAGE, config)
+        scheduled = ScheduledProbe(command, start, end, deadline, processes)
+        runner.send_message(CONFIG_MESSAGE, scheduled.to_dict())
         gevent.sleep(max(0.0, start - time.time()))
         if command.reset_stats:
             runner.stats.reset_all()
@@ -357,14 +365,14 @@ class Controller:
         while time.time() < end:
             if command.max_requests and runner.stats.total.num_requests >= command.max_requests:
                 end = time.time()
-                runner.send_message(END_MESSAGE, {"seq": seq, "at": end})
+                runner.send_message(END_MESSAGE, WindowEnd(seq, end).to_dict())
                 break
             gevent.sleep(min(POLL_S, max(0.0, end - time.time())))
         emit(seq, "end", f"{time.time():.6f}")
         # No new request after the window (the next probe starts from a pause anyway):
         # Locust's own statistics then cover the window and the requests in flight at
         # its start, nothing after it.
-        runner.send_message(PAUSE_MESSAGE, {"seq": seq, "drain_s": command.drain_s})
+        runner.send_message(PAUSE_MESSAGE, replace(command, mode="pause").to_dict())
         give_up = deadline + 5.0
         while len(self.results.get(seq, [])) < processes and time.time() < give_up:
             gevent.sleep(POLL_S)

@@ -2,8 +2,13 @@
 
 The driver (``runners/load/locust.py``) writes a ``ProbeCommand`` to the
 plugin's ``--probe-control`` file; the plugin (``loadtests/probes.py``) writes
-one ``ProbeResult`` per probe to ``--probe-out``. Standard library only: the
-plugin imports it inside Locust (gevent), the driver without Locust.
+one ``ProbeResult`` per probe to ``--probe-out``. Between the plugin's controller and
+its load-generating processes (one, or Locust's distributed workers) the same records
+travel in Locust's custom messages: a ``ScheduledProbe`` out, one ``ProbeResult`` per
+process back (merged into the probe's), a pause as a ``ProbeCommand``, and
+``ProcessIdle`` / ``WindowEnd`` notes; each is turned into a dict (``to_dict``) and back
+(``from_dict``) only at that edge. Standard library only: the plugin imports it inside
+Locust (gevent), the driver without Locust.
 """
 
 from __future__ import annotations
@@ -44,6 +49,14 @@ class ProbeCommand:
     late_s: float = 0.01
     reset_stats: bool = False
     max_requests: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProbeCommand:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
     def write(self, path: Path) -> None:
         """Atomically (the plugin polls the file)."""
@@ -128,10 +141,13 @@ class ProbeResult:
         values = [p.cpu_percent for p in self.processes if p.cpu_percent is not None]
         return max(values) if values else None
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1) + "\n")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
         os.replace(tmp, path)
 
     @classmethod
@@ -145,3 +161,60 @@ class ProbeResult:
     @classmethod
     def read(cls, path: Path) -> ProbeResult:
         return cls.from_dict(json.loads(path.read_text()))
+
+
+@dataclass(frozen=True)
+class ScheduledProbe:
+    """A probe as the controller sends it to every load-generating process: its command,
+    when its window opens and closes and when the processes' results are due (unix
+    times), and how many processes share its schedule (each offers ``rate / processes``)."""
+
+    command: ProbeCommand
+    start_at: float
+    end_at: float
+    deadline_at: float
+    processes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "command": self.command.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScheduledProbe:
+        return cls(
+            command=ProbeCommand.from_dict(data["command"]),
+            start_at=float(data["start_at"]),
+            end_at=float(data["end_at"]),
+            deadline_at=float(data["deadline_at"]),
+            processes=int(data["processes"]),
+        )
+
+
+@dataclass(frozen=True)
+class ProcessIdle:
+    """A load-generating process after a pause: whether its requests in flight ended."""
+
+    seq: int
+    index: int
+    idle: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProcessIdle:
+        return cls(seq=int(data["seq"]), index=int(data["index"]), idle=bool(data["idle"]))
+
+
+@dataclass(frozen=True)
+class WindowEnd:
+    """The controller ended probe ``seq``'s window early (``max_requests``) at ``at``."""
+
+    seq: int
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WindowEnd:
+        return cls(seq=int(data["seq"]), at=float(data["at"]))

@@ -90,6 +90,11 @@ class Hosted(Protocol):
     @property
     def startup_seconds(self) -> float: ...
     @property
+    def here(self) -> bool:
+        """The server runs on this host (not through the agent): its CPUs, who else used
+        them and a local database can be read here."""
+
+    @property
     def local(self) -> RunningServer | None:
         """The server process on this machine (profilers need it); None when remote."""
 
@@ -191,6 +196,10 @@ class Local:
     @property
     def startup_seconds(self) -> float:
         return self.server.startup_seconds
+
+    @property
+    def here(self) -> bool:
+        return True
 
     @property
     def local(self) -> RunningServer | None:

@@ -24,6 +24,10 @@ INTERFACES: tuple[Interface, ...] = get_args(Interface)
 VARIANTS: tuple[Variant, ...] = get_args(Variant)
 GC_MODES: tuple[GcMode, ...] = get_args(GcMode)
 
+Role = Literal["master", "worker"]
+"""A server process's part: the master (or a helper: a supervisor that serves nothing), or
+a worker that serves requests."""
+
 Load = Literal["open", "closed"]
 """``open``: requests arrive on a schedule, whatever the server does; ``closed``: a fixed
 number of users send back to back."""

@@ -23,6 +23,8 @@ from runners.bench import defaults as bench_defaults
 from runners.bench import main
 from runners.bench import matrix as bench_matrix
 from runners.bench import options as bench_options
+from runners.bench.estimate import estimate_s
+from runners.bench.matrix import concurrency
 from runners.results.cells import aggregate, summarize
 from runners.results.document import Results
 from runners.results.figures import GIB
@@ -322,7 +324,7 @@ def test_quick_is_one_runner_per_family_under_three_minutes() -> None:
     assert options is not None
     assert sorted(RUNNERS[r].family for r in options.runners) == sorted(FAMILIES)
     assert options.workloads == ("json", "upstream")
-    assert options.estimate_s() < 180
+    assert estimate_s(options) < 180
 
 
 def test_default_matrix_shows_the_main_contrasts_under_twenty_minutes() -> None:
@@ -338,7 +340,7 @@ def test_default_matrix_shows_the_main_contrasts_under_twenty_minutes() -> None:
     ):
         assert name in options.runners
     assert set(options.workloads) >= {"json", "fortunes", "feed", "upstream", "mixed"}
-    assert options.estimate_s() < 20 * 60
+    assert estimate_s(options) < 20 * 60
 
 
 def test_explicit_options_override_quick() -> None:
@@ -368,10 +370,10 @@ def test_plan_is_repeat_major() -> None:
 def test_worker_and_thread_overrides_only_apply_where_they_mean_something() -> None:
     options, _ = bench_options.parse_options(["--workers", "2", "--threads", "8"])
     assert options is not None
-    assert options.concurrency(RUNNERS["gunicorn-sync"]) == [(2, None)]
-    assert options.concurrency(RUNNERS["waitress"]) == [(None, 8)]
-    assert options.concurrency(RUNNERS["gunicorn-gthread"]) == [(2, 8)]
-    assert options.concurrency(RUNNERS["daphne"]) == [(None, None)]
+    assert concurrency(options, RUNNERS["gunicorn-sync"]) == [(2, None)]
+    assert concurrency(options, RUNNERS["waitress"]) == [(None, 8)]
+    assert concurrency(options, RUNNERS["gunicorn-gthread"]) == [(2, 8)]
+    assert concurrency(options, RUNNERS["daphne"]) == [(None, None)]
 
 
 # --- repeats ------------------------------------------------------------------------------------

@@ -362,7 +362,7 @@ def test_plan_ids_are_unique_and_carry_what_varies(monkeypatch: pytest.MonkeyPat
     cells = bench_matrix.plan(options)
     ids = [cell.id for cell in cells]
     assert len(ids) == len(set(ids)) == 2 * (2 * 3 + 2 * 1)
-    assert options.runs == len(cells)
+    assert bench_matrix.run_count(options) == len(cells)
     assert "gunicorn-sync-preload/json/open/1/py3.11.7/gc-freeze" in ids
     assert "uvicorn/json/open/2/py3.12.1/gc-default" in ids
     stems = {cell.stem for cell in cells}
@@ -429,16 +429,16 @@ def test_soak_series_keeps_each_worker_on_a_common_axis() -> None:
         window_end_s=505.0,
         requests=5003,
     )
-    assert series["ended_by"] == "requests"
-    assert series["samples"] == 1010
-    assert len(series["t"]) == soak.MAX_POINTS
-    assert series["t"][0] == 0 and series["t"][-1] == 504.5
-    names = [(p["name"], p["pid"]) for p in series["processes"]]
+    assert series.ended_by == "requests"
+    assert series.samples == 1010
+    assert len(series.t) == soak.MAX_POINTS
+    assert series.t[0] == 0 and series.t[-1] == 504.5
+    names = [(p.name, p.pid) for p in series.processes]
     assert names == [("master", 1), ("worker 1", 2), ("worker 2", 3), ("worker 3", 4)]
-    for proc in series["processes"]:
-        assert len(proc["shared"]) == len(proc["uss"]) == len(proc["pss"]) == soak.MAX_POINTS
-    first = series["processes"][1]
-    assert first["uss"][0] == 5 and first["shared"][0] == 35
-    replaced = series["processes"][2]
-    assert replaced["uss"][-1] is None and replaced["uss"][0] == 6
-    assert series["processes"][3]["uss"][0] is None
+    for proc in series.processes:
+        assert len(proc.shared) == len(proc.uss) == len(proc.pss) == soak.MAX_POINTS
+    first = series.processes[1]
+    assert first.uss[0] == 5 and first.shared[0] == 35
+    replaced = series.processes[2]
+    assert replaced.uss[-1] is None and replaced.uss[0] == 6
+    assert series.processes[3].uss[0] is None

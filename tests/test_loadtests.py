@@ -6,6 +6,7 @@ interpreter, which must not happen inside pytest).
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import os
@@ -265,5 +266,11 @@ def test_the_probe_records_are_shared_without_locust() -> None:
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    plugin = (REPO_ROOT / "loadtests" / "probes.py").read_text()
-    assert "from loadtests.window import ProbeCommand, ProbeResult" in plugin
+    plugin = ast.parse((REPO_ROOT / "loadtests" / "probes.py").read_text())
+    shared = {
+        alias.name
+        for node in ast.walk(plugin)
+        if isinstance(node, ast.ImportFrom) and node.module == "loadtests.window"
+        for alias in node.names
+    }
+    assert {"ProbeCommand", "ProbeResult", "ScheduledProbe"} <= shared

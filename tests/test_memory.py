@@ -17,13 +17,13 @@ import pytest
 
 from runners.cli.memcheck import deviation, exercise, read_proc
 from runners.results.figures import GIB, per_gib
+from runners.results.record import Memory, MemorySample
 from runners.sampling.memory import (
     ProcessMemory,
     Sampler,
     TreeSample,
     read_smaps_rollup,
     sample_tree,
-    summarize,
 )
 from runners.serving.proctree import tree_cpu_seconds, tree_pids
 from tests.servers import running
@@ -129,7 +129,7 @@ def test_tree_sample_sums_and_dict() -> None:
     s = _sample(1.5, (100, 60, 40, 1.0), (200, 120, 80, 2.0), reaped=0.5)
     assert (s.rss, s.pss, s.uss, s.shared) == (300, 180, 120, 180)
     assert s.cpu_seconds == pytest.approx(3.5)
-    d: dict[str, Any] = s.as_dict()
+    d: dict[str, Any] = MemorySample.from_tree(s).to_dict()
     assert d["rss"] == 300 and d["t"] == 1.5
     assert [p["role"] for p in d["processes"]] == ["master", "worker"]
     assert d["processes"][1] == {
@@ -145,13 +145,13 @@ def test_tree_sample_sums_and_dict() -> None:
     _schema_validator("process_sample").validate(d["processes"][0])
 
 
-def test_summarize_peaks_means_cpu_and_schema() -> None:
+def test_window_memory_peaks_means_cpu_and_schema() -> None:
     samples = [
         _sample(0.0, (100, 60, 40, 1.0)),
         _sample(1.0, (300, 100, 80, 2.0)),
         _sample(2.0, (200, 80, 60, 4.0), reaped=1.0),
     ]
-    block: dict[str, Any] = summarize(samples, sampler_cpu_percent=0.25)
+    block: dict[str, Any] = Memory.from_samples(samples, sampler_cpu_percent=0.25).to_dict()
     assert block["rss_peak_bytes"] == 300
     assert block["rss_mean_bytes"] == 200
     assert block["pss_peak_bytes"] == 100
@@ -162,10 +162,10 @@ def test_summarize_peaks_means_cpu_and_schema() -> None:
     assert block["cpu_seconds"] == pytest.approx(4.0)  # 5.0 - 1.0
     assert block["sampler_cpu_percent"] == 0.25
     assert len(block["samples"]) == 3
-    assert summarize(samples, cpu_seconds=9.0)["cpu_seconds"] == 9.0
+    assert Memory.from_samples(samples, cpu_seconds=9.0).cpu_seconds == 9.0
     _schema_validator("memory").validate(block)
     with pytest.raises(ValueError):
-        summarize([])
+        Memory.from_samples([])
 
 
 def test_per_gib() -> None:
@@ -197,9 +197,9 @@ def test_sampler_time_series_and_its_own_cost() -> None:
         # this one carries the first full scan of /proc; a long one amortises it).
         cost = sampler.cpu_percent_of_sampler
         assert 0 < cost < 2.0, cost
-        block: dict[str, Any] = summarize(samples, sampler_cpu_percent=cost)
-        assert block["cpu_seconds"] > 0  # the requests cost CPU
-        assert block["pss_peak_bytes"] >= block["pss_mean_bytes"]
+        memory = Memory.from_samples(samples, sampler_cpu_percent=cost)
+        assert (memory.cpu_seconds or 0) > 0  # the requests cost CPU
+        assert memory.pss_peak_bytes >= memory.pss_mean_bytes
 
 
 @pytest.mark.servers

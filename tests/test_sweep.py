@@ -18,6 +18,8 @@ from runners.bench import main
 from runners.bench import matrix as bench_matrix
 from runners.bench import options as bench_options
 from runners.bench.console import describe_plan
+from runners.bench.estimate import estimate_s, run_estimate_s
+from runners.bench.matrix import run_count
 from runners.plan.observe import observations
 from runners.report.ranking import runner_label
 from runners.results.cells import aggregate, summarize
@@ -100,7 +102,7 @@ def test_a_count_multiplies_only_the_runners_it_applies_to() -> None:
     specs = bench_matrix.plan(options)
     assert [(s.workers, s.threads) for s in specs][:3] == [(1, None), (2, None), (None, 2)]
     assert len({s.stem for s in specs}) == len(specs)
-    assert options.runs == len(specs) == 9
+    assert run_count(options) == len(specs) == 9
 
 
 def test_one_count_is_an_override_not_a_sweep() -> None:
@@ -148,9 +150,9 @@ def test_sweep_expands_per_runner_and_the_estimate_counts_every_run() -> None:
         "gunicorn-gthread/json/open/1/t8",
         "uvicorn/json/open/1",
     ]
-    assert swept.runs == 8 and plain.runs == 3
-    per_run = swept.run_estimate_s("json")
-    assert swept.estimate_s() - plain.estimate_s() == pytest.approx(5 * per_run)
+    assert run_count(swept) == 8 and run_count(plain) == 3
+    per_run = run_estimate_s(swept, "json")
+    assert estimate_s(swept) - estimate_s(plain) == pytest.approx(5 * per_run)
     text = describe_plan(swept)
     assert text.startswith("Plan: 8 runs")
     assert "gunicorn-sync-preload workers 1,2,3; gunicorn-gthread threads 1,2,4,8" in text

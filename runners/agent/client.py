@@ -244,6 +244,10 @@ class Remote:
         return self.served.startup_s
 
     @property
+    def here(self) -> bool:
+        return False
+
+    @property
     def local(self) -> RunningServer | None:
         return None
 

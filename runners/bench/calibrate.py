@@ -17,6 +17,7 @@ from pathlib import Path
 
 from loadtests.window import ProbeCommand
 from runners.bench.options import Options
+from runners.bench.run import locust_options
 from runners.load.locust import LocustPlan, LocustProcess
 from runners.results.document import LoadgenCeiling
 from runners.serving.registry import RUNNERS
@@ -48,7 +49,7 @@ def calibrate(
             out_prefix=prefix,
             run_time_limit_s=120,
             cpus=options.placement.loadgen[:1],
-            options=options.locust_options(),
+            options=locust_options(options),
             request_timeout_s=options.request_timeout_s,
         )
         command = ProbeCommand(

@@ -24,7 +24,8 @@ from runners.bench.defaults import (
     TIMINGS,
     Timing,
 )
-from runners.bench.matrix import RunSpec
+from runners.bench.estimate import estimate_s, run_estimate_s
+from runners.bench.matrix import RunSpec, concurrency, run_count
 from runners.bench.options import Options, quick_runners
 from runners.bench.soak import SoakTarget
 from runners.results.criteria import DEFAULT_SLO_P99_MS
@@ -280,7 +281,7 @@ def _timing(t: Timing) -> str:
 
 
 def describe_plan(options: Options) -> str:
-    per_run = sum(options.run_estimate_s(w) for w in options.workloads) / len(options.workloads)
+    per_run = sum(run_estimate_s(options, w) for w in options.workloads) / len(options.workloads)
     if options.load == "open":
         each = (
             f"each a capacity search within p99 {options.slo_p99_ms:g} ms ({options.arrival} "
@@ -298,12 +299,12 @@ def describe_plan(options: Options) -> str:
         levels = f" x {len(options.users)} user levels"
     sweep = describe_sweep(options)
     text = (
-        f"Plan: {options.runs} runs = {len(options.runners)} runners"
+        f"Plan: {run_count(options)} runs = {len(options.runners)} runners"
         f"{' x their worker/thread counts' if sweep else ''} x "
         f"{len(options.workloads)} workloads{levels} x {options.repeat} repeats; {each}.\n"
         f"{f'Sweep: {sweep}.' + chr(10) if sweep else ''}"
-        f"Estimated time: ~{fmt_duration(options.estimate_s())} "
-        f"({options.runs} x ~{per_run:.0f} s + ~{SETUP_S:.0f} s setup"
+        f"Estimated time: ~{fmt_duration(estimate_s(options))} "
+        f"({run_count(options)} x ~{per_run:.0f} s + ~{SETUP_S:.0f} s setup"
         f"{f' + ~{MICRO_ESTIMATE_S:.0f} s micro-benchmarks' if options.micro else ''}). "
         f"{options.placement.describe()}."
     )
@@ -316,7 +317,7 @@ def describe_sweep(options: Options) -> str:
     several worker or thread counts (empty when none is)."""
     parts = []
     for name in options.runners:
-        pairs = options.concurrency(RUNNERS[name])
+        pairs = concurrency(options, RUNNERS[name])
         if len(pairs) < 2:
             continue
         workers = list(dict.fromkeys(w for w, _ in pairs))

@@ -1,23 +1,73 @@
 """What else used the host during a measured window: other programs on the run's CPUs
-(``interference``) and a local database (``database``), as run-record parts.
+(``interference``) and a local database (``database``), as run-record parts, and the
+load generator's CPUs.
 
-The readings are ``runners.sampling.interference``'s; this turns two of its marks
-(the window's edges) into the records ``results.json`` carries.
+The readings are ``runners.sampling.interference``'s and ``runners.sampling.cpustat``'s;
+``WindowUsage`` takes them at the window's edges and turns them into the records
+``results.json`` carries.
 """
 
 from __future__ import annotations
 
-from runners.bench.options import Options
+from dataclasses import dataclass, field
+
 from runners.results.record import DatabaseUsage, Interference
-from runners.sampling import interference
+from runners.sampling import cpustat, interference
+from runners.serving.cpus import Placement
+
+
+@dataclass
+class WindowUsage:
+    """The host's counters at one window's edges (``mark`` as it opens and as it closes).
+
+    Where the server runs on this host (``here``), the run's own processes and a local
+    database are read too, so that other programs' use of the run's CPUs and the
+    database's can be told apart; through an agent the server's CPUs are another
+    host's, and only the load generator's CPUs are read."""
+
+    placement: Placement
+    here: bool
+    database_pid: int | None = None
+    marks: list[interference.Mark] = field(default_factory=list)
+    loadgen: list[cpustat.CpuTimes] = field(default_factory=list)
+    database_memory: interference.DatabaseMemory | None = None
+
+    def mark(self) -> None:
+        if self.here:
+            self.marks.append(
+                interference.mark(self.placement.server, self.placement.loadgen, self.database_pid)
+            )
+            self.loadgen.append(self.marks[-1].cpus)
+        else:
+            self.loadgen.append(cpustat.read())
+
+    def close(self) -> None:
+        """The closing mark, and the local database's memory as the window ends."""
+        self.mark()
+        if self.database_pid is not None:
+            self.database_memory = interference.database_memory(self.database_pid)
+
+    def loadgen_cpu_percent(self) -> float | None:
+        if len(self.loadgen) < 2:
+            return None
+        return cpustat.busy_percent(self.loadgen[0], self.loadgen[-1], self.placement.loadgen)
+
+    def interference(self) -> Interference | None:
+        if len(self.marks) < 2:
+            return None
+        return interference_record(self.marks[0], self.marks[-1], self.placement)
+
+    def database(self) -> DatabaseUsage | None:
+        if len(self.marks) < 2:
+            return None
+        return database_record(self.marks[0], self.marks[-1], self.database_memory, self.placement)
 
 
 def interference_record(
-    before: interference.Mark, after: interference.Mark, options: Options
+    before: interference.Mark, after: interference.Mark, placement: Placement
 ) -> Interference | None:
     """Other processes' CPU time on the server's and the load generator's CPUs over the
     window (None: not measurable, e.g. no CPU counters)."""
-    placement = options.placement
     found = interference.others(before, after, placement.server, placement.loadgen)
     if found is None:
         return None
@@ -35,7 +85,7 @@ def database_record(
     before: interference.Mark,
     after: interference.Mark,
     memory: interference.DatabaseMemory | None,
-    options: Options,
+    placement: Placement,
 ) -> DatabaseUsage | None:
     """The local database's figures over the window (None: no local database watched)."""
     if before.database is None or after.database is None:
@@ -47,5 +97,5 @@ def database_record(
         processes=memory.processes if memory is not None else None,
         cpus=cpus,
         # Not pinned (or pinned over the server's CPUs): the scheduler puts it anywhere.
-        shares_server_cpus=cpus is None or bool(set(cpus) & set(options.placement.server)),
+        shares_server_cpus=cpus is None or bool(set(cpus) & set(placement.server)),
     )

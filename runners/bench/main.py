@@ -1,4 +1,6 @@
-"""The invocation: prepare, walk the matrix, write results.json and the report."""
+"""The invocation, as named steps: ``connect`` (stray processes, the agent),
+``open_results``, ``prepare`` (database, calibration, upstream: the runs' ``Context``),
+``walk`` (the matrix), ``summarise`` (table, notes, report, exit status)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,15 +31,19 @@ from runners.bench.console import (
     results_table,
 )
 from runners.bench.defaults import MICRO_ESTIMATE_S, REPORTS_DIR, SETUP_S
-from runners.bench.matrix import matrix_block, plan, runtime_record
+from runners.bench.estimate import estimate_s
+from runners.bench.matrix import RunSpec, matrix_block, plan, run_count, runtime_record
 from runners.bench.options import Options, parse_options
 from runners.bench.run import Context, run_one
 from runners.cli.args import UsageError
 from runners.cli.signals import stop_on_signals
+from runners.hosting import LocalHost, ServerHost
 from runners.micro import benchmarks as micro_bench
 from runners.results import environment as env_capture
 from runners.results.document import CpuPlacement, LoadgenCeiling, ResultsFile
 from runners.runtimes import axes
+from runners.runtimes.axes import RuntimeKey
+from runners.runtimes.venvs import Runtime
 from runners.serving import ledger, supervisor
 from runners.serving.cpus import Placement, placement_from
 from runners.serving.server import (
@@ -61,10 +67,10 @@ class Clock:
 
 
 def remaining_s(options: Options, done: int, elapsed_runs: float) -> float:
-    left = options.runs - done
+    left = run_count(options) - done
     if done:
         return left * elapsed_runs / done
-    return options.estimate_s() - SETUP_S
+    return estimate_s(options) - SETUP_S
 
 
 def report_reaped(book: ledger.Ledger) -> None:
@@ -101,10 +107,12 @@ def run_micro(ctx: Context, say: Callable[[str], None]) -> str | None:
     return ctx.rel(out)
 
 
-def measure_ceiling(ctx: Context, results: ResultsFile, python: str) -> LoadgenCeiling:
-    """``--calibrate``: measure, print and record the load-generator ceiling."""
+def measure_ceiling(
+    options: Options, out_dir: Path, server_env: Mapping[str, str], python: str
+) -> LoadgenCeiling:
+    """``--calibrate``: measure and print the load-generator ceiling."""
     print("Calibrating the load generator (plaintext on gunicorn-gthread, ~15 s)...", flush=True)
-    ceiling = calibrate(ctx.options, ctx.runs_dir / "calibrate", ctx.server_env, python)
+    ceiling = calibrate(options, out_dir / "runs" / "calibrate", dict(server_env), python)
     per = ceiling.rps_per_process
     head = f"{per:.0f} req/s per Locust process" if per else "not measurable"
     print(
@@ -112,8 +120,6 @@ def measure_ceiling(ctx: Context, results: ResultsFile, python: str) -> LoadgenC
         f"({ceiling.rps:.0f} req/s at {ceiling.cpu_percent:.0f}% of a core)",
         flush=True,
     )
-    environment = dataclasses.replace(results.results.environment, loadgen_ceiling=ceiling)
-    results.update(environment=environment)
     return ceiling
 
 
@@ -133,39 +139,51 @@ def render_report(out_dir: Path, say: Callable[[str], None]) -> None:
         say(f"warning: the HTML report failed: {type(exc).__name__}: {exc}")
 
 
-def execute(options: Options, command: str) -> int:
-    """Run the matrix; the exit status."""
-    out_dir = options.output
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the runs' servers live: the options (with the agent's server CPUs filled in)
+    and the agent's client, None when they run here."""
+
+    options: Options
+    agent: AgentClient | None = None
+
+
+def connect(options: Options) -> Connection:
+    """Stop what a killed driver left, and reach the agent if there is one (asking for its
+    server CPUs also checks the token)."""
     stray = supervisor.strays_message()
     if stray is not None:
-        print(stray, flush=True)
-    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
-    agent: AgentClient | None = None
-    if options.agent is not None:
-        # The servers' CPUs are the agent's; asking for them also checks the token.
-        agent = AgentClient(options.agent, client_token(options.agent_token_file))
-        placement = agent.environment().placement
-        options = dataclasses.replace(
-            options,
-            placement=Placement(server=placement.server_cpus, loadgen=options.placement.loadgen),
-        )
-        print(f"Agent: {options.agent} (its server CPUs: {placement.server_cpus})", flush=True)
-    print(describe_plan(options), flush=True)
-    print(f"Results: {out_dir}", flush=True)
-    clock = Clock()
-    # The servers' interpreters: virtual environments built (or reused) before any run.
-    built = axes.build_runtimes(
-        options.pythons, options.djangos, say=lambda text: print(text, flush=True)
+        say(stray)
+    if options.agent is None:
+        return Connection(options)
+    agent = AgentClient(options.agent, client_token(options.agent_token_file))
+    placement = agent.environment().placement
+    options = dataclasses.replace(
+        options,
+        placement=Placement(server=placement.server_cpus, loadgen=options.placement.loadgen),
     )
+    say(f"Agent: {options.agent} (its server CPUs: {placement.server_cpus})")
+    return Connection(options, agent)
+
+
+def open_results(
+    connection: Connection, command: str, runtimes: Mapping[RuntimeKey, Runtime]
+) -> ResultsFile:
+    """results.json with the environment, the matrix and the runtimes, before any run."""
+    options = connection.options
     results = ResultsFile(
-        out_dir / "results.json",
+        options.output / "results.json",
         command=command,
         environment=env_capture.capture(
             placement=CpuPlacement(
                 server_cpus=options.placement.server,
                 loadgen_cpus=options.placement.loadgen,
                 # Through an agent the server's CPUs are another host's.
-                shared=options.placement.shared and agent is None,
+                shared=options.placement.shared and connection.agent is None,
             ),
             database_url=options.database_url,
             redis_url=os.environ.get("REDIS_URL"),
@@ -173,13 +191,110 @@ def execute(options: Options, command: str) -> int:
         ),
         matrix=matrix_block(options),
     )
-    results.update(runtimes=tuple(runtime_record(runtime) for runtime in built.values()))
-    ctx = Context(
+    results.update(runtimes=tuple(runtime_record(runtime) for runtime in runtimes.values()))
+    return results
+
+
+def prepare(
+    connection: Connection,
+    runtimes: Mapping[RuntimeKey, Runtime],
+    results: ResultsFile,
+    stack: contextlib.ExitStack,
+) -> Context:
+    """The database prepared, the load generator calibrated (``--calibrate``) and the
+    upstream service started, here or on the agent's host; what every run then shares.
+    What it starts is left by ``stack``."""
+    options, agent = connection.options, connection.agent
+    where = " on the agent's host" if agent is not None else ""
+    say(f"Preparing the database{where} ({env_capture.database_label(options.database_url)})...")
+    needs_upstream = any(WORKLOADS[w].needs_upstream for w in options.workloads)
+    server_env = server_environment(options)
+    hosting: ServerHost = LocalHost()
+    if agent is not None:
+        # Left before the ledger: releasing the lease stops the agent's servers.
+        lease = stack.enter_context(agent.lease())
+        lease.prepare(options.database_url, options.seed)
+        environment = dataclasses.replace(
+            results.results.environment, server_host=agent.environment()
+        )
+        results.update(environment=environment)
+        # The agent starts the upstream beside each server, on its host.
+        hosting = RemoteHost(lease, options.database_url, needs_upstream)
+    else:
+        # Once per interpreter: the app runs there (idempotent after the first).
+        for python in dict.fromkeys(runtime.python for runtime in runtimes.values()):
+            prepare_database(server_env, python, 600.0, **options.seed)
+    ceiling = None
+    if options.calibrate:
+        python = next(iter(runtimes.values())).python
+        ceiling = measure_ceiling(options, options.output, server_env, python)
+        environment = dataclasses.replace(results.results.environment, loadgen_ceiling=ceiling)
+        results.update(environment=environment)
+    if needs_upstream and agent is None:
+        log = options.output / "upstream.log"
+        url = stack.enter_context(upstream(cpus=options.placement.loadgen, log_path=log))
+        server_env["BENCH_UPSTREAM_URL"] = url
+    return Context(
         options=options,
-        out_dir=out_dir,
-        server_env=server_environment(options),
-        built_runtimes=built,
+        out_dir=options.output,
+        server_env=server_env,
+        runtimes=runtimes,
+        hosting=hosting,
+        ceiling=ceiling,
     )
+
+
+def walk(
+    specs: Sequence[RunSpec],
+    ctx: Context,
+    results: ResultsFile,
+    progress: ProgressView,
+    clock: Clock,
+) -> None:
+    """Every run of the matrix in order, each appended to results.json as it ends
+    (``clock``: the invocation's, for the progress lines)."""
+    runs = Clock()
+    for index, spec in enumerate(specs, start=1):
+        left = remaining_s(ctx.options, index - 1, runs.elapsed)
+        progress.starting(index, spec, clock.elapsed, left)
+        run = run_one(spec, ctx)
+        results.add_run(run)
+        left = remaining_s(ctx.options, index, runs.elapsed)
+        progress.finished(index, spec, run, clock.elapsed, left)
+
+
+def summarise(results: ResultsFile, options: Options, clock: Clock, interrupted: bool) -> int:
+    """The table, the flags' notes, the report; the exit status."""
+    runs = results.runs
+    say("\n" + results_table(runs) if runs else "No run finished.")
+    for note in flag_notes(runs):
+        say(f"note: {note}")
+    for error in results.schema_errors:
+        print(f"warning: results.json does not match its schema: {error}", file=sys.stderr)
+    if options.report:
+        render_report(options.output, say)
+    failed = sum(1 for r in runs if not r.ok)
+    say(
+        f"{'Interrupted' if interrupted else 'Done'}: {len(runs)} runs "
+        f"({failed} failed) in {fmt_duration(clock.elapsed)}; "
+        f"results in {options.output / 'results.json'}"
+    )
+    if interrupted:
+        return 130
+    return 1 if failed else 0
+
+
+def execute(options: Options, command: str) -> int:
+    """Connect, prepare, walk the matrix, summarise; the exit status."""
+    (options.output / "runs").mkdir(parents=True, exist_ok=True)
+    connection = connect(options)
+    options = connection.options
+    say(describe_plan(options))
+    say(f"Results: {options.output}")
+    clock = Clock()
+    # The servers' interpreters: virtual environments built (or reused) before any run.
+    runtimes = axes.build_runtimes(options.pythons, options.djangos, say=say)
+    results = open_results(connection, command, runtimes)
     specs = plan(options)
     progress: ProgressView | None = None
     interrupted = False
@@ -189,47 +304,9 @@ def execute(options: Options, command: str) -> int:
             # the ledger stops whatever a cut-short stop left (and says so).
             book = stack.enter_context(supervisor.track())
             stack.callback(report_reaped, book)
-            where = " on the agent's host" if agent is not None else ""
-            print(
-                f"Preparing the database{where} "
-                f"({env_capture.database_label(options.database_url)})...",
-                flush=True,
-            )
-            needs_upstream = any(WORKLOADS[w].needs_upstream for w in options.workloads)
-            if agent is not None:
-                # Left before the ledger: releasing the lease stops the agent's servers.
-                lease = stack.enter_context(agent.lease())
-                lease.prepare(options.database_url, options.seed)
-                environment = dataclasses.replace(
-                    results.results.environment, server_host=agent.environment()
-                )
-                results.update(environment=environment)
-                # The agent starts the upstream beside each server, on its host.
-                ctx.hosting = RemoteHost(lease, options.database_url, needs_upstream)
-            else:
-                # Once per interpreter: the app runs there (idempotent after the first).
-                for python in dict.fromkeys(runtime.python for runtime in built.values()):
-                    prepare_database(ctx.server_env, python, 600.0, **options.seed)
-            if options.calibrate:
-                ctx.ceiling = measure_ceiling(ctx, results, next(iter(built.values())).python)
-            if needs_upstream and agent is None:
-                ctx.upstream_url = stack.enter_context(
-                    upstream(cpus=options.placement.loadgen, log_path=out_dir / "upstream.log")
-                )
-                ctx.server_env["BENCH_UPSTREAM_URL"] = ctx.upstream_url
+            ctx = prepare(connection, runtimes, results, stack)
             progress = make_progress(len(specs))
-            runs_started = time.monotonic()
-            for index, spec in enumerate(specs, start=1):
-                spent = time.monotonic() - runs_started
-                progress.starting(
-                    index, spec, clock.elapsed, remaining_s(options, index - 1, spent)
-                )
-                run = run_one(spec, ctx)
-                results.add_run(run)
-                spent = time.monotonic() - runs_started
-                progress.finished(
-                    index, spec, run, clock.elapsed, remaining_s(options, index, spent)
-                )
+            walk(specs, ctx, results, progress, clock)
             if options.micro:
                 results.update(micro=run_micro(ctx, progress.message))
     except KeyboardInterrupt:
@@ -238,24 +315,7 @@ def execute(options: Options, command: str) -> int:
         if progress is not None:
             progress.close()
         results.finish(interrupted=interrupted)
-    runs = results.runs
-    print("\n" + results_table(runs) if runs else "No run finished.", flush=True)
-    for note in flag_notes(runs):
-        print(f"note: {note}", flush=True)
-    for error in results.schema_errors:
-        print(f"warning: results.json does not match its schema: {error}", file=sys.stderr)
-    if options.report:
-        render_report(out_dir, lambda text: print(text, flush=True))
-    failed = sum(1 for r in runs if not r.ok)
-    print(
-        f"{'Interrupted' if interrupted else 'Done'}: {len(runs)} runs "
-        f"({failed} failed) in {fmt_duration(clock.elapsed)}; "
-        f"results in {out_dir / 'results.json'}",
-        flush=True,
-    )
-    if interrupted:
-        return 130
-    return 1 if failed else 0
+    return summarise(results, options, clock, interrupted)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

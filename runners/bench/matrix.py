@@ -14,6 +14,9 @@ from runners.runtimes.venvs import Runtime
 from runners.serving.registry import (
     RUNNERS,
     Runner,
+    sweep_counts,
+    takes_threads,
+    takes_workers,
 )
 
 
@@ -64,7 +67,7 @@ def concurrency_specs(
     runner: Runner, options: Options
 ) -> list[tuple[int | None, int | None, tuple[str, ...]]]:
     """The runner's (workers, threads) and the qualifiers that tell its runs apart."""
-    pairs = options.concurrency(runner)
+    pairs = concurrency(options, runner)
     vary_workers = len({w for w, _ in pairs}) > 1
     vary_threads = len({t for _, t in pairs}) > 1
     return [
@@ -160,3 +163,28 @@ def runtime_record(runtime: Runtime) -> RuntimeInfo:
         venv=None if runtime.venv is None else str(runtime.venv),
         packages=dict(runtime.packages),
     )
+
+
+def concurrency(options: Options, runner: Runner) -> list[tuple[int | None, int | None]]:
+    """The (workers, threads) ``runner`` runs at, one run each (None: its own count).
+    A ``--workers`` or ``--threads`` value that does not apply to the runner does not
+    multiply its runs."""
+    if options.sweep:
+        return sweep_counts(runner, len(options.placement.server))
+    workers: tuple[int | None, ...] = (
+        options.workers if options.workers and takes_workers(runner) else (None,)
+    )
+    threads: tuple[int | None, ...] = (
+        options.threads if options.threads and takes_threads(runner) else (None,)
+    )
+    return [(w, t) for w in workers for t in threads]
+
+
+def run_count(options: Options) -> int:
+    """How many runs the matrix makes (``len(plan(options))``, without building it)."""
+    per_repeat = sum(
+        len(axes.runtime_specs(RUNNERS[name], options.pythons, options.djangos, options.gcs))
+        * len(concurrency(options, RUNNERS[name]))
+        for name in options.runners
+    )
+    return options.repeat * per_repeat * len(options.workloads) * len(options.users)

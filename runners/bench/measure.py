@@ -17,17 +17,17 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from loadtests.window import ProbeCommand, ProbeResult
 from runners.bench import capacity, soak
 from runners.bench.capacity import ProbeObservation, Target
 from runners.bench.defaults import MAX_PROBE_S
-from runners.bench.host_usage import database_record, interference_record
+from runners.bench.host_usage import WindowUsage
 from runners.bench.incidents import Incidents, worker_changes
 from runners.bench.options import Options
-from runners.bench.profiles import Profiler
 from runners.hosting import Hosted
-from runners.load.locust import LocustProcess
+from runners.load.locust import LoadGenerator
 from runners.results import latency
 from runners.results.criteria import CONFIRM_BACKOFF, INTERFERENCE_SHARE, USER_BOUND_CPU_PERCENT
 from runners.results.figures import per_gib
@@ -40,8 +40,8 @@ from runners.results.record import (
     Probe,
     SoakSeries,
 )
-from runners.sampling import cpustat, interference
-from runners.sampling.memory import TreeSample, summarize
+from runners.sampling import interference
+from runners.sampling.memory import TreeSample
 from runners.serving.net import http_get
 from runners.vocabulary import Load
 
@@ -71,6 +71,44 @@ def saturation_users(server_slots: int | None) -> int:
     if server_slots is None:
         return capacity.SATURATION_USERS
     return max(8, 4 * server_slots)
+
+
+@dataclass(frozen=True)
+class WindowRequest:
+    """One measured window as the measurement asks for it."""
+
+    mode: Load
+    rate: float | None
+    """Open loop: requests per second offered (None: closed loop)."""
+    users: int
+    duration_s: float
+    sample: bool = False
+    """Sample the server's memory over the window (the run's measured window)."""
+    reset_stats: bool = False
+    """Locust's own CSV and HTML cover this window only."""
+    max_requests: int = 0
+    """End the window once Locust counted this many requests (0: at its duration)."""
+
+
+class WindowHooks(Protocol):
+    """Called as a measured window opens and as it closes (the profiler, a soak's marks)."""
+
+    def opened(self) -> None: ...
+
+    def closed(self) -> None: ...
+
+
+class NoHooks:
+    """Nothing to do at a window's edges."""
+
+    def opened(self) -> None:
+        pass
+
+    def closed(self) -> None:
+        pass
+
+
+NO_HOOKS = NoHooks()
 
 
 @dataclass
@@ -118,126 +156,92 @@ class ProbeWindow:
 
 
 class Probing:
-    """Probes against one server through one Locust process."""
+    """Measured windows against one server through one load generator."""
 
     def __init__(
         self,
-        locust: LocustProcess,
+        loadgen: LoadGenerator,
         server: Hosted,
         options: Options,
         check: Callable[[], None] | None = None,
-        profiler: Profiler | None = None,
     ) -> None:
-        self.locust = locust
+        self.loadgen = loadgen
         self.server = server
         self.options = options
         self.check = check
-        self.profiler = profiler
         self.seq = 0
         self.target = Target(slo_p99_ms=options.slo_p99_ms)
-        self.local = options.agent is None
-        """The server runs on this host (not through ``--agent``): who else used its CPUs
-        and what a local database used are measured here."""
+        # Who else used the run's CPUs, and what a local database used, are read only
+        # where the server runs on this host.
         self.database_pid = (
-            interference.database_server_pid(options.database_url) if self.local else None
+            interference.database_server_pid(options.database_url) if server.here else None
         )
 
-    def run(
-        self,
-        mode: Load,
-        rate: float | None,
-        users: int,
-        duration_s: float,
-        *,
-        sample: bool = False,
-        reset_stats: bool = False,
-        max_requests: int = 0,
-        on_start: Callable[[], object] | None = None,
-        on_end: Callable[[], object] | None = None,
-        profile: bool | None = None,
-    ) -> ProbeWindow:
-        """One probe; ``sample``: sample the server's memory over its window; ``on_start``
-        and ``on_end`` are called as the window opens and closes; ``profile`` (default:
-        ``sample``): the profiler's hooks too."""
-        profiler = self.profiler if (sample if profile is None else profile) else None
+    def command(self, request: WindowRequest) -> ProbeCommand:
+        """The plugin's command for ``request``: the next sequence number, the warm-up (the
+        first window's: ``--warmup``), the drain and lateness limits of the options."""
         options = self.options
-        placement = options.placement
-        drain_s = options.request_timeout_s + 0.5
-        if self.seq:
-            # From an idle server: Locust stops sending and its requests end, then the
-            # server works off what clients gave up on (queued in its listen backlog).
-            self.seq += 1
-            self.locust.pause(self.seq, drain_s, self.check)
-            wait_idle(self.server)
         self.seq += 1
-        command = ProbeCommand(
+        return ProbeCommand(
             seq=self.seq,
-            mode=mode,
-            users=users,
-            rate=rate,
-            duration_s=duration_s,
+            mode=request.mode,
+            users=request.users,
+            rate=request.rate,
+            duration_s=request.duration_s,
             warmup_s=options.warmup_s if self.seq == 1 else PROBE_WARMUP_S,
             arrival=options.arrival,
-            drain_s=drain_s,
+            drain_s=self.drain_s,
             late_s=options.slo_p99_ms / 1000.0 / 10.0,
-            reset_stats=reset_stats,
-            max_requests=max_requests,
+            reset_stats=request.reset_stats,
+            max_requests=request.max_requests,
         )
-        # The load generator's CPUs here, the server's on its host (``hosting``).
-        window = self.server.window(sample=sample, interval=sample_interval(duration_s))
-        marks: list[interference.Mark] = []
-        loadgen_marks: list[cpustat.CpuTimes] = []
-        database: list[interference.DatabaseMemory | None] = []
 
-        def mark() -> None:
-            if self.local:
-                marks.append(
-                    interference.mark(placement.server, placement.loadgen, self.database_pid)
-                )
-                loadgen_marks.append(marks[-1].cpus)
-            else:
-                # Through an agent the server's CPUs are another host's: only the load
-                # generator's are read here (and no one else's use of them is told apart).
-                loadgen_marks.append(cpustat.read())
+    @property
+    def drain_s(self) -> float:
+        return self.options.request_timeout_s + 0.5
+
+    def settle(self) -> None:
+        """From an idle server: the load generator stops sending and its requests end, then
+        the server works off what clients gave up on (queued in its listen backlog)."""
+        if self.seq:
+            self.seq += 1
+            self.loadgen.pause(self.seq, self.drain_s, self.check)
+            wait_idle(self.server)
+
+    def run(self, request: WindowRequest, hooks: WindowHooks = NO_HOOKS) -> ProbeWindow:
+        """One measured window; ``hooks`` are called as it opens and closes."""
+        self.settle()
+        command = self.command(request)
+        # The load generator's CPUs here, the server's on its host (``runners.hosting``).
+        window = self.server.window(
+            sample=request.sample, interval=sample_interval(request.duration_s)
+        )
+        usage = WindowUsage(self.options.placement, self.server.here, self.database_pid)
 
         def opened() -> None:
-            mark()
+            usage.mark()
             window.open()
-            if profiler is not None:
-                profiler.window_opened()
-            if on_start is not None:
-                on_start()
+            hooks.opened()
 
         def closed() -> None:
-            mark()
-            if self.database_pid is not None:
-                database.append(interference.database_memory(self.database_pid))
+            usage.close()
             window.close()
-            if profiler is not None:
-                profiler.window_closed()
-            if on_end is not None:
-                on_end()
+            hooks.closed()
 
         try:
-            result = self.locust.probe(command, on_start=opened, on_end=closed, check=self.check)
+            result = self.loadgen.probe(command, on_start=opened, on_end=closed, check=self.check)
         finally:
             figures = window.close()  # idempotent: the sampling never outlives the probe
-        if sample and figures.error is not None:
+        if request.sample and figures.error is not None:
             raise ServerDied(f"the server died during the run ({figures.error})")
         return ProbeWindow(
             result,
             server_cpu_percent=figures.server_cpu_percent,
-            loadgen_cpu_percent=cpustat.busy_percent(
-                loadgen_marks[0], loadgen_marks[-1], placement.loadgen
-            ),
+            loadgen_cpu_percent=usage.loadgen_cpu_percent(),
             samples=list(figures.samples),
             sampler_cpu_percent=figures.sampler_cpu_percent,
-            interference=interference_record(marks[0], marks[-1], options) if marks else None,
-            database=database_record(
-                marks[0], marks[-1], database[-1] if database else None, options
-            )
-            if marks
-            else None,
+            interference=usage.interference(),
+            database=usage.database(),
             # Counted by the load generator as its users connect (loadtests/locustfile.py).
             connections=result.connects,
         )
@@ -251,7 +255,7 @@ class Probing:
 
     def observe(self, mode: Load, rate: float | None, users: int) -> ProbeObservation:
         """``capacity.search``'s probe."""
-        return self.run(mode, rate, users, self.probe_seconds(rate)).observation()
+        return self.run(WindowRequest(mode, rate, users, self.probe_seconds(rate))).observation()
 
 
 def wait_idle(server: Hosted, timeout: float = IDLE_TIMEOUT_S) -> float:
@@ -288,12 +292,13 @@ class RunFindings:
     soak_series: SoakSeries | None = None
 
 
-def measurement(window: ProbeWindow, options: Options, locust_rps: float | None) -> Measurement:
-    """The run's figures from its measured window."""
+def measurement(
+    window: ProbeWindow, options: Options, locust_rps: float | None, memory: Memory | None = None
+) -> Measurement:
+    """The run's figures from its measured window (``memory``: from its samples)."""
     r = window.result
-    memory = Memory.from_dict(
-        summarize(window.samples, sampler_cpu_percent=window.sampler_cpu_percent)
-    )
+    if memory is None:
+        memory = Memory.from_samples(window.samples, sampler_cpu_percent=window.sampler_cpu_percent)
     return Measurement(
         window_s=r.duration_s,
         requests=r.requests,
@@ -367,20 +372,13 @@ def search_plan(options: Options, server_slots: int | None) -> capacity.Plan:
     )
 
 
-def open_loop(
-    locust: LocustProcess,
-    server: Hosted,
-    options: Options,
-    check: Callable[[], None],
-    profiler: Profiler | None = None,
-) -> RunFindings:
-    """The capacity search, then the confirmation window at the rate it found."""
-    probing = Probing(locust, server, options, check, profiler)
-    target = probing.target
-    server_slots = slots(server)
-    workers_before = server.worker_pids()
-    found = capacity.search(probing.observe, target, search_plan(options, server_slots))
-    curve = list(found.curve)
+def confirm(
+    probing: Probing, found: capacity.Search, hooks: WindowHooks
+) -> tuple[ProbeWindow, list[ProbeObservation], bool]:
+    """The measured window at the rate the search found (retried once at
+    ``CONFIRM_BACKOFF`` of the lower of that rate and what it served); (the last window,
+    the confirmation windows' observations, whether one passed)."""
+    curve = found.curve
     if found.rate is not None:
         rate = found.rate
     else:
@@ -388,22 +386,39 @@ def open_loop(
         # memory and figures; the run has no capacity.
         rate = min(o.offered_rps for o in curve if o.offered_rps) if len(curve) > 1 else 1.0
     users = max(o.users for o in curve if o.mode == "open") if len(curve) > 1 else 16
-    confirmed = False
+    seen: list[ProbeObservation] = []
     window: ProbeWindow | None = None
     for _ in range(CONFIRM_ATTEMPTS if found.rate is not None else 1):
-        window = probing.run(
-            "open", rate, users, confirm_seconds(rate, options), sample=True, reset_stats=True
+        request = WindowRequest(
+            "open", rate, users, confirm_seconds(rate, probing.options), sample=True
         )
+        window = probing.run(replace(request, reset_stats=True), hooks)
         observed = window.observation()
-        curve.append(observed)
-        if found.rate is not None and observed.passes(target):
-            confirmed = True
-            break
+        seen.append(observed)
+        if found.rate is not None and observed.passes(probing.target):
+            return window, seen, True
         # An overloaded window served less than it was offered: what it did serve is the
         # better guess of what the server sustains.
         rate = CONFIRM_BACKOFF * min(rate, observed.achieved_rps or rate)
     assert window is not None
-    outcome = locust.finish()
+    return window, seen, False
+
+
+def open_loop(
+    loadgen: LoadGenerator,
+    server: Hosted,
+    options: Options,
+    check: Callable[[], None],
+    hooks: WindowHooks = NO_HOOKS,
+) -> RunFindings:
+    """The capacity search, then the confirmation window at the rate it found."""
+    probing = Probing(loadgen, server, options, check)
+    target = probing.target
+    server_slots = slots(server)
+    workers_before = server.worker_pids()
+    found = capacity.search(probing.observe, target, search_plan(options, server_slots))
+    window, confirmations, confirmed = confirm(probing, found, hooks)
+    outcome = loadgen.finish()
     result = measurement(window, options, outcome.stats.locust_rps)
     chosen = capacity.bound(found, server_slots)
     # Unconfirmed: the last window's figure, flagged (None only when no rate passed).
@@ -417,7 +432,7 @@ def open_loop(
         bound=chosen,
         reason=capacity.describe(found, chosen, rps if confirmed else None),
         saturation_rps=round(found.saturation.achieved_rps, 2) if found.saturation else None,
-        curve=tuple(probe_record(o, target) for o in curve),
+        curve=tuple(probe_record(o, target) for o in [*found.curve, *confirmations]),
     )
     flags = window_flags(window, target)
     if chosen == "loadgen" and "loadgen-bound" not in flags:
@@ -431,18 +446,21 @@ def open_loop(
 
 
 def closed_loop(
-    locust: LocustProcess,
+    loadgen: LoadGenerator,
     server: Hosted,
     options: Options,
     users: int,
     check: Callable[[], None],
-    profiler: Profiler | None = None,
+    hooks: WindowHooks = NO_HOOKS,
 ) -> RunFindings:
     """One window of ``users`` users sending back to back."""
-    probing = Probing(locust, server, options, check, profiler)
+    probing = Probing(loadgen, server, options, check)
     workers_before = server.worker_pids()
-    window = probing.run("closed", None, users, options.duration_s, sample=True, reset_stats=True)
-    outcome = locust.finish()
+    request = WindowRequest(
+        "closed", None, users, options.duration_s, sample=True, reset_stats=True
+    )
+    window = probing.run(request, hooks)
+    outcome = loadgen.finish()
     result = measurement(window, options, outcome.stats.locust_rps)
     flags = window_flags(window, probing.target)
     server_slots = slots(server)
@@ -458,52 +476,72 @@ def closed_loop(
     return RunFindings(result, Incidents(gone, new, window.result.timeouts), tuple(flags))
 
 
+@dataclass
+class SoakMarks:
+    """A soak's window edges on the soak series' time axis, passed on to ``hooks``."""
+
+    began: float
+    hooks: WindowHooks
+    start: float | None = None
+    end: float | None = None
+
+    def opened(self) -> None:
+        if self.start is None:
+            self.start = time.monotonic() - self.began
+        self.hooks.opened()
+
+    def closed(self) -> None:
+        if self.end is None:
+            self.end = time.monotonic() - self.began
+        self.hooks.closed()
+
+
 def soak_loop(
-    locust: LocustProcess,
+    loadgen: LoadGenerator,
     server: Hosted,
     options: Options,
     users: int,
     check: Callable[[], None],
-    profiler: Profiler | None = None,
+    hooks: WindowHooks = NO_HOOKS,
+    soak_started: Callable[[float], object] | None = None,
 ) -> RunFindings:
     """``--soak``: a closed loop of ``users`` for a number of requests or a duration, the
     server sampled from now (before any request: the state right after the fork) to the
-    end. The figures are the window's, as in a closed-loop run; the series covers it all."""
+    end. The figures are the window's, as in a closed-loop run; the series covers it all.
+    ``soak_started`` is called with the series' origin before the first request."""
     target = options.soak
     assert target is not None
     interval = soak.sample_interval(target, options.duration_s)
     began = time.monotonic()
     sampling = server.window(sample=True, interval=interval)
-    probing = Probing(locust, server, options, check, profiler)
-    marks: dict[str, float] = {}
+    probing = Probing(loadgen, server, options, check)
+    marks = SoakMarks(began, hooks)
     sampling.open()
-    if profiler is not None:
-        profiler.soak_started(began)
+    if soak_started is not None:
+        soak_started(began)
     try:
-        window = probing.run(
+        request = WindowRequest(
             "closed",
             None,
             users,
             options.duration_s,
             reset_stats=True,
             max_requests=target.requests or 0,
-            on_start=lambda: marks.setdefault("start", time.monotonic() - began),
-            on_end=lambda: marks.setdefault("end", time.monotonic() - began),
-            profile=True,
         )
+        window = probing.run(request, marks)
     finally:
         figures = sampling.close()
     samples = list(figures.samples)
     if figures.error is not None or server.exit_status() is not None:
         raise ServerDied(f"the server died during the soak ({figures.error})")
-    outcome = locust.finish()
-    start, end = marks.get("start", 0.0), marks.get("end", time.monotonic() - began)
+    outcome = loadgen.finish()
+    start = marks.start or 0.0
+    end = marks.end if marks.end is not None else time.monotonic() - began
     in_window = [s for s in samples if s.t >= start - 0.05] or samples[-1:]
+    memory = Memory.from_samples(in_window, sampler_cpu_percent=figures.sampler_cpu_percent)
     window.samples = in_window
-    window.sampler_cpu_percent = figures.sampler_cpu_percent
-    result = measurement(window, options, outcome.stats.locust_rps)
-    memory = Memory.from_dict(soak.downsample_memory(result.memory.to_dict()))
-    block = soak.series(
+    result = measurement(window, options, outcome.stats.locust_rps, memory)
+    series = soak.series(
         samples,
         target=target,
         interval_s=interval,
@@ -512,8 +550,8 @@ def soak_loop(
         requests=window.result.requests,
     )
     return RunFindings(
-        replace(result, memory=memory),
+        replace(result, memory=soak.downsample_memory(memory)),
         Incidents(timeouts=window.result.timeouts),
         tuple(window_flags(window, probing.target)),
-        soak_series=SoakSeries.from_dict(block),
+        soak_series=series,
     )

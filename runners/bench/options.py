@@ -15,8 +15,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from loadtests.catalog import (
-    DEFAULT_MAX_POST_ID,
-    DEFAULT_MAX_USER_ID,
     DEFAULT_REQUEST_TIMEOUT_S,
     DEFAULT_UPSTREAM_MS,
     WORKLOADS,
@@ -24,26 +22,19 @@ from loadtests.catalog import (
 from runners.bench import soak
 from runners.bench.arguments import build_parser
 from runners.bench.defaults import (
-    CALIBRATE_S,
     DEFAULT_RUNNERS,
     DEFAULT_USERS,
     DEFAULT_WORKLOADS,
-    MAX_PROBE_S,
-    MICRO_ESTIMATE_S,
-    PROBE_OVERHEAD_S,
     QUICK_RUNNERS,
     QUICK_USERS,
     QUICK_WORKLOADS,
     REPORTS_DIR,
-    RUN_OVERHEAD_S,
-    SETUP_S,
     TIMINGS,
     Timing,
 )
 from runners.bench.soak import SoakTarget
 from runners.cli.args import UsageError, parse_seed, split_list
 from runners.results.criteria import DEFAULT_SLO_P99_MS
-from runners.runtimes import axes
 from runners.runtimes.axes import check_gcs, gc_capable, parse_gcs
 from runners.runtimes.interpreters import (
     Interpreter,
@@ -60,7 +51,7 @@ from runners.serving.cpus import (
     parse_cpus,
     placement_from,
 )
-from runners.serving.registry import RUNNERS, Runner, sweep_counts, takes_threads, takes_workers
+from runners.serving.registry import RUNNERS
 from runners.vocabulary import (
     DEFAULT_ARRIVAL,
     FAMILIES,
@@ -116,20 +107,6 @@ class Options:
     # --sweep: worker and thread counts per runner (runners.serving.registry.sweep_counts).
     sweep: bool = False
 
-    def concurrency(self, runner: Runner) -> list[tuple[int | None, int | None]]:
-        """The (workers, threads) ``runner`` runs at, one run each (None: its own count).
-        A ``--workers`` or ``--threads`` value that does not apply to the runner does not
-        multiply its runs."""
-        if self.sweep:
-            return sweep_counts(runner, len(self.placement.server))
-        workers: tuple[int | None, ...] = (
-            self.workers if self.workers and takes_workers(runner) else (None,)
-        )
-        threads: tuple[int | None, ...] = (
-            self.threads if self.threads and takes_threads(runner) else (None,)
-        )
-        return [(w, t) for w in workers for t in threads]
-
     # --agent (runners.agent): the servers run on the agent's host.
     agent: str | None = None
     agent_token_file: Path | None = None
@@ -145,47 +122,6 @@ class Options:
     @property
     def max_probes(self) -> int:
         return self.timing.max_probes
-
-    @property
-    def runs(self) -> int:
-        """How many runs the matrix makes (``len(matrix.plan(options))``)."""
-        per_repeat = sum(
-            len(axes.runtime_specs(RUNNERS[name], self.pythons, self.djangos, self.gcs))
-            * len(self.concurrency(RUNNERS[name]))
-            for name in self.runners
-        )
-        return self.repeat * per_repeat * len(self.workloads) * len(self.users)
-
-    def run_estimate_s(self, workload: str | None = None) -> float:
-        """One run: server start and stop, Locust, the warm-up, probes and the window.
-
-        A workload that waits on the upstream runs at tens of requests/s on sync
-        servers: its probes and window are stretched to hold enough requests."""
-        if self.load == "open":
-            slow = workload is not None and WORKLOADS[workload].needs_upstream
-            probe_s = MAX_PROBE_S if slow else self.probe_s
-            window_s = 2 * self.duration_s if slow else self.duration_s
-            probes = (1 + self.max_probes) * (probe_s + PROBE_OVERHEAD_S)
-            return self.warmup_s + probes + window_s + RUN_OVERHEAD_S
-        spawn = max(self.users) / (self.spawn_rate or max(self.users))
-        return self.warmup_s + self.duration_s + RUN_OVERHEAD_S + spawn
-
-    def estimate_s(self) -> float:
-        micro = MICRO_ESTIMATE_S if self.micro else 0.0
-        calibrate = CALIBRATE_S if self.calibrate else 0.0
-        per_workload = self.runs // max(1, len(self.workloads))
-        runs = sum(per_workload * self.run_estimate_s(w) for w in self.workloads)
-        return SETUP_S + calibrate + runs + micro
-
-    def locust_options(self) -> tuple[str, ...]:
-        return (
-            "--upstream-ms",
-            str(self.upstream_ms),
-            "--max-user-id",
-            str(self.seed.get("users", DEFAULT_MAX_USER_ID)),
-            "--max-post-id",
-            str(self.seed.get("posts", DEFAULT_MAX_POST_ID)),
-        )
 
 
 def names(

@@ -205,8 +205,8 @@ def soak_shift(start: Breakdown, end: Breakdown) -> SoakBreakdown:
 
 
 class Profiler:
-    """One run's profiles: ``runners.bench.measure`` calls ``window_opened`` and
-    ``window_closed`` around each measured window (and ``soak_started`` before a soak's
+    """One run's profiles: ``runners.bench.measure`` calls ``opened`` and
+    ``closed`` around each measured window (and ``soak_started`` before a soak's
     load); ``fields`` is what the run records. A context manager: leaving it stops
     py-spy if a window never closed."""
 
@@ -235,12 +235,12 @@ class Profiler:
             names=self._names,
         )
 
-    def window_opened(self) -> None:
+    def opened(self) -> None:
         self.windows += 1
         if self.plan.flamegraph is not None:
             self._start_spy(self.plan.flamegraph)
 
-    def window_closed(self) -> None:
+    def closed(self) -> None:
         if self._soak_began is not None:
             end = take_breakdown(
                 self.server.pid,

@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loadtests.catalog import DEFAULT_MAX_POST_ID, DEFAULT_MAX_USER_ID
+from runners.bench.estimate import run_estimate_s
 from runners.bench.matrix import RunSpec, runtime_python
-from runners.bench.measure import RunFindings, ServerDied, closed_loop, open_loop, soak_loop
+from runners.bench.measure import (
+    NO_HOOKS,
+    RunFindings,
+    ServerDied,
+    WindowHooks,
+    closed_loop,
+    open_loop,
+    soak_loop,
+)
 from runners.bench.options import Options
 from runners.bench.profiles import ProfilePlan, Profiler
 from runners.hosting import Hosted, LocalHost, ServerHost
-from runners.load.locust import LocustError, LocustPlan, LocustProcess
+from runners.load.locust import LoadGeneratorFactory, LocustError, LocustPlan, LocustProcess
 from runners.results.document import LoadgenCeiling
 from runners.results.flags import notes_for, order_flags
 from runners.results.record import Artifacts, Run, utc_now
@@ -28,28 +38,27 @@ from runners.serving.server import ServeConfig
 from runners.serving.supervisor import log_tail
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
-    """What every run of one invocation shares."""
+    """What every run of one invocation shares, complete once the invocation is prepared
+    (``runners.bench.main.prepare``)."""
 
     options: Options
     out_dir: Path
-    server_env: dict[str, str]
-    upstream_url: str | None = None
-    ceiling: LoadgenCeiling | None = None
-    """``--calibrate``'s measure of this host's load generator."""
-    built_runtimes: dict[RuntimeKey, Runtime] = field(default_factory=dict)
+    server_env: Mapping[str, str]
+    """The servers' environment: the database and the upstream service's address."""
+    runtimes: Mapping[RuntimeKey, Runtime]
+    """The interpreter and packages of each runtime of the matrix (built beforehand)."""
     hosting: ServerHost = field(default_factory=LocalHost)
     """Where the servers run: here, or on the agent's host (``--agent``)."""
+    ceiling: LoadgenCeiling | None = None
+    """``--calibrate``'s measure of this host's load generator."""
+    loadgen: LoadGeneratorFactory = LocustProcess
+    """How a run gets its load generator (a Locust process; tests give a model)."""
 
     def runtime(self, spec: RunSpec) -> Runtime:
-        """The interpreter and packages the run's server runs on (built in ``execute``)."""
-        key = axes.runtime_key(spec.runtime)
-        if key not in self.built_runtimes:
-            self.built_runtimes.update(
-                axes.build_runtimes(self.options.pythons, self.options.djangos)
-            )
-        return self.built_runtimes[key]
+        """The interpreter and packages the run's server runs on."""
+        return self.runtimes[axes.runtime_key(spec.runtime)]
 
     @property
     def runs_dir(self) -> Path:
@@ -71,6 +80,18 @@ def server_watch(server: Hosted) -> Callable[[], None]:
     return check
 
 
+def locust_options(options: Options) -> tuple[str, ...]:
+    """The workloads' own options: the upstream's delay, the seeded ids to draw from."""
+    return (
+        "--upstream-ms",
+        str(options.upstream_ms),
+        "--max-user-id",
+        str(options.seed.get("users", DEFAULT_MAX_USER_ID)),
+        "--max-post-id",
+        str(options.seed.get("posts", DEFAULT_MAX_POST_ID)),
+    )
+
+
 def plan_locust(server: Hosted, spec: RunSpec, ctx: Context) -> LocustPlan:
     """The Locust process of ``spec`` against ``server``, on the load-generator CPUs; its
     own time limit is a safety net well past the run's estimate."""
@@ -80,9 +101,9 @@ def plan_locust(server: Hosted, spec: RunSpec, ctx: Context) -> LocustPlan:
         workload=spec.workload,
         variant=server.variant,
         out_prefix=ctx.runs_dir / spec.stem,
-        run_time_limit_s=3 * options.run_estimate_s() + 60,
+        run_time_limit_s=3 * run_estimate_s(options) + 60,
         cpus=options.placement.loadgen,
-        options=options.locust_options(),
+        options=locust_options(options),
         request_timeout_s=options.request_timeout_s,
         processes=options.loadgen_processes,
         expect_workers=options.expect_workers,
@@ -94,19 +115,20 @@ def plan_locust(server: Hosted, spec: RunSpec, ctx: Context) -> LocustPlan:
 def measure(
     server: Hosted, spec: RunSpec, ctx: Context, profiler: Profiler | None = None
 ) -> RunFindings:
-    """Drive ``server`` with Locust and measure it: the capacity search, a closed loop, or a
-    soak; ``profiler`` takes the run's profiles around the measured window. Ends early
-    with ``ServerDied`` when the server's root exits."""
+    """Drive ``server`` with the load generator and measure it: the capacity search, a
+    closed loop, or a soak; ``profiler`` takes the run's profiles around the measured
+    window. Ends early with ``ServerDied`` when the server's root exits."""
     options = ctx.options
     check = server_watch(server)
-    locust_plan = plan_locust(server, spec, ctx)
-    with LocustProcess(locust_plan) as locust:
+    hooks: WindowHooks = profiler if profiler is not None else NO_HOOKS
+    with ctx.loadgen(plan_locust(server, spec, ctx)) as loadgen:
         if options.soak is not None:
-            measured = soak_loop(locust, server, options, spec.users, check, profiler)
+            started = profiler.soak_started if profiler is not None else None
+            measured = soak_loop(loadgen, server, options, spec.users, check, hooks, started)
         elif options.load == "open":
-            measured = open_loop(locust, server, options, check, profiler)
+            measured = open_loop(loadgen, server, options, check, hooks)
         else:
-            measured = closed_loop(locust, server, options, spec.users, check, profiler)
+            measured = closed_loop(loadgen, server, options, spec.users, check, hooks)
     check()
     if measured.measurement.requests == 0:
         raise RuntimeError(
@@ -218,8 +240,9 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
                 Profiler(profiles, local) if local is not None else contextlib.nullcontext()
             ) as profiler:
                 measured = measure(server, spec, ctx, profiler)
+            here = server.here
         flags = [*measured.flags, *measured.incidents.flags(), *profiles.flags()]
-        if options.placement.shared and options.agent is None:
+        if options.placement.shared and here:
             flags.append("shared-cpus")
         flags = list(order_flags(flags))
         share = ceiling_share(measured.measurement.rps, run.loadgen_processes, ctx.ceiling)

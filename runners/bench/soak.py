@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Literal
 
+from runners.results.record import Memory, SoakProcess, SoakSeries
 from runners.sampling.memory import TreeSample
+from runners.vocabulary import Role
 
 DEFAULT_RUNNER = "gunicorn-sync-preload"
 DEFAULT_WORKLOAD = "mixed"
@@ -91,7 +93,7 @@ def _indices(n: int, limit: int) -> list[int]:
     return sorted({round(i * step) for i in range(limit)})
 
 
-def _names(samples: Sequence[TreeSample]) -> dict[int, tuple[str, str]]:
+def _names(samples: Sequence[TreeSample]) -> dict[int, tuple[Role, str]]:
     """pid -> (role, name): the master, then workers in order of appearance."""
     first_seen: dict[int, tuple[float, str]] = {}
     for sample in samples:
@@ -99,7 +101,7 @@ def _names(samples: Sequence[TreeSample]) -> dict[int, tuple[str, str]]:
             if proc.helper:
                 continue
             first_seen.setdefault(proc.pid, (sample.t, proc.role))
-    names: dict[int, tuple[str, str]] = {}
+    names: dict[int, tuple[Role, str]] = {}
     worker = 0
     for pid, (_, role) in sorted(
         first_seen.items(), key=lambda item: (item[1][1] != "master", item[1][0], item[0])
@@ -121,47 +123,47 @@ def series(
     window_end_s: float,
     requests: int,
     limit: int = MAX_POINTS,
-) -> dict[str, Any]:
+) -> SoakSeries:
     """The ``soak_series`` of a run: per-process shared, private (USS) and PSS bytes on
     a common time axis (None where the process did not exist), downsampled."""
     names = _names(samples)
     kept = [samples[i] for i in _indices(len(samples), limit)]
-    processes: list[dict[str, Any]] = []
+    processes: list[SoakProcess] = []
     for pid, (role, name) in names.items():
-        shared: list[int | None] = []
-        uss: list[int | None] = []
-        pss: list[int | None] = []
-        for sample in kept:
-            proc = next((p for p in sample.processes if p.pid == pid), None)
-            shared.append(None if proc is None else proc.shared)
-            uss.append(None if proc is None else proc.uss)
-            pss.append(None if proc is None else proc.pss)
-        if all(v is None for v in uss):
+        found = [next((p for p in sample.processes if p.pid == pid), None) for sample in kept]
+        if all(proc is None for proc in found):
             continue
         processes.append(
-            {"pid": pid, "role": role, "name": name, "shared": shared, "uss": uss, "pss": pss}
+            SoakProcess(
+                pid=pid,
+                role=role,
+                name=name,
+                shared=tuple(None if proc is None else proc.shared for proc in found),
+                uss=tuple(None if proc is None else proc.uss for proc in found),
+                pss=tuple(None if proc is None else proc.pss for proc in found),
+            )
         )
-    ended_by = (
+    ended_by: Literal["requests", "duration"] = (
         "requests" if target.requests is not None and requests >= target.requests else "duration"
     )
-    return {
-        "target_requests": target.requests,
-        "target_duration_s": target.duration_s,
-        "ended_by": ended_by,
-        "interval_s": interval_s,
-        "samples": len(samples),
-        "window_start_s": round(window_start_s, 3),
-        "window_end_s": round(window_end_s, 3),
-        "t": [round(s.t, 3) for s in kept],
-        "processes": processes,
-    }
+    return SoakSeries(
+        target_requests=target.requests,
+        target_duration_s=target.duration_s,
+        ended_by=ended_by,
+        interval_s=interval_s,
+        samples=len(samples),
+        window_start_s=round(window_start_s, 3),
+        window_end_s=round(window_end_s, 3),
+        t=tuple(round(s.t, 3) for s in kept),
+        processes=tuple(processes),
+    )
 
 
-def downsample_memory(memory: dict[str, Any], limit: int = MAX_POINTS) -> dict[str, Any]:
-    """The memory block with at most ``limit`` samples (the peak of summed PSS kept)."""
-    samples: list[dict[str, Any]] = memory["samples"]
+def downsample_memory(memory: Memory, limit: int = MAX_POINTS) -> Memory:
+    """The memory record with at most ``limit`` samples (the peak of summed PSS kept)."""
+    samples = memory.samples
     if len(samples) <= limit:
         return memory
     keep = set(_indices(len(samples), limit - 1))
-    keep.add(max(range(len(samples)), key=lambda i: int(samples[i]["pss"])))
-    return {**memory, "samples": [samples[i] for i in sorted(keep)]}
+    keep.add(max(range(len(samples)), key=lambda i: samples[i].pss_total))
+    return replace(memory, samples=tuple(samples[i] for i in sorted(keep)))

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runners.results.record import MemorySample
 from runners.sampling import memprofile, smaps
 from runners.sampling.memory import TreeSample, sample_tree
 from runners.serving.commands import SINGLE_PROCESS_SERVERS
@@ -206,7 +207,7 @@ class Row:
                 "pss_within_rounding": self.deviation.pss_within_rounding,
             },
             "failures": self.failures,
-            "sample": self.sample.as_dict(),
+            "sample": MemorySample.from_tree(self.sample).to_dict(),
             "breakdown": {role: b.as_dict() for role, b in self.breakdowns.items()},
             "smaps_read_cost": self.read_cost,
             "memory_profile": self.memory_profile,

@@ -27,10 +27,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Protocol
 
 from loadtests.catalog import DEFAULT_REQUEST_TIMEOUT_S, WORKLOADS
 from loadtests.window import ProbeCommand, ProbeResult
@@ -261,6 +262,29 @@ class LocustOutcome:
 
 
 # --- the process -------------------------------------------------------------------------------
+
+
+class LoadGenerator(Protocol):
+    """What the measurement asks of the load generator (``LocustProcess``; tests give a
+    model of one): measured windows on command, pauses between them, and the end."""
+
+    def probe(
+        self,
+        command: ProbeCommand,
+        *,
+        on_start: Callable[[], object] | None = None,
+        on_end: Callable[[], object] | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> ProbeResult: ...
+
+    def pause(self, seq: int, drain_s: float, check: Callable[[], None] | None = None) -> None: ...
+
+    def finish(self) -> LocustOutcome: ...
+
+
+LoadGeneratorFactory = Callable[["LocustPlan"], AbstractContextManager[LoadGenerator]]
+"""How a run gets its load generator: ``LocustProcess`` (a context manager that never
+leaves a process behind)."""
 
 
 class LocustProcess:

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from runners.results.codec import Record, optional
-
-Role = Literal["master", "worker"]
+from runners.vocabulary import Role
 
 # --- profiles: what the memory is, what tracing saw, where the CPU went ---------------------------
 

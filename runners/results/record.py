@@ -33,14 +33,16 @@ A run that failed keeps the empty figures (0 requests, no memory, no rates).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from runners.results.codec import Record, optional
 from runners.results.figures import cpu_percent, per_cpu_second, per_gib
-from runners.results.profiles import Breakdown, CpuProfile, MemoryProfile, Role, SoakBreakdown
-from runners.vocabulary import Bound, Family, GcMode, Interface, Load, Variant
+from runners.results.profiles import Breakdown, CpuProfile, MemoryProfile, SoakBreakdown
+from runners.sampling.memory import ProcessMemory, TreeSample
+from runners.vocabulary import Bound, Family, GcMode, Interface, Load, Role, Variant
 
 Status = Literal["ok", "failed"]
 
@@ -121,6 +123,19 @@ class ProcessSample(Record):
     def shared_bytes(self) -> int:
         return self.shared if self.shared is not None else self.rss - self.uss
 
+    @classmethod
+    def from_process(cls, proc: ProcessMemory) -> ProcessSample:
+        return cls(
+            pid=proc.pid,
+            role=proc.role,
+            rss=proc.rss,
+            pss=proc.pss,
+            uss=proc.uss,
+            shared=proc.shared,
+            cpu_seconds=round(proc.cpu_seconds, 3),
+            helper=proc.helper,
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class MemorySample(Record):
@@ -134,6 +149,19 @@ class MemorySample(Record):
     cpu_seconds: float | None = optional(None)
     processes: tuple[ProcessSample, ...] = ()
 
+    @classmethod
+    def from_tree(cls, sample: TreeSample) -> MemorySample:
+        """One element of ``memory.samples``: the sampler's reading of the tree."""
+        return cls(
+            t=round(sample.t, 3),
+            rss=sample.rss,
+            pss=sample.pss,
+            uss=sample.uss,
+            shared=sample.shared,
+            cpu_seconds=round(sample.cpu_seconds, 3),
+            processes=tuple(ProcessSample.from_process(p) for p in sample.processes),
+        )
+
     @property
     def pss_total(self) -> int:
         """Summed PSS (from the processes when the sum is not recorded)."""
@@ -144,7 +172,7 @@ class MemorySample(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class Memory(Record):
-    """The server tree's memory over the measured window (``runners.sampling.memory.summarize``)."""
+    """The server tree's memory over the measured window (``from_samples``)."""
 
     rss_peak_bytes: int
     rss_mean_bytes: int | None = optional(None)
@@ -157,6 +185,40 @@ class Memory(Record):
     """CPU seconds of the tree between the first and the last sample."""
     sampler_cpu_percent: float | None = None
     samples: tuple[MemorySample, ...] = ()
+
+    @classmethod
+    def from_samples(
+        cls,
+        samples: Sequence[TreeSample],
+        cpu_seconds: float | None = None,
+        sampler_cpu_percent: float | None = None,
+    ) -> Memory:
+        """The window's memory from the sampler's readings: peaks and means of the
+        per-sample sums; ``cpu_seconds`` defaults to the tree's CPU between the first and
+        the last sample. ``ValueError`` without samples."""
+        if not samples:
+            raise ValueError("no memory samples")
+        if cpu_seconds is None and len(samples) >= 2:
+            cpu_seconds = max(0.0, samples[-1].cpu_seconds - samples[0].cpu_seconds)
+        return cls(
+            rss_peak_bytes=max(s.rss for s in samples),
+            rss_mean_bytes=_mean(s.rss for s in samples),
+            pss_peak_bytes=max(s.pss for s in samples),
+            pss_mean_bytes=_mean(s.pss for s in samples),
+            uss_peak_bytes=max(s.uss for s in samples),
+            uss_mean_bytes=_mean(s.uss for s in samples),
+            processes=len(samples[-1].processes),
+            cpu_seconds=None if cpu_seconds is None else round(cpu_seconds, 3),
+            sampler_cpu_percent=(
+                None if sampler_cpu_percent is None else round(sampler_cpu_percent, 3)
+            ),
+            samples=tuple(MemorySample.from_tree(s) for s in samples),
+        )
+
+
+def _mean(values: Iterable[int]) -> int:
+    items = list(values)
+    return round(sum(items) / len(items)) if items else 0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,13 +34,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from runners.serving.proctree import helper_pids, proc_tree, read_proc
-
-Role = Literal["master", "worker"]
+from runners.vocabulary import Role
 
 
 @dataclass(frozen=True)
@@ -59,19 +58,6 @@ class ProcessMemory:
     def shared(self) -> int:
         """Resident pages shared with some other process (``rss - uss``)."""
         return self.rss - self.uss
-
-    def as_dict(self) -> dict[str, object]:
-        """A ``process_sample`` of results.schema.json (plus ``helper``)."""
-        return {
-            "pid": self.pid,
-            "role": self.role,
-            "rss": self.rss,
-            "pss": self.pss,
-            "uss": self.uss,
-            "shared": self.shared,
-            "cpu_seconds": round(self.cpu_seconds, 3),
-            "helper": self.helper,
-        }
 
 
 @dataclass(frozen=True)
@@ -127,18 +113,6 @@ class TreeSample:
             processes=tuple(ProcessMemory(**p) for p in data["processes"]),
             reaped_cpu_seconds=float(data["reaped"]),
         )
-
-    def as_dict(self) -> dict[str, object]:
-        """One element of ``memory.samples`` in results.schema.json."""
-        return {
-            "t": round(self.t, 3),
-            "rss": self.rss,
-            "pss": self.pss,
-            "uss": self.uss,
-            "shared": self.shared,
-            "cpu_seconds": round(self.cpu_seconds, 3),
-            "processes": [p.as_dict() for p in self.processes],
-        }
 
 
 def read_smaps_rollup(pid: int) -> dict[str, int]:
@@ -296,38 +270,3 @@ class Sampler:
                     return
         finally:
             self._elapsed = time.monotonic() - self._t0
-
-
-def _mean(values: Iterable[int]) -> int:
-    items = list(values)
-    return round(sum(items) / len(items)) if items else 0
-
-
-def summarize(
-    samples: Sequence[TreeSample],
-    cpu_seconds: float | None = None,
-    sampler_cpu_percent: float | None = None,
-) -> dict[str, object]:
-    """The ``memory`` block of results.schema.json for the measured window.
-
-    Peaks and means are of the per-sample sums. ``cpu_seconds`` defaults to
-    the tree's CPU between the first and the last sample.
-    """
-    if not samples:
-        raise ValueError("no memory samples")
-    if cpu_seconds is None and len(samples) >= 2:
-        cpu_seconds = max(0.0, samples[-1].cpu_seconds - samples[0].cpu_seconds)
-    return {
-        "rss_peak_bytes": max(s.rss for s in samples),
-        "rss_mean_bytes": _mean(s.rss for s in samples),
-        "pss_peak_bytes": max(s.pss for s in samples),
-        "pss_mean_bytes": _mean(s.pss for s in samples),
-        "uss_peak_bytes": max(s.uss for s in samples),
-        "uss_mean_bytes": _mean(s.uss for s in samples),
-        "processes": len(samples[-1].processes),
-        "cpu_seconds": None if cpu_seconds is None else round(cpu_seconds, 3),
-        "sampler_cpu_percent": (
-            None if sampler_cpu_percent is None else round(sampler_cpu_percent, 3)
-        ),
-        "samples": [s.as_dict() for s in samples],
-    }
