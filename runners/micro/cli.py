@@ -20,6 +20,7 @@ from runners.micro.benchmarks import (
     SETTINGS_ENVIRON,
     SETTINGS_MODULE,
     Prepared,
+    Spec,
     build,
     database_vendor,
     default_output,
@@ -90,9 +91,8 @@ def _configure_environ(args: argparse.Namespace) -> None:
         args.inherit_environ = inherited + [n for n in SETTINGS_ENVIRON if n not in inherited]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import django
-
+def make_runner() -> pyperf.Runner:
+    """pyperf's runner, its parser described and given the suite's options."""
     runner = pyperf.Runner(program_args=("-m", "runners.micro"), add_cmdline_args=_worker_args)
     parser = runner.argparser
     parser.prog = "python -m runners.micro"
@@ -107,8 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "'python -m pyperf compare_to OLD.json NEW.json --table'."
     )
     _add_options(parser)
-    args = runner.parse_args(None if argv is None else list(argv))
+    return runner
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import django
+
+    runner = make_runner()
+    args = runner.parse_args(None if argv is None else list(argv))
     specs = select_specs(args.benchmarks)
     if args.list:
         for spec in specs:
@@ -128,40 +134,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.name_tag:
         runner.metadata["name_tag"] = args.name_tag
     runner.metadata["description"] = "Django handler in-process, one GET per loop"
-
-    prepared: dict[int, Prepared] = {}
     if args.worker:
-        # pyperf calls each bench_*() in order and runs only the --worker-task'th.
-        # A worker started by hand without --worker-task runs them all.
-        wanted = range(len(specs)) if args.worker_task is None else [args.worker_task]
-        wanted = [i for i in wanted if i < len(specs)]
-        # The profile and interface are selected before the settings load, as a
-        # server would (under ASGI Django's docs say: no persistent connections).
-        setup_django(
-            specs[wanted[0]].profile if wanted else None,
-            specs[wanted[0]].interface if wanted else None,
-        )
-        runner.metadata["database"] = database_vendor()
-        from django.conf import settings
-
-        runner.metadata["conn_max_age"] = str(settings.DATABASES["default"]["CONN_MAX_AGE"])
-        for index in wanted:
-            prepared[index] = build(specs[index])
+        prepared = _prepare_worker(runner, args, specs)
     else:
-        if not (args.output or args.append or args.compare_to):
-            args.output = str(default_output())
-        for target in (args.output, args.append):
-            if target:
-                Path(target).resolve().parent.mkdir(parents=True, exist_ok=True)
-        if not args.skip_prepare:
-            prepare_database(os.environ)
-        # Fail fast, before any worker starts: every path must answer 200.
-        setup_django()
-        for spec in specs:
-            build(spec)
-        if not args.quiet:
-            print(f"micro: {len(specs)} benchmarks, Django {django.__version__}", flush=True)
+        prepared = {}
+        _prepare_parent(args, specs)
+    results = _run_benchmarks(runner, args, specs, prepared)
+    if results and not args.worker and not args.name_tag:
+        _print_tables(summarize(results), args.output)
+    return 0
 
+
+def _prepare_worker(
+    runner: pyperf.Runner, args: argparse.Namespace, specs: Sequence[Spec]
+) -> dict[int, Prepared]:
+    """A pyperf worker: Django set up as a server would set it up, the benchmarks it runs
+    built (pyperf calls each bench_*() in order and runs only the --worker-task'th; a
+    worker started by hand without --worker-task runs them all)."""
+    wanted = range(len(specs)) if args.worker_task is None else [args.worker_task]
+    wanted = [i for i in wanted if i < len(specs)]
+    # The profile and interface are selected before the settings load, as a
+    # server would (under ASGI Django's docs say: no persistent connections).
+    setup_django(
+        specs[wanted[0]].profile if wanted else None,
+        specs[wanted[0]].interface if wanted else None,
+    )
+    runner.metadata["database"] = database_vendor()
+    from django.conf import settings
+
+    runner.metadata["conn_max_age"] = str(settings.DATABASES["default"]["CONN_MAX_AGE"])
+    return {index: build(specs[index]) for index in wanted}
+
+
+def _prepare_parent(args: argparse.Namespace, specs: Sequence[Spec]) -> None:
+    """pyperf's parent: the output folder, the database, and every benchmark built once so
+    a path that does not answer 200 fails before any worker starts."""
+    import django
+
+    if not (args.output or args.append or args.compare_to):
+        args.output = str(default_output())
+    for target in (args.output, args.append):
+        if target:
+            Path(target).resolve().parent.mkdir(parents=True, exist_ok=True)
+    if not args.skip_prepare:
+        prepare_database(os.environ)
+    setup_django()
+    for spec in specs:
+        build(spec)
+    if not args.quiet:
+        print(f"micro: {len(specs)} benchmarks, Django {django.__version__}", flush=True)
+
+
+def _run_benchmarks(
+    runner: pyperf.Runner,
+    args: argparse.Namespace,
+    specs: Sequence[Spec],
+    prepared: dict[int, Prepared],
+) -> list[pyperf.Benchmark]:
+    """Hand every benchmark to pyperf, with its metadata; the parent's results."""
     results: list[pyperf.Benchmark] = []
     for index, spec in enumerate(specs):
         metadata: dict[str, Any] = {
@@ -188,10 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if bench is not None and not args.worker:
             results.append(bench)
-
-    if results and not args.worker and not args.name_tag:
-        _print_tables(summarize(results), args.output)
-    return 0
+    return results
 
 
 def _print_tables(rows: list[dict[str, Any]], output: str | None) -> None:

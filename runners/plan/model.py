@@ -435,6 +435,67 @@ def _model_entry(model: Model) -> JSON:
     }
 
 
+def best_choices(
+    models: Sequence[Model], host: Host
+) -> tuple[list[tuple[Choice, Model]], list[JSON]]:
+    """Per runner, its model's best choice on ``host`` (the most capacity, then the least
+    memory), and the models that fit no worker count, with the reason."""
+    skipped: list[JSON] = []
+    best: dict[str, tuple[Choice, Model]] = {}
+    for model in models:
+        choice = choose(model, host)
+        if isinstance(choice, str):
+            skipped.append({"runner": model.runner, "threads": model.threads, "reason": choice})
+            continue
+        old = best.get(model.runner)
+        if old is None or (choice.capacity_rps, -choice.memory_bytes) > (
+            old[0].capacity_rps,
+            -old[0].memory_bytes,
+        ):
+            best[model.runner] = (choice, model)
+    return list(best.values()), skipped
+
+
+def plan_row(
+    choice: Choice,
+    model: Model,
+    host: Host,
+    rule_workers: dict[str, int],
+    validated: JSON | None,
+    growths: Sequence[Growth],
+) -> JSON:
+    """One runner's row of a workload's plan: its choice, the rules' worker counts beside
+    it, recycling, and the capacity curve to draw."""
+    assert model.memory is not None and model.capacity is not None
+    fitting = memory_workers(model, host) if model.memory.workers_varied else None
+    reach = max(
+        choice.workers,
+        gunicorn_rule(host.cores) if model.memory.workers_varied else 1,
+        fitting or 0,
+        model.capacity.saturating_workers(host.cores),
+    )
+    return {
+        "runner": model.runner,
+        "runner_name": model.runner_name,
+        "family": model.family,
+        **asdict(choice),
+        "capacity_per_gib": choice.capacity_rps / (choice.memory_bytes / GIB),
+        "capacity_per_core": choice.capacity_rps / host.cores,
+        "measured_workers": model.measured_workers,
+        "per_worker_from": model.capacity.per_worker_from,
+        "per_core_from": model.capacity.per_core_from,
+        "within_target": _within(validated),
+        "rules": {name: rule_row(model, host, n) for name, n in rule_workers.items()},
+        "max_requests": recycling(choice, host, _growth_for(model, growths)),
+        "curve": curve(
+            model,
+            host,
+            math.ceil(reach * 1.25),
+            (choice.workers, model.capacity.saturating_workers(host.cores)),
+        ),
+    }
+
+
 def plan(
     obs: Sequence[ConfigObservation], growths: Sequence[Growth], host: Host, sources: Sequence[str]
 ) -> JSON:
@@ -458,51 +519,18 @@ def plan(
         by_workload[model.workload].append(model)
     workloads = []
     for workload in sorted(by_workload):
-        rows: list[JSON] = []
-        skipped: list[JSON] = []
-        best: dict[str, tuple[Choice, Model]] = {}
-        for model in by_workload[workload]:
-            choice = choose(model, host)
-            if isinstance(choice, str):
-                skipped.append({"runner": model.runner, "threads": model.threads, "reason": choice})
-                continue
-            old = best.get(model.runner)
-            if old is None or (choice.capacity_rps, -choice.memory_bytes) > (
-                old[0].capacity_rps,
-                -old[0].memory_bytes,
-            ):
-                best[model.runner] = (choice, model)
-        for choice, model in best.values():
-            assert model.memory is not None and model.capacity is not None
-            fitting = memory_workers(model, host) if model.memory.workers_varied else None
-            reach = max(
-                choice.workers,
-                gunicorn_rule(host.cores) if model.memory.workers_varied else 1,
-                fitting or 0,
-                model.capacity.saturating_workers(host.cores),
+        chosen, skipped = best_choices(by_workload[workload], host)
+        rows = [
+            plan_row(
+                choice,
+                model,
+                host,
+                rule_workers,
+                checked.get((model.runner, workload, model.threads)),
+                growths,
             )
-            rows.append(
-                {
-                    "runner": model.runner,
-                    "runner_name": model.runner_name,
-                    "family": model.family,
-                    **asdict(choice),
-                    "capacity_per_gib": choice.capacity_rps / (choice.memory_bytes / GIB),
-                    "capacity_per_core": choice.capacity_rps / host.cores,
-                    "measured_workers": model.measured_workers,
-                    "per_worker_from": model.capacity.per_worker_from,
-                    "per_core_from": model.capacity.per_core_from,
-                    "within_target": _within(checked.get((model.runner, workload, model.threads))),
-                    "rules": {name: rule_row(model, host, n) for name, n in rule_workers.items()},
-                    "max_requests": recycling(choice, host, _growth_for(model, growths)),
-                    "curve": curve(
-                        model,
-                        host,
-                        math.ceil(reach * 1.25),
-                        (choice.workers, model.capacity.saturating_workers(host.cores)),
-                    ),
-                }
-            )
+            for choice, model in chosen
+        ]
         rows.sort(key=lambda r: -r["capacity_rps"])
         workloads.append(
             {
