@@ -20,7 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runners.report.formats import fmt_ms, fmt_num, fmt_pct
 from runners.results.cells import Cell, stat
+from runners.results.criteria import MAX_ERROR_RATE
 from runners.results.flags import UNRANKED, order_flags
 from runners.results.record import Probe, Run
 
@@ -78,16 +80,6 @@ def slo_text(slo: float | None) -> str:
 # --- what bounded each runner, in words ---------------------------------------------------------
 
 
-def _num(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.0f}"
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return f"{value:,.1f}" if abs(value) < 10 else f"{value:,.0f}"
-
-
 def slots_text(cell: Cell) -> str:
     """``all 3 workers`` or ``all 4 threads (1 worker x 4)``: a server's concurrency."""
     workers = cell.workers or 1
@@ -127,7 +119,7 @@ def bound_sentence(cell: Cell, label: str) -> str:
         return f"{head}: every repeat failed ({error})."
     rps = cell.capacity_rps.mean if cell.capacity_rps is not None else None
     p99 = cell.latency["p99"]
-    at = f"{_num(rps)} req/s (p99 {_ms(p99.mean if p99 is not None else None)} ms)"
+    at = f"{fmt_num(rps)} req/s (p99 {fmt_ms(p99.mean if p99 is not None else None)} ms)"
     cpu = _server_cpu(cell)
     cpu_text = f"server CPU {cpu:.0f} %" if cpu is not None else "server CPU not measured"
     if rps is None:
@@ -137,9 +129,9 @@ def bound_sentence(cell: Cell, label: str) -> str:
         failing = _next_failing_probe(cell)
         if failing is not None and failing.server_cpu_percent is not None:
             text = (
-                f"{head}: {at}; at {_num(failing.offered_rps)} req/s the server's CPU was "
+                f"{head}: {at}; at {fmt_num(failing.offered_rps)} req/s the server's CPU was "
                 f"{failing.server_cpu_percent:.0f} % busy and requests queued for it"
-                f" (p99 {_ms(failing.p99_ms)} ms)"
+                f" (p99 {fmt_ms(failing.p99_ms)} ms)"
             )
     elif cell.bound == "server-slots":
         text = f"{head}: {slots_text(cell)} busy at {at}, with {cpu_text}"
@@ -149,7 +141,7 @@ def bound_sentence(cell: Cell, label: str) -> str:
             f"{cpu_text}; the server may do more"
         )
     elif cell.bound == "errors":
-        text = f"{head}: more than 0.1 % of requests failed above {at}"
+        text = f"{head}: more than {fmt_pct(MAX_ERROR_RATE)} of requests failed above {at}"
     elif cell.bound == "memory":
         text = f"{head}: the host ran out of memory above {at}"
     else:
@@ -160,7 +152,7 @@ def bound_sentence(cell: Cell, label: str) -> str:
     for run in unconfirmed_runs(cell):
         text += (
             f"; repeat {run.repeat} not confirmed: its confirmation window had p99 "
-            f"{_ms(run.latency_ms.p99)} ms"
+            f"{fmt_ms(run.latency_ms.p99)} ms"
         )
     failed = len(cell.runs) - len(cell.ok_runs)
     if failed:

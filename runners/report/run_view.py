@@ -21,7 +21,8 @@ from runners.report.colors import (
     runner_color,
 )
 from runners.report.compare import environment_rows
-from runners.report.html import chart_scripts, fmt_time
+from runners.report.formats import fmt_time
+from runners.report.html import chart_scripts
 from runners.report.links import artifact_links
 from runners.report.memory import peak_sample, process_rows, pss_series
 from runners.report.micro import asgi_variants, load_micro
