@@ -16,7 +16,7 @@ PSS (``Cell.ranking``). The report adds two caveats of its own to such a cell
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,82 +194,84 @@ class CurveRow:
         return len(self.run.capacity.curve) if self.run.capacity is not None else 0
 
 
-def curve_charts(
-    prefix: str,
-    cells: Sequence[Cell],
-    label_of: Callable[[Cell], str],
-    colors: dict[str, str],
-    charts: dict[str, JSON],
-) -> list[CurveRow]:
-    """The two saturation charts of one workload (achieved rate and p99 against the
-    offered rate, one line per runner, the knee marked, the target drawn) into
-    ``charts``; the rows of its table."""
-    rows: list[CurveRow] = []
+def curve_rows(
+    cells: Sequence[Cell], label_of: Callable[[Cell], str], colors: Mapping[str, str]
+) -> tuple[CurveRow, ...]:
+    """One row per cell whose capacity search recorded a curve: the rows of a workload's
+    saturation table and the lines of its charts."""
+    rows = []
     for cell in cells:
         run = curve_run(cell)
         if run is not None:
             label = label_of(cell)
             rows.append(CurveRow(label, cell, run, colors[label]))
+    return tuple(rows)
+
+
+def _knee(row: CurveRow, figure: str) -> JSON | None:
+    """The capacity (the knee) on the ``rate`` or the ``p99`` chart: where the confirmed
+    rate was offered; None when there is none, or no p99 to draw it at."""
+    capacity = row.run.capacity
+    if capacity is None or capacity.offered_rps is None or capacity.rps is None:
+        return None
+    y = round(capacity.rps, 1) if figure == "rate" else row.run.latency_ms.p99
+    if y is None:
+        return None
+    return {"label": row.label, "color": row.color, "x": capacity.offered_rps, "y": y}
+
+
+def _rate_line(row: CurveRow, probes: Sequence[Probe]) -> JSON:
+    """One runner's achieved rate against the offered rate, a hollow point per miss."""
+    return {
+        "label": row.label,
+        "color": row.color,
+        "passed": [p.passed for p in probes],
+        "data": [{"x": p.offered_rps, "y": p.achieved_rps} for p in probes],
+    }
+
+
+def _p99_line(row: CurveRow, probes: Sequence[Probe]) -> JSON:
+    """One runner's p99 against the offered rate (the probes that recorded one)."""
+    timed = [p for p in probes if p.p99_ms is not None]
+    return {
+        "label": row.label,
+        "color": row.color,
+        "passed": [p.passed for p in timed],
+        "data": [{"x": p.offered_rps, "y": p.p99_ms} for p in timed],
+    }
+
+
+def saturation_charts(prefix: str, rows: Sequence[CurveRow], slo: float | None) -> dict[str, JSON]:
+    """The two saturation charts of one workload, by chart id (none without rows):
+    achieved rate and p99 against the offered rate, one line per runner, the knee
+    marked, the target ``slo`` drawn."""
     if not rows:
-        return rows
-    slo = slo_of(cells)
-    rate_sets: list[JSON] = []
-    p99_sets: list[JSON] = []
-    knees: list[JSON] = []
-    offered: list[float] = []
-    achieved: list[float] = []
-    for row in rows:
-        probes = _open_probes(row.run)
-        capacity = row.run.capacity
-        assert capacity is not None
-        offered += [p.offered_rps or 0.0 for p in probes]
-        achieved += [p.achieved_rps for p in probes if p.achieved_rps > 0]
-        common = {"label": row.label, "color": row.color, "passed": [p.passed for p in probes]}
-        rate_sets.append(
-            {**common, "data": [{"x": p.offered_rps, "y": p.achieved_rps} for p in probes]}
-        )
-        p99_sets.append(
-            {
-                **common,
-                "data": [
-                    {"x": p.offered_rps, "y": p.p99_ms} for p in probes if p.p99_ms is not None
-                ],
-                "passed": [p.passed for p in probes if p.p99_ms is not None],
-            }
-        )
-        if capacity.offered_rps is not None and capacity.rps is not None:
-            knees.append(
-                {
-                    "label": row.label,
-                    "color": row.color,
-                    "rate": {"x": capacity.offered_rps, "y": round(capacity.rps, 1)},
-                    "p99": {"x": capacity.offered_rps, "y": row.run.latency_ms.p99},
-                }
-            )
+        return {}
+    probes = [(row, _open_probes(row.run)) for row in rows]
+    offered = [p.offered_rps or 0.0 for _, found in probes for p in found]
+    achieved = [p.achieved_rps for _, found in probes for p in found if p.achieved_rps > 0]
     span = [min(offered), max(offered)] if offered else [1.0, 10.0]
     # Both axes of the rate chart span what was offered and what came back.
     both = offered + achieved
-    rate_span = [min(both), max(both)] if both else span
-    charts[f"{prefix}-sat"] = {
-        "kind": "saturation",
-        "figure": "rate",
-        "datasets": rate_sets,
-        "knees": [{"label": k["label"], "color": k["color"], **k["rate"]} for k in knees],
-        "span": rate_span,
-        "yTitle": "achieved (successful req/s)",
+    rate_knees = [k for row in rows if (k := _knee(row, "rate")) is not None]
+    p99_knees = [k for row in rows if (k := _knee(row, "p99")) is not None]
+    return {
+        f"{prefix}-sat": {
+            "kind": "saturation",
+            "figure": "rate",
+            "datasets": [_rate_line(row, found) for row, found in probes],
+            "knees": rate_knees,
+            "span": [min(both), max(both)] if both else span,
+            "yTitle": "achieved (successful req/s)",
+        },
+        f"{prefix}-sp99": {
+            "kind": "saturation",
+            "figure": "p99",
+            "datasets": [_p99_line(row, found) for row, found in probes],
+            "knees": p99_knees,
+            "span": span,
+            "target": slo,
+            "targetLabel": f"target {slo_text(slo)}",
+            "yTitle": "p99 latency (ms, log scale)",
+        },
     }
-    charts[f"{prefix}-sp99"] = {
-        "kind": "saturation",
-        "figure": "p99",
-        "datasets": p99_sets,
-        "knees": [
-            {"label": k["label"], "color": k["color"], **k["p99"]}
-            for k in knees
-            if k["p99"]["y"] is not None
-        ],
-        "span": span,
-        "target": slo,
-        "targetLabel": f"target {slo_text(slo)}",
-        "yTitle": "p99 latency (ms, log scale)",
-    }
-    return rows
