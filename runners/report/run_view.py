@@ -46,7 +46,7 @@ from runners.report.ranking import (
     runner_label,
     workloads_of,
 )
-from runners.report.runtimes import runtime_views
+from runners.report.runtimes import runtime_charts, runtime_views
 from runners.results.cells import Cell, Stat, matters, several
 from runners.results.document import Results
 from runners.results.figures import MIB
@@ -524,7 +524,8 @@ def run_context(results: Results, results_dir: Path) -> JSON:
         view = workload_view(workload, index, group, label_of, colors)
         workloads.append(view)
         charts |= workload_charts(view, group, label_of)
-    runtimes = runtime_views(results, cells, charts)
+    runtimes = runtime_views(results, cells)
+    charts |= runtime_charts(runtimes)
     profiles = profile_views(results, charts, results_dir)
     ranked = rankings(cells)
     used_flags = sorted({f for c in cells for f in c.flags}, key=lambda f: (f not in FLAGS, f))
