@@ -37,7 +37,7 @@ from runners.report.links import artifact_links
 from runners.report.memory import ProcessShare, peak_sample, process_rows, pss_series
 from runners.report.micro import asgi_variants, load_micro
 from runners.report.plan import plan_view
-from runners.report.profiles import profile_views
+from runners.report.profiles import profile_charts, profile_views
 from runners.report.ranking import (
     Ranking,
     by_ranking,
@@ -526,7 +526,8 @@ def run_context(results: Results, results_dir: Path) -> JSON:
         charts |= workload_charts(view, group, label_of)
     runtimes = runtime_views(results, cells)
     charts |= runtime_charts(runtimes)
-    profiles = profile_views(results, charts, results_dir)
+    profiles = profile_views(results, results_dir)
+    charts |= profile_charts(profiles)
     ranked = rankings(cells)
     used_flags = sorted({f for c in cells for f in c.flags}, key=lambda f: (f not in FLAGS, f))
     return {
