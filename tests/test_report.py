@@ -344,17 +344,17 @@ def test_many_workers_are_summed_up() -> None:
         for i in range(17)
     ]
     shown = process_rows(MemorySample.from_dict({"t": 1.0, "processes": list(reversed(procs))}))
-    assert [r["name"] for r in shown] == [
+    assert [r.name for r in shown] == [
         "master",
         "worker 1",
         "worker 2",
         "worker 3",
         "workers 4–17 (mean)",
     ]
-    assert shown[1]["pid"] == 11 and shown[4]["pid"] is None
-    assert shown[4]["rss"] == round(sum((60 + i) * MIB for i in range(3, 17)) / 14)
-    assert shown[4]["shared"] == shown[4]["rss"] - 30 * MIB
-    assert shown[0]["charged_shared"] == 4 * MIB and shown[0]["other_shared"] == 18 * MIB
+    assert shown[1].pid == 11 and shown[4].pid is None
+    assert shown[4].rss == round(sum((60 + i) * MIB for i in range(3, 17)) / 14)
+    assert shown[4].shared == shown[4].rss - 30 * MIB
+    assert shown[0].charged_shared == 4 * MIB and shown[0].other_shared == 18 * MIB
 
 
 def test_environment_command_and_failed_run(

@@ -16,11 +16,13 @@ PSS (``Cell.ranking``). The report adds two caveats of its own to such a cell
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runners.report.formats import fmt_ms, fmt_num, fmt_pct
 from runners.results.cells import Cell, stat
+from runners.results.criteria import MAX_ERROR_RATE
 from runners.results.flags import UNRANKED, order_flags
 from runners.results.record import Probe, Run
 
@@ -78,16 +80,6 @@ def slo_text(slo: float | None) -> str:
 # --- what bounded each runner, in words ---------------------------------------------------------
 
 
-def _num(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.0f}"
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return f"{value:,.1f}" if abs(value) < 10 else f"{value:,.0f}"
-
-
 def slots_text(cell: Cell) -> str:
     """``all 3 workers`` or ``all 4 threads (1 worker x 4)``: a server's concurrency."""
     workers = cell.workers or 1
@@ -127,7 +119,7 @@ def bound_sentence(cell: Cell, label: str) -> str:
         return f"{head}: every repeat failed ({error})."
     rps = cell.capacity_rps.mean if cell.capacity_rps is not None else None
     p99 = cell.latency["p99"]
-    at = f"{_num(rps)} req/s (p99 {_ms(p99.mean if p99 is not None else None)} ms)"
+    at = f"{fmt_num(rps)} req/s (p99 {fmt_ms(p99.mean if p99 is not None else None)} ms)"
     cpu = _server_cpu(cell)
     cpu_text = f"server CPU {cpu:.0f} %" if cpu is not None else "server CPU not measured"
     if rps is None:
@@ -137,9 +129,9 @@ def bound_sentence(cell: Cell, label: str) -> str:
         failing = _next_failing_probe(cell)
         if failing is not None and failing.server_cpu_percent is not None:
             text = (
-                f"{head}: {at}; at {_num(failing.offered_rps)} req/s the server's CPU was "
+                f"{head}: {at}; at {fmt_num(failing.offered_rps)} req/s the server's CPU was "
                 f"{failing.server_cpu_percent:.0f} % busy and requests queued for it"
-                f" (p99 {_ms(failing.p99_ms)} ms)"
+                f" (p99 {fmt_ms(failing.p99_ms)} ms)"
             )
     elif cell.bound == "server-slots":
         text = f"{head}: {slots_text(cell)} busy at {at}, with {cpu_text}"
@@ -149,7 +141,7 @@ def bound_sentence(cell: Cell, label: str) -> str:
             f"{cpu_text}; the server may do more"
         )
     elif cell.bound == "errors":
-        text = f"{head}: more than 0.1 % of requests failed above {at}"
+        text = f"{head}: more than {fmt_pct(MAX_ERROR_RATE)} of requests failed above {at}"
     elif cell.bound == "memory":
         text = f"{head}: the host ran out of memory above {at}"
     else:
@@ -160,7 +152,7 @@ def bound_sentence(cell: Cell, label: str) -> str:
     for run in unconfirmed_runs(cell):
         text += (
             f"; repeat {run.repeat} not confirmed: its confirmation window had p99 "
-            f"{_ms(run.latency_ms.p99)} ms"
+            f"{fmt_ms(run.latency_ms.p99)} ms"
         )
     failed = len(cell.runs) - len(cell.ok_runs)
     if failed:
@@ -202,82 +194,84 @@ class CurveRow:
         return len(self.run.capacity.curve) if self.run.capacity is not None else 0
 
 
-def curve_charts(
-    prefix: str,
-    cells: Sequence[Cell],
-    label_of: Callable[[Cell], str],
-    colors: dict[str, str],
-    charts: dict[str, JSON],
-) -> list[CurveRow]:
-    """The two saturation charts of one workload (achieved rate and p99 against the
-    offered rate, one line per runner, the knee marked, the target drawn) into
-    ``charts``; the rows of its table."""
-    rows: list[CurveRow] = []
+def curve_rows(
+    cells: Sequence[Cell], label_of: Callable[[Cell], str], colors: Mapping[str, str]
+) -> tuple[CurveRow, ...]:
+    """One row per cell whose capacity search recorded a curve: the rows of a workload's
+    saturation table and the lines of its charts."""
+    rows = []
     for cell in cells:
         run = curve_run(cell)
         if run is not None:
             label = label_of(cell)
             rows.append(CurveRow(label, cell, run, colors[label]))
+    return tuple(rows)
+
+
+def _knee(row: CurveRow, figure: str) -> JSON | None:
+    """The capacity (the knee) on the ``rate`` or the ``p99`` chart: where the confirmed
+    rate was offered; None when there is none, or no p99 to draw it at."""
+    capacity = row.run.capacity
+    if capacity is None or capacity.offered_rps is None or capacity.rps is None:
+        return None
+    y = round(capacity.rps, 1) if figure == "rate" else row.run.latency_ms.p99
+    if y is None:
+        return None
+    return {"label": row.label, "color": row.color, "x": capacity.offered_rps, "y": y}
+
+
+def _rate_line(row: CurveRow, probes: Sequence[Probe]) -> JSON:
+    """One runner's achieved rate against the offered rate, a hollow point per miss."""
+    return {
+        "label": row.label,
+        "color": row.color,
+        "passed": [p.passed for p in probes],
+        "data": [{"x": p.offered_rps, "y": p.achieved_rps} for p in probes],
+    }
+
+
+def _p99_line(row: CurveRow, probes: Sequence[Probe]) -> JSON:
+    """One runner's p99 against the offered rate (the probes that recorded one)."""
+    timed = [p for p in probes if p.p99_ms is not None]
+    return {
+        "label": row.label,
+        "color": row.color,
+        "passed": [p.passed for p in timed],
+        "data": [{"x": p.offered_rps, "y": p.p99_ms} for p in timed],
+    }
+
+
+def saturation_charts(prefix: str, rows: Sequence[CurveRow], slo: float | None) -> dict[str, JSON]:
+    """The two saturation charts of one workload, by chart id (none without rows):
+    achieved rate and p99 against the offered rate, one line per runner, the knee
+    marked, the target ``slo`` drawn."""
     if not rows:
-        return rows
-    slo = slo_of(cells)
-    rate_sets: list[JSON] = []
-    p99_sets: list[JSON] = []
-    knees: list[JSON] = []
-    offered: list[float] = []
-    achieved: list[float] = []
-    for row in rows:
-        probes = _open_probes(row.run)
-        capacity = row.run.capacity
-        assert capacity is not None
-        offered += [p.offered_rps or 0.0 for p in probes]
-        achieved += [p.achieved_rps for p in probes if p.achieved_rps > 0]
-        common = {"label": row.label, "color": row.color, "passed": [p.passed for p in probes]}
-        rate_sets.append(
-            {**common, "data": [{"x": p.offered_rps, "y": p.achieved_rps} for p in probes]}
-        )
-        p99_sets.append(
-            {
-                **common,
-                "data": [
-                    {"x": p.offered_rps, "y": p.p99_ms} for p in probes if p.p99_ms is not None
-                ],
-                "passed": [p.passed for p in probes if p.p99_ms is not None],
-            }
-        )
-        if capacity.offered_rps is not None and capacity.rps is not None:
-            knees.append(
-                {
-                    "label": row.label,
-                    "color": row.color,
-                    "rate": {"x": capacity.offered_rps, "y": round(capacity.rps, 1)},
-                    "p99": {"x": capacity.offered_rps, "y": row.run.latency_ms.p99},
-                }
-            )
+        return {}
+    probes = [(row, _open_probes(row.run)) for row in rows]
+    offered = [p.offered_rps or 0.0 for _, found in probes for p in found]
+    achieved = [p.achieved_rps for _, found in probes for p in found if p.achieved_rps > 0]
     span = [min(offered), max(offered)] if offered else [1.0, 10.0]
     # Both axes of the rate chart span what was offered and what came back.
     both = offered + achieved
-    rate_span = [min(both), max(both)] if both else span
-    charts[f"{prefix}-sat"] = {
-        "kind": "saturation",
-        "figure": "rate",
-        "datasets": rate_sets,
-        "knees": [{"label": k["label"], "color": k["color"], **k["rate"]} for k in knees],
-        "span": rate_span,
-        "yTitle": "achieved (successful req/s)",
+    rate_knees = [k for row in rows if (k := _knee(row, "rate")) is not None]
+    p99_knees = [k for row in rows if (k := _knee(row, "p99")) is not None]
+    return {
+        f"{prefix}-sat": {
+            "kind": "saturation",
+            "figure": "rate",
+            "datasets": [_rate_line(row, found) for row, found in probes],
+            "knees": rate_knees,
+            "span": [min(both), max(both)] if both else span,
+            "yTitle": "achieved (successful req/s)",
+        },
+        f"{prefix}-sp99": {
+            "kind": "saturation",
+            "figure": "p99",
+            "datasets": [_p99_line(row, found) for row, found in probes],
+            "knees": p99_knees,
+            "span": span,
+            "target": slo,
+            "targetLabel": f"target {slo_text(slo)}",
+            "yTitle": "p99 latency (ms, log scale)",
+        },
     }
-    charts[f"{prefix}-sp99"] = {
-        "kind": "saturation",
-        "figure": "p99",
-        "datasets": p99_sets,
-        "knees": [
-            {"label": k["label"], "color": k["color"], **k["p99"]}
-            for k in knees
-            if k["p99"]["y"] is not None
-        ],
-        "span": span,
-        "target": slo,
-        "targetLabel": f"target {slo_text(slo)}",
-        "yTitle": "p99 latency (ms, log scale)",
-    }
-    return rows

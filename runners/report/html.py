@@ -1,12 +1,12 @@
-"""The HTML side of the reports: number formats, the Jinja2 environment (autoescaping
-on), the inlined assets (Chart.js, the stylesheet) and writing a page atomically."""
+"""The HTML side of the reports: the Jinja2 environment (autoescaping on, the number
+formats of ``runners.report.formats`` as filters, the thresholds the pages name), the
+inlined assets (Chart.js, the stylesheet) and writing a page atomically."""
 
 from __future__ import annotations
 
 import os
 import re
 import tempfile
-from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
@@ -15,68 +15,21 @@ from markupsafe import Markup
 
 from runners.report.capacity import bound_reason, slo_text
 from runners.report.compare import ASSUMED_NOISE, NOISE_FLOOR
-from runners.results.cells import Stat
-from runners.results.criteria import INTERFERENCE_SHARE, NOISY_SPREAD
-from runners.results.figures import MIB
+from runners.report.formats import (
+    fmt_mean,
+    fmt_mib,
+    fmt_ms,
+    fmt_num,
+    fmt_pct,
+    fmt_spread,
+    fmt_time,
+)
+from runners.results.criteria import INTERFERENCE_SHARE, MAX_ERROR_RATE, NOISY_SPREAD
 from runners.results.flags import help_texts
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
-
-
-# --------------------------------------------------------------------------
-# Formatting filters
-
-
-def fmt_num(value: float | int | None, digits: int = 0) -> str:
-    if value is None:
-        return "—"
-    return f"{value:,.{digits}f}"
-
-
-def fmt_ms(value: float | int | None) -> str:
-    if value is None:
-        return "—"
-    return f"{value:,.1f}" if abs(value) < 10 else f"{value:,.0f}"
-
-
-def fmt_mib(value: float | int | None) -> str:
-    if value is None:
-        return "—"
-    return f"{value / MIB:,.1f}"
-
-
-def fmt_pct(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "—"
-    if signed and round(value * 100, 1) == 0:
-        return "0.0 %"
-    return f"{value * 100:+.1f} %" if signed else f"{value * 100:.1f} %"
-
-
-def fmt_spread(value: Stat | None) -> str:
-    if value is None or value.n < 2:
-        return ""
-    return f"±{value.spread * 100:.1f} %"
-
-
-def fmt_time(value: str | None) -> str:
-    """'2026-11-21 10:00 UTC' from an ISO 8601 time (the text itself if not)."""
-    if not value:
-        return "—"
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-        return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def fmt_mean(value: Stat | None, digits: int = 0) -> str:
-    return fmt_num(value.mean if value is not None else None, digits)
 
 
 @cache
@@ -105,6 +58,7 @@ def environment() -> Environment:
         css=inline_style(_asset("report.css")),
         noise={"floor": NOISE_FLOOR, "assumed": ASSUMED_NOISE, "noisy": NOISY_SPREAD},
         interference_share=INTERFERENCE_SHARE,
+        max_error_rate=MAX_ERROR_RATE,
     )
     return env
 

@@ -3,13 +3,11 @@ split into private and shared, and summed PSS over time."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from runners.results.figures import MIB
 from runners.results.record import Memory, MemorySample
-
-JSON = dict[str, Any]
 
 MAX_SERIES_POINTS = 120
 """Points kept per line in the PSS-over-time chart."""
@@ -27,16 +25,44 @@ def peak_sample(memory: Memory | None) -> MemorySample | None:
     return max(with_processes, key=lambda s: s.pss_total)
 
 
-def process_rows(sample: MemorySample) -> list[JSON]:
-    """The processes of a sample, master first then workers by pid, each with
-    its private / shared split in bytes.
+@dataclass(frozen=True)
+class ProcessShare:
+    """One process (or the mean of several workers) at a memory sample, in bytes.
 
-    private = USS; charged_shared = PSS - USS (its share of pages it shares);
+    private = USS; charged_shared = PSS - USS (its share of the pages it shares);
     other_shared = RSS - PSS (shared pages charged to the other processes).
     """
+
+    name: str
+    pid: int | None
+    role: str
+    rss: int
+    pss: int
+    uss: int
+    shared: int
+
+    @property
+    def private(self) -> int:
+        return self.uss
+
+    @property
+    def charged_shared(self) -> int:
+        return max(self.pss - self.uss, 0)
+
+    @property
+    def other_shared(self) -> int:
+        return max(self.rss - self.pss, 0)
+
+
+def process_rows(sample: MemorySample) -> list[ProcessShare]:
+    """The processes of a sample, master first then workers by pid, each with
+    its private / shared split (``ProcessShare``).
+
+    More than MAX_WORKER_ROWS workers: the first MAX_WORKER_ROWS - 1, then one row
+    with the mean of the others.
+    """
     procs = sorted(sample.processes, key=lambda p: (p.role != "master", p.pid))
-    # (More than MAX_WORKER_ROWS workers: the first ones, then their mean.)
-    rows: list[JSON] = []
+    rows: list[ProcessShare] = []
     worker = 0
     for proc in procs:
         if proc.role == "master":
@@ -45,44 +71,27 @@ def process_rows(sample: MemorySample) -> list[JSON]:
             worker += 1
             name = f"worker {worker}"
         rows.append(
-            _memory_row(name, proc.pid, proc.role, proc.rss, proc.pss, proc.uss, proc.shared_bytes)
+            ProcessShare(name, proc.pid, proc.role, proc.rss, proc.pss, proc.uss, proc.shared_bytes)
         )
-    workers = [r for r in rows if r["role"] != "master"]
+    workers = [r for r in rows if r.role != "master"]
     if len(workers) <= MAX_WORKER_ROWS:
         return rows
     # Many workers look alike: keep the first ones, and one row for the rest.
     kept, rest = workers[: MAX_WORKER_ROWS - 1], workers[MAX_WORKER_ROWS - 1 :]
 
-    def mean(key: str) -> int:
-        return round(sum(int(r[key]) for r in rest) / len(rest))
+    def mean(figure: Callable[[ProcessShare], int]) -> int:
+        return round(sum(figure(r) for r in rest) / len(rest))
 
-    summary = _memory_row(
-        f"workers {len(kept) + 1}–{len(workers)} (mean)",
-        None,
-        "worker",
-        mean("rss"),
-        mean("pss"),
-        mean("uss"),
-        mean("shared"),
+    summary = ProcessShare(
+        name=f"workers {len(kept) + 1}–{len(workers)} (mean)",
+        pid=None,
+        role="worker",
+        rss=mean(lambda r: r.rss),
+        pss=mean(lambda r: r.pss),
+        uss=mean(lambda r: r.uss),
+        shared=mean(lambda r: r.shared),
     )
-    return [r for r in rows if r["role"] == "master"] + kept + [summary]
-
-
-def _memory_row(
-    name: str, pid: int | None, role: str, rss: int, pss: int, uss: int, shared: int
-) -> JSON:
-    return {
-        "name": name,
-        "pid": pid,
-        "role": role,
-        "rss": rss,
-        "pss": pss,
-        "uss": uss,
-        "shared": shared,
-        "private": uss,
-        "charged_shared": max(pss - uss, 0),
-        "other_shared": max(rss - pss, 0),
-    }
+    return [r for r in rows if r.role == "master"] + kept + [summary]
 
 
 def downsample(points: Sequence[tuple[float, float]], limit: int) -> list[tuple[float, float]]:

@@ -1,5 +1,6 @@
-"""What the run page shows: per workload its tables and chart specs, and the
-context of ``templates/run.html.j2``.
+"""What the run page shows: per workload its view (``WorkloadView``) and chart specs,
+the headline, the runs table, and the context of ``templates/run.html.j2`` that
+``run_context`` assembles from them and from the runtime and profile sections.
 
 Pure data work over the typed results (``runners.results``): the cells come
 from the one aggregation (``runners.results.cells``), ranked by
@@ -8,11 +9,20 @@ from the one aggregation (``runners.results.cells``), ranked by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from runners.report.capacity import bound_sentence, curve_charts, slo_of, slo_text
+from runners.report.capacity import (
+    CurveRow,
+    bound_sentence,
+    curve_rows,
+    saturation_charts,
+    slo_of,
+    slo_text,
+)
 from runners.report.colors import (
     FADED,
     LEVEL_COLORS,
@@ -21,14 +31,22 @@ from runners.report.colors import (
     runner_color,
 )
 from runners.report.compare import environment_rows
-from runners.report.html import chart_scripts, fmt_time
+from runners.report.formats import fmt_time
+from runners.report.html import chart_scripts
 from runners.report.links import artifact_links
-from runners.report.memory import peak_sample, process_rows, pss_series
+from runners.report.memory import ProcessShare, peak_sample, process_rows, pss_series
 from runners.report.micro import asgi_variants, load_micro
 from runners.report.plan import plan_view
-from runners.report.profiles import profile_views
-from runners.report.ranking import by_ranking, cells_of, rankings, runner_label, workloads_of
-from runners.report.runtimes import runtime_views
+from runners.report.profiles import profile_charts, profile_views
+from runners.report.ranking import (
+    Ranking,
+    by_ranking,
+    cells_of,
+    rankings,
+    runner_label,
+    workloads_of,
+)
+from runners.report.runtimes import runtime_charts, runtime_views
 from runners.results.cells import Cell, Stat, matters, several
 from runners.results.document import Results
 from runners.results.figures import MIB
@@ -36,9 +54,100 @@ from runners.results.flags import FLAGS
 from runners.results.record import Run
 
 JSON = dict[str, Any]
+Labeler = Callable[[Cell], str]
+"""A cell's runner label on the page (``runners.report.ranking.runner_label``)."""
+
+PERCENTILES = ("p50", "p90", "p95", "p99")
+"""The latency chart's bars, per runner."""
+MEMORY_PARTS = (
+    ("private", "private (USS)"),
+    ("charged_shared", "shared, its PSS share"),
+    ("other_shared", "shared, charged to the others"),
+)
+"""The memory chart's stacked parts of a process (``ProcessShare``), with their legend."""
+
+
+@dataclass(frozen=True)
+class ConcurrencyRow:
+    """One runner against concurrency: its cell at each users level (None: not run)."""
+
+    label: str
+    cells: tuple[Cell | None, ...]
+    color: str
+
+
+@dataclass(frozen=True)
+class RunnerProcessRow:
+    """One process of a runner at the peak of its summed PSS."""
+
+    label: str
+    process: ProcessShare
+
+
+@dataclass(frozen=True)
+class PssRow:
+    """A runner's summed PSS over its first repetition (MiB): the table's figures and
+    the chart's points (seconds, MiB)."""
+
+    label: str
+    color: str
+    points: tuple[tuple[float, float], ...]
+    samples: int
+
+    @property
+    def start(self) -> float:
+        return self.points[0][1]
+
+    @property
+    def mean(self) -> float:
+        return sum(y for _, y in self.points) / len(self.points)
+
+    @property
+    def peak(self) -> float:
+        return max(y for _, y in self.points)
+
+    @property
+    def end(self) -> float:
+        return self.points[-1][1]
+
+
+@dataclass(frozen=True)
+class WorkloadView:
+    """What the run page shows of one workload: its saturation curves, latency, memory
+    and concurrency tables and the heights of its bar charts; its charts' ids start
+    with ``prefix`` (``workload_charts``)."""
+
+    name: str
+    anchor: str
+    prefix: str
+    levels: tuple[int, ...]
+    top: int
+    open_loop: bool
+    """The top level ran open-loop: its figures are at capacity."""
+    slo: str
+    runners: tuple[str, ...]
+    """The runner labels as the charts list them: by ranking at the top level."""
+    curves: tuple[CurveRow, ...]
+    top_cells: tuple[Cell, ...]
+    concurrency: tuple[ConcurrencyRow, ...]
+    memory_rows: tuple[RunnerProcessRow, ...]
+    pss_rows: tuple[PssRow, ...]
+    rpg_height: int
+    mem_height: int
+
+    @property
+    def at(self) -> str:
+        """``at capacity`` or ``at 64 users``."""
+        return "at capacity" if self.open_loop else f"at {self.top} users"
+
+    @property
+    def label(self) -> str:
+        """``at capacity`` or ``64 users``."""
+        return "at capacity" if self.open_loop else f"{self.top} users"
 
 
 def _first_with_memory(cell: Cell) -> Run | None:
+    """The cell's first ok repetition with memory samples."""
     for run in cell.ok_runs:
         if run.memory is not None and run.memory.samples:
             return run
@@ -53,66 +162,82 @@ def _bar_height(bars: int, groups: int = 1) -> int:
     return 70 + bars * max(groups, 1) * 22
 
 
-def workload_view(
-    workload: str,
-    index: int,
-    cells: Sequence[Cell],
-    with_python: bool,
-    colors: dict[str, str],
-    charts: dict[str, JSON],
-    with_django: bool = False,
-    with_gc: bool = False,
-) -> JSON:
-    """Tables and chart specs of one workload; chart specs go into ``charts``."""
-
-    def label_of(cell: Cell) -> str:
-        return runner_label(cell, with_python, with_django, with_gc)
-
-    levels = sorted({c.users for c in cells})
+def _top_level(cells: Sequence[Cell]) -> int:
+    """The highest users level with a measured cell (the highest of all without one)."""
     measured = [c.users for c in cells if not c.failed]
-    top = max(measured) if measured else max(levels)
-    slo = slo_text(slo_of(cells))
-    open_levels = {u for u in levels if all(c.open_loop for c in cells if c.users == u)}
-    # Charts list runners by their ranking figure (capacity per GiB in an open
-    # loop, requests/s per GiB in a closed one) at the top level, flagged or
-    # not (a flagged bar is pale and marked), cells without figures last.
-    at_top = sorted((c for c in cells if c.users == top), key=lambda c: (c.failed, -by_ranking(c)))
+    return max(measured) if measured else max(c.users for c in cells)
+
+
+def _open_levels(cells: Sequence[Cell]) -> frozenset[int]:
+    """The users levels at which every cell ran open-loop."""
+    levels = {c.users for c in cells}
+    return frozenset(u for u in levels if all(c.open_loop for c in cells if c.users == u))
+
+
+def _at_top(cells: Sequence[Cell], top: int) -> list[Cell]:
+    """The cells at the top level by their ranking figure (capacity per GiB in an open
+    loop, requests/s per GiB in a closed one), flagged or not, cells without figures last."""
+    return sorted((c for c in cells if c.users == top), key=lambda c: (c.failed, -by_ranking(c)))
+
+
+def _runner_order(cells: Sequence[Cell], at_top: Sequence[Cell], label_of: Labeler) -> list[str]:
+    """The runners as the charts list them: those at the top level in ranking order,
+    then the others in cell order."""
     order = [label_of(c) for c in at_top]
     for cell in cells:
         label = label_of(cell)
         if label not in order:
             order.append(label)
-    by_label_level = {(label_of(c), c.users): c for c in cells}
-    prefix = f"w{index}"
+    return order
 
-    # Capacity (open loop) or requests/s (closed) per GiB, one bar per runner and level.
+
+def _by_label_level(cells: Sequence[Cell], label_of: Labeler) -> dict[tuple[str, int], Cell]:
+    """The cells by runner label and users level."""
+    return {(label_of(c), c.users): c for c in cells}
+
+
+def _level_bars(
+    level: int, color: str, order: Sequence[str], by_label_level: Mapping[tuple[str, int], Cell]
+) -> tuple[list[float | None], list[str], list[str]]:
+    """One users level's bars of the ranking chart: values, flags and colours per runner
+    (a flagged bar is pale)."""
+    values: list[float | None] = []
+    flags: list[str] = []
+    colors: list[str] = []
+    for label in order:
+        found = by_label_level.get((label, level))
+        value = found.ranking.mean if found and found.ranking else None
+        flag = ", ".join(found.caveats) if found else ""
+        values.append(round(value, 1) if value is not None else None)
+        flags.append(flag)
+        colors.append(color + FADED if flag else color)
+    return values, flags, colors
+
+
+def _ranking_chart(cells: Sequence[Cell], order: Sequence[str], label_of: Labeler) -> JSON:
+    """Capacity (open loop) or requests/s (closed) per GiB, one bar per runner and level."""
+    levels = sorted({c.users for c in cells})
+    open_levels = _open_levels(cells)
+    slo = slo_text(slo_of(cells))
+    by_label_level = _by_label_level(cells, label_of)
     datasets = []
     any_flag = False
     for n, users in enumerate(levels):
-        base = LEVEL_COLORS[n % len(LEVEL_COLORS)] if len(levels) > 1 else LEVEL_COLORS[0]
-        values: list[float | None] = []
-        flags: list[str] = []
-        bar_colors: list[str] = []
-        for label in order:
-            found = by_label_level.get((label, users))
-            value = found.ranking.mean if found and found.ranking else None
-            flag = ", ".join(found.caveats) if found else ""
-            any_flag = any_flag or bool(flag and value is not None)
-            values.append(round(value, 1) if value is not None else None)
-            flags.append(flag)
-            bar_colors.append(base + FADED if flag else base)
+        color = LEVEL_COLORS[n % len(LEVEL_COLORS)] if len(levels) > 1 else LEVEL_COLORS[0]
+        values, flags, colors = _level_bars(users, color, order, by_label_level)
+        any_flag = any_flag or any(f and v is not None for f, v in zip(flags, values, strict=True))
         datasets.append(
             {
                 "label": f"capacity at {slo}" if users in open_levels else f"{users} users",
                 "data": values,
                 "flags": flags,
-                "colors": bar_colors,
-                "color": base,
+                "colors": colors,
+                "color": color,
             }
         )
-    charts[f"{prefix}-rpg"] = {
+    return {
         "kind": "rpsPerGib",
-        "labels": order,
+        "labels": list(order),
         "datasets": datasets,
         "grace": "22%" if any_flag else "15%",
         "xTitle": (
@@ -122,9 +247,10 @@ def workload_view(
         ),
     }
 
-    # Latency percentiles at the top level.
-    top_cells = [c for c in at_top if not c.failed]
-    charts[f"{prefix}-lat"] = {
+
+def _latency_chart(top_cells: Sequence[Cell], label_of: Labeler) -> JSON:
+    """The latency percentiles of each runner at the top level."""
+    return {
         "kind": "latency",
         "labels": [label_of(c) for c in top_cells],
         "datasets": [
@@ -133,122 +259,154 @@ def workload_view(
                 "data": [_rounded(c.latency[p]) for c in top_cells],
                 "color": PERCENTILE_COLORS[p],
             }
-            for p in ("p50", "p90", "p95", "p99")
+            for p in PERCENTILES
         ],
     }
 
-    # Requests/s and p99 against concurrency.
-    concurrency: list[JSON] = []
-    if len(levels) > 1:
-        for label in order:
-            row_cells = [by_label_level.get((label, users)) for users in levels]
-            concurrency.append({"label": label, "cells": row_cells, "color": colors[label]})
 
-        def series(figure: str) -> list[JSON]:
-            out = []
-            for row in concurrency:
-                points: list[float | None] = []
-                for cell in row["cells"]:
-                    value: Stat | None = None
-                    if cell is not None:
-                        value = cell.rps if figure == "rps" else cell.latency["p99"]
-                    points.append(_rounded(value))
-                out.append({"label": row["label"], "data": points, "color": row["color"]})
-            return out
+def concurrency_rows(
+    cells: Sequence[Cell], order: Sequence[str], label_of: Labeler, colors: Mapping[str, str]
+) -> tuple[ConcurrencyRow, ...]:
+    """Each runner's cells at every users level; none with a single level."""
+    levels = sorted({c.users for c in cells})
+    if len(levels) < 2:
+        return ()
+    by_label_level = _by_label_level(cells, label_of)
+    return tuple(
+        ConcurrencyRow(label, tuple(by_label_level.get((label, u)) for u in levels), colors[label])
+        for label in order
+    )
 
-        charts[f"{prefix}-crps"] = {
-            "kind": "concurrency",
-            "labels": [str(u) for u in levels],
-            "datasets": series("rps"),
-            "yTitle": "requests/s",
-        }
-        charts[f"{prefix}-cp99"] = {
-            "kind": "concurrency",
-            "labels": [str(u) for u in levels],
-            "datasets": series("p99"),
-            "yTitle": "p99 latency (ms)",
-        }
 
-    # Memory per process (at the peak of summed PSS) and PSS over time.
-    memory_rows: list[JSON] = []
-    pss_rows: list[JSON] = []
-    pss_sets: list[JSON] = []
-    for cell in at_top:
-        run = _first_with_memory(cell)
-        if run is None:
-            continue
-        label = label_of(cell)
-        sample = peak_sample(run.memory)
-        if sample is not None:
-            for proc in process_rows(sample):
-                memory_rows.append({"label": label, "cell": cell, "run": run, **proc})
-        points = pss_series(run.memory)
-        if points:
-            ys = [y for _, y in points]
-            pss_rows.append(
-                {
-                    "label": label,
-                    "run": run,
-                    "start": ys[0],
-                    "mean": sum(ys) / len(ys),
-                    "peak": max(ys),
-                    "end": ys[-1],
-                    "samples": len(run.memory.samples) if run.memory else 0,
-                }
-            )
-            pss_sets.append(
-                {
-                    "label": label,
-                    "data": [{"x": x, "y": y} for x, y in points],
-                    "color": colors[label],
-                }
-            )
-    if memory_rows:
-        charts[f"{prefix}-mem"] = {
-            "kind": "memory",
-            "labels": [f"{r['label']} · {r['name']}" for r in memory_rows],
-            "datasets": [
-                {
-                    "label": title,
-                    "data": [round(r[key] / MIB, 1) for r in memory_rows],
-                    "color": MEMORY_COLORS[key],
-                    "textColor": "#ffffff" if key == "private" else "#1a1a1a",
-                }
-                for key, title in (
-                    ("private", "private (USS)"),
-                    ("charged_shared", "shared, its PSS share"),
-                    ("other_shared", "shared, charged to the others"),
-                )
-            ],
-        }
-    if pss_sets:
-        charts[f"{prefix}-pss"] = {"kind": "pssTime", "datasets": pss_sets}
+def _concurrency_chart(rows: Sequence[ConcurrencyRow], levels: Sequence[int], figure: str) -> JSON:
+    """Requests/s (``figure`` ``rps``) or p99 against concurrency, one line per runner."""
 
-    # The capacity search's saturation curves (open loop).
-    curves = curve_charts(prefix, [c for c in cells if c.open_loop], label_of, colors, charts)
+    def point(cell: Cell | None) -> float | None:
+        if cell is None:
+            return None
+        return _rounded(cell.rps if figure == "rps" else cell.latency["p99"])
 
     return {
-        "name": workload,
-        "anchor": f"workload-{index}",
-        "prefix": prefix,
-        "levels": levels,
-        "top": top,
-        "at": "at capacity" if top in open_levels else f"at {top} users",
-        "label": "at capacity" if top in open_levels else f"{top} users",
-        "open_loop": top in open_levels,
-        "slo": slo,
-        "curves": curves,
-        "top_cells": top_cells,
-        "concurrency": concurrency,
-        "memory_rows": memory_rows,
-        "pss_rows": pss_rows,
-        "heights": {
-            "rpg": _bar_height(len(order), len(levels)),
-            "lat": 300,
-            "mem": _bar_height(len(memory_rows)),
-        },
-        "charts": charts,
+        "kind": "concurrency",
+        "labels": [str(u) for u in levels],
+        "datasets": [
+            {"label": row.label, "data": [point(c) for c in row.cells], "color": row.color}
+            for row in rows
+        ],
+        "yTitle": "requests/s" if figure == "rps" else "p99 latency (ms)",
     }
+
+
+def memory_rows(at_top: Sequence[Cell], label_of: Labeler) -> tuple[RunnerProcessRow, ...]:
+    """Every process of each runner at the peak of its summed PSS (its first repetition
+    with memory samples)."""
+    rows: list[RunnerProcessRow] = []
+    for cell in at_top:
+        run = _first_with_memory(cell)
+        sample = peak_sample(run.memory) if run is not None else None
+        if sample is not None:
+            rows += [RunnerProcessRow(label_of(cell), p) for p in process_rows(sample)]
+    return tuple(rows)
+
+
+def _memory_chart(rows: Sequence[RunnerProcessRow]) -> JSON:
+    """Each process's private and shared memory (MiB), stacked."""
+    return {
+        "kind": "memory",
+        "labels": [f"{r.label} · {r.process.name}" for r in rows],
+        "datasets": [
+            {
+                "label": title,
+                "data": [round(getattr(r.process, part) / MIB, 1) for r in rows],
+                "color": MEMORY_COLORS[part],
+                "textColor": "#ffffff" if part == "private" else "#1a1a1a",
+            }
+            for part, title in MEMORY_PARTS
+        ],
+    }
+
+
+def pss_rows(
+    at_top: Sequence[Cell], label_of: Labeler, colors: Mapping[str, str]
+) -> tuple[PssRow, ...]:
+    """Each runner's summed PSS over time (its first repetition with memory samples)."""
+    rows = []
+    for cell in at_top:
+        run = _first_with_memory(cell)
+        points = pss_series(run.memory) if run is not None else []
+        if run is not None and run.memory is not None and points:
+            label = label_of(cell)
+            rows.append(PssRow(label, colors[label], tuple(points), len(run.memory.samples)))
+    return tuple(rows)
+
+
+def _pss_chart(rows: Sequence[PssRow]) -> JSON:
+    """Summed PSS over time, one line per runner."""
+    return {
+        "kind": "pssTime",
+        "datasets": [
+            {
+                "label": row.label,
+                "data": [{"x": x, "y": y} for x, y in row.points],
+                "color": row.color,
+            }
+            for row in rows
+        ],
+    }
+
+
+def workload_view(
+    workload: str,
+    index: int,
+    cells: Sequence[Cell],
+    label_of: Labeler,
+    colors: Mapping[str, str],
+) -> WorkloadView:
+    """The tables and bar heights of one workload (``cells``: its cells)."""
+    levels = tuple(sorted({c.users for c in cells}))
+    top = _top_level(cells)
+    at_top = _at_top(cells, top)
+    order = _runner_order(cells, at_top, label_of)
+    processes = memory_rows(at_top, label_of)
+    return WorkloadView(
+        name=workload,
+        anchor=f"workload-{index}",
+        prefix=f"w{index}",
+        levels=levels,
+        top=top,
+        open_loop=top in _open_levels(cells),
+        slo=slo_text(slo_of(cells)),
+        runners=tuple(order),
+        curves=curve_rows([c for c in cells if c.open_loop], label_of, colors),
+        top_cells=tuple(c for c in at_top if not c.failed),
+        concurrency=concurrency_rows(cells, order, label_of, colors),
+        memory_rows=processes,
+        pss_rows=pss_rows(at_top, label_of, colors),
+        rpg_height=_bar_height(len(order), len(levels)),
+        mem_height=_bar_height(len(processes)),
+    )
+
+
+def workload_charts(
+    view: WorkloadView, cells: Sequence[Cell], label_of: Labeler
+) -> dict[str, JSON]:
+    """The chart specs of a workload's view by id: ranking, latency and, where it has
+    the data, concurrency, memory, summed PSS over time and saturation."""
+    prefix = view.prefix
+    open_cells = [c for c in cells if c.open_loop]
+    charts = {
+        f"{prefix}-rpg": _ranking_chart(cells, view.runners, label_of),
+        f"{prefix}-lat": _latency_chart(view.top_cells, label_of),
+        **saturation_charts(prefix, view.curves, slo_of(open_cells)),
+    }
+    if view.concurrency:
+        charts[f"{prefix}-crps"] = _concurrency_chart(view.concurrency, view.levels, "rps")
+        charts[f"{prefix}-cp99"] = _concurrency_chart(view.concurrency, view.levels, "p99")
+    if view.memory_rows:
+        charts[f"{prefix}-mem"] = _memory_chart(view.memory_rows)
+    if view.pss_rows:
+        charts[f"{prefix}-pss"] = _pss_chart(view.pss_rows)
+    return charts
 
 
 CLOSES_EACH = 0.5
@@ -279,80 +437,114 @@ def connection_sentences(runs: Sequence[Run]) -> list[str]:
     return sentences
 
 
+@dataclass(frozen=True)
+class HeadlineView:
+    """The headline's heading and which loops it ranks (open: capacity per GiB at the
+    latency target ``slo``; closed: requests/s per GiB)."""
+
+    open: bool
+    closed: bool
+    slo: str
+
+    @property
+    def heading(self) -> str:
+        parts = [
+            text
+            for text, on in (
+                (f"capacity per GiB at {self.slo}", self.open),
+                ("requests/s per GiB" + (" (closed loop)" if self.open else ""), self.closed),
+            )
+            if on
+        ]
+        return f"Headline: {' and '.join(parts) or 'requests/s per GiB'}"
+
+
+def headline_view(ranked: Sequence[Ranking], cells: Sequence[Cell]) -> HeadlineView:
+    """Which loops the rankings hold, and the cells' latency target."""
+    return HeadlineView(
+        open=any(r.open_loop for r in ranked),
+        closed=any(not r.open_loop for r in ranked),
+        slo=slo_text(slo_of(cells)),
+    )
+
+
+def bound_sentences(
+    ranked: Sequence[Ranking], label_of: Labeler
+) -> dict[tuple[str, int], list[str]]:
+    """What bounded each runner, by (workload, users) of the open-loop rankings."""
+    return {
+        (r.workload, r.users): [bound_sentence(c, label_of(c)) for _, c in r.rows]
+        for r in ranked
+        if r.open_loop
+    }
+
+
+@dataclass(frozen=True)
+class RunTableRow:
+    """A run in the runs table: its interpreter and the links to its files."""
+
+    run: Run
+    python: str
+    links: JSON
+
+
+def run_rows(results: Results, results_dir: Path) -> list[RunTableRow]:
+    """Every run of the invocation, in results.json order."""
+    return [
+        RunTableRow(
+            run=run,
+            python=(run.python or results.environment.python).version,
+            links=artifact_links(results_dir, run),
+        )
+        for run in results.runs
+    ]
+
+
+def runner_colors(cells: Sequence[Cell], label_of: Labeler) -> dict[str, str]:
+    """One chart colour per runner label, in cell order."""
+    labels = dict.fromkeys(label_of(c) for c in cells)
+    return {label: runner_color(i) for i, label in enumerate(labels)}
+
+
 def run_context(results: Results, results_dir: Path) -> JSON:
-    """Everything the run template shows."""
+    """Everything the run template shows: the views of each section and the specs of
+    every chart on the page."""
     cells = cells_of(results)
     with_python = several(c.python for c in cells)
     with_django = several(c.django for c in cells)
     with_gc = matters(cells, "gc")
-    labels: list[str] = []
-    for cell in cells:
-        label = runner_label(cell, with_python, with_django, with_gc)
-        if label not in labels:
-            labels.append(label)
-    colors = {label: runner_color(i) for i, label in enumerate(labels)}
-    charts: dict[str, JSON] = {}
-    workloads = [
-        workload_view(
-            w,
-            i,
-            [c for c in cells if c.workload == w],
-            with_python,
-            colors,
-            charts,
-            with_django,
-            with_gc,
-        )
-        for i, w in enumerate(workloads_of(cells))
-    ]
-    runs = [
-        {
-            "run": run,
-            "python": (run.python or results.environment.python).version,
-            "links": artifact_links(results_dir, run),
-        }
-        for run in results.runs
-    ]
-    ranked = rankings(cells)
-    opened = any(r.open_loop for r in ranked)
-    closed = any(not r.open_loop for r in ranked)
-    slo = slo_text(slo_of(cells))
-    heading = " and ".join(
-        text
-        for text, on in (
-            (f"capacity per GiB at {slo}", opened),
-            ("requests/s per GiB" + (" (closed loop)" if opened else ""), closed),
-        )
-        if on
+    label_of = partial(
+        runner_label, with_python=with_python, with_django=with_django, with_gc=with_gc
     )
-    bounds = {
-        (r.workload, r.users): [
-            bound_sentence(c, runner_label(c, with_python, with_django, with_gc)) for _, c in r.rows
-        ]
-        for r in ranked
-        if r.open_loop
-    }
+    colors = runner_colors(cells, label_of)
+    charts: dict[str, JSON] = {}
+    workloads = []
+    for index, workload in enumerate(workloads_of(cells)):
+        group = [c for c in cells if c.workload == workload]
+        view = workload_view(workload, index, group, label_of, colors)
+        workloads.append(view)
+        charts |= workload_charts(view, group, label_of)
+    runtimes = runtime_views(results, cells)
+    charts |= runtime_charts(runtimes)
+    profiles = profile_views(results, results_dir)
+    charts |= profile_charts(profiles)
+    ranked = rankings(cells)
     used_flags = sorted({f for c in cells for f in c.flags}, key=lambda f: (f not in FLAGS, f))
     return {
         "results": results,
         "title": f"Benchmark {fmt_time(results.created_at)}",
         "rankings": ranked,
-        "headline": {
-            "heading": f"Headline: {heading or 'requests/s per GiB'}",
-            "open": opened,
-            "closed": closed,
-            "slo": slo,
-        },
-        "bound_sentences": bounds,
-        "workload_anchor": {w["name"]: w["anchor"] for w in workloads},
+        "headline": headline_view(ranked, cells),
+        "bound_sentences": bound_sentences(ranked, label_of),
+        "workload_anchor": {w.name: w.anchor for w in workloads},
         "cells": cells,
         "workloads": workloads,
         "with_python": with_python,
         "with_django": with_django,
         "with_gc": with_gc,
-        "runtime_views": runtime_views(results, cells, charts),
-        "profiles": profile_views(results, charts, results_dir),
-        "runs": runs,
+        "runtime_views": runtimes,
+        "profiles": profiles,
+        "runs": run_rows(results, results_dir),
         "failed_runs": results.failed_runs,
         "used_flags": used_flags,
         "environment_rows": environment_rows(results.environment),

@@ -2,8 +2,8 @@
 by side, what each gc mode did, and the soak picture.
 
 Pure data work over the typed results: ``runtime_views`` shapes what
-``templates/_runtimes.html.j2`` shows and adds its chart specs (drawn by
-``static/report.js``) to the page's chart data.
+``templates/_runtimes.html.j2`` shows (``RuntimeViews``), and ``runtime_charts`` gives
+its chart specs (drawn by ``static/report.js``) for the page's chart data.
 
 - **Interpreters / Django** (when runs differ by either): per runner x
   workload x users (x gc mode), one row per runtime with requests/s, p99,
@@ -38,7 +38,7 @@ from runners.results.cells import (
 )
 from runners.results.document import Results
 from runners.results.figures import MIB
-from runners.results.record import SoakProcess
+from runners.results.record import Run, SoakProcess
 
 JSON = dict[str, Any]
 SAME = 0.005
@@ -112,8 +112,69 @@ def _runtime_rows(cells: Sequence[Cell], label: Callable[[Cell], str]) -> list[R
     return rows
 
 
-def interpreter_view(cells: Sequence[Cell], charts: dict[str, JSON]) -> JSON | None:
-    """Runtimes side by side, or None when every run had the same interpreter and Django."""
+@dataclass(frozen=True)
+class RuntimeGroup:
+    """One runner x workload x users (x gc mode) on each runtime, baseline first."""
+
+    title: str
+    runner: str
+    workload: str
+    users: int
+    gc: str
+    rows: tuple[RuntimeRow, ...]
+
+    @property
+    def sentence(self) -> str:
+        return _runtime_sentence(self.title, self.rows)
+
+
+@dataclass(frozen=True)
+class InterpreterView:
+    """The interpreters (or Django releases) side by side: every group that ran on
+    several, the runtimes oldest first (the first is the baseline of the ratios)."""
+
+    heading: str
+    dimension: str
+    """What differs: ``interpreter``, ``Django`` or ``interpreter and Django``."""
+    runtimes: tuple[str, ...]
+    groups: tuple[RuntimeGroup, ...]
+    chart: str = "rt-rpg"
+
+    @property
+    def baseline(self) -> str:
+        return self.runtimes[0]
+
+    @property
+    def height(self) -> int:
+        return 70 + len(self.groups) * len(self.runtimes) * 22
+
+
+def _runtime_groups(
+    cells: Sequence[Cell], label: Callable[[Cell], str]
+) -> tuple[RuntimeGroup, ...]:
+    """The runner x workload x users (x gc mode) groups whose cells ran on several
+    runtimes (labelled by ``label``)."""
+    groups: dict[tuple[str, int, str, str, tuple[str, ...]], list[Cell]] = {}
+    for cell in cells:
+        key = (cell.workload, cell.users, cell.runner, cell.gc, cell.sweep)
+        groups.setdefault(key, []).append(cell)
+    with_gc = several(gc for _, _, _, gc, _ in groups)
+    views = []
+    for (workload, users, runner, gc, sweep), group in groups.items():
+        if len({label(c) for c in group}) < 2:
+            continue
+        title = " · ".join(
+            [runner, *map(sweep_text, sweep), workload, f"{users} users"]
+            + ([f"gc {gc}"] if with_gc else [])
+        )
+        rows = tuple(_runtime_rows(group, label))
+        views.append(RuntimeGroup(title, runner, workload, users, gc, rows))
+    return tuple(views)
+
+
+def interpreter_view(cells: Sequence[Cell]) -> InterpreterView | None:
+    """Runtimes side by side, or None when every run had the same interpreter and
+    Django, or no group ran on several."""
     with_python = several(c.python for c in cells)
     with_django = several(c.django for c in cells)
     if not with_python and not with_django:
@@ -122,70 +183,42 @@ def interpreter_view(cells: Sequence[Cell], charts: dict[str, JSON]) -> JSON | N
     def label(cell: Cell) -> str:
         return runtime_label(cell, with_python, with_django)
 
-    groups: dict[tuple[str, int, str, str, tuple[str, ...]], list[Cell]] = {}
-    for cell in cells:
-        key = (cell.workload, cell.users, cell.runner, cell.gc, cell.sweep)
-        groups.setdefault(key, []).append(cell)
-    with_gc = several(gc for _, _, _, gc, _ in groups)
+    groups = _runtime_groups(cells, label)
+    if not groups:
+        return None
     runtimes = sorted(
         {label(c) for c in cells},
         key=lambda text: min(
             (version_key(c.python), version_key(c.django)) for c in cells if label(c) == text
         ),
     )
-    views: list[JSON] = []
-    for (workload, users, runner, gc, sweep), group in groups.items():
-        if len({label(c) for c in group}) < 2:
-            continue
-        rows = _runtime_rows(group, label)
-        title = " · ".join(
-            [runner, *map(sweep_text, sweep), workload, f"{users} users"]
-            + ([f"gc {gc}"] if with_gc else [])
-        )
-        views.append(
-            {
-                "title": title,
-                "runner": runner,
-                "workload": workload,
-                "users": users,
-                "gc": gc,
-                "rows": rows,
-                "sentence": _runtime_sentence(title, rows),
-            }
-        )
-    if not views:
-        return None
-    chart_id = "rt-rpg"
-    charts[chart_id] = {
-        "kind": "rpsPerGib",
-        "labels": [v["title"] for v in views],
-        "datasets": [
-            {
-                "label": runtime,
-                "data": [_rounded(_row_value(v["rows"], runtime)) for v in views],
-                "flags": ["" for _ in views],
-                "colors": [RUNNER_COLORS[i % len(RUNNER_COLORS)] for _ in views],
-                "color": RUNNER_COLORS[i % len(RUNNER_COLORS)],
-            }
-            for i, runtime in enumerate(runtimes)
-        ],
-        "grace": "15%",
-    }
     heading = {
         (True, False): "Interpreters side by side",
         (False, True): "Django releases side by side",
         (True, True): "Interpreters and Django releases side by side",
     }[(with_python, with_django)]
+    dimension = " and ".join(
+        [n for n, on in (("interpreter", with_python), ("Django", with_django)) if on]
+    )
+    return InterpreterView(heading, dimension, tuple(runtimes), groups)
+
+
+def interpreter_chart(view: InterpreterView) -> JSON:
+    """Requests/s per GiB of every group, one bar per runtime."""
     return {
-        "heading": heading,
-        "dimension": " and ".join(
-            [n for n, on in (("interpreter", with_python), ("Django", with_django)) if on]
-        ),
-        "runtimes": runtimes,
-        "baseline": runtimes[0],
-        "groups": views,
-        "chart": chart_id,
-        "height": 70 + len(views) * len(runtimes) * 22,
+        "kind": "rpsPerGib",
+        "labels": [g.title for g in view.groups],
+        "datasets": [
+            {
+                "label": runtime,
+                "data": [_rounded(_row_value(g.rows, runtime)) for g in view.groups],
+                "flags": ["" for _ in view.groups],
+                "colors": [RUNNER_COLORS[i % len(RUNNER_COLORS)] for _ in view.groups],
+                "color": RUNNER_COLORS[i % len(RUNNER_COLORS)],
+            }
+            for i, runtime in enumerate(view.runtimes)
+        ],
+        "grace": "15%",
     }
 
 
@@ -240,7 +273,74 @@ def _rpg_words(ratio: float) -> str:
     return f"{abs(change):.0%} {'more' if change > 0 else 'fewer'} requests/s per GiB"
 
 
-def gc_view(cells: Sequence[Cell]) -> JSON | None:
+@dataclass(frozen=True)
+class GcRow:
+    """One gc mode of a group: its figures and their ratios to the baseline mode's."""
+
+    cell: Cell
+    baseline: bool
+    pss: float | None
+    rps: float | None
+    rps_per_gib: float | None
+    p99: float | None
+    pss_ratio: float | None
+    rpg_ratio: float | None
+
+
+@dataclass(frozen=True)
+class GcGroup:
+    """One runner x workload x users (x runtime) under several gc modes, compared with
+    the ``baseline`` mode (``default``, or the first that ran)."""
+
+    title: str
+    users: int
+    baseline: str
+    rows: tuple[GcRow, ...]
+    soak: bool
+    repeats: int
+    """The fewest ok repetitions of a mode."""
+
+    @property
+    def sentences(self) -> list[str]:
+        """What each mode did against the baseline, in words."""
+        base = next(r for r in self.rows if r.baseline)
+        return [_gc_sentence(self.title, row, base) for row in self.rows if not row.baseline]
+
+
+def _gc_row(cell: Cell, base: Cell) -> GcRow:
+    pss, rpg = _mean(cell.pss_peak_bytes), _mean(cell.rps_per_gib)
+    return GcRow(
+        cell=cell,
+        baseline=cell is base,
+        pss=pss,
+        rps=_mean(cell.rps),
+        rps_per_gib=rpg,
+        p99=_mean(cell.latency["p99"]),
+        pss_ratio=_ratio(pss, _mean(base.pss_peak_bytes)),
+        rpg_ratio=_ratio(rpg, _mean(base.rps_per_gib)),
+    )
+
+
+def _gc_sentence(title: str, row: GcRow, base: GcRow) -> str:
+    """``gc freeze used 12% less summed PSS (104 vs 118 MiB) and gave ...``."""
+    gc = row.cell.gc
+    if row.pss_ratio is None or row.rpg_ratio is None or row.pss is None or base.pss is None:
+        return f"{title}: gc {gc} has no figures to compare."
+    return (
+        f"{title}: gc {gc} used {_pss_words(row.pss_ratio)} "
+        f"({row.pss / MIB:,.0f} vs {base.pss / MIB:,.0f} MiB) and gave "
+        f"{_rpg_words(row.rpg_ratio)} ({row.rps_per_gib or 0:,.0f} vs "
+        f"{base.rps_per_gib or 0:,.0f}) than gc {base.cell.gc}."
+    )
+
+
+def _gc_title(runner: str, sweep: tuple[str, ...], workload: str, runtime: str) -> str:
+    return ", ".join([runner, *map(sweep_text, sweep), workload]) + (
+        f" ({runtime})" if runtime else ""
+    )
+
+
+def gc_view(cells: Sequence[Cell]) -> tuple[GcGroup, ...]:
     """What each gc mode did to summed PSS and requests/s per GiB, compared with the
     default (or the first mode that ran), for every cell that ran under several."""
     with_python = several(c.python for c in cells)
@@ -258,51 +358,17 @@ def gc_view(cells: Sequence[Cell]) -> JSON | None:
         runtime = (
             runtime_label(base, with_python, with_django) if (with_python or with_django) else ""
         )
-        title = ", ".join([runner, *map(sweep_text, sweep), workload]) + (
-            f" ({runtime})" if runtime else ""
-        )
-        soak = any(r.soak for c in group for r in c.runs)
-        rows = []
-        sentences = []
-        for cell in ordered:
-            pss, base_pss = _mean(cell.pss_peak_bytes), _mean(base.pss_peak_bytes)
-            rpg, base_rpg = _mean(cell.rps_per_gib), _mean(base.rps_per_gib)
-            rows.append(
-                {
-                    "cell": cell,
-                    "baseline": cell is base,
-                    "pss": pss,
-                    "rps": _mean(cell.rps),
-                    "rps_per_gib": rpg,
-                    "p99": _mean(cell.latency["p99"]),
-                    "pss_ratio": _ratio(pss, base_pss),
-                    "rpg_ratio": _ratio(rpg, base_rpg),
-                }
-            )
-            if cell is base:
-                continue
-            pss_ratio, rpg_ratio = _ratio(pss, base_pss), _ratio(rpg, base_rpg)
-            if pss_ratio is None or rpg_ratio is None or pss is None or base_pss is None:
-                sentences.append(f"{title}: gc {cell.gc} has no figures to compare.")
-                continue
-            sentences.append(
-                f"{title}: gc {cell.gc} used {_pss_words(pss_ratio)} "
-                f"({pss / MIB:,.0f} vs {base_pss / MIB:,.0f} MiB) and gave "
-                f"{_rpg_words(rpg_ratio)} ({rpg or 0:,.0f} vs {base_rpg or 0:,.0f}) "
-                f"than gc {base.gc}."
-            )
         views.append(
-            {
-                "title": title,
-                "users": users,
-                "baseline": base.gc,
-                "rows": rows,
-                "sentences": sentences,
-                "soak": soak,
-                "repeats": min(len(c.ok_runs) for c in group),
-            }
+            GcGroup(
+                title=_gc_title(runner, sweep, workload, runtime),
+                users=users,
+                baseline=base.gc,
+                rows=tuple(_gc_row(cell, base) for cell in ordered),
+                soak=any(r.soak for c in group for r in c.runs),
+                repeats=min(len(c.ok_runs) for c in group),
+            )
         )
-    return {"groups": views} if views else None
+    return tuple(views)
 
 
 # --- soak ----------------------------------------------------------------------------------------
@@ -341,145 +407,227 @@ def _change(start: int | None, end: int | None) -> float | None:
     return (end - start) / start
 
 
-def soak_view(results: Results, charts: dict[str, JSON]) -> JSON | None:
-    """Per-worker shared and private memory over time for every soak run."""
+@dataclass(frozen=True)
+class SoakProcessRow:
+    """One process of a soak run: its shared (RSS - USS) and private (USS) bytes when
+    the server was ready and at the end of the load."""
+
+    name: str
+    pid: int
+    role: str
+    shared_start: int | None
+    shared_end: int | None
+    private_start: int | None
+    private_end: int | None
+
+    @property
+    def shared_change(self) -> float | None:
+        return _change(self.shared_start, self.shared_end)
+
+    @property
+    def private_change(self) -> float | None:
+        return _change(self.private_start, self.private_end)
+
+
+@dataclass(frozen=True)
+class SoakFigures:
+    """A soak run's mean worker and summed PSS at the start and the end, in bytes."""
+
+    workers: int
+    shared_start: int | None
+    shared_end: int | None
+    private_start: int | None
+    private_end: int | None
+    pss_start: int | None
+    pss_end: int | None
+    requests: int
+    seconds: float
+    ended_by: str | None
+    target: float | None
+
+
+@dataclass(frozen=True)
+class SoakRunView:
+    """One soak run: each process's start and end, and the mean worker over time
+    (``t`` in seconds, bytes per sample)."""
+
+    run: Run
+    title: str
+    gc: str
+    python: str
+    runtime: str
+    chart: str
+    rows: tuple[SoakProcessRow, ...]
+    t: tuple[float, ...]
+    mean_shared: tuple[int | None, ...]
+    mean_private: tuple[int | None, ...]
+    summary: SoakFigures
+
+
+@dataclass(frozen=True)
+class SoakRuntimeSummary:
+    """The soak runs of one interpreter (and Django): the mean worker under every gc
+    mode, shared memory on one chart and private memory on another."""
+
+    runtime: str
+    shared_chart: str
+    private_chart: str
+    views: tuple[SoakRunView, ...]
+
+    @property
+    def sentences(self) -> list[str]:
+        return _soak_sentences(self.views)
+
+
+@dataclass(frozen=True)
+class SoakView:
+    runs: tuple[SoakRunView, ...]
+    summaries: tuple[SoakRuntimeSummary, ...]
+
+
+def _soak_process_row(proc: SoakProcess) -> SoakProcessRow:
+    return SoakProcessRow(
+        name=proc.name,
+        pid=proc.pid,
+        role=proc.role,
+        shared_start=_first(proc.shared),
+        shared_end=_last(proc.shared),
+        private_start=_first(proc.uss),
+        private_end=_last(proc.uss),
+    )
+
+
+def _soak_run_view(index: int, run: Run, runtime: str, python: str) -> SoakRunView:
+    """Soak run number ``index`` (its chart is ``soak-<index>``) on ``runtime`` (the
+    interpreter and Django, where the soak runs differ in them)."""
+    series = run.soak_series
+    assert series is not None
+    t = tuple(float(x) for x in series.t)
+    processes = list(series.processes)
+    workers = [p for p in processes if p.role == "worker"]
+    mean_shared = tuple(_mean_series(t, workers, "shared"))
+    mean_uss = tuple(_mean_series(t, workers, "uss"))
+    pss_total = [sum(v for p in processes if (v := p.pss[i]) is not None) for i in range(len(t))]
+    return SoakRunView(
+        run=run,
+        title=f"gc {run.gc}" + (f" · {runtime}" if runtime else ""),
+        gc=run.gc,
+        python=python,
+        runtime=runtime,
+        chart=f"soak-{index}",
+        rows=tuple(_soak_process_row(p) for p in processes),
+        t=t,
+        mean_shared=mean_shared,
+        mean_private=mean_uss,
+        summary=SoakFigures(
+            workers=len(workers),
+            shared_start=_first(mean_shared),
+            shared_end=_last(mean_shared),
+            private_start=_first(mean_uss),
+            private_end=_last(mean_uss),
+            pss_start=pss_total[0] if pss_total else None,
+            pss_end=pss_total[-1] if pss_total else None,
+            requests=run.requests,
+            seconds=t[-1] if t else 0.0,
+            ended_by=series.ended_by,
+            target=series.target_requests or series.target_duration_s,
+        ),
+    )
+
+
+def soak_view(results: Results) -> SoakView | None:
+    """Per-worker shared and private memory over time for every soak run, and per
+    interpreter (and Django) the mean worker under every gc mode."""
     env = results.environment
     runs = [r for r in results.runs if r.soak_series and r.ok]
     if not runs:
         return None
     with_python = several(python_label(r, env.python) for r in runs)
     with_django = several(django_label(r, env.packages) for r in runs)
-    views: list[JSON] = []
+    views = []
     for index, run in enumerate(runs):
-        series = run.soak_series
-        assert series is not None
-        t = [float(x) for x in series.t]
-        processes = list(series.processes)
-        workers = [p for p in processes if p.role == "worker"]
         python = python_label(run, env.python)
         django = django_label(run, env.packages)
         runtime = ", ".join(
             [text for text, on in ((python, with_python), (f"Django {django}", with_django)) if on]
         )
-        gc = run.gc
-        title = f"gc {gc}" + (f" · {runtime}" if runtime else "")
-        rows = []
-        for proc in processes:
-            shared0, shared1 = _first(proc.shared), _last(proc.shared)
-            uss0, uss1 = _first(proc.uss), _last(proc.uss)
-            rows.append(
+        views.append(_soak_run_view(index, run, runtime, python))
+    by_runtime: dict[str, list[SoakRunView]] = {}
+    for view in views:
+        by_runtime.setdefault(view.runtime, []).append(view)
+    summaries = [
+        SoakRuntimeSummary(runtime, f"soak-shared-{n}", f"soak-private-{n}", tuple(group))
+        for n, (runtime, group) in enumerate(by_runtime.items())
+    ]
+    return SoakView(tuple(views), tuple(summaries))
+
+
+def _soak_run_chart(view: SoakRunView) -> JSON:
+    """Each worker's shared (solid) and private (dashed) memory over time."""
+    series = view.run.soak_series
+    assert series is not None
+    workers = [p for p in series.processes if p.role == "worker"]
+    datasets = []
+    for n, proc in enumerate(workers):
+        color = RUNNER_COLORS[n % len(RUNNER_COLORS)]
+        for key, what, dash in (("shared", "shared", False), ("uss", "private", True)):
+            datasets.append(
                 {
-                    "name": proc.name,
-                    "pid": proc.pid,
-                    "role": proc.role,
-                    "shared_start": shared0,
-                    "shared_end": shared1,
-                    "shared_change": _change(shared0, shared1),
-                    "private_start": uss0,
-                    "private_end": uss1,
-                    "private_change": _change(uss0, uss1),
+                    "label": f"{proc.name} {what}",
+                    "data": _points(view.t, getattr(proc, key)),
+                    "color": color,
+                    "dash": dash,
                 }
             )
-        datasets = []
-        for n, proc in enumerate(workers):
-            color = RUNNER_COLORS[n % len(RUNNER_COLORS)]
-            for key, what, dash in (("shared", "shared", False), ("uss", "private", True)):
-                points = _points(t, getattr(proc, key))
-                datasets.append(
-                    {
-                        "label": f"{proc.name} {what}",
-                        "data": points,
-                        "color": color,
-                        "dash": dash,
-                    }
-                )
-        chart_id = f"soak-{index}"
-        charts[chart_id] = {
-            "kind": "soakTime",
-            "datasets": datasets,
-            "yTitle": "MiB per worker",
-            "windowStart": series.window_start_s,
-        }
-        mean_shared = _mean_series(t, workers, "shared")
-        mean_uss = _mean_series(t, workers, "uss")
-        pss_total = [
-            sum(v for p in processes if (v := p.pss[i]) is not None) for i in range(len(t))
-        ]
-        views.append(
-            {
-                "run": run,
-                "title": title,
-                "gc": gc,
-                "python": python,
-                "runtime": runtime,
-                "chart": chart_id,
-                "rows": rows,
-                "t": t,
-                "mean_shared": mean_shared,
-                "mean_private": mean_uss,
-                "summary": {
-                    "workers": len(workers),
-                    "shared_start": _first(mean_shared),
-                    "shared_end": _last(mean_shared),
-                    "private_start": _first(mean_uss),
-                    "private_end": _last(mean_uss),
-                    "pss_start": pss_total[0] if pss_total else None,
-                    "pss_end": pss_total[-1] if pss_total else None,
-                    "requests": run.requests,
-                    "seconds": t[-1] if t else 0.0,
-                    "ended_by": series.ended_by,
-                    "target": series.target_requests or series.target_duration_s,
-                },
-            }
-        )
-    # Per interpreter (and Django): the mean worker under every gc mode, shared memory
-    # on one chart and private memory on another (each with its own scale).
-    by_runtime: dict[str, list[JSON]] = {}
-    for view in views:
-        by_runtime.setdefault(view["runtime"], []).append(view)
-    summaries = []
-    for n, (runtime, group) in enumerate(by_runtime.items()):
-        chart_ids = {}
-        for key, what in (("mean_shared", "shared"), ("mean_private", "private")):
-            chart_id = f"soak-{what}-{n}"
-            charts[chart_id] = {
-                "kind": "soakTime",
-                "datasets": [
-                    {
-                        "label": f"gc {view['gc']}",
-                        "data": _points(view["t"], view[key]),
-                        "color": GC_COLORS.get(view["gc"], RUNNER_COLORS[i % len(RUNNER_COLORS)]),
-                        "dash": False,
-                    }
-                    for i, view in enumerate(group)
-                ],
-                "yTitle": f"{what} MiB, mean worker",
-            }
-            chart_ids[what] = chart_id
-        summaries.append(
-            {
-                "runtime": runtime,
-                "charts": chart_ids,
-                "views": group,
-                "sentences": _soak_sentences(group),
-            }
-        )
-    return {"runs": views, "summaries": summaries}
+    return {
+        "kind": "soakTime",
+        "datasets": datasets,
+        "yTitle": "MiB per worker",
+        "windowStart": series.window_start_s,
+    }
 
 
-def _soak_sentences(views: Sequence[JSON]) -> list[str]:
+def _soak_mean_chart(summary: SoakRuntimeSummary, what: str) -> JSON:
+    """The mean worker's ``shared`` or ``private`` memory over time, one line per gc mode."""
+    return {
+        "kind": "soakTime",
+        "datasets": [
+            {
+                "label": f"gc {view.gc}",
+                "data": _points(
+                    view.t, view.mean_shared if what == "shared" else view.mean_private
+                ),
+                "color": GC_COLORS.get(view.gc, RUNNER_COLORS[i % len(RUNNER_COLORS)]),
+                "dash": False,
+            }
+            for i, view in enumerate(summary.views)
+        ],
+        "yTitle": f"{what} MiB, mean worker",
+    }
+
+
+def soak_charts(view: SoakView) -> dict[str, JSON]:
+    """The soak section's chart specs by id: one per run, two per runtime."""
+    charts = {run.chart: _soak_run_chart(run) for run in view.runs}
+    for summary in view.summaries:
+        charts[summary.shared_chart] = _soak_mean_chart(summary, "shared")
+        charts[summary.private_chart] = _soak_mean_chart(summary, "private")
+    return charts
+
+
+def _soak_sentences(views: Sequence[SoakRunView]) -> list[str]:
     out = []
     for view in views:
-        s = view["summary"]
-        if s["shared_start"] is None or s["shared_end"] is None:
+        s = view.summary
+        if s.shared_start is None or s.shared_end is None:
             continue
         out.append(
-            f"gc {view['gc']}: over {s['requests']:,} requests ({s['seconds']:.0f} s), the mean "
-            f"worker's shared memory went from {s['shared_start'] / MIB:.1f} to "
-            f"{s['shared_end'] / MIB:.1f} MiB and its private memory from "
-            f"{(s['private_start'] or 0) / MIB:.1f} to {(s['private_end'] or 0) / MIB:.1f} MiB; "
-            f"summed PSS from {(s['pss_start'] or 0) / MIB:.1f} to "
-            f"{(s['pss_end'] or 0) / MIB:.1f} MiB."
+            f"gc {view.gc}: over {s.requests:,} requests ({s.seconds:.0f} s), the mean "
+            f"worker's shared memory went from {s.shared_start / MIB:.1f} to "
+            f"{s.shared_end / MIB:.1f} MiB and its private memory from "
+            f"{(s.private_start or 0) / MIB:.1f} to {(s.private_end or 0) / MIB:.1f} MiB; "
+            f"summed PSS from {(s.pss_start or 0) / MIB:.1f} to "
+            f"{(s.pss_end or 0) / MIB:.1f} MiB."
         )
     return out
 
@@ -487,10 +635,28 @@ def _soak_sentences(views: Sequence[JSON]) -> list[str]:
 # --- all of it -----------------------------------------------------------------------------------
 
 
-def runtime_views(results: Results, cells: Sequence[Cell], charts: dict[str, JSON]) -> JSON:
-    """The three runtime sections (each None when it has nothing to show)."""
-    return {
-        "interpreters": interpreter_view(cells, charts),
-        "gc": gc_view(cells),
-        "soak": soak_view(results, charts),
-    }
+@dataclass(frozen=True)
+class RuntimeViews:
+    """The three runtime sections (each None or empty when it has nothing to show)."""
+
+    interpreters: InterpreterView | None
+    gc: tuple[GcGroup, ...]
+    soak: SoakView | None
+
+
+def runtime_views(results: Results, cells: Sequence[Cell]) -> RuntimeViews:
+    return RuntimeViews(
+        interpreters=interpreter_view(cells),
+        gc=gc_view(cells),
+        soak=soak_view(results),
+    )
+
+
+def runtime_charts(views: RuntimeViews) -> dict[str, JSON]:
+    """The runtime sections' chart specs by id."""
+    charts = {}
+    if views.interpreters is not None:
+        charts[views.interpreters.chart] = interpreter_chart(views.interpreters)
+    if views.soak is not None:
+        charts |= soak_charts(views.soak)
+    return charts
