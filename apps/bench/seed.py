@@ -202,6 +202,41 @@ def _sentence(rng: random.Random, low: int, high: int) -> str:
     return " ".join(words).capitalize()
 
 
+def _follows(rng: random.Random, sizes: SeedSizes) -> list[Follow]:
+    """Each user follows ``sizes.follows`` others, drawn without repetition."""
+    follows: list[Follow] = []
+    for follower in range(1, 1 + sizes.users):
+        # Sample among the other users: draw from 1..users-1 and skip self.
+        for n in rng.sample(range(1, sizes.users), sizes.follows):
+            followee = n if n < follower else n + 1
+            follows.append(
+                Follow(
+                    id=len(follows) + 1,
+                    follower_id=follower,
+                    followee_id=followee,
+                    created_at=BASE_TIME - timedelta(minutes=rng.randint(1, 500_000)),
+                )
+            )
+    return follows
+
+
+def _likes(rng: random.Random, sizes: SeedSizes) -> list[Like]:
+    """Distinct (user, post) pairs: a sample of the pairs' indexes."""
+    likes: list[Like] = []
+    for index in rng.sample(range(sizes.users * sizes.posts), sizes.likes):
+        user_index, post_index = divmod(index, sizes.posts)
+        likes.append(
+            Like(
+                id=len(likes) + 1,
+                user_id=user_index + 1,
+                post_id=post_index + 1,
+                created_at=_post_time(post_index + 1, sizes.posts)
+                + timedelta(seconds=rng.randint(1, 3 * 86_400)),
+            )
+        )
+    return likes
+
+
 def build_rows(sizes: SeedSizes) -> dict[type[models.Model], Sequence[models.Model]]:
     """Generate every row (unsaved instances with explicit ids), deterministically."""
     sizes.validate()
@@ -222,19 +257,7 @@ def build_rows(sizes: SeedSizes) -> dict[type[models.Model], Sequence[models.Mod
         for i in range(1, 1 + sizes.users)
     ]
 
-    follows: list[Follow] = []
-    for follower in range(1, 1 + sizes.users):
-        # Sample among the other users: draw from 1..users-1 and skip self.
-        for n in rng.sample(range(1, sizes.users), sizes.follows):
-            followee = n if n < follower else n + 1
-            follows.append(
-                Follow(
-                    id=len(follows) + 1,
-                    follower_id=follower,
-                    followee_id=followee,
-                    created_at=BASE_TIME - timedelta(minutes=rng.randint(1, 500_000)),
-                )
-            )
+    follows = _follows(rng, sizes)
 
     posts = [
         Post(
@@ -246,19 +269,7 @@ def build_rows(sizes: SeedSizes) -> dict[type[models.Model], Sequence[models.Mod
         for i in range(1, 1 + sizes.posts)
     ]
 
-    # Distinct (user, post) pairs: a sample of the pairs' indexes.
-    likes: list[Like] = []
-    for index in rng.sample(range(sizes.users * sizes.posts), sizes.likes):
-        user_index, post_index = divmod(index, sizes.posts)
-        likes.append(
-            Like(
-                id=len(likes) + 1,
-                user_id=user_index + 1,
-                post_id=post_index + 1,
-                created_at=_post_time(post_index + 1, sizes.posts)
-                + timedelta(seconds=rng.randint(1, 3 * 86_400)),
-            )
-        )
+    likes = _likes(rng, sizes)
 
     comments: list[Comment] = []
     for i in range(1, 1 + sizes.comments):
