@@ -16,6 +16,7 @@ agent's server measures its windows with ``LocalHostWindow`` and sends back thei
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 from runners.results.record import PythonInfo
 from runners.sampling import cpustat
 from runners.sampling.memory import Sampler, TreeSample, sample_tree
+from runners.serving.net import free_port, url
 from runners.serving.registry import Runner
 from runners.serving.server import RunningServer, ServeConfig, serve
 from runners.vocabulary import GcMode, Variant
@@ -229,13 +231,23 @@ class Local:
 class ServerHost(Protocol):
     """Where the runs' servers are started: here (``LocalHost``) or through the agent."""
 
+    def reserve(self, config: ServeConfig) -> tuple[ServeConfig, str | None]:
+        """``config`` with what can be fixed before the server starts, and the server's URL
+        when it is known before then (None: only once it serves), so that the load
+        generator can start beside the server."""
+
     def serve(self, config: ServeConfig) -> AbstractContextManager[Hosted]:
         """Start the server of ``config``, stop it (and check none of it is left) on exit."""
 
 
 @dataclass(frozen=True)
 class LocalHost:
-    """Today's serving: on this machine, pinned to ``config.cpus``."""
+    """Serving on this machine, pinned to ``config.cpus``."""
+
+    def reserve(self, config: ServeConfig) -> tuple[ServeConfig, str | None]:
+        """A free port chosen now (the server binds it as it starts)."""
+        port = config.port or free_port(config.host)
+        return dataclasses.replace(config, port=port), url(config.host, port)
 
     @contextlib.contextmanager
     def serve(self, config: ServeConfig) -> Iterator[Hosted]:

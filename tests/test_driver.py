@@ -199,6 +199,9 @@ class FakeHost:
     broken: frozenset[str] = frozenset()
     served: list[str] = field(default_factory=list)
 
+    def reserve(self, config: ServeConfig) -> tuple[ServeConfig, str | None]:
+        return config, None
+
     @contextlib.contextmanager
     def serve(self, config: ServeConfig) -> Iterator[Hosted]:
         self.served.append(config.runner.name)

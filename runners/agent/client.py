@@ -281,6 +281,10 @@ class RemoteHost:
     database: str | None
     with_upstream: bool
 
+    def reserve(self, config: ServeConfig) -> tuple[ServeConfig, str | None]:
+        """The agent chooses the port as it starts the server: no URL before that."""
+        return config, None
+
     @contextlib.contextmanager
     def serve(self, config: ServeConfig) -> Iterator[Hosted]:
         request = ServeRequest(

@@ -24,7 +24,13 @@ from runners.bench.measure import (
 from runners.bench.options import Options
 from runners.bench.profiles import ProfilePlan, Profiler
 from runners.hosting import Hosted, LocalHost, ServerHost
-from runners.load.locust import LoadGeneratorFactory, LocustError, LocustPlan, LocustProcess
+from runners.load.locust import (
+    LoadGenerator,
+    LoadGeneratorFactory,
+    LocustError,
+    LocustPlan,
+    LocustProcess,
+)
 from runners.results.document import LoadgenCeiling
 from runners.results.flags import notes_for, order_flags
 from runners.results.record import Artifacts, Run, utc_now
@@ -36,6 +42,7 @@ from runners.serving.registry import (
 )
 from runners.serving.server import ServeConfig
 from runners.serving.supervisor import log_tail
+from runners.vocabulary import Variant
 
 
 @dataclass(frozen=True)
@@ -92,14 +99,14 @@ def locust_options(options: Options) -> tuple[str, ...]:
     )
 
 
-def plan_locust(server: Hosted, spec: RunSpec, ctx: Context) -> LocustPlan:
-    """The Locust process of ``spec`` against ``server``, on the load-generator CPUs; its
-    own time limit is a safety net well past the run's estimate."""
+def plan_locust(url: str, variant: Variant, spec: RunSpec, ctx: Context) -> LocustPlan:
+    """The Locust process of ``spec`` against the server at ``url``, on the load-generator
+    CPUs; its own time limit is a safety net well past the run's estimate."""
     options = ctx.options
     return LocustPlan(
-        host=server.url,
+        host=url,
         workload=spec.workload,
-        variant=server.variant,
+        variant=variant,
         out_prefix=ctx.runs_dir / spec.stem,
         run_time_limit_s=3 * run_estimate_s(options) + 60,
         cpus=options.placement.loadgen,
@@ -113,7 +120,11 @@ def plan_locust(server: Hosted, spec: RunSpec, ctx: Context) -> LocustPlan:
 
 
 def measure(
-    server: Hosted, spec: RunSpec, ctx: Context, profiler: Profiler | None = None
+    server: Hosted,
+    loadgen: LoadGenerator,
+    spec: RunSpec,
+    ctx: Context,
+    profiler: Profiler | None = None,
 ) -> RunFindings:
     """Drive ``server`` with the load generator and measure it: the capacity search, a
     closed loop, or a soak; ``profiler`` takes the run's profiles around the measured
@@ -121,14 +132,13 @@ def measure(
     options = ctx.options
     check = server_watch(server)
     hooks: WindowHooks = profiler if profiler is not None else NO_HOOKS
-    with ctx.loadgen(plan_locust(server, spec, ctx)) as loadgen:
-        if options.soak is not None:
-            started = profiler.soak_started if profiler is not None else None
-            measured = soak_loop(loadgen, server, options, spec.users, check, hooks, started)
-        elif options.load == "open":
-            measured = open_loop(loadgen, server, options, check, hooks)
-        else:
-            measured = closed_loop(loadgen, server, options, spec.users, check, hooks)
+    if options.soak is not None:
+        started = profiler.soak_started if profiler is not None else None
+        measured = soak_loop(loadgen, server, options, spec.users, check, hooks, started)
+    elif options.load == "open":
+        measured = open_loop(loadgen, server, options, check, hooks)
+    else:
+        measured = closed_loop(loadgen, server, options, spec.users, check, hooks)
     check()
     if measured.measurement.requests == 0:
         raise RuntimeError(
@@ -221,8 +231,18 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
         python=ctx.runtime(spec).python,
         gc=spec.runtime.gc,
     )
+    config, early_url = ctx.hosting.reserve(config)
     try:
-        with ctx.hosting.serve(config) as server:
+        with contextlib.ExitStack() as stack:
+            loadgen: LoadGenerator | None = None
+            if early_url is not None:
+                # Where the server's address is known before it starts, the load generator
+                # starts beside it (on its own CPUs; it sends nothing before the first probe).
+                variant = config.variant or spec.runner.variant
+                loadgen = stack.enter_context(
+                    ctx.loadgen(plan_locust(early_url, variant, spec, ctx))
+                )
+            server = stack.enter_context(ctx.hosting.serve(config))
             run = dataclasses.replace(
                 run,
                 workers=server.workers,
@@ -234,12 +254,13 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
                 python=server.python or run.python,
                 django=server.django or run.django,
             )
+            if loadgen is None:
+                plan = plan_locust(server.url, server.variant, spec, ctx)
+                loadgen = stack.enter_context(ctx.loadgen(plan))
             # The profilers read the server's processes: only where they run here.
             local = server.local
-            with (
-                Profiler(profiles, local) if local is not None else contextlib.nullcontext()
-            ) as profiler:
-                measured = measure(server, spec, ctx, profiler)
+            profiler = stack.enter_context(Profiler(profiles, local)) if local else None
+            measured = measure(server, loadgen, spec, ctx, profiler)
             here = server.here
         flags = [*measured.flags, *measured.incidents.flags(), *profiles.flags()]
         if options.placement.shared and here:

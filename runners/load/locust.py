@@ -44,7 +44,9 @@ from runners.serving.supervisor import Child, RunnerError, log_tail, read_lines
 LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
 PROBES_PLUGIN = REPO_ROOT / "loadtests" / "probes.py"
 MARKER = "@@bench-probe"  # loadtests/probes.py prints it
-SETTLE_S = 1.5
+SETTLE_S = 0.35
+"""Between stopping the users and quitting: Locust's statistics CSV is rewritten every
+0.2 s while probes run (``loadtests/probes.py``), not at its exit."""
 STARTUP_MARGIN_S = 30.0
 """Allowance for Locust's own start-up (the first probe) and for spawning users."""
 MARGIN_S = 10.0
