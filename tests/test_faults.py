@@ -547,7 +547,9 @@ def test_the_next_run_stops_what_a_killed_driver_left(tmp_path: Path, running_di
         rest, err = nxt.communicate(timeout=60)
         text = "".join(lines) + rest
         assert nxt.returncode == 0, text + err
-        assert first.startswith("stopped 3 stray process(es) left by an earlier run"), text
+        assert first.startswith(
+            "stopped 3 stray process(es) or resource(s) left by an earlier run"
+        ), text
         assert f"serving on http://127.0.0.1:{port}" in text
         assert not any(psutil.pid_exists(pid) for pid in stray)
         assert bystander.poll() is None  # untouched

@@ -14,6 +14,13 @@ normally. ``supervisor.stop_strays()``, run by the next driver at start-up, read
 ledgers of other drivers (``others``) and stops what those of dead drivers
 still list.
 
+Besides processes a ledger lists *resources*: things a driver made that outlive a
+``kill -9`` without a process, such as a scratch database or a cgroup. The module that
+owns a kind of resource registers its cleaner (``register_cleaner``); ``acquired`` and
+``released`` keep the books while it exists, and the next driver's ``stop_strays``
+runs the cleaner on what a dead driver left (a kind no cleaner is registered for in
+that command stays listed until one runs that knows it).
+
 The folder is ``$BENCH_RUNNING_DIR``, by default ``.data/running`` in the repository.
 """
 
@@ -24,7 +31,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +70,26 @@ def identify(name: str, pid: int, cmdline: Sequence[str] = ()) -> Entry | None:
     return Entry(name=name, pid=pid, create_time=created, cmdline=shown)
 
 
+@dataclass(frozen=True)
+class Resource:
+    """Something a driver made that is not a process: ``kind`` names its cleaner,
+    ``ident`` is what the cleaner needs to find it (a database URL, a cgroup path)."""
+
+    kind: str
+    ident: str
+
+
+Cleaner = Callable[[str], str | None]
+"""Removes the resource of this kind named ``ident``: a description of what it removed
+(None: it was already gone). ``OSError`` or ``RuntimeError``: not now (kept listed)."""
+CLEANERS: dict[str, Cleaner] = {}
+
+
+def register_cleaner(kind: str, cleaner: Cleaner) -> None:
+    """How the resources of ``kind`` are removed (by the module that makes them)."""
+    CLEANERS[kind] = cleaner
+
+
 def _write(path: Path, doc: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -84,14 +111,30 @@ class Ledger:
         self.path = directory / f"{os.getpid()}.json"
         self.driver = driver
         self._entries: dict[int, Entry] = {}
+        self._resources: dict[Resource, None] = {}
         self._lock = threading.Lock()
 
     def _save(self) -> None:
         doc = {
             "driver": asdict(self.driver),
             "processes": [asdict(e) for e in self._entries.values()],
+            "resources": [asdict(r) for r in self._resources],
         }
         _write(self.path, doc)
+
+    def resources(self) -> list[Resource]:
+        with self._lock:
+            return list(self._resources)
+
+    def acquire(self, resource: Resource) -> None:
+        with self._lock:
+            self._resources[resource] = None
+            self._save()
+
+    def release(self, resource: Resource) -> None:
+        with self._lock:
+            if self._resources.pop(resource, 0) is None:
+                self._save()
 
     def entries(self) -> list[Entry]:
         with self._lock:
@@ -108,9 +151,9 @@ class Ledger:
                 self._save()
 
     def close(self) -> None:
-        """Forget the ledger; a tree still listed (it left processes) keeps it on disk."""
+        """Forget the ledger; a tree or resource still listed keeps it on disk."""
         with self._lock:
-            if self._entries:
+            if self._entries or self._resources:
                 self._save()
             else:
                 self.path.unlink(missing_ok=True)
@@ -148,14 +191,55 @@ def stopped(pid: int) -> None:
             _active.remove(pid)
 
 
-def _load(path: Path) -> tuple[Entry, list[Entry]]:
+def acquired(resource: Resource) -> None:
+    """Record a resource this driver made (nothing outside ``active()``)."""
+    if _active is not None:
+        with contextlib.suppress(OSError):
+            _active.acquire(resource)
+
+
+def released(resource: Resource) -> None:
+    """The resource was removed."""
+    if _active is not None:
+        with contextlib.suppress(OSError):
+            _active.release(resource)
+
+
+@dataclass(frozen=True)
+class Book:
+    """Another driver's ledger as read from disk."""
+
+    path: Path
+    driver: Entry
+    processes: list[Entry]
+    resources: list[Resource]
+
+
+def _load(path: Path) -> Book:
     doc = json.loads(path.read_text(encoding="utf-8"))
-    driver = Entry(**doc["driver"])
-    return driver, [Entry(**e) for e in doc["processes"]]
+    return Book(
+        path,
+        Entry(**doc["driver"]),
+        [Entry(**e) for e in doc["processes"]],
+        [Resource(**r) for r in doc.get("resources", ())],
+    )
 
 
-def others(directory: Path | None = None) -> Iterator[tuple[Path, Entry, list[Entry]]]:
-    """The ledgers of other drivers: (file, driver, what it lists).
+def rewrite(book: Book, processes: Sequence[Entry], resources: Sequence[Resource]) -> None:
+    """What is still listed of another driver's ledger (removed when nothing is)."""
+    if not processes and not resources:
+        book.path.unlink(missing_ok=True)
+        return
+    doc = {
+        "driver": asdict(book.driver),
+        "processes": [asdict(e) for e in processes],
+        "resources": [asdict(r) for r in resources],
+    }
+    _write(book.path, doc)
+
+
+def others(directory: Path | None = None) -> Iterator[Book]:
+    """The ledgers of other drivers.
 
     An unreadable ledger cannot name anything to stop: it is removed.
     """
@@ -166,11 +250,11 @@ def others(directory: Path | None = None) -> Iterator[tuple[Path, Entry, list[En
         return
     for path in paths:
         try:
-            driver, entries = _load(path)
+            book = _load(path)
         except FileNotFoundError:
             continue
         except (OSError, ValueError, TypeError, KeyError):
             path.unlink(missing_ok=True)
             continue
-        if driver.pid != os.getpid():
-            yield path, driver, entries
+        if book.driver.pid != os.getpid():
+            yield book

@@ -385,23 +385,43 @@ def track(directory: Path | None = None) -> Iterator[ledger.Ledger]:
 
 
 def stop_strays(directory: Path | None = None, grace: float = 3.0) -> list[str]:
-    """Stop what the ledgers of dead drivers list; one description per stopped process.
+    """Stop what the ledgers of dead drivers list, and remove the resources they list
+    (``ledger.register_cleaner``); one description per process stopped or resource
+    removed.
 
     Ledgers of live drivers are left alone; a ledger is removed once nothing it
-    lists runs any more.
+    lists is left.
     """
     done: list[str] = []
-    for path, driver, entries in ledger.others(directory):
-        if _same_start(started_at(driver.pid), driver.create_time):
+    for book in ledger.others(directory):
+        if _same_start(started_at(book.driver.pid), book.driver.create_time):
             continue  # that driver still runs
-        all_gone = True
-        for entry in entries:
+        processes = []
+        for entry in book.processes:
             stopped, gone = _stop_entry(entry, grace)
             done += stopped
-            all_gone = all_gone and gone
-        if all_gone:
-            path.unlink(missing_ok=True)
+            if not gone:
+                processes.append(entry)
+        resources = []
+        for resource in book.resources:
+            cleaned, removed = _clean(resource)
+            done += cleaned
+            if not removed:
+                resources.append(resource)
+        ledger.rewrite(book, processes, resources)
     return done
+
+
+def _clean(resource: ledger.Resource) -> tuple[list[str], bool]:
+    """Remove a dead driver's resource: (what was removed, whether it is gone)."""
+    cleaner = ledger.CLEANERS.get(resource.kind)
+    if cleaner is None:
+        return [], False
+    try:
+        found = cleaner(resource.ident)
+    except (OSError, RuntimeError):
+        return [], False
+    return ([f"{resource.kind}: {found}"] if found else []), True
 
 
 def strays_message(directory: Path | None = None) -> str | None:
@@ -410,6 +430,6 @@ def strays_message(directory: Path | None = None) -> str | None:
     if not found:
         return None
     return (
-        f"stopped {len(found)} stray process(es) left by an earlier run that was killed: "
-        + "; ".join(found)
+        f"stopped {len(found)} stray process(es) or resource(s) left by an earlier run that "
+        "was killed: " + "; ".join(found)
     )
