@@ -33,7 +33,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchRun]:
         tmp_path_factory.mktemp("plan-data"),
         *("--runners", ",".join(RUNNERS), "--workloads", "json"),
         *("--workers", ",".join(map(str, WORKERS))),
-        *("--load", "closed", "--users", "4", "--warmup", "1", "--duration", "2"),
+        *("--load", "closed", "--users", "4", "--warmup", "0.5", "--duration", "1.5"),
         "--no-report",
     )
     assert bench.proc.returncode == 0, bench.proc.stdout + bench.proc.stderr

@@ -264,7 +264,7 @@ def two_pythons(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Ite
         data_dir,
         *("--python", ",".join(PYTHONS), "--runners", "gunicorn-sync-preload,uvicorn"),
         *("--workloads", "json", "--gc", "default,freeze"),
-        *("--load", "closed", "--users", "4", "--warmup", "1", "--duration", "2"),
+        *("--load", "closed", "--users", "4", "--warmup", "0.5", "--duration", "1"),
     )
 
 

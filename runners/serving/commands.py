@@ -13,10 +13,9 @@ import sys
 from dataclasses import dataclass, field
 
 from runners.serving.registry import Runner
+from runners.serving.subject import BUILTIN, Subject
 from runners.vocabulary import GcMode
 
-WSGI_APP = "apps.project.wsgi:application"
-ASGI_APP = "apps.project.asgi:application"
 UWSGI_APP = "runners.serving.servers.uwsgi_app:application"
 GUNICORN_CONFIG = "python:runners.serving.servers.gunicorn_conf"
 # pyuwsgi has no __main__ module; this is its console script's body.
@@ -40,6 +39,8 @@ class Settings:
     gc: GcMode = "default"
     python: str = sys.executable
     app: str | None = None  # import target replacing the Django app (tests, probes)
+    subject: Subject = BUILTIN
+    """The Django app served: its WSGI or ASGI callable is the server's import target."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def command(runner: Runner, settings: Settings) -> ServerCommand:
     """The command line that serves the app with ``runner`` and ``settings``."""
     check(runner, settings)
     s = settings
-    app = s.app or runner.app or (WSGI_APP if runner.interface == "wsgi" else ASGI_APP)
+    app = s.app or runner.app or s.subject.app(runner.interface)
     env: dict[str, str] = {"BENCH_GC": s.gc}
     match runner.server:
         case "gunicorn":

@@ -30,6 +30,7 @@ from runners.serving.cpus import available_cpus
 from runners.serving.net import check_port_free, free_port, http_get, url
 from runners.serving.proctree import server_process_count
 from runners.serving.registry import Runner, worker_count
+from runners.serving.subject import BUILTIN, Subject
 from runners.serving.supervisor import Child, RunnerError
 from runners.vocabulary import GcMode, Variant
 
@@ -69,6 +70,8 @@ class ServeConfig:
     with_upstream: bool = False
     upstream_cpus: tuple[int, ...] | None = None
     app: str | None = None  # import target replacing the Django app (tests, probes)
+    subject: Subject = BUILTIN
+    """The Django app served: the built-in one, or a user's project (``runners.project``)."""
     # PR_SET_PDEATHSIG: the root gets SIGTERM when the thread that called
     # start() exits (so call it from a long-lived thread, or turn this off).
     die_with_parent: bool = True
@@ -133,33 +136,45 @@ class RunningServer:
         }
 
 
-def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of the app's processes: ours, minus server-setting
-    variables, plus the repository on ``PYTHONPATH`` and ``extra``."""
+def server_env(
+    extra: Mapping[str, str] | None = None, subject: Subject = BUILTIN
+) -> dict[str, str]:
+    """The environment of the app's processes: ours, minus server-setting variables,
+    plus the subject's folders and the repository on ``PYTHONPATH``, its settings
+    module, and ``extra``."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(_SCRUBBED_ENV_PREFIXES) and k != "BENCH_GC"
     }
     path = env.get("PYTHONPATH", "")
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
-    env["DJANGO_SETTINGS_MODULE"] = "apps.project.settings"
+    env["PYTHONPATH"] = os.pathsep.join(
+        [*subject.pythonpath, str(REPO_ROOT), *([path] if path else [])]
+    )
+    env["DJANGO_SETTINGS_MODULE"] = subject.settings or "apps.project.settings"
+    if subject.app_root is not None:
+        env["BENCH_APP_ROOT"] = subject.app_root
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
 
 
-def _wait_healthy(child: Child, host: str, port: int, timeout: float) -> None:
+def _wait_healthy(
+    child: Child, host: str, port: int, timeout: float, subject: Subject = BUILTIN
+) -> None:
+    path = subject.health
+
     def probe() -> str | None:
         try:
-            status, body = http_get(host, port, "/health", timeout=2.0)
+            status, body = http_get(host, port, path, timeout=2.0)
         except (OSError, http.client.HTTPException) as exc:
             return f"{type(exc).__name__}: {exc}"
-        return None if status == 200 else f"HTTP {status}: {body[:200]!r}"
+        ready = 200 <= status < subject.ready_below
+        return None if ready else f"HTTP {status}: {body[:200]!r}"
 
-    last = supervisor.wait_ready(child, probe, timeout, " before answering /health")
+    last = supervisor.wait_ready(child, probe, timeout, f" before answering {path}")
     if last is not None:
-        raise child.error(f"no healthy answer on /health within {timeout:g}s ({last})")
+        raise child.error(f"no healthy answer on {path} within {timeout:g}s ({last})")
 
 
 def _wait_processes(child: Child, expected: int, timeout: float) -> None:
@@ -207,7 +222,16 @@ def start(config: ServeConfig) -> RunningServer:
         check_port_free(config.host, port, f"runner {runner.name}")
     cmd = command(
         runner,
-        Settings(config.host, port, workers, threads, gc=gc, python=config.python, app=config.app),
+        Settings(
+            config.host,
+            port,
+            workers,
+            threads,
+            gc=gc,
+            python=config.python,
+            app=config.app,
+            subject=config.subject,
+        ),
     )
     upstream_child: Child | None = None
     upstream_url: str | None = None
@@ -226,7 +250,7 @@ def start(config: ServeConfig) -> RunningServer:
         child = supervisor.spawn(
             runner.name,
             cmd.argv,
-            env=server_env(extra),
+            env=server_env(extra, config.subject),
             log_path=config.log_path,
             cpus=config.cpus,
             die_with_parent=config.die_with_parent,
@@ -251,7 +275,7 @@ def start(config: ServeConfig) -> RunningServer:
         _upstream=upstream_child,
     )
     try:
-        _wait_healthy(child, config.host, port, config.startup_timeout)
+        _wait_healthy(child, config.host, port, config.startup_timeout, config.subject)
         remaining = max(5.0, config.startup_timeout - (time.monotonic() - began))
         _wait_processes(child, server.expected_processes(), remaining)
         child.track()

@@ -37,7 +37,9 @@ server packages and ``runners/serving/servers``), ``stdlib``, ``imports``
 imported while tracing, e.g. what a worker imports lazily after the fork, which
 preload did not share), ``native`` (no Python frame: allocations by the
 interpreter or the server's C/Rust code outside any Python call) and ``rest``
-(every other package).
+(every other package). Serving a user's project (``BENCH_APP_ROOT``: its folder),
+``app`` is the project's own code and every other installed package is its own group,
+named after its top-level package (``wagtail``, ``PIL``): what each dependency costs.
 
 Object counts are of the objects the garbage collector tracks (containers,
 instances, functions, classes); ``str``, ``int``, ``bytes`` and ``float``
@@ -69,6 +71,11 @@ POLL_S = 0.2
 TOP_LINES = 25
 TOP_TYPES = 30
 REPO_ROOT = Path(__file__).resolve().parents[3]
+APP_ROOT_ENV = "BENCH_APP_ROOT"
+APP_ROOT = os.environ.get(APP_ROOT_ENV) or str(REPO_ROOT / "apps")
+"""The app's own code: the built-in ``apps/``, or the user's project folder."""
+PER_PACKAGE = APP_ROOT_ENV in os.environ
+"""A user's project: other installed packages are grouped one by one."""
 SERVER_PACKAGES = frozenset(
     {
         "gunicorn",
@@ -235,8 +242,10 @@ def package_of(filename: str) -> str:
             top = tail.split(os.sep, 1)[0].removesuffix(".py")
             if top in DJANGO_PACKAGES:
                 return "django"
-            return "server" if top in SERVER_PACKAGES else "rest"
-    if filename.startswith(str(REPO_ROOT / "apps") + os.sep):
+            if top in SERVER_PACKAGES:
+                return "server"
+            return top if PER_PACKAGE and top else "rest"
+    if filename.startswith(APP_ROOT.rstrip(os.sep) + os.sep):
         return "app"
     if filename.startswith(str(REPO_ROOT / "runners" / "serving" / "servers") + os.sep):
         return "server"
