@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+from collections.abc import Mapping
 
 from runners.serving.supervisor import RunnerError
 
@@ -66,9 +67,22 @@ def check_port_free(host: str, port: int, what: str) -> None:
 def http_get(host: str, port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
     """(status, body) of ``GET path`` on ``host:port`` (``connect_host`` applied; plain
     http.client, so no proxy settings apply)."""
+    return http_request(host, port, "GET", path, timeout=timeout)
+
+
+def http_request(
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, bytes]:
+    """(status, body) of one request on ``host:port``, redirects not followed."""
     conn = http.client.HTTPConnection(connect_host(host), port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request(method, path, body=body, headers=dict(headers or {}))
         response = conn.getresponse()
         return response.status, response.read()
     finally:
