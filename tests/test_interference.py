@@ -22,12 +22,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from loadtests.window import ProbeResult
+from runners.bench.capacity import Target
+from runners.bench.host_usage import interference_record
+from runners.bench.measure import ProbeWindow, window_flags
 from runners.report import render_run
 from runners.results.criteria import INTERFERENCE_SHARE
 from runners.results.flags import FLAGS, notes_for
 from runners.sampling import cpustat
 from runners.sampling.interference import TICKS_PER_S, Mark, is_local, others
-from runners.serving.cpus import default_placement
+from runners.serving.cpus import Placement, default_placement
 from runners.serving.servers.launch import launch_command
 from tests.servers import run_bench
 from tests.test_report import SAMPLE, parse, place
@@ -196,3 +200,68 @@ def test_a_local_postgres_is_measured_beside_the_server(
     assert "database-shared-cpus:" in run["stdout"]
     # Its time is not taken for another program's: it is taken off both sides.
     assert run["interference"]["unpinned_cpu_seconds"] >= database["cpu_seconds"]
+
+
+def _proc_stat(path: Path, ticks: dict[int, tuple[int, int, int]]) -> Path:
+    """A /proc/stat with, per CPU, (busy user ticks, idle ticks, steal ticks)."""
+    lines = ["cpu  0 0 0 0 0 0 0 0 0 0"]
+    for cpu, (user, idle, steal) in ticks.items():
+        lines.append(f"cpu{cpu} {user} 0 0 {idle} 0 0 0 {steal} 0 0")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_steal_is_read_apart_and_is_not_interference(tmp_path: Path) -> None:
+    """10% steal on both CPUs and nothing else running but the run's own processes: the
+    run is flagged ``steal``, not ``interference``."""
+    before = cpustat.read(_proc_stat(tmp_path / "a", {0: (0, 0, 0), 1: (0, 0, 0)}))
+    # 4 s per CPU (400 ticks): the run's processes used 3.6 s / 2.0 s, steal 0.4 s each.
+    after = cpustat.read(_proc_stat(tmp_path / "b", {0: (320, 40, 40), 1: (180, 180, 40)}))
+    assert cpustat.steal_share(before, after, (0,)) == pytest.approx(0.1)
+    # Busy share of the time the CPU had: 320 of 360 ticks.
+    assert cpustat.busy_percent(before, after, (0,)) == pytest.approx(100 * 320 / 360)
+    own = Mark(after, server=3.2, loadgen=1.8, unpinned=0.0)
+    found = others(Mark(before, 0.0, 0.0, 0.0), own, (0,), (1,))
+    assert found is not None
+    assert found.share == pytest.approx(0.0, abs=1e-9)
+    assert found.server_steal_share == pytest.approx(0.1)
+    record = interference_record(Mark(before, 0.0, 0.0, 0.0), own, Placement((0,), (1,)))
+    assert record is not None and record.steal_share == pytest.approx(0.1)
+    window = ProbeWindow(_result(), 80.0, 50.0, interference=record)
+    flags = window_flags(window, Target())
+    assert "steal" in flags and "interference" not in flags
+
+
+def test_late_tickets_at_low_generator_cpu_flag_stalls_not_the_generator() -> None:
+    window = ProbeWindow(_result(late=0.05), 80.0, 40.0)
+    flags = window_flags(window, Target())
+    assert "loadgen-stalls" in flags and "loadgen-bound" not in flags
+    busy = ProbeWindow(_result(late=0.05), 80.0, 95.0)
+    assert "loadgen-bound" in window_flags(busy, Target())
+
+
+def _result(late: float = 0.0) -> ProbeResult:
+    return ProbeResult(
+        seq=2,
+        mode="open",
+        rate=100.0,
+        users=16,
+        start=0.0,
+        end=2.0,
+        duration_s=2.0,
+        scheduled=200,
+        dispatched=200,
+        free_dispatches=200,
+        late=round(200 * late),
+        pool_waits=0,
+        successes=200,
+        failures=0,
+        timeouts=0,
+        unsent=0,
+        in_flight=0,
+        served=200,
+        late_fraction=late,
+        latency_hdr="",
+        loadgen_cpu_seconds=0.1,
+        processes_expected=1,
+    )

@@ -5,31 +5,48 @@ A *probe* offers load for a short window and reports what came back
 
 1. a saturation probe: a closed loop with enough users to keep every worker
    busy, whose successful requests/s (``X``) is the most the server did when
-   pushed, an upper bound to start from, never the answer;
+   pushed, an upper bound to start from, never the answer. A server without a fixed
+   number of slots (async) whose CPUs stayed under ``GALLOP_CPU_PERCENT`` was held back
+   by the users, not by itself: the probe is taken again with the users Little's law
+   gives for a busy CPU (at most ``Plan.saturation_tries`` times);
 2. open-loop probes, first at 0.9 X: one that passes (p99 within the target,
    errors under the budget, the offered rate achieved, no queue building up
    through the window, the load generator keeping its schedule) raises the
-   lower bound and, until one has failed, steps up by ``step_up``; one that
-   fails lowers the upper bound and, until one has passed, steps down by
-   ``step_down``; once both bounds exist the
-   next rate is their geometric mean, until they are within ``tolerance`` of
-   each other or ``max_probes`` are spent;
+   lower bound and, until one has failed, steps up: by ``gallop`` while the server's
+   CPUs stayed under ``GALLOP_CPU_PERCENT`` (a low start crawls no more), else by
+   ``step_up``; one that fails lowers the upper bound and, until one has passed,
+   steps down by ``step_down``; once both bounds exist the next rate is their
+   geometric mean, until they are within ``tolerance`` of each other or
+   ``max_probes`` are spent.
    A probe's rate is the one its window's arrivals actually offered (a short
    window of a Poisson schedule holds N +- sqrt(N) arrivals: a probe that
    happened to offer 20 % less must not vouch for the nominal rate). A rate
    just above the server's capacity passes a short window on p99 alone (the
    queue has no time to grow), so a probe whose second half's median latency
    is well above its first half's fails too;
-3. the caller confirms the highest passing rate with a full measured window;
-   those figures are the run's.
+3. a probe that cannot be believed is taken again at the same rate, not believed
+   (``Plan.max_retakes`` per search, counted apart from ``max_probes``: a noisy
+   machine costs time, not accuracy): a failure while the hypervisor or another
+   program took the run's CPUs (``steal``, ``interference``), while the load
+   generator stalled with CPU to spare, or from a short burst (under
+   ``BURST_SHARE`` of the requests over the target, no queue building); and any
+   probe that contradicts the curve (a failure below a rate that passed, a pass
+   above one that failed). The search uses the retake; two takes that disagree are
+   settled by a third, or the point is recorded ``disputed``. The curve keeps every
+   take, the earlier ones marked ``retaken``;
+4. the caller confirms the highest passing rate with a full measured window;
+   those figures are the run's. The capacity is a band: its low end the highest
+   rate that passed twice (a probe and the confirmation), its high end the lowest
+   rate that failed (after its retake).
 
 ``bound`` says what limited the server at the first rate it could not
-sustain: ``loadgen`` (the load generator could not keep its schedule, or its
-CPUs were saturated, so the figure measured the generator), ``errors`` (the
-latency held but more than the error budget failed), ``server-cpu`` (the
-server's CPUs were saturated), ``server-slots`` (every worker or thread was
-busy while CPU was left: a sync server's concurrency limit), ``memory`` (the
-host ran out of available memory).
+sustain: ``loadgen`` (the load generator's CPUs, or its busiest process, were
+saturated, so the figure measured the generator), ``errors`` (the latency held but
+more than the error budget failed), ``server-cpu`` (the server's CPUs were
+saturated), ``server-slots`` (every worker or thread was busy while CPU was left: a
+sync server's concurrency limit), ``memory`` (the host ran out of available memory).
+Late tickets with the generator's CPU under ``LOADGEN_STALL_CPU_PERCENT`` are not the
+generator's limit but a stall of the host: retaken, never the ``loadgen`` bound.
 
 Nothing here starts a process: the probe is a function the caller passes in,
 so the search can be tested against a model server.
@@ -37,20 +54,26 @@ so the search can be tested against a model server.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from runners.results.criteria import (
     ACHIEVED_SHARE,
+    BURST_SHARE,
     DEFAULT_SLO_P99_MS,
     DRIFT_RATIO,
     DRIFT_SHARE,
+    GALLOP_CPU_PERCENT,
+    INTERFERENCE_SHARE,
     LATE_SHARE,
     LOADGEN_CPU_PERCENT,
+    LOADGEN_STALL_CPU_PERCENT,
     LOW_MEMORY_SHARE,
     MAX_ERROR_RATE,
     SERVER_CPU_PERCENT,
+    STEAL_SHARE,
 )
 from runners.vocabulary import Bound, Load
 
@@ -93,6 +116,16 @@ class ProbeObservation:
     """The rate the schedule was asked for (None: ``offered_rps``)."""
     p50_halves_ms: tuple[float | None, float | None] = (None, None)
     """Median latency of the requests intended in the window's first and second half."""
+    over_target_share: float = 0.0
+    """The share of the window's requests slower than the latency target."""
+    steal_share: float | None = None
+    """The larger of the server's and the load generator's CPUs' steal in the window."""
+    interference_share: float | None = None
+    """The larger side's share of the window that other programs used."""
+    retaken: bool = False
+    """Taken again at the same rate: the search used a later take."""
+    disputed: bool = False
+    """Its takes disagreed and no retake was left to settle them."""
 
     def drifting(self, target: Target) -> bool:
         """The latency grew through the window: a queue was building up."""
@@ -110,12 +143,45 @@ class ProbeObservation:
         return self.failures / self.requests if self.requests else 0.0
 
     @property
+    def late(self) -> bool:
+        """More than ``LATE_SHARE`` of its tickets left late although a user was free."""
+        return self.late_share > LATE_SHARE
+
+    @property
     def loadgen_bound(self) -> bool:
+        """The load generator was the limit: its CPUs or its busiest process saturated, or
+        its tickets late while it was busy."""
+        cpu = self.loadgen_cpu_percent or 0.0
         return (
-            (self.loadgen_cpu_percent or 0.0) > LOADGEN_CPU_PERCENT
+            cpu > LOADGEN_CPU_PERCENT
             or (self.loadgen_process_percent or 0.0) > LOADGEN_CPU_PERCENT
-            or self.late_share > LATE_SHARE
+            or (self.late and cpu >= LOADGEN_STALL_CPU_PERCENT)
         )
+
+    @property
+    def loadgen_stalled(self) -> bool:
+        """Tickets left late while the generator had CPU to spare: the host stalled it."""
+        return self.late and not self.loadgen_bound
+
+    def disturbed(self, target: Target) -> str | None:
+        """Why this failure may say more about the machine than about the server (None:
+        it is the server's): steal, other programs, a stalled load generator, or a
+        short burst (few requests over the target, no queue building)."""
+        if (self.steal_share or 0.0) > STEAL_SHARE:
+            return f"the hypervisor took {self.steal_share:.0%} of the CPUs (steal)"
+        if (self.interference_share or 0.0) > INTERFERENCE_SHARE:
+            return f"other programs used {self.interference_share:.0%} of the run's CPUs"
+        if self.loadgen_stalled:
+            cpu = self.loadgen_cpu_percent or 0.0
+            return f"the load generator stalled ({self.late_share:.1%} late at {cpu:.0f}% CPU)"
+        problems = self.problems(target)
+        only_p99 = len(problems) == 1 and self.p99_over(target)
+        if only_p99 and self.over_target_share < BURST_SHARE:
+            return f"a short burst ({self.over_target_share:.2%} of requests over the target)"
+        return None
+
+    def p99_over(self, target: Target) -> bool:
+        return self.p99_ms is not None and self.p99_ms > target.slo_p99_ms
 
     def problems(self, target: Target) -> list[str]:
         """Why this probe does not count as sustained ([] when it does)."""
@@ -142,6 +208,8 @@ class ProbeObservation:
             found.append(f"{self.achieved_rps:.0f} of {self.offered_rps:.0f} req/s came back")
         if self.loadgen_bound:
             found.append("the load generator could not keep up")
+        elif self.loadgen_stalled:
+            found.append(f"{self.late_share:.1%} of the tickets left late")
         return found
 
     def passes(self, target: Target) -> bool:
@@ -163,8 +231,16 @@ class Plan:
     tolerance: float = 0.05
     """Stop when the lowest failing rate is within this of the highest passing one."""
     max_probes: int = 8
-    """Open-loop probes after the saturation probe."""
+    """Open-loop probes after the saturation probe (retakes not counted)."""
     min_rps: float = 1.0
+    max_retakes: int = 2
+    """Probes taken again at the same rate, per search (``retakes`` in the docstring)."""
+    gallop: float = 2.0
+    """The step up while no probe has failed and the server's CPUs were not busy."""
+    grow_saturation: bool = False
+    """A server without a fixed number of slots: its saturation probe's users may grow."""
+    saturation_tries: int = 3
+    max_users: int = 1024
 
 
 Prober = Callable[[Load, float | None, int], ProbeObservation]
@@ -181,12 +257,35 @@ class Search:
     passed: ProbeObservation | None = None
     """The highest passing open-loop probe."""
     failed: ProbeObservation | None = None
-    """The lowest failing open-loop probe."""
+    """The lowest failing open-loop probe (its last take)."""
+    retakes: int = 0
 
     @property
     def rate(self) -> float | None:
         """The rate to confirm (None: no rate passed)."""
         return self.passed.offered_rps if self.passed is not None else None
+
+    def contradicts(self, observed: ProbeObservation) -> bool:
+        """A failure below a rate that passed, or a pass above a rate that failed."""
+        rate = observed.offered_rps or 0.0
+        if observed.passes(self.target):
+            return self.failed is not None and rate > (self.failed.offered_rps or math.inf)
+        return self.passed is not None and rate < (self.passed.offered_rps or 0.0)
+
+    def suspect(self, observed: ProbeObservation) -> bool:
+        """Not to be believed without a retake (see the module's docstring)."""
+        if self.contradicts(observed):
+            return True
+        return not observed.passes(self.target) and observed.disturbed(self.target) is not None
+
+    def record(self, observed: ProbeObservation) -> None:
+        """A probe the search believes: it moves the bounds."""
+        offered = observed.offered_rps or 0.0
+        if observed.passes(self.target):
+            if self.passed is None or offered > (self.passed.offered_rps or 0.0):
+                self.passed = observed
+        elif self.failed is None or offered < (self.failed.offered_rps or math.inf):
+            self.failed = observed
 
 
 def pool_size(rate: float, target: Target, floor: int = 16, ceiling: int = 1024) -> int:
@@ -195,24 +294,61 @@ def pool_size(rate: float, target: Target, floor: int = 16, ceiling: int = 1024)
     return max(floor, min(ceiling, math.ceil(rate * target.slo_p99_ms / 1000.0 * 1.5) + 8))
 
 
+def saturate(probe: Prober, plan: Plan, found: Search) -> ProbeObservation:
+    """The saturation probe, taken again with more users while an async server's CPUs
+    stayed idle-ish: Little's law (users = rate x latency) for the rate a busy CPU would
+    serve, at most ``saturation_tries`` takes."""
+    users = plan.saturation_users
+    for attempt in range(plan.saturation_tries):
+        observed = probe("closed", None, users)
+        found.curve.append(observed)
+        cpu = observed.server_cpu_percent
+        if (
+            not plan.grow_saturation
+            or attempt + 1 == plan.saturation_tries
+            or cpu is None
+            or cpu >= GALLOP_CPU_PERCENT
+            or users >= plan.max_users
+        ):
+            return observed
+        found.curve[-1] = dataclasses.replace(observed, retaken=True)
+        users = min(plan.max_users, math.ceil(users * 100.0 / max(cpu, 10.0)))
+    raise AssertionError("unreachable")
+
+
+def take(probe: Prober, rate: float, users: int, plan: Plan, found: Search) -> ProbeObservation:
+    """One open-loop probe at ``rate``, taken again while it cannot be believed and
+    retakes are left; the take the search believes (the curve holds them all)."""
+    first = probe("open", rate, users)
+    found.curve.append(first)
+    if not found.suspect(first) or found.retakes >= plan.max_retakes:
+        return first
+    takes = [first]
+    while found.retakes < plan.max_retakes:
+        found.retakes += 1
+        found.curve[-1] = dataclasses.replace(found.curve[-1], retaken=True)
+        takes.append(probe("open", rate, users))
+        found.curve.append(takes[-1])
+        latest, before = takes[-1], takes[-2]
+        if latest.passes(found.target) == before.passes(found.target) or len(takes) == 3:
+            return latest  # two agree (or a third settled a disagreement)
+    if takes[-1].passes(found.target) != takes[-2].passes(found.target):
+        found.curve[-1] = dataclasses.replace(takes[-1], disputed=True)
+        return found.curve[-1]
+    return takes[-1]
+
+
 def search(probe: Prober, target: Target, plan: Plan = Plan()) -> Search:
     """Find the highest rate that passes (see the module's docstring)."""
     found = Search(target)
-    saturation = probe("closed", None, plan.saturation_users)
+    saturation = saturate(probe, plan, found)
     found.saturation = saturation
-    found.curve.append(saturation)
     rate = max(plan.min_rps, plan.first_share * saturation.achieved_rps)
     users = 0
     for _ in range(plan.max_probes):
         users = max(users, pool_size(rate, target))
-        observed = probe("open", rate, users)
-        found.curve.append(observed)
-        offered = observed.offered_rps or rate
-        if observed.passes(target):
-            if found.passed is None or offered > (found.passed.offered_rps or 0.0):
-                found.passed = observed
-        elif found.failed is None or offered < (found.failed.offered_rps or math.inf):
-            found.failed = observed
+        observed = take(probe, rate, users, plan, found)
+        found.record(observed)
         low = found.passed.offered_rps if found.passed is not None else None
         high = found.failed.offered_rps if found.failed is not None else None
         if low is not None and high is not None:
@@ -220,7 +356,8 @@ def search(probe: Prober, target: Target, plan: Plan = Plan()) -> Search:
                 break
             rate = math.sqrt(low * high)
         elif low is not None:
-            rate = low * plan.step_up
+            idle = (observed.server_cpu_percent or 0.0) < GALLOP_CPU_PERCENT
+            rate = low * (plan.gallop if idle else plan.step_up)
         else:
             assert high is not None
             # Never above what came back when the server was pushed.

@@ -43,11 +43,14 @@ class Timing:
     """Each search probe's window (longer at low rates, see ``runners.bench.measure``)."""
     max_probes: int = 0
     """Open-loop probes after the saturation probe."""
+    max_retakes: int = 0
+    """Probes taken again at the same rate when they cannot be believed (a noisy machine
+    costs this many more probes, at most, not accuracy)."""
 
 
 TIMINGS: dict[tuple[Load, bool], Timing] = {
-    ("open", False): Timing(warmup_s=2.0, duration_s=8.0, probe_s=1.5, max_probes=4),
-    ("open", True): Timing(warmup_s=2.0, duration_s=4.0, probe_s=1.0, max_probes=3),
+    ("open", False): Timing(warmup_s=2.0, duration_s=8.0, probe_s=1.5, max_probes=4, max_retakes=2),
+    ("open", True): Timing(warmup_s=2.0, duration_s=4.0, probe_s=1.0, max_probes=3, max_retakes=2),
     ("closed", False): Timing(warmup_s=5.0, duration_s=20.0),
     ("closed", True): Timing(warmup_s=3.0, duration_s=8.0),
 }

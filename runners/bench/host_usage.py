@@ -52,6 +52,11 @@ class WindowUsage:
             return None
         return cpustat.busy_percent(self.loadgen[0], self.loadgen[-1], self.placement.loadgen)
 
+    def loadgen_steal_share(self) -> float | None:
+        if len(self.loadgen) < 2:
+            return None
+        return cpustat.steal_share(self.loadgen[0], self.loadgen[-1], self.placement.loadgen)
+
     def interference(self) -> Interference | None:
         if len(self.marks) < 2:
             return None
@@ -78,6 +83,8 @@ def interference_record(
         server_share=round(found.server_share, 4),
         loadgen_share=round(found.loadgen_share, 4),
         unpinned_cpu_seconds=round(found.unpinned_cpu_seconds, 3),
+        server_steal_share=round(found.server_steal_share, 4),
+        loadgen_steal_share=round(found.loadgen_steal_share, 4),
     )
 
 

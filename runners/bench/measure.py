@@ -29,7 +29,12 @@ from runners.bench.options import Options
 from runners.hosting import Hosted
 from runners.load.locust import LoadGenerator
 from runners.results import latency
-from runners.results.criteria import CONFIRM_BACKOFF, INTERFERENCE_SHARE, USER_BOUND_CPU_PERCENT
+from runners.results.criteria import (
+    CONFIRM_BACKOFF,
+    INTERFERENCE_SHARE,
+    STEAL_SHARE,
+    USER_BOUND_CPU_PERCENT,
+)
 from runners.results.figures import per_gib
 from runners.results.record import (
     Capacity,
@@ -52,7 +57,8 @@ MIN_PROBE_REQUESTS = 150
 ``MAX_PROBE_S``."""
 MIN_CONFIRM_REQUESTS = 200
 """The confirmation window is stretched (up to 2x ``--duration``) to hold this many."""
-CONFIRM_ATTEMPTS = 2
+CONFIRM_ATTEMPTS = 3
+"""The rate found, ``CONFIRM_BACKOFF`` of it, then the band's low end (``confirm``)."""
 IDLE_HEALTH_S = 0.1
 """A server that answers ``/health`` this fast has nothing queued."""
 IDLE_TIMEOUT_S = 30.0
@@ -124,11 +130,16 @@ class ProbeWindow:
     database: DatabaseUsage | None = None
     connections: int | None = None
     """New TCP connections the load generator opened to the server in the window."""
+    loadgen_steal_share: float | None = None
+    """Steal on the load generator's CPUs, where nothing else of the host is read (the
+    server on the agent's host)."""
 
-    def observation(self) -> ProbeObservation:
+    def observation(self, slo_p99_ms: float | None = None) -> ProbeObservation:
+        """The search's view of the window (``slo_p99_ms``: to count the requests over it)."""
         r = self.result
         hist = latency.merged([r.latency_hdr])
         lat = latency.latency(hist)
+        host = self.interference
         halves = tuple(latency.latency(latency.merged([h])).p50 for h in r.halves_hdr)
         offered = r.rate
         if r.mode == "open" and r.scheduled and r.duration_s > 0:
@@ -152,6 +163,9 @@ class ProbeWindow:
             late_share=r.late_fraction,
             scheduled=r.scheduled if r.mode == "open" else 0,
             served=r.served,
+            over_target_share=latency.share_over(hist, slo_p99_ms) if slo_p99_ms else 0.0,
+            steal_share=host.steal_share if host is not None else self.loadgen_steal_share,
+            interference_share=host.share if host is not None else None,
         )
 
 
@@ -242,6 +256,7 @@ class Probing:
             sampler_cpu_percent=figures.sampler_cpu_percent,
             interference=usage.interference(),
             database=usage.database(),
+            loadgen_steal_share=usage.loadgen_steal_share(),
             # Counted by the load generator as its users connect (loadtests/locustfile.py).
             connections=result.connects,
         )
@@ -255,7 +270,8 @@ class Probing:
 
     def observe(self, mode: Load, rate: float | None, users: int) -> ProbeObservation:
         """``capacity.search``'s probe."""
-        return self.run(WindowRequest(mode, rate, users, self.probe_seconds(rate))).observation()
+        window = self.run(WindowRequest(mode, rate, users, self.probe_seconds(rate)))
+        return window.observation(self.target.slo_p99_ms)
 
 
 def wait_idle(server: Hosted, timeout: float = IDLE_TIMEOUT_S) -> float:
@@ -321,14 +337,18 @@ def measurement(
 
 def window_flags(window: ProbeWindow, target: Target) -> list[str]:
     """Flags every measured window can earn, in either mode."""
-    observed = window.observation()
+    observed = window.observation(target.slo_p99_ms)
     flags = []
     if observed.loadgen_bound:
         flags.append("loadgen-bound")
+    elif observed.loadgen_stalled:
+        flags.append("loadgen-stalls")
     if observed.error_rate > (target.max_error_rate if observed.mode == "open" else 0.0):
         flags.append("failures")
     if window.interference is not None and window.interference.share > INTERFERENCE_SHARE:
         flags.append("interference")
+    if (observed.steal_share or 0.0) > STEAL_SHARE:
+        flags.append("steal")
     if window.database is not None and window.database.shares_server_cpus:
         flags.append("database-shared-cpus")
     return flags
@@ -353,6 +373,12 @@ def probe_record(observed: ProbeObservation, target: Target) -> Probe:
         late_share=round(observed.late_share, 5),
         passed=observed.passes(target),
         problems=tuple(observed.problems(target)),
+        over_target_share=round(observed.over_target_share, 5),
+        steal_share=_round(observed.steal_share, 4),
+        interference_share=_round(observed.interference_share, 4),
+        retaken=observed.retaken,
+        disputed=observed.disputed,
+        disturbed=observed.disturbed(target) if not observed.passes(target) else None,
     )
 
 
@@ -368,16 +394,36 @@ def confirm_seconds(rate: float, options: Options) -> float:
 
 def search_plan(options: Options, server_slots: int | None) -> capacity.Plan:
     return capacity.Plan(
-        saturation_users=saturation_users(server_slots), max_probes=options.max_probes
+        saturation_users=saturation_users(server_slots),
+        max_probes=options.max_probes,
+        max_retakes=options.max_retakes,
+        grow_saturation=server_slots is None,
     )
+
+
+def confirm_rates(found: capacity.Search) -> list[float]:
+    """Where the confirmation window is tried, in order: the rate the search found, then
+    (``None`` placeholders are filled as windows fail) ``CONFIRM_BACKOFF`` of what the
+    last one served, then the highest passing probe's rate below that, if any."""
+    rates = [] if found.rate is None else [found.rate]
+    passed = sorted(
+        {
+            o.offered_rps
+            for o in found.curve
+            if o.mode == "open" and o.offered_rps and not o.retaken and o.passes(found.target)
+        },
+        reverse=True,
+    )
+    return rates + passed[1:2]
 
 
 def confirm(
     probing: Probing, found: capacity.Search, hooks: WindowHooks
 ) -> tuple[ProbeWindow, list[ProbeObservation], bool]:
-    """The measured window at the rate the search found (retried once at
-    ``CONFIRM_BACKOFF`` of the lower of that rate and what it served); (the last window,
-    the confirmation windows' observations, whether one passed)."""
+    """The measured window at the rate the search found, retaken before it is given up:
+    at ``CONFIRM_BACKOFF`` of the lower of that rate and what it served, then at the
+    next lower rate that passed a probe (the band's low end); (the last window, the
+    confirmation windows' observations, whether one passed)."""
     curve = found.curve
     if found.rate is not None:
         rate = found.rate
@@ -388,18 +434,25 @@ def confirm(
     users = max(o.users for o in curve if o.mode == "open") if len(curve) > 1 else 16
     seen: list[ProbeObservation] = []
     window: ProbeWindow | None = None
-    for _ in range(CONFIRM_ATTEMPTS if found.rate is not None else 1):
+    lower = confirm_rates(found)[1:]
+    for attempt in range(CONFIRM_ATTEMPTS if found.rate is not None else 1):
         request = WindowRequest(
             "open", rate, users, confirm_seconds(rate, probing.options), sample=True
         )
         window = probing.run(replace(request, reset_stats=True), hooks)
-        observed = window.observation()
+        observed = window.observation(probing.target.slo_p99_ms)
         seen.append(observed)
         if found.rate is not None and observed.passes(probing.target):
             return window, seen, True
-        # An overloaded window served less than it was offered: what it did serve is the
-        # better guess of what the server sustains.
-        rate = CONFIRM_BACKOFF * min(rate, observed.achieved_rps or rate)
+        if attempt == 0:
+            # An overloaded window served less than it was offered: what it did serve is
+            # the better guess of what the server sustains.
+            rate = CONFIRM_BACKOFF * min(rate, observed.achieved_rps or rate)
+        else:
+            below = [r for r in lower if r < rate]
+            if not below:
+                break
+            rate = below[0]
     assert window is not None
     return window, seen, False
 
@@ -423,21 +476,36 @@ def open_loop(
     chosen = capacity.bound(found, server_slots)
     # Unconfirmed: the last window's figure, flagged (None only when no rate passed).
     rps = result.rps if found.rate is not None else None
+    pss = result.memory.pss_peak_bytes
+    low = window.observation().offered_rps if confirmed else None
+    high = found.failed.offered_rps if found.failed is not None else None
     cap = Capacity(
         slo_p99_ms=options.slo_p99_ms,
         rps=round(rps, 2) if rps is not None else None,
-        rps_per_gib=_round(per_gib(rps, result.memory.pss_peak_bytes) if rps else None),
+        rps_per_gib=_round(per_gib(rps, pss) if rps else None),
         offered_rps=round(window.result.rate or 0.0, 2) if window.result.rate else None,
         confirmed=confirmed,
         bound=chosen,
         reason=capacity.describe(found, chosen, rps if confirmed else None),
         saturation_rps=round(found.saturation.achieved_rps, 2) if found.saturation else None,
         curve=tuple(probe_record(o, target) for o in [*found.curve, *confirmations]),
+        low_rps=_round(low),
+        high_rps=_round(high),
+        lower_bound=chosen == "loadgen" or (rps is not None and high is None),
+        retakes=found.retakes,
     )
     flags = window_flags(window, target)
     if chosen == "loadgen" and "loadgen-bound" not in flags:
         # The search stopped where the load generator did: the capacity is a lower bound.
         flags.append("loadgen-bound")
+    if "loadgen-stalls" not in flags and any(
+        o.loadgen_stalled and not o.retaken for o in found.curve
+    ):
+        flags.append("loadgen-stalls")
+    if "steal" not in flags and any(
+        (o.steal_share or 0.0) > STEAL_SHARE and not o.retaken for o in found.curve
+    ):
+        flags.append("steal")
     if not confirmed:
         flags.append("unconfirmed")
     gone, new = worker_changes(workers_before, window.samples)

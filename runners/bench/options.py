@@ -123,6 +123,10 @@ class Options:
     def max_probes(self) -> int:
         return self.timing.max_probes
 
+    @property
+    def max_retakes(self) -> int:
+        return self.timing.max_retakes
+
 
 def names(
     text: str | None, default: Sequence[str], known: Mapping[str, Any], what: str

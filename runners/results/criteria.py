@@ -19,6 +19,16 @@ LOADGEN_CPU_PERCENT = 90.0
 than this measured the generator, not the server (Locust warns at 90% too)."""
 LATE_SHARE = 0.02
 """More than this share of requests sent late by the generator: it fell behind."""
+LOADGEN_STALL_CPU_PERCENT = 70.0
+"""Late tickets with the load generator's CPUs under this: not its limit, a stall of the
+host (steal, a burst): the probe is retaken, and the run flagged ``loadgen-stalls`` if
+it persists, never bound by ``loadgen``."""
+BURST_SHARE = 0.01
+"""A probe whose p99 missed the target with fewer than this share of its requests over
+it (and no queue building) failed on a short burst: it is retaken."""
+GALLOP_CPU_PERCENT = 50.0
+"""A passing probe (or an async server's saturation probe) whose server CPUs stayed
+under this was far from the server's limit: the search steps up by doubling."""
 SERVER_CPU_PERCENT = 85.0
 """Server CPUs busier than this: the server ran out of CPU (at a probe's failing rate;
 for the planner, a saturated configuration)."""
@@ -44,3 +54,6 @@ not saturated and free server slots) measured its user count, not the server."""
 INTERFERENCE_SHARE = 0.05
 """Above this share of the window on the server's or the load generator's CPUs, other
 processes used enough CPU to move the figures (``runners.sampling.interference``)."""
+STEAL_SHARE = 0.05
+"""Above this share of the window on the server's or the load generator's CPUs, the
+hypervisor took enough of their time to move the figures (``runners.sampling.cpustat``)."""

@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from runners.results.criteria import (
     CONFIRM_BACKOFF,
     INTERFERENCE_SHARE,
+    LATE_SHARE,
     LOADGEN_CPU_PERCENT,
+    LOADGEN_STALL_CPU_PERCENT,
     NOISY_CV,
     NOISY_SPREAD,
+    STEAL_SHARE,
     USER_BOUND_CPU_PERCENT,
 )
 
@@ -141,6 +144,34 @@ FLAGS: dict[str, Flag] = {
             unranked=True,
             order=5,
             threshold=INTERFERENCE_SHARE,
+        ),
+        Flag(
+            "steal",
+            help=f"the hypervisor took over {STEAL_SHARE:.0%} of the server's or the load "
+            "generator's CPUs during the window (steal: a busy neighbour on a shared VM)",
+            note=(
+                f"the hypervisor took over {STEAL_SHARE:.0%} of the time of the server's or the "
+                "load generator's CPUs during the measured window (steal time in /proc/stat: "
+                "the virtual CPUs were ready to run and were not run), so the figures may "
+                "understate the server; the capacity search retook the probes it disturbed. "
+                "Rerun on a quieter host, or with --repeat to see the spread"
+            ),
+            unranked=False,
+            order=5,
+            threshold=STEAL_SHARE,
+        ),
+        Flag(
+            "loadgen-stalls",
+            help="the load generator's tickets left late while it had CPU to spare: the host "
+            "stalled it (not its limit)",
+            note=(
+                f"more than {LATE_SHARE:.0%} of the load generator's requests left late while "
+                f"its CPUs were under {LOADGEN_STALL_CPU_PERCENT:.0f}% busy: not the generator's "
+                "capacity but a stall of the host (steal, a burst of another job); the probes "
+                "were retaken and it persisted. See the probes' late shares and CPU figures"
+            ),
+            unranked=False,
+            order=5,
         ),
         Flag(
             "database-shared-cpus",

@@ -48,3 +48,18 @@ def encode(hist: HdrHistogram | None) -> str | None:
         return None
     encoded: bytes = hist.encode()
     return encoded.decode("ascii")
+
+
+def share_over(hist: HdrHistogram | None, ms: float) -> float:
+    """The share of ``hist``'s recorded latencies above ``ms`` milliseconds (0 when empty)."""
+    if hist is None:
+        return 0.0
+    total = int(hist.get_total_count())
+    if total == 0:
+        return 0.0
+    below: int = sum(
+        item.count_added_in_this_iter_step
+        for item in hist.get_recorded_iterator()
+        if item.value_iterated_to <= ms * 1000.0
+    )
+    return max(0.0, (total - below) / total)

@@ -287,6 +287,16 @@ class Probe(Record):
     late_share: float = optional(0.0)
     passed: bool
     problems: tuple[str, ...] = optional(())
+    over_target_share: float | None = optional(None)
+    """The share of its requests slower than the latency target."""
+    steal_share: float | None = optional(None)
+    interference_share: float | None = optional(None)
+    retaken: bool = optional(False)
+    """Taken again at the same rate: the search used a later take."""
+    disputed: bool = optional(False)
+    """Its takes disagreed and no retake was left to settle them."""
+    disturbed: str | None = optional(None)
+    """Why a failure may be the machine's, not the server's (it was then retaken)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -303,6 +313,14 @@ class Capacity(Record):
     reason: str = optional("")
     saturation_rps: float | None = optional(None)
     curve: tuple[Probe, ...] = ()
+    low_rps: float | None = optional(None)
+    """The band's low end: the highest rate that passed twice (a probe, the confirmation)."""
+    high_rps: float | None = optional(None)
+    """The band's high end: the lowest rate that failed after its retake (None: none did)."""
+    lower_bound: bool = optional(False)
+    """The figure is a lower bound: the load generator could not push harder, or no probe
+    failed within the search's budget."""
+    retakes: int | None = optional(None)
 
 
 # --- what else ran on the host ----------------------------------------------------------------
@@ -311,7 +329,8 @@ class Capacity(Record):
 @dataclass(frozen=True, kw_only=True)
 class Interference(Record):
     """CPU seconds that processes outside the run used on its CPUs over the window
-    (``runners.sampling.interference``): busy time minus the run's own processes."""
+    (``runners.sampling.interference``): busy time minus the run's own processes; and,
+    apart, the share of the CPUs' time the hypervisor took (steal)."""
 
     server_cpu_seconds: float
     loadgen_cpu_seconds: float
@@ -322,6 +341,14 @@ class Interference(Record):
     loadgen_share: float | None = optional(None)
     unpinned_cpu_seconds: float | None = optional(None)
     """The driver's (and a local database's) CPU seconds, taken off both sides."""
+    server_steal_share: float | None = optional(None)
+    """The share of the server's CPUs' time the hypervisor took (the ``steal`` flag)."""
+    loadgen_steal_share: float | None = optional(None)
+
+    @property
+    def steal_share(self) -> float:
+        """The larger side's steal: what the ``steal`` flag is decided on."""
+        return max(self.server_steal_share or 0.0, self.loadgen_steal_share or 0.0)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -123,6 +123,10 @@ class Others:
     unpinned_cpu_seconds: float
     """Taken off both sides: the driver's (and the local database's) CPU seconds."""
     window_s: float
+    server_steal_share: float = 0.0
+    """The share of the server's CPUs' time the hypervisor took (not another process's,
+    and not counted as busy: ``runners.sampling.cpustat``)."""
+    loadgen_steal_share: float = 0.0
 
     @property
     def share(self) -> float:
@@ -172,6 +176,8 @@ def others(
         loadgen_share=loadgen_share,
         unpinned_cpu_seconds=max(0.0, unpinned),
         window_s=window_s,
+        server_steal_share=cpustat.steal_share(before.cpus, after.cpus, server_set) or 0.0,
+        loadgen_steal_share=cpustat.steal_share(before.cpus, after.cpus, loadgen_set) or 0.0,
     )
 
 
