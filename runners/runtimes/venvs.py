@@ -208,22 +208,35 @@ def uv_env() -> dict[str, str]:
     return {**clean_env(), "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
 
 
-def _run(argv: Sequence[str], what: str, timeout: float = BUILD_TIMEOUT_S) -> str:
-    env = uv_env()
+def run_captured(
+    argv: Sequence[str],
+    what: str,
+    *,
+    timeout: float = BUILD_TIMEOUT_S,
+    cwd: Path = REPO_ROOT,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` to its end, output captured (``env``: ``uv_env()``), whatever its exit
+    status. ``RuntimeSetupError`` (one line, starting with ``what``) when it cannot start
+    or has not ended within ``timeout``."""
     try:
-        done = subprocess.run(
+        return subprocess.run(
             list(argv),
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
-            cwd=REPO_ROOT,
-            env=env,
+            cwd=cwd,
+            env=uv_env() if env is None else env,
         )
     except subprocess.TimeoutExpired:
         raise RuntimeSetupError(f"{what}: no result within {timeout:g}s") from None
     except OSError as exc:
         raise RuntimeSetupError(f"{what}: {exc}") from None
+
+
+def _run(argv: Sequence[str], what: str, timeout: float = BUILD_TIMEOUT_S) -> str:
+    done = run_captured(argv, what, timeout=timeout)
     if done.returncode != 0:
         lines = (done.stderr + done.stdout).strip().splitlines()
         useful = [line for line in lines if line.strip()][-12:]
