@@ -1,7 +1,8 @@
-"""A user's own Django project: found from its folder, its settings from its manage.py.
+"""A user's own Django project: found from its folder, its settings from its manage.py,
+its dependencies read as uv will install them.
 
 Real projects made by ``django-admin startproject`` (the suite's Django) with a small app
-of their own.
+of their own; ``test_project_environment.py`` builds real project environments.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -16,6 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from runners.project.environment import (
+    ServerPins,
+    explain_failure,
+    project_requirements,
+)
 from runners.project.errors import ProjectError
 from runners.project.layout import find_project
 
@@ -96,6 +103,17 @@ def project(startproject: Path, tmp_path: Path) -> Path:
 def append_settings(root: Path, text: str, module: str = "mysite/settings.py") -> None:
     path = root / module
     path.write_text(path.read_text() + "\n" + text + "\n")
+
+
+def make_sqlite(path: Path, titles: list[str]) -> None:
+    """The notes app's table, as its migration makes it, with rows."""
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE notes_note (id integer PRIMARY KEY AUTOINCREMENT, "
+            "title varchar(100) NOT NULL)"
+        )
+        conn.executemany("INSERT INTO notes_note (title) VALUES (?)", [(t,) for t in titles])
+    conn.close()
 
 
 def fingerprint(root: Path) -> str:
@@ -192,3 +210,96 @@ def test_settings_option_overrides_manage_py(project: Path) -> None:
     # Without manage.py, --settings alone names the project.
     (project / "manage.py").unlink()
     assert find_project(project, settings="mysite.conf").manage_py is None
+
+
+# -- the project's requirements, read --------------------------------------------------
+
+
+def test_requirements_files_are_read_as_uv_will_with_the_project_left_out(
+    project: Path, tmp_path: Path
+) -> None:
+    (project / "requirements").mkdir()
+    (project / "requirements" / "base.txt").write_text(
+        "Django==5.1.*  # the framework\npsycopg[binary]>=3.2 ; python_version >= '3.10'\n"
+        "-c constraints.txt\n"
+    )
+    (project / "requirements.txt").write_text(
+        "-r requirements/base.txt\n-e .\n./vendored/lib\n"
+        f"-e {tmp_path / 'elsewhere'}\nrequests \\\n  ==2.32.3\n"
+    )
+    wanted = project_requirements(project, None)
+    assert wanted.kind == "requirements.txt"
+    assert wanted.lines == (
+        "Django==5.1.*",
+        "psycopg[binary]>=3.2 ; python_version >= '3.10'",
+        f"-c {project / 'requirements' / 'constraints.txt'}",
+        f"-e {tmp_path / 'elsewhere'}",
+        "requests ==2.32.3",
+    )
+    assert wanted.skipped == ("-e .", "./vendored/lib")
+    assert set(wanted.pins) == {"django", "psycopg", "requests"}
+    # The order: --requirements, then uv.lock, then pyproject.toml, then requirements.txt.
+    (project / "pyproject.toml").write_text("[project]\nname = 'x'\ndependencies = ['django<6']\n")
+    assert project_requirements(project, None).lines == ("django<6",)
+    (project / "pyproject.toml").write_text("[tool.ruff]\nline-length = 99\n")
+    assert project_requirements(project, None).kind == "requirements.txt"
+    (project / "uv.lock").write_text("version = 1\n")
+    assert project_requirements(project, None).kind == "uv.lock"
+    given = tmp_path / "prod.txt"
+    given.write_text("django==4.2.*\n")
+    assert project_requirements(project, given).lines == ("django==4.2.*",)
+    with pytest.raises(ProjectError) as excinfo:
+        project_requirements(project, tmp_path / "nope.txt")
+    assert problem(excinfo) == f"--requirements {tmp_path / 'nope.txt'}: no such file"
+
+
+UV_CONFLICTS = {
+    # What uv 0.13 printed for these pins beside the suite's servers (dry runs).
+    "asgiref": (
+        "error: No solution found when resolving dependencies\n  cause: Because "
+        "daphne>=4.2.3 depends on asgiref>=3.5.2 and you require asgiref==3.4.1, we can "
+        "conclude that your requirements and daphne>=4.2.3 are incompatible.\n         And "
+        "because you require daphne==4.2.3, we can conclude that your requirements are "
+        "unsatisfiable.\n"
+    ),
+    "django": (
+        "  × No solution found when resolving dependencies:\n  ╰─▶ Because django==5.2.19 "
+        "depends on asgiref>=3.8.1 and you require asgiref<3.6, we can conclude that your "
+        "requirements and django==5.2.19 are incompatible.\n"
+    ),
+    "reverse": (
+        "error: No solution found when resolving dependencies\n  cause: Because "
+        "channels==3.0.5 depends on daphne>=3.0,<4 and you require channels==3.0.5, we can "
+        "conclude that your requirements and daphne==4.2.3 are incompatible.\n"
+    ),
+    "other": (
+        "error: No solution found when resolving dependencies\n  cause: Because "
+        "nosuch-pkg was not found in the package registry and you require nosuch-pkg==1.0, "
+        "we can conclude that your requirements are unsatisfiable.\n"
+    ),
+}
+
+
+def test_uvs_conflicts_become_one_line_naming_both_sides() -> None:
+    servers = ServerPins(
+        requirements=(),
+        overrides=(),
+        constraints=(),
+        versions={"daphne": "4.2.3", "uvicorn": "0.54.0"},
+        added_django="5.2.19",
+    )
+    pins = {"asgiref": "asgiref==3.4.1", "channels": "channels==3.0.5"}
+    assert explain_failure(UV_CONFLICTS["asgiref"], pins, servers) == (
+        "the project pins asgiref==3.4.1 but daphne 4.2.3 (the suite's server) needs asgiref>=3.5.2"
+    )
+    assert explain_failure(UV_CONFLICTS["django"], {"asgiref": "asgiref<3.6"}, servers) == (
+        "the project pins asgiref<3.6 but Django 5.2.19 (the suite's release: the project "
+        "names no Django) needs asgiref>=3.8.1"
+    )
+    assert explain_failure(UV_CONFLICTS["reverse"], pins, servers) == (
+        "the project's channels==3.0.5 needs daphne>=3.0,<4 but the suite serves daphne 4.2.3"
+    )
+    assert explain_failure(UV_CONFLICTS["other"], {}, servers) == (
+        "uv cannot install the project's requirements: nosuch-pkg was not found in the "
+        "package registry and you require nosuch-pkg==1.0"
+    )
