@@ -1,8 +1,10 @@
 """A user's own Django project: found from its folder, its settings from its manage.py,
-its dependencies read as uv will install them.
+its dependencies read as uv will install them, what it serves as its interpreter sees it.
 
 Real projects made by ``django-admin startproject`` (the suite's Django) with a small app
-of their own; ``test_project_environment.py`` builds real project environments.
+of their own. The inspection runs the real probe; here with the suite's interpreter as
+the project's environment (it has Django), while ``test_project_environment.py`` builds
+real project environments.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from pathlib import Path
 import pytest
 
 from runners.project.environment import (
+    ProjectEnv,
     ServerPins,
     explain_failure,
     project_requirements,
 )
 from runners.project.errors import ProjectError
+from runners.project.inspect import DatabaseFacts, inspect_project
 from runners.project.layout import find_project
 
 NOTES_APP = {
@@ -114,6 +118,19 @@ def make_sqlite(path: Path, titles: list[str]) -> None:
         )
         conn.executemany("INSERT INTO notes_note (title) VALUES (?)", [(t,) for t in titles])
     conn.close()
+
+
+def suite_env() -> ProjectEnv:
+    """The suite's own interpreter standing in for a project environment (it has Django)."""
+    return ProjectEnv(
+        python=sys.executable,
+        venv=Path(sys.prefix),
+        django="",
+        asgiref=None,
+        installed_hash="suite",
+        packages={},
+        source="the suite's own",
+    )
 
 
 def fingerprint(root: Path) -> str:
@@ -210,6 +227,114 @@ def test_settings_option_overrides_manage_py(project: Path) -> None:
     # Without manage.py, --settings alone names the project.
     (project / "manage.py").unlink()
     assert find_project(project, settings="mysite.conf").manage_py is None
+
+
+# -- inspecting it ---------------------------------------------------------------------
+
+
+def test_settings_that_raise_show_the_exceptions_last_line(project: Path) -> None:
+    append_settings(project, "import foo_not_installed")
+    with pytest.raises(ProjectError) as excinfo:
+        inspect_project(find_project(project), suite_env())
+    assert problem(excinfo) == (
+        "settings mysite.settings: ModuleNotFoundError: No module named 'foo_not_installed'"
+    )
+
+
+def test_a_missing_wsgi_callable(project: Path) -> None:
+    layout = find_project(project)
+    with pytest.raises(ProjectError) as excinfo:
+        inspect_project(layout, suite_env(), wsgi="mysite.wsgi:app")
+    assert problem(excinfo) == (
+        "no WSGI callable: mysite.wsgi:app: AttributeError: module 'mysite.wsgi' has no "
+        "attribute 'app' (give --wsgi MODULE:ATTR)"
+    )
+    append_settings(project, "WSGI_APPLICATION = None")
+    (project / "mysite" / "wsgi.py").unlink()
+    with pytest.raises(ProjectError) as excinfo:
+        inspect_project(layout, suite_env())
+    assert problem(excinfo) == (
+        "no WSGI callable: mysite.settings has no WSGI_APPLICATION and there is no "
+        "mysite.wsgi module (give --wsgi MODULE:ATTR)"
+    )
+
+
+def test_entry_points_and_database_from_settings(project: Path) -> None:
+    """WSGI_APPLICATION and ASGI_APPLICATION (dotted) win over the modules' defaults."""
+    (project / "mysite" / "entry.py").write_text(
+        "from django.core.asgi import get_asgi_application\n"
+        "from django.core.wsgi import get_wsgi_application\n"
+        "wsgi_app = get_wsgi_application()\n"
+        "asgi_app = get_asgi_application()\n"
+    )
+    append_settings(
+        project,
+        'WSGI_APPLICATION = "mysite.entry.wsgi_app"\nASGI_APPLICATION = "mysite.entry.asgi_app"',
+    )
+    layout = find_project(project)
+    facts = inspect_project(layout, suite_env())
+    assert (facts.wsgi, facts.asgi) == ("mysite.entry:wsgi_app", "mysite.entry:asgi_app")
+    assert facts.settings == "mysite.settings"
+    assert facts.database == DatabaseFacts(
+        engine="django.db.backends.sqlite3",
+        vendor="sqlite",
+        name=str(project / "db.sqlite3"),
+        host=None,
+        port=None,
+        user=None,
+    )
+    import django
+
+    assert facts.django == django.get_version()
+    assert facts.asgiref is not None
+    assert facts.installed_apps == 7  # startproject's six and notes
+    assert facts.git_commit is None
+    assert facts.installed_hash == "suite"
+    # The options override the settings.
+    facts = inspect_project(
+        layout, suite_env(), wsgi="mysite.wsgi:application", asgi="mysite.asgi.application"
+    )
+    assert (facts.wsgi, facts.asgi) == ("mysite.wsgi:application", "mysite.asgi:application")
+    # The probe opened no database: the SQLite file it names was not created.
+    assert not (project / "db.sqlite3").exists()
+
+
+def test_without_asgi_py_asgi_is_none(project: Path) -> None:
+    (project / "mysite" / "asgi.py").unlink()
+    facts = inspect_project(find_project(project), suite_env())
+    assert facts.wsgi == "mysite.wsgi:application"
+    assert facts.asgi is None
+
+
+def test_the_git_commit_is_recorded(project: Path) -> None:
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    before = fingerprint(project)
+    facts = inspect_project(find_project(project), suite_env())
+    assert facts.git_commit == head
+    assert fingerprint(project) == before
+
+
+def test_a_project_that_queries_while_imported_is_refused(project: Path) -> None:
+    """The probe never reaches the real database, even when the project tries."""
+    make_sqlite(project / "db.sqlite3", ["kept"])
+    wsgi = project / "mysite" / "wsgi.py"
+    wsgi.write_text(
+        wsgi.read_text() + "\nfrom notes.models import Note\nNOTES = Note.objects.count()\n"
+    )
+    before = (project / "db.sqlite3").read_bytes()
+    with pytest.raises(ProjectError) as excinfo:
+        inspect_project(find_project(project), suite_env())
+    assert problem(excinfo).startswith(
+        "importing mysite.wsgi:application opens a database connection (the database "
+        "'default'); the suite inspects a project without touching its database"
+    )
+    assert (project / "db.sqlite3").read_bytes() == before
 
 
 # -- the project's requirements, read --------------------------------------------------
