@@ -1,25 +1,40 @@
-"""A user's own Django project: found from its folder, its settings from its manage.py,
-its dependencies read as uv will install them, what it serves as its interpreter sees it.
+"""A user's own Django project: found, inspected and served from a copy of its data.
 
 Real projects made by ``django-admin startproject`` (the suite's Django) with a small app
 of their own. The inspection runs the real probe; here with the suite's interpreter as
 the project's environment (it has Django), while ``test_project_environment.py`` builds
-real project environments.
+real project environments. PostgreSQL (``TEST_DATABASE_URL``): a template database of the
+test's own, cloned, checked and dropped.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
+from runners.project.data import (
+    SCRATCH_KIND,
+    Isolation,
+    drop_scratch,
+    isolate,
+    postgres_url,
+    wrapper_source,
+)
 from runners.project.environment import (
     ProjectEnv,
     ServerPins,
@@ -27,8 +42,15 @@ from runners.project.environment import (
     project_requirements,
 )
 from runners.project.errors import ProjectError
-from runners.project.inspect import DatabaseFacts, inspect_project
+from runners.project.inspect import DatabaseFacts, ProjectFacts, inspect_project
 from runners.project.layout import find_project
+from runners.serving import ledger, supervisor
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
+
+needs_postgres = pytest.mark.skipif(
+    not TEST_DATABASE_URL, reason="set TEST_DATABASE_URL (postgres://...) to clone a database"
+)
 
 NOTES_APP = {
     "__init__.py": "",
@@ -148,6 +170,25 @@ def problem(excinfo: pytest.ExceptionInfo[ProjectError]) -> str:
     text = str(excinfo.value)
     assert "\n" not in text, text
     return text
+
+
+def served(iso: Isolation, root: Path, python: str, code: str) -> str:
+    """Run ``code`` with Django set up on the isolation's settings, as a server would."""
+    done = subprocess.run(
+        [python, "-B", "-c", "import django; django.setup()\n" + code],
+        cwd=tempfile.gettempdir(),
+        env={
+            **os.environ,
+            "PYTHONPATH": f"{iso.pythonpath}{os.pathsep}{root}",
+            "DJANGO_SETTINGS_MODULE": iso.settings_module,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
 
 
 # -- finding a project: one line for bad input -------------------------------------------
@@ -335,6 +376,294 @@ def test_a_project_that_queries_while_imported_is_refused(project: Path) -> None
         "'default'); the suite inspects a project without touching its database"
     )
     assert (project / "db.sqlite3").read_bytes() == before
+
+
+def test_a_wsgi_module_that_forces_its_settings_is_not_isolated(
+    project: Path, tmp_path: Path
+) -> None:
+    wsgi = project / "mysite" / "wsgi.py"
+    wsgi.write_text(
+        wsgi.read_text().replace(
+            "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'mysite.settings')",
+            "os.environ['DJANGO_SETTINGS_MODULE'] = 'mysite.settings'",
+        )
+    )
+    (project / "mysite" / "local.py").write_text("from mysite.settings import *\n")
+    facts = inspect_project(find_project(project, settings="mysite.local"), suite_env())
+    assert facts.forced_settings == "mysite.settings"
+    make_sqlite(project / "db.sqlite3", [])
+    with pytest.raises(ProjectError) as excinfo, isolate(facts, tmp_path / "work"):
+        pass
+    assert "sets DJANGO_SETTINGS_MODULE to mysite.settings itself" in problem(excinfo)
+    with isolate(facts, tmp_path / "work", as_is=True) as iso:
+        assert iso.database.kind == "as-is"
+
+
+# -- the data ----------------------------------------------------------------------------
+
+
+def test_sqlite_is_served_from_a_copy_and_the_original_is_untouched(
+    project: Path, tmp_path: Path
+) -> None:
+    database = project / "db.sqlite3"
+    make_sqlite(database, ["first", "second"])
+    (project / "db.sqlite3-wal").write_bytes(b"")  # a side file is copied with it
+    original = database.read_bytes()
+    before = fingerprint(project)
+    facts = inspect_project(find_project(project), suite_env())
+    work = tmp_path / "work"
+    with isolate(facts, work) as iso:
+        copy = Path(str(iso.database.scratch))
+        assert iso.database == replace(iso.database, kind="copy", source=str(database))
+        assert copy.parent == work and copy != database and copy.read_bytes() == original
+        assert Path(f"{copy}-wal").exists()
+        assert iso.pythonpath == work and iso.settings_module.startswith("bench_settings_")
+        assert (work / f"{iso.settings_module}.py").is_file()
+        out = served(
+            iso,
+            project,
+            sys.executable,
+            "import json\nfrom django.conf import settings\nfrom notes.models import Note\n"
+            "Note.objects.create(title='written by a server')\n"
+            "print(json.dumps([settings.DATABASES['default']['NAME'], "
+            "settings.ALLOWED_HOSTS, Note.objects.count()]))",
+        )
+        assert json.loads(out) == [str(copy), ["127.0.0.1", "localhost", "[::1]"], 3]
+    assert not copy.exists() and not Path(f"{copy}-wal").exists()
+    assert database.read_bytes() == original
+    assert fingerprint(project) == before
+
+
+def test_allowed_hosts_keep_the_projects_own(tmp_path: Path) -> None:
+    text = wrapper_source("mysite.settings", {"NAME": "/x.sqlite3"})
+    scope: dict[str, object] = {}
+    fake = tmp_path / "mysite"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "settings.py").write_text(
+        "ALLOWED_HOSTS = ['example.com', 'localhost']\n"
+        "DATABASES = {'default': {'ENGINE': 'x', 'NAME': 'theirs', 'USER': 'u'}, 'other': {}}\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        exec(compile(text, "wrapper", "exec"), scope)
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in ("mysite.settings", "mysite"):
+            sys.modules.pop(name, None)
+    assert scope["ALLOWED_HOSTS"] == ["example.com", "localhost", "127.0.0.1", "[::1]"]
+    assert scope["DATABASES"] == {
+        "default": {"ENGINE": "x", "NAME": "/x.sqlite3", "USER": "u"},
+        "other": {},
+    }
+
+
+def facts_with(project: Path, engine: str, vendor: str, name: str) -> ProjectFacts:
+    layout = find_project(project)
+    return ProjectFacts(
+        layout=layout,
+        settings=layout.settings,
+        wsgi="mysite.wsgi:application",
+        asgi=None,
+        database=DatabaseFacts(engine, vendor, name, "db.example", "3306", "app"),
+        django="5.2",
+        asgiref=None,
+        git_commit=None,
+        installed_hash="x",
+        python=sys.executable,
+        installed_apps=7,
+    )
+
+
+def test_other_engines_only_as_is(project: Path, tmp_path: Path) -> None:
+    facts = facts_with(project, "django.db.backends.mysql", "mysql", "shop")
+    with pytest.raises(ProjectError) as excinfo, isolate(facts, tmp_path / "work"):
+        pass
+    assert problem(excinfo) == (
+        "the database engine django.db.backends.mysql is not copied by the suite: use "
+        "--database-as-is to serve it unchanged"
+    )
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
+    with isolate(facts, tmp_path / "work", as_is=True) as iso:
+        assert (iso.database.kind, iso.database.scratch) == ("as-is", None)
+        text = (iso.pythonpath / f"{iso.settings_module}.py").read_text()
+        assert "ALLOWED_HOSTS" in text and "DATABASES" not in text
+    # A project without a database (DATABASES = {}: Django's dummy backend) has none to copy.
+    facts = facts_with(project, "", "dummy", "")
+    with isolate(facts, tmp_path / "work") as iso:
+        assert (iso.database.kind, iso.database.source, iso.database.scratch) == (
+            "none",
+            None,
+            None,
+        )
+
+
+def test_a_missing_sqlite_file_and_a_work_folder_inside_the_project(
+    project: Path, tmp_path: Path
+) -> None:
+    facts = facts_with(project, "django.db.backends.sqlite3", "sqlite", str(project / "db.sqlite3"))
+    with pytest.raises(ProjectError) as excinfo, isolate(facts, tmp_path / "work"):
+        pass
+    assert "does not exist: run the project's migrate first" in problem(excinfo)
+    with pytest.raises(ProjectError) as excinfo, isolate(facts, project / ".data"):
+        pass
+    assert "is inside the project" in problem(excinfo)
+    assert not (project / ".data").exists()
+
+
+# -- PostgreSQL ------------------------------------------------------------------------
+
+SECRET = "not-shown-7f3a9c"
+
+
+@pytest.fixture
+def template_db() -> Iterator[str]:
+    """A database of the test's own with the notes table and three rows."""
+    name = f"bench_tpl_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = postgres_url({k: str(v) for k, v in conninfo_to_dict(TEST_DATABASE_URL).items()}, name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes_note (id bigserial PRIMARY KEY, title varchar(100))")
+        conn.execute("INSERT INTO notes_note (title) VALUES ('a'), ('b'), ('c')")
+    try:
+        yield name
+    finally:
+        with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def databases() -> set[str]:
+    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
+        return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+
+
+@pytest.fixture
+def pg_project(project: Path, template_db: str) -> ProjectFacts:
+    server = conninfo_to_dict(TEST_DATABASE_URL)
+    password = server.get("password") or SECRET
+    append_settings(
+        project,
+        "DATABASES = {'default': {'ENGINE': 'django.db.backends.postgresql', "
+        f"'NAME': {template_db!r}, 'HOST': {server.get('host', '')!r}, "
+        f"'PORT': {str(server.get('port', ''))!r}, 'USER': {server.get('user', '')!r}, "
+        f"'PASSWORD': {password!r}}}}}",
+    )
+    return inspect_project(find_project(project), suite_env())
+
+
+@needs_postgres
+def test_postgres_is_served_from_a_clone_dropped_at_the_end(
+    pg_project: ProjectFacts, template_db: str, tmp_path: Path
+) -> None:
+    facts = pg_project
+    assert facts.database.vendor == "postgresql" and facts.database.name == template_db
+    work = tmp_path / "work"
+    with ledger.active(tmp_path / "running") as book, isolate(facts, work) as iso:
+        scratch = str(iso.database.scratch)
+        assert scratch.startswith(f"bench_scratch_{template_db}_")
+        assert scratch in databases()
+        assert iso.database.kind == "clone"
+        assert iso.database.source is not None and template_db in iso.database.source
+        listed = json.loads(book.path.read_text())["resources"]
+        assert [r["kind"] for r in listed] == [SCRATCH_KIND]
+        assert scratch in listed[0]["ident"]
+        out = served(
+            iso,
+            facts.layout.root,
+            sys.executable,
+            "from django.db import connection\nfrom notes.models import Note\n"
+            "Note.objects.create(title='d')\n"
+            "print(connection.settings_dict['NAME'], Note.objects.count())",
+        )
+        assert out == f"{scratch} 4"
+        # Nothing shows the password: the facts, the record, the ledger, the settings module.
+        shown = [repr(facts), repr(iso), book.path.read_text()]
+        shown.append((work / f"{iso.settings_module}.py").read_text())
+        assert not any(SECRET in text for text in shown)
+        assert json.loads(book.path.read_text())["resources"]
+    assert scratch not in databases()
+    assert not book.path.exists()  # released: nothing left listed
+    # The template kept its three rows: the server wrote to the clone.
+    url = postgres_url(
+        {k: str(v) for k, v in conninfo_to_dict(TEST_DATABASE_URL).items()}, template_db
+    )
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM notes_note").fetchone() == (3,)
+
+
+@needs_postgres
+def test_postgres_clone_is_dropped_after_an_exception(
+    pg_project: ProjectFacts, tmp_path: Path
+) -> None:
+    scratch = ""
+    with pytest.raises(KeyboardInterrupt), isolate(pg_project, tmp_path / "work") as iso:
+        scratch = str(iso.database.scratch)
+        assert scratch in databases()
+        raise KeyboardInterrupt
+    assert scratch and scratch not in databases()
+
+
+@needs_postgres
+@pytest.mark.slow  # PostgreSQL waits 5 s for the template's other sessions to leave
+def test_a_template_in_use_is_one_line(
+    pg_project: ProjectFacts, template_db: str, tmp_path: Path
+) -> None:
+    url = postgres_url(
+        {k: str(v) for k, v in conninfo_to_dict(TEST_DATABASE_URL).items()}, template_db
+    )
+    before = databases()
+    with (
+        psycopg.connect(url),
+        pytest.raises(ProjectError) as excinfo,
+        isolate(pg_project, tmp_path / "work"),
+    ):
+        pass
+    assert "other sessions are connected to it" in problem(excinfo)
+    assert databases() == before
+
+
+@needs_postgres
+def test_a_killed_drivers_scratch_database_is_dropped_by_the_next_driver(
+    template_db: str, tmp_path: Path
+) -> None:
+    scratch = f"bench_scratch_{template_db}_dead0001"
+    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(scratch), sql.Identifier(template_db)
+            )
+        )
+    server = {k: str(v) for k, v in conninfo_to_dict(TEST_DATABASE_URL).items() if k != "dbname"}
+    ident = postgres_url(server, scratch)
+    folder = tmp_path / "running"
+    folder.mkdir()
+    driver = {"name": "driver", "pid": 999_999_999, "create_time": 1.0, "cmdline": []}
+    path = folder / "999999999.json"
+    path.write_text(
+        json.dumps(
+            {
+                "driver": driver,
+                "processes": [],
+                "resources": [{"kind": SCRATCH_KIND, "ident": ident}],
+            }
+        )
+    )
+    try:
+        found = supervisor.stop_strays(folder)
+        assert found == [f"{SCRATCH_KIND}: dropped the scratch database {scratch}"]
+        assert scratch not in databases()
+        assert not path.exists()
+    finally:
+        drop_scratch(ident)
+
+
+def test_the_cleaner_drops_only_scratch_databases() -> None:
+    with pytest.raises(RuntimeError, match="not a scratch database of the suite"):
+        drop_scratch("postgresql://postgres@127.0.0.1:5432/test")
+    assert ledger.CLEANERS[SCRATCH_KIND] is drop_scratch
 
 
 # -- the project's requirements, read --------------------------------------------------

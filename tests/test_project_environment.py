@@ -1,5 +1,6 @@
-"""The project's own environment, built for real by uv (PyPI or uv's cache), without
-writing into the project.
+"""The project's own environment, built for real by uv (PyPI or uv's cache), and the
+promise that nothing is written into the project while it is found, built, inspected
+and served from a copy.
 
 Each build takes a few seconds with a warm uv cache; the environments live in a
 temporary ``BENCH_VENVS_DIR`` of their own.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from runners.project.data import isolate
 from runners.project.environment import (
     SERVERS,
     ProjectEnv,
@@ -25,6 +27,7 @@ from runners.project.environment import (
     project_environment,
 )
 from runners.project.errors import ProjectError
+from runners.project.inspect import inspect_project
 from runners.project.layout import find_project
 from runners.runtimes.releases import locked_django, locked_versions
 from runners.runtimes.venvs import MARKER, find_uv, uv_env
@@ -34,6 +37,7 @@ from tests.test_project import (
     make_project,
     make_sqlite,
     problem,
+    served,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -184,6 +188,27 @@ def test_a_server_the_project_pins_is_the_suites_release(
         f"the project asks for gunicorn==21.2.0; the suite serves its own gunicorn {gunicorn} "
         "(the runners' command lines are written for it)"
     ) in said
+
+
+def test_nothing_is_written_into_the_project(built: Built, tmp_path: Path) -> None:
+    """Found, built (the fixture), inspected with its own environment and served from a
+    copy: the project's folder is as it was, byte for byte."""
+    layout = find_project(built.root)
+    facts = inspect_project(layout, built.env)
+    assert facts.django == built.env.django
+    assert facts.installed_hash == built.env.installed_hash
+    assert facts.python == built.env.python
+    with isolate(facts, tmp_path / "work") as iso:
+        out = served(
+            iso,
+            built.root,
+            built.env.python,
+            "from notes.models import Note\nNote.objects.create(title='three')\n"
+            "print(Note.objects.count())",
+        )
+        assert out == "3"
+    assert fingerprint(built.root) == built.before
+    assert not (built.root / ".venv").exists() and not (built.root / "uv.lock").exists()
 
 
 def test_a_uv_lock_is_exported_without_touching_the_project(
