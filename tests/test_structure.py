@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "runners.sampling": 2,
     "runners.runtimes": 2,
     "runners.results": 3,
+    "runners.project": 3,
     "runners.hosting": 4,
     "loadtests": 4,
     "runners.load": 5,

@@ -174,7 +174,8 @@ EXPORT_ARGS = (
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (made if missing) while the block runs."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -184,7 +185,8 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _uv() -> str:
+def find_uv() -> str:
+    """The uv executable (on PATH, or beside the Python that runs us). ``RuntimeSetupError``."""
     uv = shutil.which("uv")
     if uv is None:
         # tox-uv installs uv next to the Python that runs tox, which may not be on PATH.
@@ -200,22 +202,41 @@ def _uv() -> str:
     return uv
 
 
-def _run(argv: Sequence[str], what: str, timeout: float = BUILD_TIMEOUT_S) -> str:
-    env = {**clean_env(), "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
+def uv_env() -> dict[str, str]:
+    """The environment uv runs in: ours without what points a Python at our packages, and
+    never downloading an interpreter."""
+    return {**clean_env(), "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
+
+
+def run_captured(
+    argv: Sequence[str],
+    what: str,
+    *,
+    timeout: float = BUILD_TIMEOUT_S,
+    cwd: Path = REPO_ROOT,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` to its end, output captured (``env``: ``uv_env()``), whatever its exit
+    status. ``RuntimeSetupError`` (one line, starting with ``what``) when it cannot start
+    or has not ended within ``timeout``."""
     try:
-        done = subprocess.run(
+        return subprocess.run(
             list(argv),
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
-            cwd=REPO_ROOT,
-            env=env,
+            cwd=cwd,
+            env=uv_env() if env is None else env,
         )
     except subprocess.TimeoutExpired:
         raise RuntimeSetupError(f"{what}: no result within {timeout:g}s") from None
     except OSError as exc:
         raise RuntimeSetupError(f"{what}: {exc}") from None
+
+
+def _run(argv: Sequence[str], what: str, timeout: float = BUILD_TIMEOUT_S) -> str:
+    done = run_captured(argv, what, timeout=timeout)
     if done.returncode != 0:
         lines = (done.stderr + done.stdout).strip().splitlines()
         useful = [line for line in lines if line.strip()][-12:]
@@ -271,7 +292,7 @@ def runtime_env(
     marker = venv / MARKER
     override = _overrides(django, asgiref)
     fingerprint = _fingerprint(interp, override, extras)
-    with _file_lock(folder / f".{name}.lock"):
+    with file_lock(folder / f".{name}.lock"):
         try:
             saved = json.loads(marker.read_text())
         except (OSError, ValueError):
@@ -281,7 +302,7 @@ def runtime_env(
             return _runtime_from(interp, venv, django, saved["runtime"])
         say(f"Building {venv} ({interp.label}, {override or 'the locked versions'})...")
         began = time.monotonic()
-        uv = _uv()
+        uv = find_uv()
         if venv.exists():
             shutil.rmtree(venv)
         with tempfile.TemporaryDirectory(prefix="bench-runtime-") as tmp:
