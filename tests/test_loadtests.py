@@ -255,9 +255,11 @@ def test_every_workload_passes_its_checks_against_the_app(
 
 def test_the_probe_records_are_shared_without_locust() -> None:
     """The driver reads the plugin's probes with the plugin's own records, and
-    importing them (or the driver's Locust module) never imports Locust or gevent."""
+    importing them, the driver's Locust module or the traffic parsers never imports
+    Locust or gevent."""
     code = (
         "import sys, runners.load.locust as driver, loadtests.window as shared\n"
+        "import loadtests.traffic\n"
         "assert driver.ProbeResult is shared.ProbeResult\n"
         "bad = [m for m in ('locust', 'gevent') if m in sys.modules]\n"
         "assert not bad, bad\n"
