@@ -64,9 +64,11 @@ def test_one_user_class_per_workload() -> None:
 
 @pytest.mark.servers
 def test_the_folder_loads_as_a_locustfile_too() -> None:
+    """Every file of the folder at once: the workloads and a traffic file's user, their
+    options added once (``--request-timeout`` is everyone's)."""
     done = locust("-f", str(REPO_ROOT / "loadtests"), "--list")
     assert done.returncode == 0, done.stderr
-    assert listed_users(done.stdout) == {w.user_class for w in WORKLOADS.values()}
+    assert listed_users(done.stdout) == {w.user_class for w in WORKLOADS.values()} | {"TrafficUser"}
 
 
 def test_command_picks_the_workload_by_user_class(tmp_path: Path) -> None:
