@@ -206,6 +206,8 @@ class BenchUser(FastHttpUser):
 
     abstract = True
     wait_time = constant(0)
+    paces_itself = True
+    """Takes its own ticket of the schedule per request (``loadtests/userfile.py``)."""
 
     def __init__(self, environment: Any) -> None:
         # Read by FastHttpUser.__init__ when it builds the client.
