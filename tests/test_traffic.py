@@ -6,6 +6,8 @@ Locust only ever runs in subprocesses (importing it gevent-patches the interpret
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,17 @@ from loadtests.traffic import (
     parse_urls,
     writes,
 )
+from loadtests.window import ProbeCommand, ProbeResult
+from runners.load.locust import (
+    PROBES_PLUGIN,
+    TRAFFICFILE,
+    USERFILE,
+    LocustPlan,
+    LocustProcess,
+    command,
+    worker_command,
+)
+from tests.stub import Stub, serving
 
 
 def one_line_error(excinfo: pytest.ExceptionInfo[TrafficError]) -> str:
@@ -269,3 +282,238 @@ def test_traffic_round_trips_through_json(tmp_path: Path) -> None:
     with pytest.raises(TrafficError) as excinfo:
         Traffic.read(path)
     assert one_line_error(excinfo).startswith(f"{path}: not a traffic file")
+
+
+# --- how the driver runs each source -----------------------------------------------------------
+
+
+def plan_for(
+    tmp_path: Path,
+    name: str,
+    locustfiles: tuple[Path, ...],
+    user_classes: tuple[str, ...],
+    options: tuple[str, ...] = (),
+    host: str = "http://127.0.0.1:1",
+    processes: int = 1,
+) -> LocustPlan:
+    """Locust as the driver runs it for a workload of one's own."""
+    return LocustPlan(
+        host=host,
+        workload=name,
+        variant="sync",
+        out_prefix=tmp_path / name,
+        run_time_limit_s=60,
+        processes=processes,
+        locustfiles=locustfiles,
+        user_classes=user_classes,
+        options=options,
+    )
+
+
+def test_the_plan_runs_a_traffic_file_or_a_user_locustfile(tmp_path: Path) -> None:
+    options = ("--traffic", "urls.json")
+    traffic = plan_for(tmp_path, "urls", (TRAFFICFILE,), ("TrafficUser",), options, processes=2)
+    for argv in (command(traffic, 5557), worker_command(traffic, "127.0.0.1", 5557)):
+        assert argv[argv.index("-f") + 1] == f"{TRAFFICFILE},{PROBES_PLUGIN}"
+        assert argv[-3:] == ["--traffic", "urls.json", "TrafficUser"]
+        assert argv[argv.index("--request-timeout") + 1] == "30"
+        assert "--variant" not in argv  # an option of the suite's own workloads only
+    shop = tmp_path / "shop.py"
+    argv = command(plan_for(tmp_path, "shop", (shop, USERFILE), ("Shopper", "Browser")))
+    assert argv[argv.index("-f") + 1] == f"{shop},{USERFILE},{PROBES_PLUGIN}"
+    assert argv[-2:] == ["Shopper", "Browser"]
+    assert "--variant" not in argv and "--request-timeout" not in argv
+
+
+# --- real Locust runs, through the probes plugin as the driver runs it -------------------------
+
+USERS = 16
+CLOSED = ProbeCommand(seq=1, mode="closed", users=USERS, duration_s=2.0)
+"""Every user sends back to back: every user class runs, and the run has its volume
+(a few thousand requests, so that the sampling spread of a 1-in-4 share, sqrt(p (1 - p)
+/ n), is under a third of the 10 % it is held to)."""
+RATE = 600.0
+OPEN = ProbeCommand(seq=2, mode="open", users=USERS, duration_s=1.5, rate=RATE)
+"""Then requests on a schedule, at a rate a busy 2-core machine keeps."""
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    with serving("any") as server:
+        yield server
+
+
+def request_counts(plan: LocustPlan, *names: str, failing: str = "") -> dict[str, int]:
+    """Locust's count of each request name over the run (its ``*_stats.csv``), which
+    are all the names it has; every request of ``failing`` failed, no other."""
+    with plan.csv("stats").open(newline="") as fh:
+        rows = {row["Name"]: row for row in csv.DictReader(fh)}
+    assert set(rows) == {*names, "Aggregated"}
+    counts = {name: int(rows[name]["Request Count"]) for name in names}
+    assert rows["Aggregated"]["Failure Count"] == str(counts.get(failing, 0))
+    return counts
+
+
+def assert_shares(counts: dict[str, int], weights: dict[str, float]) -> None:
+    """Each request's share of the requests is its weight's share, within 10 %."""
+    total = sum(counts[name] for name in weights)
+    weight = sum(weights.values())
+    for name, w in weights.items():
+        share, expected = counts[name] / total, w / weight
+        assert abs(share / expected - 1) <= 0.1, (name, counts, weights)
+
+
+def run_probes(plan: LocustPlan) -> tuple[ProbeResult, ProbeResult]:
+    """``CLOSED`` then ``OPEN``, through the probes plugin as the driver runs them."""
+    with LocustProcess(plan) as process:
+        closed, opened = process.probe(CLOSED), process.probe(OPEN)
+        assert process.finish().exit_code == 0
+    return closed, opened
+
+
+def assert_paced(
+    probes: tuple[ProbeResult, ProbeResult], sent: int, stub: Stub, failed: int = 0
+) -> None:
+    """Every request Locust counted (``sent``; ``failed`` of them failed) had its ticket
+    of the schedule, a failure too: it is one of the probes' requests, or (at most 1 %
+    more) one sent as a window ended, before the pause after it reached the users. The
+    open window kept its rate; the FastHttpUser clients' connections were counted."""
+    closed, opened = probes
+    assert 0 <= sent - closed.requests - opened.requests <= 0.01 * sent
+    assert 0 <= failed - closed.failures - opened.failures <= 0.01 * sent
+    assert failed == 0 or opened.failures > 0
+    assert opened.requests == pytest.approx(RATE * OPEN.duration_s, rel=0.15)
+    assert 1 <= closed.connects + opened.connects <= stub.connections
+
+
+def traffic_plan(stub: Stub, traffic: Traffic, tmp_path: Path) -> LocustPlan:
+    path = tmp_path / f"{traffic.name}.json"
+    traffic.write(path)
+    options = ("--traffic", str(path))
+    return plan_for(tmp_path, traffic.name, (TRAFFICFILE,), ("TrafficUser",), options, stub.url)
+
+
+@pytest.mark.servers
+def test_traffic_user_sends_a_url_files_requests_by_weight(stub: Stub, tmp_path: Path) -> None:
+    (tmp_path / "cart.json").write_text('{"sku": 7}')
+    urls = tmp_path / "urls.txt"
+    urls.write_text(
+        "3 GET /products/?page=2\n"
+        "1 POST /api/cart/ @cart.json Content-Type:application/json X-Bench:yes status=200\n"
+    )
+    plan = traffic_plan(stub, parse_urls(urls), tmp_path)
+    probes = run_probes(plan)
+
+    counts = request_counts(plan, "GET /products/", "POST /api/cart/")
+    assert_shares(counts, {"GET /products/": 3, "POST /api/cart/": 1})
+    assert_paced(probes, sum(counts.values()), stub)
+    assert set(stub.hits) == {"GET /products/?page=2", "POST /api/cart/"}
+    body, headers = stub.received["POST /api/cart/"]
+    assert body == b'{"sku": 7}'
+    assert headers["Content-Type"] == "application/json" and headers["X-Bench"] == "yes"
+
+
+@pytest.mark.servers
+def test_traffic_user_sends_an_access_logs_requests_by_frequency(
+    stub: Stub, tmp_path: Path
+) -> None:
+    log = tmp_path / "access.log"
+    log.write_text(
+        "\n".join(
+            [log_line("gunicorn", "GET", "/products/?page=2")] * 30
+            + [log_line("combined", "GET", "/status/404", 404)] * 10  # expected: no failure
+            + [log_line("common", "POST", "/api/cart/", 201)] * 20  # a write: skipped
+            + ["garbage"] * 5
+        )
+    )
+    traffic = parse_access_log(log)
+    assert traffic.skipped == {"unparsed": 5, "writes": 20, "beyond_top": 0}
+    plan = traffic_plan(stub, traffic, tmp_path)
+    probes = run_probes(plan)
+
+    counts = request_counts(plan, "GET /products/", "GET /status/404")
+    assert_shares(counts, {"GET /products/": 30, "GET /status/404": 10})
+    assert_paced(probes, sum(counts.values()), stub)
+    assert set(stub.hits) == {"GET /products/?page=2", "GET /status/404"}
+
+
+USER_LOCUSTFILE = '''
+from locust import FastHttpUser, HttpUser, TaskSet, between, task
+from locust.user.markov_taskset import MarkovTaskSet, transition
+
+
+class Basket(TaskSet):
+    wait_time = between(1, 2)
+
+    @task
+    def view(self):
+        self.client.get("/basket/")
+        self.interrupt()
+
+
+class Shopper(FastHttpUser):
+    """@task(3) on a method, @task(1) on a TaskSet."""
+
+    wait_time = between(1, 2)  # the schedule replaces it
+    tasks = {Basket: 1}
+
+    @task(3)
+    def browse(self):
+        self.client.get("/products/")
+
+
+class Browser(HttpUser):
+    """The same weights, as a plain list and on requests' client."""
+
+    wait_time = between(1, 2)
+
+    def browse(self):
+        self.client.get("/products/?by=browser", name="/products/")
+
+    def basket(self):
+        with self.client.get("/basket/?by=browser", name="/basket/", catch_response=True):
+            pass
+
+    tasks = [browse, browse, browse, basket]
+
+
+class Walker(FastHttpUser):
+    wait_time = between(1, 2)
+
+    class Walk(MarkovTaskSet):
+        @transition("right")
+        def left(self):
+            self.client.get("/walk/left")
+
+        @transition("left")
+        def right(self):
+            self.client.get("/status/500", name="/walk/right")  # fails: so does the task
+
+    tasks = [Walk]
+'''
+
+
+@pytest.mark.servers
+def test_a_user_locustfile_runs_its_tasks_on_the_schedule(stub: Stub, tmp_path: Path) -> None:
+    shop = tmp_path / "shop.py"
+    shop.write_text(USER_LOCUSTFILE)
+    traffic = check_locustfile(shop)
+    assert traffic.user_classes == ("Shopper", "Browser", "Walker")
+    plan = plan_for(tmp_path, traffic.name, (shop, USERFILE), traffic.user_classes, host=stub.url)
+    probes = run_probes(plan)
+
+    counts = request_counts(
+        plan, "/products/", "/basket/", "/walk/left", "/walk/right", failing="/walk/right"
+    )
+    assert_shares(counts, {"/products/": 3, "/basket/": 1})
+    assert_paced(probes, sum(counts.values()), stub, failed=counts["/walk/right"])
+    # Every class ran its tasks back to back in the closed loop (its wait_time gone):
+    # FastHttpUser with a TaskSet, HttpUser, a MarkovTaskSet. (Unpaced, a class would
+    # either keep its wait of 1 to 2 s between tasks or send more than 1 % untracked.)
+    hits = stub.hits
+    by_class = {
+        "Shopper": hits["GET /products/"] + hits["GET /basket/"],
+        "Browser": hits["GET /products/?by=browser"] + hits["GET /basket/?by=browser"],
+        "Walker": hits["GET /walk/left"] + hits["GET /status/500"],
+    }
+    assert min(by_class.values()) >= 50, by_class
