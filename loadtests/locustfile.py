@@ -53,34 +53,18 @@ from loadtests.catalog import (  # noqa: E402
     DEFAULT_MAX_POST_ID,
     DEFAULT_MAX_USER_ID,
     DEFAULT_QUERIES,
-    DEFAULT_REQUEST_TIMEOUT_S,
     DEFAULT_UPSTREAM_MS,
     MIXED_WEIGHTS,
     WORKLOADS,
 )
-from loadtests.pacing import PACER  # noqa: E402
+from loadtests.clients import (  # noqa: E402
+    add_request_timeout,
+    count_connects,
+    paced_request,
+    request_timeout,
+)
 
-
-def _count_connects() -> None:
-    """Count every TCP connection the users open (``PACER.connected``): new connections
-    per request say whether the server kept them alive, measured at no cost to the load
-    generator. FastHttpUser's client pools its connections in geventhttpclient's
-    ``ConnectionPool``, whose ``after_connect`` is the documented hook for a new one."""
-    from geventhttpclient.connectionpool import ConnectionPool
-
-    if getattr(ConnectionPool.after_connect, "bench_counted", False):
-        return
-    original = ConnectionPool.after_connect
-
-    def after_connect(self: ConnectionPool, sock: Any) -> None:
-        PACER.connected()
-        original(self, sock)
-
-    after_connect.bench_counted = True  # type: ignore[attr-defined]
-    ConnectionPool.after_connect = after_connect  # type: ignore[method-assign]
-
-
-_count_connects()
+count_connects()
 
 # A validator looks at a 200 response and returns what is wrong with it, or None.
 Validator = Callable[[ResponseContextManager], str | None]
@@ -122,15 +106,7 @@ def _add_arguments(parser: Any) -> None:
         default=DEFAULT_MAX_POST_ID,
         help=f"random post ids are drawn from 1..N (default {DEFAULT_MAX_POST_ID})",
     )
-    parser.add_argument(
-        "--request-timeout",
-        type=float,
-        default=DEFAULT_REQUEST_TIMEOUT_S,
-        help=(
-            "seconds without an answer (to connect, or between bytes) before a request "
-            f"fails (default {DEFAULT_REQUEST_TIMEOUT_S:g})"
-        ),
-    )
+    add_request_timeout(parser)
 
 
 events.init_command_line_parser.add_listener(_add_arguments)  # type: ignore[no-untyped-call]
@@ -222,16 +198,6 @@ def expect_upstream(ms: int) -> Validator:
     return check
 
 
-def error_name(response: ResponseContextManager) -> str:
-    """What went wrong with a request that got no response: ``timeout`` when
-    nothing came back in time (geventhttpclient wraps the timeout in its
-    ``RetriesExceeded``), else the exception's name."""
-    error = getattr(response, "error", None)
-    if isinstance(error, TimeoutError) or "timed out" in str(error):
-        return "timeout"
-    return type(error).__name__
-
-
 # --- users ------------------------------------------------------------------------------
 
 
@@ -240,12 +206,12 @@ class BenchUser(FastHttpUser):
 
     abstract = True
     wait_time = constant(0)
+    paces_itself = True
+    """Takes its own ticket of the schedule per request (``loadtests/userfile.py``)."""
 
     def __init__(self, environment: Any) -> None:
         # Read by FastHttpUser.__init__ when it builds the client.
-        options = environment.parsed_options
-        timeout = getattr(options, "request_timeout", None) if options is not None else None
-        self.network_timeout = self.connection_timeout = float(timeout or DEFAULT_REQUEST_TIMEOUT_S)
+        self.network_timeout = self.connection_timeout = request_timeout(environment)
         super().__init__(environment)
 
     def option(self, name: str, default: Any) -> Any:
@@ -278,28 +244,18 @@ class BenchUser(FastHttpUser):
         too, runs from when it was meant to be sent.
         """
         url = self.prefix + path
-        request = PACER.acquire()
-        try:
-            with self.client.request(
-                method, url, name=name or url.split("?")[0], json=payload, catch_response=True
-            ) as response:
-                problem = self.problem(response, validate)
-                if problem is None:
-                    response.success()
-                else:
-                    response.failure(problem)
-                latency = PACER.done(
-                    request, ok=problem is None, timeout=problem == "connection error: timeout"
-                )
-                response.request_meta["response_time"] = latency * 1000.0
-        finally:
-            PACER.abandon(request)  # a user stopped mid-request (no-op once done)
+        paced_request(
+            self.client,
+            method,
+            url,
+            lambda response: self.problem(response, validate),
+            name=name or url.split("?")[0],
+            json=payload,
+        )
 
     @staticmethod
     def problem(response: ResponseContextManager, validate: Validator) -> str | None:
         """What is wrong with a response (None: a 200 with a valid body)."""
-        if not response.status_code:
-            return f"connection error: {error_name(response)}"
         if response.status_code != 200:
             return f"HTTP {response.status_code}"
         try:

@@ -64,9 +64,11 @@ def test_one_user_class_per_workload() -> None:
 
 @pytest.mark.servers
 def test_the_folder_loads_as_a_locustfile_too() -> None:
+    """Every file of the folder at once: the workloads and a traffic file's user, their
+    options added once (``--request-timeout`` is everyone's)."""
     done = locust("-f", str(REPO_ROOT / "loadtests"), "--list")
     assert done.returncode == 0, done.stderr
-    assert listed_users(done.stdout) == {w.user_class for w in WORKLOADS.values()}
+    assert listed_users(done.stdout) == {w.user_class for w in WORKLOADS.values()} | {"TrafficUser"}
 
 
 def test_command_picks_the_workload_by_user_class(tmp_path: Path) -> None:
@@ -255,9 +257,11 @@ def test_every_workload_passes_its_checks_against_the_app(
 
 def test_the_probe_records_are_shared_without_locust() -> None:
     """The driver reads the plugin's probes with the plugin's own records, and
-    importing them (or the driver's Locust module) never imports Locust or gevent."""
+    importing them, the driver's Locust module or the traffic parsers never imports
+    Locust or gevent."""
     code = (
         "import sys, runners.load.locust as driver, loadtests.window as shared\n"
+        "import loadtests.traffic\n"
         "assert driver.ProbeResult is shared.ProbeResult\n"
         "bad = [m for m in ('locust', 'gevent') if m in sys.modules]\n"
         "assert not bad, bad\n"

@@ -2,8 +2,10 @@
 
 The driver never imports Locust (its gevent monkey-patching would reach the
 driver's threads and subprocesses); it runs ``python -m locust`` pinned to
-the load-generator CPUs, loading ``loadtests/locustfile.py`` (the workloads)
-and ``loadtests/probes.py`` (measured windows on command), started and
+the load-generator CPUs, loading ``loadtests/locustfile.py`` (the workloads;
+or ``loadtests/trafficfile.py`` with a traffic file, or a user's own locustfile
+with ``loadtests/userfile.py``: ``LocustPlan.locustfiles``) and
+``loadtests/probes.py`` (measured windows on command), started and
 stopped by the supervisor (``runners/serving/supervisor.py``) like every
 process of the suite. Locust starts idle; each ``probe`` writes a
 ``ProbeCommand`` (``loadtests/window.py``) to the plugin's control file and
@@ -42,6 +44,11 @@ from runners.serving.net import connect_host, free_port
 from runners.serving.supervisor import Child, RunnerError, log_tail, read_lines
 
 LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
+"""The suite's workloads (``--variant``, ``--request-timeout`` and their own options)."""
+TRAFFICFILE = REPO_ROOT / "loadtests" / "trafficfile.py"
+"""A traffic file's requests (``--traffic FILE``, ``--request-timeout``): ``TrafficUser``."""
+USERFILE = REPO_ROOT / "loadtests" / "userfile.py"
+"""The plugin that puts a user's own locustfile on the schedule (it takes no option)."""
 PROBES_PLUGIN = REPO_ROOT / "loadtests" / "probes.py"
 MARKER = "@@bench-probe"  # loadtests/probes.py prints it
 SETTLE_S = 0.35
@@ -79,7 +86,8 @@ class LocustPlan:
     """Locust's ``--run-time``: a safety net after which Locust quits by itself."""
     cpus: tuple[int, ...] | None = None
     options: tuple[str, ...] = ()
-    """Workload options, e.g. ``("--upstream-ms", "50", "--max-user-id", "100")``."""
+    """Workload options, e.g. ``("--upstream-ms", "50", "--max-user-id", "100")``, or
+    ``("--traffic", "urls.json")`` for ``TRAFFICFILE``."""
     python: str = sys.executable
     env: Mapping[str, str] = field(default_factory=dict)
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
@@ -93,6 +101,21 @@ class LocustPlan:
     master_bind_host: str = "127.0.0.1"
     master_port: int | None = None
     """The master's port for its workers (None: a free one)."""
+    locustfiles: tuple[Path, ...] = (LOCUSTFILE,)
+    """The Locust files of the users, loaded before the probes plugin: the suite's
+    workloads; ``(TRAFFICFILE,)`` for a traffic file; ``(THEIR_FILE, USERFILE)`` for a
+    user's own locustfile."""
+    user_classes: tuple[str, ...] = ()
+    """The user classes Locust runs; empty: the workload's (``loadtests/catalog.py``)."""
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.user_classes or (WORKLOADS[self.workload].user_class,)
+
+    @property
+    def files(self) -> str:
+        """Locust's ``-f``: the users' files, then the probes plugin."""
+        return ",".join(str(path) for path in (*self.locustfiles, PROBES_PLUGIN))
 
     @property
     def distributed(self) -> bool:
@@ -131,19 +154,19 @@ class LocustPlan:
 
 
 def _workload_options(plan: LocustPlan) -> list[str]:
-    return [
-        "--variant",
-        plan.variant,
-        "--request-timeout",
-        f"{plan.request_timeout_s:g}",
-        *plan.options,
-    ]
+    """The options of the users' files: each file takes only its own (a user's locustfile
+    keeps its clients' timeouts)."""
+    options = []
+    if LOCUSTFILE in plan.locustfiles:
+        options += ["--variant", plan.variant]
+    if LOCUSTFILE in plan.locustfiles or TRAFFICFILE in plan.locustfiles:
+        options += ["--request-timeout", f"{plan.request_timeout_s:g}"]
+    return [*options, *plan.options]
 
 
 def command(plan: LocustPlan, master_port: int | None = None) -> list[str]:
     """The ``python -m locust`` command line of the process that runs the probes (the
     master in distributed mode, which then needs ``master_port``); not yet pinned."""
-    user_class = WORKLOADS[plan.workload].user_class
     distributed: list[str] = []
     if plan.distributed:
         assert master_port is not None
@@ -161,7 +184,7 @@ def command(plan: LocustPlan, master_port: int | None = None) -> list[str]:
         "-m",
         "locust",
         "-f",
-        f"{LOCUSTFILE},{PROBES_PLUGIN}",
+        plan.files,
         "--headless",
         *distributed,
         "--host",
@@ -188,7 +211,7 @@ def command(plan: LocustPlan, master_port: int | None = None) -> list[str]:
         "--probe-settle",
         f"{SETTLE_S:g}",
         *_workload_options(plan),
-        user_class,
+        *plan.classes,
     ]
 
 
@@ -200,14 +223,14 @@ def worker_command(plan: LocustPlan, master_host: str, master_port: int) -> list
         "-m",
         "locust",
         "-f",
-        f"{LOCUSTFILE},{PROBES_PLUGIN}",
+        plan.files,
         "--worker",
         "--master-host",
         master_host,
         "--master-port",
         str(master_port),
         *_workload_options(plan),
-        WORKLOADS[plan.workload].user_class,
+        *plan.classes,
     ]
 
 
