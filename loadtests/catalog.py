@@ -68,3 +68,9 @@ WORKLOADS: dict[str, Workload] = {
         ),
     )
 }
+
+
+def needs_upstream(workload: str) -> bool:
+    """Whether ``workload`` calls the upstream service (a project's traffic: never)."""
+    found = WORKLOADS.get(workload)
+    return found is not None and found.needs_upstream

@@ -6,7 +6,7 @@ a run's estimate (``runners.bench.run``)."""
 
 from __future__ import annotations
 
-from loadtests.catalog import WORKLOADS
+from loadtests.catalog import needs_upstream
 from runners.bench.defaults import (
     CALIBRATE_S,
     MAX_PROBE_S,
@@ -25,7 +25,7 @@ def run_estimate_s(options: Options, workload: str | None = None) -> float:
     A workload that waits on the upstream runs at tens of requests/s on sync
     servers: its probes and window are stretched to hold enough requests."""
     if options.load == "open":
-        slow = workload is not None and WORKLOADS[workload].needs_upstream
+        slow = workload is not None and needs_upstream(workload)
         probe_s = MAX_PROBE_S if slow else options.probe_s
         window_s = 2 * options.duration_s if slow else options.duration_s
         probes = (1 + options.max_probes) * (probe_s + PROBE_OVERHEAD_S)

@@ -15,11 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtests.catalog import (
-    WORKLOADS,
-)
+from loadtests.catalog import needs_upstream
 from runners import REPO_ROOT
 from runners.agent.client import AgentClient, RemoteHost, client_token
+from runners.bench import precheck
 from runners.bench.calibrate import calibrate
 from runners.bench.console import (
     ProgressView,
@@ -34,11 +33,21 @@ from runners.bench.defaults import MICRO_ESTIMATE_S, REPORTS_DIR, SETUP_S
 from runners.bench.estimate import estimate_s
 from runners.bench.matrix import RunSpec, matrix_block, plan, run_count, runtime_record
 from runners.bench.options import Options, parse_options
+from runners.bench.project_run import (
+    project_readings,
+    project_record,
+    project_runtimes,
+    serve_project,
+    traffic_files,
+)
 from runners.bench.run import Context, run_one
 from runners.cli.args import UsageError
 from runners.cli.signals import stop_on_signals
 from runners.hosting import LocalHost, ServerHost
 from runners.micro import benchmarks as micro_bench
+from runners.project.environment import ProjectEnv
+from runners.project.errors import ProjectError
+from runners.project.inspect import ProjectFacts, inspect_project
 from runners.results import environment as env_capture
 from runners.results.document import CpuPlacement, LoadgenCeiling, ResultsFile
 from runners.runtimes import axes
@@ -50,10 +59,15 @@ from runners.serving.server import (
     prepare_database,
     upstream,
 )
+from runners.serving.subject import BUILTIN
 
 
 def server_environment(options: Options) -> dict[str, str]:
-    # An empty DATABASE_URL selects SQLite even when the caller's environment has one.
+    """The built-in app's database: an empty DATABASE_URL selects SQLite even when the
+    caller's environment has one. A project's settings say its own (wrapped by the suite:
+    ``runners.project.data``)."""
+    if options.project is not None:
+        return {}
     return {"DATABASE_URL": options.database_url or ""}
 
 
@@ -195,21 +209,63 @@ def open_results(
     return results
 
 
+@dataclass(frozen=True)
+class Built:
+    """The servers' interpreters and packages, built (or reused) before any run; with
+    ``--project``, the project's environments and what was found in them."""
+
+    runtimes: dict[RuntimeKey, Runtime]
+    project_env: ProjectEnv | None = None
+    facts: ProjectFacts | None = None
+
+
+def build(options: Options) -> Built:
+    """Every runtime of the matrix (``ProjectError``: a project that cannot be served,
+    found before any server starts)."""
+    if options.project is None:
+        return Built(axes.build_runtimes(options.pythons, options.djangos, say=say))
+    runtimes, envs = project_runtimes(options, say)
+    env = next(iter(envs.values()))
+    project = options.project
+    facts = inspect_project(project.layout, env, project.settings, project.wsgi, project.asgi)
+    asgi = facts.asgi or "Django's get_asgi_application() (it has none: built by the suite)"
+    say(
+        f"Project {project.layout.name}: settings {facts.settings}, WSGI {facts.wsgi}, "
+        f"ASGI {asgi}, Django {facts.django}"
+    )
+    return Built(runtimes, env, facts)
+
+
 def prepare(
     connection: Connection,
-    runtimes: Mapping[RuntimeKey, Runtime],
+    built: Built,
     results: ResultsFile,
     stack: contextlib.ExitStack,
 ) -> Context:
-    """The database prepared, the load generator calibrated (``--calibrate``) and the
-    upstream service started, here or on the agent's host; what every run then shares.
-    What it starts is left by ``stack``."""
+    """The database prepared (a project's: copied or cloned), the load generator
+    calibrated (``--calibrate``) and the upstream service started, here or on the
+    agent's host; what every run then shares. What it starts is left by ``stack``."""
     options, agent = connection.options, connection.agent
-    where = " on the agent's host" if agent is not None else ""
-    say(f"Preparing the database{where} ({env_capture.database_label(options.database_url)})...")
-    needs_upstream = any(WORKLOADS[w].needs_upstream for w in options.workloads)
+    runtimes = built.runtimes
+    upstream_needed = any(needs_upstream(w) for w in options.workloads)
     server_env = server_environment(options)
     hosting: ServerHost = LocalHost()
+    subject = BUILTIN
+    if options.project is not None:
+        assert built.facts is not None and built.project_env is not None
+        say(f"Isolating the project's database ({built.facts.database.engine or 'none'})...")
+        served = serve_project(options.project, built.project_env, built.facts, stack, say)
+        subject = served.subject
+        results.update(
+            environment=dataclasses.replace(
+                results.results.environment,
+                project=project_record(served, options.project, None),
+            )
+        )
+    else:
+        where = " on the agent's host" if agent is not None else ""
+        label = env_capture.database_label(options.database_url)
+        say(f"Preparing the database{where} ({label})...")
     if agent is not None:
         # Left before the ledger: releasing the lease stops the agent's servers.
         lease = stack.enter_context(agent.lease())
@@ -219,8 +275,8 @@ def prepare(
         )
         results.update(environment=environment)
         # The agent starts the upstream beside each server, on its host.
-        hosting = RemoteHost(lease, options.database_url, needs_upstream)
-    else:
+        hosting = RemoteHost(lease, options.database_url, upstream_needed)
+    elif options.project is None:
         # Once per interpreter: the app runs there (idempotent after the first).
         for python in dict.fromkeys(runtime.python for runtime in runtimes.values()):
             prepare_database(server_env, python, 600.0, **options.seed)
@@ -230,7 +286,7 @@ def prepare(
         ceiling = measure_ceiling(options, options.output, server_env, python)
         environment = dataclasses.replace(results.results.environment, loadgen_ceiling=ceiling)
         results.update(environment=environment)
-    if needs_upstream and agent is None:
+    if upstream_needed and agent is None:
         log = options.output / "upstream.log"
         url = stack.enter_context(upstream(cpus=options.placement.loadgen, log_path=log))
         server_env["BENCH_UPSTREAM_URL"] = url
@@ -241,7 +297,44 @@ def prepare(
         runtimes=runtimes,
         hosting=hosting,
         ceiling=ceiling,
+        subject=subject,
     )
+
+
+class SubjectRefused(Exception):
+    """The pre-check found the project's pages broken or the target out of reach: the
+    lines say what, one per URL."""
+
+
+def check_subject(ctx: Context, results: ResultsFile) -> Context:
+    """``--project``: every URL through every runner on an idle server before anything is
+    timed (``runners.bench.precheck``); the context with the traffic files Locust reads
+    (each request's expected status the one the idle servers answered)."""
+    project = ctx.options.project
+    if project is None:
+        return ctx
+    say(f"Pre-check: every URL through {len(ctx.options.runners)} runner(s), idle...")
+    found = precheck.run(ctx)
+    for line in found.problems:
+        say(f"pre-check: {line}")
+    environment = results.results.environment
+    if environment.project is not None:
+        record = dataclasses.replace(
+            environment.project,
+            precheck=project_readings(found),
+            precheck_problems=found.problems,
+        )
+        results.update(environment=dataclasses.replace(environment, project=record))
+    if found.problems and not project.allow_errors:
+        raise SubjectRefused(
+            f"the pre-check found {len(found.problems)} problem(s) (above); fix them, or "
+            "measure anyway with --allow-errors (the cells are flagged)"
+        )
+    slo = found.slo_problem(ctx.options.slo_p99_ms)
+    if slo is not None:
+        raise SubjectRefused(slo)
+    files = traffic_files(project, ctx.out_dir, found.expected_statuses())
+    return dataclasses.replace(ctx, traffic_files=files, precheck_runners=found.runners_at_fault())
 
 
 def walk(
@@ -293,28 +386,37 @@ def execute(options: Options, command: str) -> int:
     say(f"Results: {options.output}")
     clock = Clock()
     # The servers' interpreters: virtual environments built (or reused) before any run.
-    runtimes = axes.build_runtimes(options.pythons, options.djangos, say=say)
-    results = open_results(connection, command, runtimes)
+    try:
+        built = build(options)
+    except ProjectError as exc:
+        print(f"bench: error: --project: {exc}", file=sys.stderr)
+        return 2
+    results = open_results(connection, command, built.runtimes)
     specs = plan(options)
     progress: ProgressView | None = None
-    interrupted = False
+    interrupted = refused = False
     try:
         with contextlib.ExitStack() as stack:
             # Entered first, left last: after the upstream and every server were stopped,
             # the ledger stops whatever a cut-short stop left (and says so).
             book = stack.enter_context(supervisor.track())
             stack.callback(report_reaped, book)
-            ctx = prepare(connection, runtimes, results, stack)
+            ctx = check_subject(prepare(connection, built, results, stack), results)
             progress = make_progress(len(specs))
             walk(specs, ctx, results, progress, clock)
             if options.micro:
                 results.update(micro=run_micro(ctx, progress.message))
     except KeyboardInterrupt:
         interrupted = True
+    except SubjectRefused as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        refused = True
     finally:
         if progress is not None:
             progress.close()
         results.finish(interrupted=interrupted)
+    if refused:
+        return 1
     return summarise(results, options, clock, interrupted)
 
 

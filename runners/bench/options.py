@@ -32,6 +32,7 @@ from runners.bench.defaults import (
     TIMINGS,
     Timing,
 )
+from runners.bench.project_options import ProjectOptions, parse_project
 from runners.bench.soak import SoakTarget
 from runners.cli.args import UsageError, parse_seed, split_list
 from runners.results.criteria import DEFAULT_SLO_P99_MS
@@ -107,6 +108,8 @@ class Options:
     # --sweep: worker and thread counts per runner (runners.serving.registry.sweep_counts).
     sweep: bool = False
 
+    # --project (runners.bench.project_options): a user's Django project, its traffic.
+    project: ProjectOptions | None = None
     # --agent (runners.agent): the servers run on the agent's host.
     agent: str | None = None
     agent_token_file: Path | None = None
@@ -250,11 +253,14 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
             "default open loop finds each server's capacity whatever the user count"
         )
     timing = TIMINGS[(load, quick)]
+    project = parse_project(a)
     slo_p99_ms = a.slo_p99 or DEFAULT_SLO_P99_MS
     duration_s = a.duration or timing.duration_s
     options = Options(
         runners=names(a.runners, quick_runners() if quick else DEFAULT_RUNNERS, RUNNERS, "runners"),
-        workloads=names(
+        workloads=project.workloads
+        if project is not None
+        else names(
             a.workloads, QUICK_WORKLOADS if quick else DEFAULT_WORKLOADS, WORKLOADS, "workloads"
         ),
         users=positive_ints(a.users, QUICK_USERS if quick else DEFAULT_USERS, "users")
@@ -266,7 +272,7 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         workers=positive_ints(a.workers, (), "workers"),
         threads=positive_ints(a.threads, (), "threads"),
         placement=placement,
-        database_url=parse_database(a.database),
+        database_url=None if project is not None else parse_database(a.database),
         output=check_output(Path(a.output) if a.output else default_output()),
         seed=parse_seed(a.seed),
         upstream_ms=a.upstream_ms if a.upstream_ms is not None else DEFAULT_UPSTREAM_MS,
@@ -287,6 +293,7 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         sweep=check_sweep(a),
         agent=a.agent,
         agent_token_file=Path(a.agent_token_file) if a.agent_token_file else None,
+        project=project,
     )
     try:
         options = replace(
@@ -294,8 +301,9 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if options.agent is None:
-        # Through an agent the database is the server host's: the agent checks it.
+    if options.agent is None and project is None:
+        # Through an agent the database is the server host's: the agent checks it; a
+        # project's is its settings'.
         check_database(options.database_url, "--database" if a.database else "$DATABASE_URL")
     return options, a
 
@@ -409,7 +417,11 @@ def from_args(
             gcs = GC_MODES if gc_capable(RUNNERS[runner]) else ()
         out.update(
             runners=(runner,),
-            workloads=(workloads[0] if a.workloads is not None else soak.DEFAULT_WORKLOAD,),
+            workloads=(
+                workloads[0]
+                if a.workloads is not None or a.project is not None
+                else soak.DEFAULT_WORKLOAD,
+            ),
             users=(users[0] if a.users is not None else soak.DEFAULT_USERS,),
             warmup_s=a.warmup if a.warmup is not None else 0.0,
             duration_s=target.cap_s(a.duration),

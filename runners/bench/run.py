@@ -25,6 +25,9 @@ from runners.bench.options import Options
 from runners.bench.profiles import ProfilePlan, Profiler
 from runners.hosting import Hosted, LocalHost, ServerHost
 from runners.load.locust import (
+    LOCUSTFILE,
+    TRAFFICFILE,
+    USERFILE,
     LoadGenerator,
     LoadGeneratorFactory,
     LocustError,
@@ -41,6 +44,7 @@ from runners.serving.registry import (
     worker_count,
 )
 from runners.serving.server import ServeConfig
+from runners.serving.subject import BUILTIN, Subject
 from runners.serving.supervisor import log_tail
 from runners.vocabulary import Variant
 
@@ -62,6 +66,12 @@ class Context:
     """``--calibrate``'s measure of this host's load generator."""
     loadgen: LoadGeneratorFactory = LocustProcess
     """How a run gets its load generator (a Locust process; tests give a model)."""
+    subject: Subject = BUILTIN
+    """What the servers serve: the built-in app, or the user's project (``--project``)."""
+    traffic_files: Mapping[str, Path] = field(default_factory=dict)
+    """A project's URL-list and access-log workloads, written for Locust's TrafficUser."""
+    precheck_runners: frozenset[str] = frozenset()
+    """Runners the pre-check found broken or disagreeing (measured with --allow-errors)."""
 
     def runtime(self, spec: RunSpec) -> Runtime:
         """The interpreter and packages the run's server runs on."""
@@ -99,10 +109,27 @@ def locust_options(options: Options) -> tuple[str, ...]:
     )
 
 
+def workload_files(
+    spec: RunSpec, ctx: Context
+) -> tuple[tuple[Path, ...], tuple[str, ...], tuple[str, ...]]:
+    """The Locust files, user classes and options of ``spec``'s workload: the suite's own
+    (``loadtests/locustfile.py``), a project's traffic file (``TrafficUser``), or a
+    project's own locustfile (with the plugin that puts its tasks on the schedule)."""
+    project = ctx.options.project
+    if project is None:
+        return (LOCUSTFILE,), (), locust_options(ctx.options)
+    traffic = project.traffic_of(spec.workload)
+    if traffic.source == "locustfile":
+        return (project.file_of(spec.workload), USERFILE), traffic.user_classes, ()
+    traffic_file = str(ctx.traffic_files[spec.workload])
+    return (TRAFFICFILE,), ("TrafficUser",), ("--traffic", traffic_file)
+
+
 def plan_locust(url: str, variant: Variant, spec: RunSpec, ctx: Context) -> LocustPlan:
     """The Locust process of ``spec`` against the server at ``url``, on the load-generator
     CPUs; its own time limit is a safety net well past the run's estimate."""
     options = ctx.options
+    locustfiles, user_classes, workload_options = workload_files(spec, ctx)
     return LocustPlan(
         host=url,
         workload=spec.workload,
@@ -110,7 +137,9 @@ def plan_locust(url: str, variant: Variant, spec: RunSpec, ctx: Context) -> Locu
         out_prefix=ctx.runs_dir / spec.stem,
         run_time_limit_s=3 * run_estimate_s(options) + 60,
         cpus=options.placement.loadgen,
-        options=locust_options(options),
+        options=workload_options,
+        locustfiles=locustfiles,
+        user_classes=user_classes,
         request_timeout_s=options.request_timeout_s,
         processes=options.loadgen_processes,
         expect_workers=options.expect_workers,
@@ -230,6 +259,7 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
         env={**ctx.server_env, **profiles.server_env()},
         python=ctx.runtime(spec).python,
         gc=spec.runtime.gc,
+        subject=ctx.subject,
     )
     config, early_url = ctx.hosting.reserve(config)
     try:
@@ -265,6 +295,8 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
         flags = [*measured.flags, *measured.incidents.flags(), *profiles.flags()]
         if options.placement.shared and here:
             flags.append("shared-cpus")
+        if spec.runner.name in ctx.precheck_runners:
+            flags.append("precheck-failed")
         flags = list(order_flags(flags))
         share = ceiling_share(measured.measurement.rps, run.loadgen_processes, ctx.ceiling)
         run = dataclasses.replace(

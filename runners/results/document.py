@@ -62,6 +62,69 @@ class LoadgenCeiling(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ProjectDatabase(Record):
+    """What a project's servers ran against: the engine, how it was isolated (``copy``
+    of an SQLite file, ``clone`` of a PostgreSQL database, ``as-is``, ``none``), the
+    user's database (a path or a URL without password) and the scratch copy."""
+
+    engine: str | None = None
+    kind: str
+    source: str | None = None
+    scratch: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrafficSource(Record):
+    """One workload of a project: its file, its kind, what was kept and skipped."""
+
+    name: str
+    source: str
+    """``urls``, ``access-log`` or ``locustfile``."""
+    path: str
+    requests: int
+    """Distinct requests (METHOD PATH) it sends; 0 for a locustfile."""
+    user_classes: tuple[str, ...] = ()
+    skipped: dict[str, int] | None = optional(None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrecheckReading(Record):
+    """One URL through one runner on an idle server, before anything was timed."""
+
+    runner: str
+    url: str
+    status: int | None
+    size: int
+    p50_ms: float | None
+    error: str | None = optional(None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProjectInfo(Record):
+    """``--project``: the user's Django project the servers served."""
+
+    name: str
+    path: str
+    git_commit: str | None = None
+    settings: str
+    wsgi: str
+    asgi: str | None
+    asgi_built: bool = False
+    """It has no ASGI entry: the ASGI runners served Django's get_asgi_application()."""
+    django: str
+    asgiref: str | None = None
+    installed_hash: str
+    """sha256 of the sorted ``name==version`` lines of its environment."""
+    dependencies: str
+    """Where its dependencies came from (a file, or ``no dependency file``)."""
+    database: ProjectDatabase
+    traffic: tuple[TrafficSource, ...] = ()
+    precheck: tuple[PrecheckReading, ...] = ()
+    precheck_problems: tuple[str, ...] = ()
+    """What the pre-check found (measured anyway: ``--allow-errors``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Environment(Record):
     """What the benchmark ran on (``runners.results.environment.capture``)."""
 
@@ -84,6 +147,8 @@ class Environment(Record):
     loadgen_ceiling: LoadgenCeiling | None = optional(None)
     server_host: Environment | None = optional(None)
     """``--agent``: the environment of the servers' host (this block is the load host's)."""
+    project: ProjectInfo | None = optional(None)
+    """``--project``: the user's project that was served instead of the built-in app."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -189,6 +189,19 @@ FLAGS: dict[str, Flag] = {
             order=6,
         ),
         Flag(
+            "precheck-failed",
+            help="before anything was timed, this runner answered a URL with 5xx or not at all, "
+            "or differently from another runner (measured anyway: --allow-errors)",
+            note=(
+                "the pre-check found this runner serving some URL of the project wrong (a 5xx, "
+                "no answer, or a status or body size unlike another runner's: see "
+                "environment.project.precheck), and --allow-errors measured it anyway: its "
+                "figures include those pages' errors"
+            ),
+            unranked=True,
+            order=4,
+        ),
+        Flag(
             "worker-restarted",
             help="a worker died during a run; the master replaced it (recovered)",
             note=(

@@ -159,18 +159,33 @@ def server_env(
     return env
 
 
+BROKEN_S = 5.0
+"""A server that answers its readiness path with a 5xx for this long is up but broken:
+it fails at once instead of at ``startup_timeout`` (a page that fails every time)."""
+
+
 def _wait_healthy(
     child: Child, host: str, port: int, timeout: float, subject: Subject = BUILTIN
 ) -> None:
     path = subject.health
+    broken_since: list[float] = []
 
     def probe() -> str | None:
         try:
             status, body = http_get(host, port, path, timeout=2.0)
         except (OSError, http.client.HTTPException) as exc:
+            broken_since.clear()
             return f"{type(exc).__name__}: {exc}"
-        ready = 200 <= status < subject.ready_below
-        return None if ready else f"HTTP {status}: {body[:200]!r}"
+        if 200 <= status < subject.ready_below:
+            return None
+        found = f"HTTP {status}: {body[:200]!r}"
+        if status < 500:
+            broken_since.clear()
+        elif not broken_since:
+            broken_since.append(time.monotonic())
+        elif time.monotonic() - broken_since[0] >= BROKEN_S:
+            raise child.error(f"answers {path} with {found} (for {BROKEN_S:g} s: broken)")
+        return found
 
     last = supervisor.wait_ready(child, probe, timeout, f" before answering {path}")
     if last is not None:
