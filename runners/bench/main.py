@@ -37,7 +37,6 @@ from runners.bench.project_run import (
     project_readings,
     project_record,
     project_runtimes,
-    serve_project,
     traffic_files,
 )
 from runners.bench.run import Context, run_one
@@ -48,6 +47,7 @@ from runners.micro import benchmarks as micro_bench
 from runners.project.environment import ProjectEnv
 from runners.project.errors import ProjectError
 from runners.project.inspect import ProjectFacts, inspect_project
+from runners.project.serving import serve_project
 from runners.results import environment as env_capture
 from runners.results.document import CpuPlacement, LoadgenCeiling, ResultsFile
 from runners.runtimes import axes
@@ -254,7 +254,14 @@ def prepare(
     if options.project is not None:
         assert built.facts is not None and built.project_env is not None
         say(f"Isolating the project's database ({built.facts.database.engine or 'none'})...")
-        served = serve_project(options.project, built.project_env, built.facts, stack, say)
+        served = serve_project(
+            built.project_env,
+            built.facts,
+            stack,
+            say,
+            as_is=options.project.database_as_is,
+            health=options.project.health,
+        )
         subject = served.subject
         results.update(
             environment=dataclasses.replace(

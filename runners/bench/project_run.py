@@ -3,31 +3,25 @@ its traffic files for Locust, and what results.json records of it.
 
 The steps (``runners.bench.main``): ``project_runtimes`` builds (or reuses) the project's
 environment per interpreter, the suite's servers beside its own pins
-(``runners.project.environment``); ``serve_project`` inspects it there and isolates its
-data for the invocation (``runners.project.data``: an SQLite copy, a PostgreSQL clone,
-dropped at the end), which gives the ``Subject`` every run serves; ``traffic_files``
+(``runners.project.environment``); ``runners.project.serving.serve_project`` isolates its
+data for the invocation (an SQLite copy, a PostgreSQL clone, dropped at the end), which
+gives the ``Subject`` every run serves; ``traffic_files``
 writes each workload's requests for Locust with the status the pre-check saw as the
 expected one; ``project_record`` is the environment block's ``project``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from loadtests.traffic import Traffic
-from runners import REPO_ROOT
 from runners.bench.options import Options
 from runners.bench.precheck import PrecheckResult
 from runners.bench.project_options import ProjectOptions
-from runners.project.data import Isolation, isolate
 from runners.project.environment import ProjectEnv, project_environment
-from runners.project.inspect import ProjectFacts
+from runners.project.serving import ServedProject
 from runners.results.document import (
     PrecheckReading,
     ProjectDatabase,
@@ -38,27 +32,6 @@ from runners.runtimes.axes import RuntimeKey
 from runners.runtimes.interpreters import Interpreter, current_interpreter
 from runners.runtimes.releases import PACKAGES
 from runners.runtimes.venvs import Runtime
-from runners.serving import ledger
-from runners.serving.subject import PROJECT_ASGI_APP, Subject
-
-PROJECTS_DIR = REPO_ROOT / ".data" / "projects"
-"""Where a project's database copy and settings wrapper live while it is served."""
-WORK_KIND = "project-work"
-
-
-def remove_work(ident: str) -> str | None:
-    """Remove a project's work folder (the ledger's cleaner of ``WORK_KIND``); only a
-    folder of ``PROJECTS_DIR``."""
-    folder = Path(ident)
-    if folder.parent != PROJECTS_DIR:
-        raise RuntimeError(f"{folder} is not a project work folder")
-    if not folder.exists():
-        return None
-    shutil.rmtree(folder)
-    return f"removed {folder}"
-
-
-ledger.register_cleaner(WORK_KIND, remove_work)
 
 
 def project_runtimes(
@@ -85,46 +58,6 @@ def project_runtimes(
             packages=tuple((name, env.packages.get(name)) for name in PACKAGES),
         )
     return runtimes, envs
-
-
-@dataclass(frozen=True)
-class ServedProject:
-    """A project as the invocation serves it."""
-
-    facts: ProjectFacts
-    env: ProjectEnv
-    isolation: Isolation
-    subject: Subject
-
-
-def serve_project(
-    project: ProjectOptions,
-    env: ProjectEnv,
-    facts: ProjectFacts,
-    stack: contextlib.ExitStack,
-    say: Callable[[str], None],
-) -> ServedProject:
-    """Isolate the project's data while ``stack`` lasts (``facts``: what its inspection
-    found); ``ProjectError`` (one line) before anything is copied when it cannot be."""
-    work = PROJECTS_DIR / f"{project.layout.name}-{os.getpid()}"
-    # Removed at the end (also by the next driver, after a kill -9: the ledger).
-    resource = ledger.Resource(WORK_KIND, str(work))
-    ledger.acquired(resource)
-    stack.callback(ledger.released, resource)
-    stack.callback(remove_work, str(work))
-    isolation = stack.enter_context(isolate(facts, work, project.database_as_is, say))
-    subject = Subject(
-        name=project.layout.name,
-        wsgi=facts.wsgi,
-        asgi=facts.asgi or PROJECT_ASGI_APP,
-        asgi_built=facts.asgi is None,
-        settings=isolation.settings_module,
-        pythonpath=(str(isolation.pythonpath), str(project.layout.root)),
-        app_root=str(project.layout.root),
-        health=project.health,
-        ready_below=500,
-    )
-    return ServedProject(facts, env, isolation, subject)
 
 
 def expected(traffic: Traffic, statuses: Mapping[str, int]) -> Traffic:
