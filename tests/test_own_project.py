@@ -331,3 +331,55 @@ def test_the_traffic_counts_are_read_from_locusts_csv(tmp_path: Path) -> None:
     path = tmp_path / "x_stats.csv"
     path.write_text("Type,Name,Request Count\nGET,GET /a/,30\nGET,GET /b/,10\n,Aggregated,40\n")
     assert counts(path) == {"GET /a/": 30, "GET /b/": 10}
+
+
+def test_the_report_names_the_project_and_its_pre_check(tmp_path: Path) -> None:
+    """What results.json records of a project is what the report shows."""
+    from runners.report.render import render_run
+    from tests.test_report import SAMPLE, place
+
+    data = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    data["environment"]["project"] = {
+        "name": "mysite",
+        "path": "/src/mysite",
+        "git_commit": "0123456789abcdef",
+        "settings": "mysite.settings",
+        "wsgi": "mysite.wsgi:application",
+        "asgi": None,
+        "asgi_built": True,
+        "django": "5.1.15",
+        "asgiref": "3.13.0",
+        "installed_hash": "ab" * 32,
+        "dependencies": "requirements.txt",
+        "database": {
+            "engine": "django.db.backends.sqlite3",
+            "kind": "copy",
+            "source": "/src/mysite/db.sqlite3",
+            "scratch": "/x/db.sqlite3",
+        },
+        "traffic": [{"name": "urls", "source": "urls", "path": "/src/urls.txt", "requests": 3}],
+        "precheck": [
+            {
+                "runner": "uvicorn",
+                "url": "GET /products/",
+                "status": 200,
+                "size": 413,
+                "p50_ms": 5.5,
+            }
+        ],
+        "precheck_problems": ["GET /api/: uvicorn: HTTP 500"],
+    }
+    html = render_run(place(data, tmp_path / "run")).read_text(encoding="utf-8")
+    section = html[html.index('<section id="project">') : html.index('<section id="headline">')]
+    for text in (
+        "Your project: mysite",
+        "/src/mysite",
+        "0123456789ab",
+        "Django 5.1.15",
+        "get_asgi_application()",
+        "served from a copy of /src/mysite/db.sqlite3",
+        "GET /products/",
+        "GET /api/: uvicorn: HTTP 500",
+    ):
+        assert text in section, text
+    assert 'href="#project"' in html
