@@ -41,10 +41,9 @@ def server_env(directory: Path, frames: int = 1) -> dict[str, str]:
     """Environment (for ``ServeConfig.env``) that profiles every process of a server
     into ``directory`` (created), with ``frames`` frames per allocation."""
     directory.mkdir(parents=True, exist_ok=True)
-    inherited = os.environ.get("PYTHONPATH", "")
-    path = os.pathsep.join(p for p in (str(SITE_DIR), str(REPO_ROOT), inherited) if p)
     return {
-        "PYTHONPATH": path,
+        # First on the servers' path (``runners.serving.server.server_env`` adds the rest).
+        "PYTHONPATH": str(SITE_DIR),
         shim.ENV: str(directory.resolve()),
         shim.FRAMES_ENV: str(frames),
         "UWSGI_ENABLE_THREADS": "1",

@@ -141,21 +141,23 @@ def server_env(
 ) -> dict[str, str]:
     """The environment of the app's processes: ours, minus server-setting variables,
     plus the subject's folders and the repository on ``PYTHONPATH``, its settings
-    module, and ``extra``."""
+    module, and ``extra`` (whose ``PYTHONPATH``, if any, goes first)."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(_SCRUBBED_ENV_PREFIXES) and k != "BENCH_GC"
     }
-    path = env.get("PYTHONPATH", "")
-    env["PYTHONPATH"] = os.pathsep.join(
-        [*subject.pythonpath, str(REPO_ROOT), *([path] if path else [])]
-    )
+    extra = dict(extra or {})
+    first = extra.pop("PYTHONPATH", "")
+    inherited = env.get("PYTHONPATH", "")
+    folders = [*first.split(os.pathsep), *subject.pythonpath, str(REPO_ROOT)]
+    folders += inherited.split(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(f for f in folders if f))
     env["DJANGO_SETTINGS_MODULE"] = subject.settings or "apps.project.settings"
     if subject.app_root is not None:
         env["BENCH_APP_ROOT"] = subject.app_root
     env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
+    env.update(extra)
     return env
 
 
