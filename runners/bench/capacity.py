@@ -106,6 +106,9 @@ class ProbeObservation:
     """Busy share of the load-generator CPUs, everything running there counted."""
     loadgen_process_percent: float | None = None
     """The busiest load-generating process, percent of one core."""
+    upstream_cpu_percent: float | None = None
+    """The upstream service's share of the load generator's CPUs (within
+    ``loadgen_cpu_percent``)."""
     late_share: float = 0.0
     memory_available_share: float | None = None
     scheduled: int = 0
@@ -158,6 +161,16 @@ class ProbeObservation:
             or (self.late and cpu >= LOADGEN_STALL_CPU_PERCENT)
         )
 
+    def loadgen_share(self) -> str:
+        """How busy the load generator was, and how much of it the upstream service."""
+        cpu = self.loadgen_cpu_percent
+        parts = [f"its CPUs {cpu:.0f}% busy" if cpu is not None else "its CPUs unread"]
+        if self.upstream_cpu_percent is not None:
+            parts.append(f"the upstream service {self.upstream_cpu_percent:.0f}% of them")
+        if self.loadgen_process_percent is not None:
+            parts.append(f"the busiest Locust process {self.loadgen_process_percent:.0f}%")
+        return ", ".join(parts)
+
     @property
     def loadgen_stalled(self) -> bool:
         """Tickets left late while the generator had CPU to spare: the host stalled it."""
@@ -207,7 +220,7 @@ class ProbeObservation:
         elif self.offered_rps and self.achieved_rps < ACHIEVED_SHARE * self.offered_rps:
             found.append(f"{self.achieved_rps:.0f} of {self.offered_rps:.0f} req/s came back")
         if self.loadgen_bound:
-            found.append("the load generator could not keep up")
+            found.append(f"the load generator could not keep up ({self.loadgen_share()})")
         elif self.loadgen_stalled:
             found.append(f"{self.late_share:.1%} of the tickets left late")
         return found

@@ -9,11 +9,15 @@ The readings are ``runners.sampling.interference``'s and ``runners.sampling.cpus
 
 from __future__ import annotations
 
+import http.client
+import json
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from runners.results.record import DatabaseUsage, Interference
+from runners.results.record import DatabaseUsage, Interference, UpstreamUsage
 from runners.sampling import cpustat, interference
 from runners.serving.cpus import Placement
+from runners.serving.net import http_get
 
 
 @dataclass
@@ -28,11 +32,18 @@ class WindowUsage:
     placement: Placement
     here: bool
     database_pid: int | None = None
+    upstream_url: str | None = None
+    """The upstream service beside the load generator (read at the edges: ``/stats``)."""
     marks: list[interference.Mark] = field(default_factory=list)
     loadgen: list[cpustat.CpuTimes] = field(default_factory=list)
     database_memory: interference.DatabaseMemory | None = None
+    upstream_stats: list[tuple[int, float]] = field(default_factory=list)
 
     def mark(self) -> None:
+        if self.upstream_url is not None:
+            found = upstream_stats(self.upstream_url)
+            if found is not None:
+                self.upstream_stats.append(found)
         if self.here:
             self.marks.append(
                 interference.mark(self.placement.server, self.placement.loadgen, self.database_pid)
@@ -56,6 +67,37 @@ class WindowUsage:
         if len(self.loadgen) < 2:
             return None
         return cpustat.steal_share(self.loadgen[0], self.loadgen[-1], self.placement.loadgen)
+
+    def loadgen_busy_seconds(self) -> float | None:
+        """Busy CPU seconds of the load generator's CPUs over the window."""
+        if len(self.loadgen) < 2:
+            return None
+        busy, _, _ = cpustat.gained(self.loadgen[0], self.loadgen[-1], self.placement.loadgen)
+        return busy / interference.TICKS_PER_S
+
+    def loadgen_total_seconds(self) -> float | None:
+        """The load generator's CPUs' time over the window (stolen time left out)."""
+        if len(self.loadgen) < 2:
+            return None
+        _, steal, total = cpustat.gained(self.loadgen[0], self.loadgen[-1], self.placement.loadgen)
+        return (total - steal) / interference.TICKS_PER_S
+
+    def upstream(self) -> UpstreamUsage | None:
+        """What the upstream service used over the window (None: none watched, or its
+        stats could not be read at both edges)."""
+        if len(self.upstream_stats) < 2:
+            return None
+        (requests0, cpu0), (requests1, cpu1) = self.upstream_stats[0], self.upstream_stats[-1]
+        cpu, requests = max(0.0, cpu1 - cpu0), max(0, requests1 - requests0)
+        busy = self.loadgen_busy_seconds()
+        had = self.loadgen_total_seconds()
+        return UpstreamUsage(
+            cpu_seconds=round(cpu, 4),
+            requests=requests,
+            cpu_ms_per_request=round(1000 * cpu / requests, 4) if requests else None,
+            cpu_percent=round(100.0 * cpu / had, 3) if had else None,
+            loadgen_share=round(min(1.0, cpu / busy), 4) if busy else None,
+        )
 
     def interference(self) -> Interference | None:
         if len(self.marks) < 2:
@@ -106,3 +148,16 @@ def database_record(
         # Not pinned (or pinned over the server's CPUs): the scheduler puts it anywhere.
         shares_server_cpus=cpus is None or bool(set(cpus) & set(placement.server)),
     )
+
+
+def upstream_stats(url: str) -> tuple[int, float] | None:
+    """(delay requests answered, CPU seconds) of the upstream service at ``url``, now."""
+    parts = urlsplit(url)
+    try:
+        status, body = http_get(parts.hostname or "127.0.0.1", parts.port or 80, "/stats", 2.0)
+        if status != 200:
+            return None
+        data = json.loads(body)
+        return int(data["requests"]), float(data["cpu_seconds"])
+    except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException):
+        return None

@@ -44,6 +44,7 @@ from runners.results.record import (
     Memory,
     Probe,
     SoakSeries,
+    UpstreamUsage,
 )
 from runners.sampling import interference
 from runners.sampling.memory import TreeSample
@@ -133,6 +134,12 @@ class ProbeWindow:
     loadgen_steal_share: float | None = None
     """Steal on the load generator's CPUs, where nothing else of the host is read (the
     server on the agent's host)."""
+    upstream: UpstreamUsage | None = None
+    """The upstream service's CPU in the window (it shares the load generator's CPUs)."""
+
+    def upstream_cpu_percent(self) -> float | None:
+        """The upstream service's share of the load generator's CPUs' time."""
+        return self.upstream.cpu_percent if self.upstream is not None else None
 
     def observation(self, slo_p99_ms: float | None = None) -> ProbeObservation:
         """The search's view of the window (``slo_p99_ms``: to count the requests over it)."""
@@ -164,6 +171,7 @@ class ProbeWindow:
             scheduled=r.scheduled if r.mode == "open" else 0,
             served=r.served,
             over_target_share=latency.share_over(hist, slo_p99_ms) if slo_p99_ms else 0.0,
+            upstream_cpu_percent=self.upstream_cpu_percent(),
             steal_share=host.steal_share if host is not None else self.loadgen_steal_share,
             interference_share=host.share if host is not None else None,
         )
@@ -178,11 +186,14 @@ class Probing:
         server: Hosted,
         options: Options,
         check: Callable[[], None] | None = None,
+        upstream_url: str | None = None,
     ) -> None:
         self.loadgen = loadgen
         self.server = server
         self.options = options
         self.check = check
+        self.upstream_url = upstream_url
+        """The upstream service beside the load generator, whose CPU each window records."""
         self.seq = 0
         self.target = Target(slo_p99_ms=options.slo_p99_ms)
         # Who else used the run's CPUs, and what a local database used, are read only
@@ -230,7 +241,9 @@ class Probing:
         window = self.server.window(
             sample=request.sample, interval=sample_interval(request.duration_s)
         )
-        usage = WindowUsage(self.options.placement, self.server.here, self.database_pid)
+        usage = WindowUsage(
+            self.options.placement, self.server.here, self.database_pid, self.upstream_url
+        )
 
         def opened() -> None:
             usage.mark()
@@ -257,6 +270,7 @@ class Probing:
             interference=usage.interference(),
             database=usage.database(),
             loadgen_steal_share=usage.loadgen_steal_share(),
+            upstream=usage.upstream(),
             # Counted by the load generator as its users connect (loadtests/locustfile.py).
             connections=result.connects,
         )
@@ -331,6 +345,7 @@ def measurement(
         timeouts=r.timeouts,
         interference=window.interference,
         database=window.database,
+        upstream=window.upstream,
         connections=window.connections,
     )
 
@@ -370,6 +385,7 @@ def probe_record(observed: ProbeObservation, target: Target) -> Probe:
         server_cpu_percent=_round(observed.server_cpu_percent),
         loadgen_cpu_percent=_round(observed.loadgen_cpu_percent),
         loadgen_process_percent=_round(observed.loadgen_process_percent),
+        upstream_cpu_percent=_round(observed.upstream_cpu_percent),
         late_share=round(observed.late_share, 5),
         passed=observed.passes(target),
         problems=tuple(observed.problems(target)),
@@ -463,9 +479,10 @@ def open_loop(
     options: Options,
     check: Callable[[], None],
     hooks: WindowHooks = NO_HOOKS,
+    upstream_url: str | None = None,
 ) -> RunFindings:
     """The capacity search, then the confirmation window at the rate it found."""
-    probing = Probing(loadgen, server, options, check)
+    probing = Probing(loadgen, server, options, check, upstream_url)
     target = probing.target
     server_slots = slots(server)
     workers_before = server.worker_pids()
@@ -520,9 +537,10 @@ def closed_loop(
     users: int,
     check: Callable[[], None],
     hooks: WindowHooks = NO_HOOKS,
+    upstream_url: str | None = None,
 ) -> RunFindings:
     """One window of ``users`` users sending back to back."""
-    probing = Probing(loadgen, server, options, check)
+    probing = Probing(loadgen, server, options, check, upstream_url)
     workers_before = server.worker_pids()
     request = WindowRequest(
         "closed", None, users, options.duration_s, sample=True, reset_stats=True

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtests.catalog import DEFAULT_MAX_POST_ID, DEFAULT_MAX_USER_ID
+from loadtests.catalog import DEFAULT_MAX_POST_ID, DEFAULT_MAX_USER_ID, needs_upstream
 from runners.bench.estimate import run_estimate_s
 from runners.bench.matrix import RunSpec, runtime_python
 from runners.bench.measure import (
@@ -161,13 +161,14 @@ def measure(
     options = ctx.options
     check = server_watch(server)
     hooks: WindowHooks = profiler if profiler is not None else NO_HOOKS
+    upstream = ctx.server_env.get("BENCH_UPSTREAM_URL") if needs_upstream(spec.workload) else None
     if options.soak is not None:
         started = profiler.soak_started if profiler is not None else None
         measured = soak_loop(loadgen, server, options, spec.users, check, hooks, started)
     elif options.load == "open":
-        measured = open_loop(loadgen, server, options, check, hooks)
+        measured = open_loop(loadgen, server, options, check, hooks, upstream)
     else:
-        measured = closed_loop(loadgen, server, options, spec.users, check, hooks)
+        measured = closed_loop(loadgen, server, options, spec.users, check, hooks, upstream)
     check()
     if measured.measurement.requests == 0:
         raise RuntimeError(

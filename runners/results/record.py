@@ -284,6 +284,9 @@ class Probe(Record):
     server_cpu_percent: float | None = optional(None)
     loadgen_cpu_percent: float | None = optional(None)
     loadgen_process_percent: float | None = optional(None)
+    upstream_cpu_percent: float | None = optional(None)
+    """The upstream service's share of the load generator's CPUs' time, within
+    ``loadgen_cpu_percent``."""
     late_share: float = optional(0.0)
     passed: bool
     problems: tuple[str, ...] = optional(())
@@ -349,6 +352,22 @@ class Interference(Record):
     def steal_share(self) -> float:
         """The larger side's steal: what the ``steal`` flag is decided on."""
         return max(self.server_steal_share or 0.0, self.loadgen_steal_share or 0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpstreamUsage(Record):
+    """The upstream service over the window: it runs on the load generator's CPUs, so
+    what it costs them is recorded beside Locust's."""
+
+    cpu_seconds: float
+    requests: int
+    """Delay requests it answered in the window."""
+    cpu_ms_per_request: float | None = optional(None)
+    cpu_percent: float | None = optional(None)
+    """Percent of the load generator's CPUs' time (100: all of them, all the window)."""
+    loadgen_share: float | None = optional(None)
+    """Its CPU seconds over the busy CPU seconds of the load generator's CPUs (Locust, the
+    upstream and anything else pinned there)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -447,6 +466,8 @@ class Run(Record):
     soak_breakdown: SoakBreakdown | None = optional(None)
     interference: Interference | None = optional(None)
     database: DatabaseUsage | None = optional(None)
+    upstream: UpstreamUsage | None = optional(None)
+    """The upstream service's CPU over the measured window (on the load generator's CPUs)."""
     connections: int | None = optional(None)
     """New TCP connections Locust opened to the server in the measured window."""
     connections_per_request: float | None = optional(None)
@@ -522,6 +543,7 @@ class Measurement:
     timeouts: int | None = None
     interference: Interference | None = None
     database: DatabaseUsage | None = None
+    upstream: UpstreamUsage | None = None
     connections: int | None = None
 
     @property
@@ -565,6 +587,7 @@ class Measurement:
             timeouts=self.timeouts,
             interference=self.interference,
             database=self.database,
+            upstream=self.upstream,
             connections=self.connections,
             connections_per_request=round(self.connections / self.requests, 4)
             if self.connections is not None and self.requests

@@ -48,7 +48,7 @@ def read(path: Path = PROC_STAT) -> CpuTimes:
     return CpuTimes(busy, total, steal)
 
 
-def _gained(before: CpuTimes, after: CpuTimes, cpus: Iterable[int]) -> tuple[int, int, int]:
+def gained(before: CpuTimes, after: CpuTimes, cpus: Iterable[int]) -> tuple[int, int, int]:
     """(busy, stolen, total) ticks ``cpus`` gained between two reads."""
     busy = steal = total = 0
     for cpu in cpus:
@@ -62,12 +62,12 @@ def busy_percent(before: CpuTimes, after: CpuTimes, cpus: Iterable[int]) -> floa
     """Percent of the time the CPUs had (stolen time left out) that was busy between
     ``before`` and ``after`` (100 = every one of them busy all the time); None if no
     time passed."""
-    busy, steal, total = _gained(before, after, cpus)
+    busy, steal, total = gained(before, after, cpus)
     had = total - steal
     return 100.0 * busy / had if had > 0 else None
 
 
 def steal_share(before: CpuTimes, after: CpuTimes, cpus: Iterable[int]) -> float | None:
     """The share of the CPUs' time the hypervisor took (None if no time passed)."""
-    _, steal, total = _gained(before, after, cpus)
+    _, steal, total = gained(before, after, cpus)
     return steal / total if total > 0 else None
