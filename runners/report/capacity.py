@@ -3,14 +3,15 @@ each runner (in words), and the saturation curves of the capacity search.
 
 A cell of open-loop runs is ranked by capacity per GiB: the highest rate its
 server sustained with p99 within the latency target, per GiB of peak summed
-PSS (``Cell.ranking``). The report adds two caveats of its own to such a cell
-(both keep it out of the ranking):
+PSS (``Cell.ranking``), with its band (``Cell.ranking_band``). The report adds two
+flags of its own to such a cell, for files whose runs do not carry them:
 
 - ``loadgen-bound`` when the search stopped because the load generator could
   not keep its schedule (``capacity.bound == "loadgen"``): the figure is the
-  generator's limit, a lower bound of the server's;
+  generator's limit, a lower bound of the server's (ranked as ``≥ X``);
 - ``unconfirmed`` when a repeat's confirmation window missed the target
-  (``capacity.confirmed`` false): the rate found did not hold a second time.
+  (``capacity.confirmed`` false): the rate found did not hold a second time, so
+  the cell is not ranked.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runners.report.formats import fmt_ms, fmt_num, fmt_pct
+from runners.results.bands import band_text
 from runners.results.cells import Cell, stat
 from runners.results.criteria import MAX_ERROR_RATE
 from runners.results.flags import UNRANKED, order_flags
@@ -110,16 +112,46 @@ def _next_failing_probe(cell: Cell) -> Probe | None:
     return min(above, key=lambda p: p.offered_rps or 0.0, default=None)
 
 
+def lower_bound_reasons(cell: Cell) -> list[str]:
+    """Why the cell's figure is a lower bound, in words ([] when it is not one)."""
+    if not cell.lower_bound:
+        return []
+    reasons = []
+    runs = cell.ok_runs
+    if any(
+        "loadgen-bound" in r.flags or (r.capacity is not None and r.capacity.bound == "loadgen")
+        for r in runs
+    ):
+        reasons.append("the load generator could not push harder")
+    if any(
+        r.capacity is not None
+        and r.capacity.lower_bound
+        and r.capacity.bound != "loadgen"
+        and r.capacity.high_rps is None
+        for r in runs
+    ):
+        reasons.append("no probe failed within the search's budget")
+    if any("interference" in r.flags for r in runs):
+        reasons.append("other programs took some of its CPUs")
+    return reasons or ["its figure is a lower bound"]
+
+
 def bound_sentence(cell: Cell, label: str) -> str:
     """One sentence: what bounded ``label`` (the cell's runner) on its workload, with the
-    capacity and the p99 at it (means over the ok repeats)."""
+    capacity (its band, when the search recorded one) and the p99 at it (means over the
+    ok repeats)."""
     head = f"{label} on {cell.workload}"
     if cell.failed:
         error = next((r.error for r in cell.runs if r.error), None) or "no error recorded"
         return f"{head}: every repeat failed ({error})."
     rps = cell.capacity_rps.mean if cell.capacity_rps is not None else None
     p99 = cell.latency["p99"]
-    at = f"{fmt_num(rps)} req/s (p99 {fmt_ms(p99.mean if p99 is not None else None)} ms)"
+    band = cell.capacity_band
+    shown = band_text(band) if band is not None and band.measured and not band.open else ""
+    at = (
+        f"{fmt_num(rps)} req/s{f' {shown}' if shown else ''} "
+        f"(p99 {fmt_ms(p99.mean if p99 is not None else None)} ms)"
+    )
     cpu = _server_cpu(cell)
     cpu_text = f"server CPU {cpu:.0f} %" if cpu is not None else "server CPU not measured"
     if rps is None:
@@ -146,6 +178,8 @@ def bound_sentence(cell: Cell, label: str) -> str:
         text = f"{head}: the host ran out of memory above {at}"
     else:
         text = f"{head}: {at}, bound not recorded"
+    if rps is not None and cell.lower_bound and cell.bound != "loadgen":
+        text += f"; a lower bound: {', '.join(lower_bound_reasons(cell))}"
     bounds = sorted({r.capacity.bound for r in cell.ok_runs if r.capacity is not None})
     if len(bounds) > 1:
         text += f"; the repeats disagree ({', '.join(bounds)})"

@@ -19,6 +19,7 @@ from runners.report.capacity import (
     CurveRow,
     bound_sentence,
     curve_rows,
+    lower_bound_reasons,
     saturation_charts,
     slo_of,
     slo_text,
@@ -31,7 +32,7 @@ from runners.report.colors import (
     runner_color,
 )
 from runners.report.compare import environment_rows
-from runners.report.formats import fmt_time
+from runners.report.formats import fmt_mib, fmt_ms, fmt_num, fmt_time
 from runners.report.html import chart_scripts
 from runners.report.links import artifact_links
 from runners.report.memory import ProcessShare, peak_sample, process_rows, pss_series
@@ -46,7 +47,9 @@ from runners.report.ranking import (
     runner_label,
     workloads_of,
 )
+from runners.report.rerun import rerun_command
 from runners.report.runtimes import runtime_charts, runtime_views
+from runners.results.bands import band_text
 from runners.results.cells import Cell, Stat, matters, several
 from runners.results.document import Results
 from runners.results.figures import MIB
@@ -459,6 +462,94 @@ class HeadlineView:
         return f"Headline: {' and '.join(parts) or 'requests/s per GiB'}"
 
 
+def figure_text(cell: Cell) -> str:
+    """A cell's ranking figure with what is known of it: ``26,149 [25,900, 26,700]`` (the
+    search's band), ``≥ 62,719`` (a lower bound), or the mean alone."""
+    band = cell.ranking_band
+    mean = cell.ranking.mean if cell.ranking is not None else None
+    if band is not None and band.open:
+        return f"≥ {fmt_num(band.low)}"
+    shown = band_text(band) if band is not None and band.measured else ""
+    return f"{fmt_num(mean)} {shown}" if shown else fmt_num(mean)
+
+
+def _capacity_text(cell: Cell) -> str:
+    """The capacity in req/s as the headline says it: ``1,794 req/s``, with the band the
+    search found, or ``≥ 4,489 req/s`` for a lower bound."""
+    band = cell.capacity_band if cell.open_loop else None
+    stat = cell.capacity_rps if cell.open_loop else cell.rps
+    if cell.lower_bound and stat is not None:
+        low = band.low if band is not None else stat.min
+        return f"≥ {fmt_num(low)} req/s"
+    shown = band_text(band) if band is not None and band.measured else ""
+    return f"{fmt_num(stat.mean if stat is not None else None)} req/s" + (
+        f" {shown}" if shown else ""
+    )
+
+
+def _leader_text(cell: Cell, open_loop: bool) -> str:
+    """What follows the leader's name in the headline: its figure, capacity, p99, PSS
+    and (open loop) bound; for a lower bound, ``first with at least N`` and why."""
+    p99 = cell.latency["p99"]
+    pss = cell.pss_peak_bytes
+    details = [
+        _capacity_text(cell),
+        f"p99 {fmt_ms(p99.mean) if p99 is not None else '—'} ms",
+        f"{fmt_mib(pss.mean) if pss is not None else '—'} MiB PSS",
+    ]
+    at = " at capacity" if open_loop else ""
+    if cell.lower_bound:
+        band = cell.ranking_band
+        low = band.low if band is not None else by_ranking(cell)
+        return (
+            f" first with at least {fmt_num(low)} req/s per GiB{at} ({', '.join(details)}): "
+            + ", ".join(lower_bound_reasons(cell))
+        )
+    if open_loop:
+        details.append(f"bound: {cell.bound or '—'}")
+    return f", {figure_text(cell)} req/s per GiB{at} ({', '.join(details)})"
+
+
+def _why_unranked(cell: Cell, open_loop: bool) -> tuple[str, ...]:
+    """The flags that keep a cell out of the ranking, or why it has no figure."""
+    if cell.caveats:
+        return cell.caveats
+    if cell.failed:
+        return ("failed",)
+    return ("no rate met the target",) if open_loop else ("no figure",)
+
+
+@dataclass(frozen=True)
+class VerdictView:
+    """One line of the headline: the runner ranked first on a workload (and those within
+    noise of it), the unranked cells that scored higher, and, when some cell is given no
+    rank, the command that runs it again."""
+
+    ranking: Ranking
+    leader: str | None
+    """The label of the cell ranked first (None: no cell is ranked)."""
+    leader_text: str
+    tied: tuple[str, ...]
+    """``granian-asgi (26,021 [25,800, 26,400])``: the others sharing first place."""
+    unranked: tuple[tuple[str, tuple[str, ...]], ...]
+    """(label, the flags that keep it unranked) of each cell given no rank."""
+    rerun: str | None
+
+
+def verdict_view(ranking: Ranking, label_of: Labeler, command: str, repeat: int) -> VerdictView:
+    """The headline's line for one ranking."""
+    best = ranking.best
+    unranked = ranking.unranked
+    return VerdictView(
+        ranking=ranking,
+        leader=label_of(best) if best is not None else None,
+        leader_text=_leader_text(best, ranking.open_loop) if best is not None else "",
+        tied=tuple(f"{label_of(c)} ({figure_text(c)})" for c in ranking.leaders[1:]),
+        unranked=tuple((label_of(c), _why_unranked(c, ranking.open_loop)) for c in unranked),
+        rerun=rerun_command(command, unranked, repeat) if unranked else None,
+    )
+
+
 def headline_view(ranked: Sequence[Ranking], cells: Sequence[Cell]) -> HeadlineView:
     """Which loops the rankings hold, and the cells' latency target."""
     return HeadlineView(
@@ -529,11 +620,13 @@ def run_context(results: Results, results_dir: Path) -> JSON:
     profiles = profile_views(results, results_dir)
     charts |= profile_charts(profiles)
     ranked = rankings(cells)
+    verdicts = [verdict_view(r, label_of, results.command, results.matrix.repeat) for r in ranked]
     used_flags = sorted({f for c in cells for f in c.flags}, key=lambda f: (f not in FLAGS, f))
     return {
         "results": results,
         "title": f"Benchmark {fmt_time(results.created_at)}",
         "rankings": ranked,
+        "verdicts": verdicts,
         "headline": headline_view(ranked, cells),
         "bound_sentences": bound_sentences(ranked, label_of),
         "workload_anchor": {w.name: w.anchor for w in workloads},
