@@ -362,12 +362,19 @@ def test_chart_data_matches_the_tables(report: tuple[str, Node], sample: dict[st
     rpg = specs["w0-rpg"]
     assert [d["label"] for d in rpg["datasets"]] == ["16 users", "64 users"]
     for dataset, users in zip(rpg["datasets"], (16, 64), strict=True):
-        for runner, value, flag in zip(
-            rpg["labels"], dataset["data"], dataset["flags"], strict=True
+        for runner, value, flag, band in zip(
+            rpg["labels"], dataset["data"], dataset["flags"], dataset["bands"], strict=True
         ):
             want = cells[("json", users, runner)]
             assert value == pytest.approx(want["rps_per_gib"], abs=0.06)
             assert set(filter(None, flag.split(", "))) == want["flags"] & BLOCKING
+            # The band: the repeats' range, open above for a lower bound.
+            low, high = band
+            assert low == pytest.approx(want["per_gib_min"], abs=0.06)
+            if want["lower"]:
+                assert high is None
+            else:
+                assert high == pytest.approx(want["per_gib_max"], abs=0.06)
     # Bars sorted by requests/s per GiB at the highest concurrency.
     top = rpg["datasets"][1]["data"]
     assert top == sorted(top, reverse=True)

@@ -20,6 +20,7 @@ import pytest
 
 from runners.report import render_run
 from runners.report.rerun import rerun_command
+from runners.results.criteria import INTERFERENCE_SHARE, STEAL_SHARE
 from runners.results.document import read_results
 from runners.results.schema import validation_errors
 from tests.test_report import Node, parse, place, rows, tied_ranks
@@ -326,6 +327,31 @@ def test_the_rerun_command_keeps_the_invocations_other_options() -> None:
 # 2. A band, not a point: the chart
 
 
+def test_the_capacity_chart_spec_carries_the_bands(tmp_path: Path, sample: dict[str, Any]) -> None:
+    doc = render(sample, tmp_path / "r")
+    cells = expected(sample)
+    spec = charts(doc)["w0-rpg"]
+    (dataset,) = spec["datasets"]
+    shown = dict(
+        zip(spec["labels"], zip(dataset["bands"], dataset["texts"], strict=True), strict=True)
+    )
+    for runner, (band, text) in shown.items():
+        cell = cells[("json", runner)]
+        low, high = band
+        assert low == pytest.approx(cell["low"], abs=0.06)
+        if cell["high"] is None:
+            assert high is None and text == f"≥ {cell['low']:,.0f}"
+        else:
+            assert high == pytest.approx(cell["high"], abs=0.06)
+            assert text == f"{cell['figure']:,.0f}"
+    # An open band is drawn to past every bar and band end.
+    assert spec["bandEnd"] > max(c["high"] or c["low"] for c in cells.values())
+    # Unranked cells' bars are pale and flagged on the upstream chart.
+    up = charts(doc)["w1-rpg"]["datasets"][0]
+    texts = dict(zip(charts(doc)["w1-rpg"]["labels"], up["texts"], strict=True))
+    assert texts["uvicorn"].endswith(" ⚑") and not texts["granian-asgi"].endswith("⚑")
+
+
 def test_capacity_per_gib_carries_the_band_with_the_same_pss_peak(sample: dict[str, Any]) -> None:
     results = read_results(BANDS)
     from runners.results.bands import capacity_band, capacity_band_per_gib
@@ -352,6 +378,34 @@ def test_capacity_per_gib_carries_the_band_with_the_same_pss_peak(sample: dict[s
 
 # --------------------------------------------------------------------------
 # 1. Steal and interference beside the figures
+
+
+def test_the_host_table_shows_steal_beside_the_others(
+    tmp_path: Path, sample: dict[str, Any]
+) -> None:
+    doc = render(sample, tmp_path / "r")
+    host = doc.find("table", **{"class": "compact host"})
+    heads = [th.text() for th in host.find("thead").find_all("th")]
+    assert heads[1:6] == [
+        "others on server CPUs (s)",
+        "others on load gen CPUs (s)",
+        "largest share",
+        "steal on server CPUs",
+        "steal on load gen CPUs",
+    ]
+    row = host.find("tr", data_run_id="gunicorn-sync/json/open/2")
+    run = next(r for r in sample["runs"] if r["id"] == "gunicorn-sync/json/open/2")
+    assert row.cells()[4].text() == f"{run['interference']['server_steal_share'] * 100:.1f} %"
+    assert "steal" in row.cells()[5].text()
+    note = doc.find("h3", id="host")
+    text = doc.find("section", id="runs").text()
+    assert note.text() == "Other processes on the host"
+    assert (
+        f"above {INTERFERENCE_SHARE * 100:.1f} % of the window flags the run interference" in text
+    )
+    assert f"above {STEAL_SHARE * 100:.1f} % on either side it flags the run steal" in text
+    # steal is a footnote: the run's cell is ranked.
+    assert table(doc, "json")["gunicorn-sync"].attrs["data-rank"] == "4"
 
 
 # --------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from runners.results.criteria import (
     INTERFERENCE_SHARE,
     MAX_ERROR_RATE,
     NOISY_SPREAD,
+    STEAL_SHARE,
 )
 from runners.results.flags import LOWER_BOUND, UNRANKED, help_texts, order_flags
 
@@ -62,6 +63,7 @@ def environment() -> Environment:
         css=inline_style(_asset("report.css")),
         noise={"floor": NOISE_FLOOR, "assumed": ASSUMED_NOISE, "noisy": NOISY_SPREAD},
         interference_share=INTERFERENCE_SHARE,
+        steal_share=STEAL_SHARE,
         max_error_rate=MAX_ERROR_RATE,
         unranked_flags=order_flags(UNRANKED),
         lower_bound_flags=order_flags(LOWER_BOUND),

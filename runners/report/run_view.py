@@ -199,42 +199,93 @@ def _by_label_level(cells: Sequence[Cell], label_of: Labeler) -> dict[tuple[str,
     return {(label_of(c), c.users): c for c in cells}
 
 
+@dataclass(frozen=True)
+class LevelBars:
+    """One users level's bars of the ranking chart, per runner: the figure, its band
+    (``[low, high]``, ``high`` None when open above; None for a point), the text on the
+    bar, the unranking flags and the colour (a bar given no rank is pale)."""
+
+    values: tuple[float | None, ...]
+    bands: tuple[tuple[float, float | None] | None, ...]
+    texts: tuple[str, ...]
+    flags: tuple[str, ...]
+    colors: tuple[str, ...]
+
+
+def bar_text(cell: Cell) -> str:
+    """The text on a cell's bar: ``26,149``, ``≥ 62,719`` for a lower bound, and ⚑ when
+    the cell is given no rank."""
+    band = cell.ranking_band
+    value = cell.ranking.mean if cell.ranking is not None else None
+    text = f"≥ {fmt_num(band.low)}" if band is not None and band.open else fmt_num(value)
+    return text + (" ⚑" if cell.caveats else "")
+
+
 def _level_bars(
     level: int, color: str, order: Sequence[str], by_label_level: Mapping[tuple[str, int], Cell]
-) -> tuple[list[float | None], list[str], list[str]]:
-    """One users level's bars of the ranking chart: values, flags and colours per runner
-    (a flagged bar is pale)."""
+) -> LevelBars:
+    """One users level's bars of the ranking chart."""
     values: list[float | None] = []
+    bands: list[tuple[float, float | None] | None] = []
+    texts: list[str] = []
     flags: list[str] = []
     colors: list[str] = []
     for label in order:
         found = by_label_level.get((label, level))
         value = found.ranking.mean if found and found.ranking else None
+        band = found.ranking_band if found is not None and value is not None else None
         flag = ", ".join(found.caveats) if found else ""
         values.append(round(value, 1) if value is not None else None)
+        bands.append(
+            None
+            if band is None or band.point
+            else (round(band.low, 1), None if band.high is None else round(band.high, 1))
+        )
+        texts.append(bar_text(found) if found is not None and value is not None else "")
         flags.append(flag)
         colors.append(color + FADED if flag else color)
-    return values, flags, colors
+    return LevelBars(tuple(values), tuple(bands), tuple(texts), tuple(flags), tuple(colors))
+
+
+def _band_end(levels: Sequence[LevelBars]) -> float:
+    """Where an open band's bar ends: past every figure and band end of the chart."""
+    ends = [
+        end
+        for bars in levels
+        for value, band in zip(bars.values, bars.bands, strict=True)
+        for end in (value, *(band or ()))
+        if end is not None
+    ]
+    return round(max(ends, default=1.0) * 1.25, 1)
 
 
 def _ranking_chart(cells: Sequence[Cell], order: Sequence[str], label_of: Labeler) -> JSON:
-    """Capacity (open loop) or requests/s (closed) per GiB, one bar per runner and level."""
+    """Capacity (open loop) or requests/s (closed) per GiB, one bar per runner and level,
+    its band drawn over it (open above to ``bandEnd`` for a lower bound)."""
     levels = sorted({c.users for c in cells})
     open_levels = _open_levels(cells)
     slo = slo_text(slo_of(cells))
     by_label_level = _by_label_level(cells, label_of)
     datasets = []
+    every = []
     any_flag = False
     for n, users in enumerate(levels):
         color = LEVEL_COLORS[n % len(LEVEL_COLORS)] if len(levels) > 1 else LEVEL_COLORS[0]
-        values, flags, colors = _level_bars(users, color, order, by_label_level)
-        any_flag = any_flag or any(f and v is not None for f, v in zip(flags, values, strict=True))
+        bars = _level_bars(users, color, order, by_label_level)
+        every.append(bars)
+        any_flag = any_flag or any(
+            f and v is not None for f, v in zip(bars.flags, bars.values, strict=True)
+        )
         datasets.append(
             {
                 "label": f"capacity at {slo}" if users in open_levels else f"{users} users",
-                "data": values,
-                "flags": flags,
-                "colors": colors,
+                "data": list(bars.values),
+                "bands": [list(b) if b is not None else None for b in bars.bands],
+                "bandLabel": "band: what is known"
+                + ("" if len(levels) == 1 else f" ({users} users)"),
+                "texts": list(bars.texts),
+                "flags": list(bars.flags),
+                "colors": list(bars.colors),
                 "color": color,
             }
         )
@@ -242,6 +293,7 @@ def _ranking_chart(cells: Sequence[Cell], order: Sequence[str], label_of: Labele
         "kind": "rpsPerGib",
         "labels": list(order),
         "datasets": datasets,
+        "bandEnd": _band_end(every),
         "grace": "22%" if any_flag else "15%",
         "xTitle": (
             f"capacity (req/s at {slo}) per GiB of summed PSS (peak)"
@@ -385,7 +437,8 @@ def workload_view(
         concurrency=concurrency_rows(cells, order, label_of, colors),
         memory_rows=processes,
         pss_rows=pss_rows(at_top, label_of, colors),
-        rpg_height=_bar_height(len(order), len(levels)),
+        # Room for the legend under the bars when the chart draws bands.
+        rpg_height=_bar_height(len(order), len(levels)) + 30,
         mem_height=_bar_height(len(processes)),
     )
 

@@ -26,37 +26,93 @@
   }
 
   var builders = {
+    /* One bar per runner (and users level), the figure; over it, thinner, its band
+       (a floating bar from low to high, in the same slot: the same stack on the index
+       axis, never stacked on the value axis). An open band (a lower bound: high null)
+       runs paler to spec.bandEnd, without an end border. A bar's text sits past its
+       band when the band is closed, on a white ground over an open one. */
     rpsPerGib: function (spec) {
+      var datasets = [];
+      var anyBand = false;
+      spec.datasets.forEach(function (ds, index) {
+        var stack = "level-" + index;
+        var bands = ds.bands || [];
+        function closedBand(i) {
+          return Boolean(bands[i]) && bands[i][1] !== null;
+        }
+        datasets.push({
+          label: ds.label,
+          data: ds.data,
+          backgroundColor: ds.colors,
+          legendColor: ds.color,
+          stack: stack,
+          datalabels: {
+            display: function (ctx) {
+              return ctx.dataset.data[ctx.dataIndex] !== null && !closedBand(ctx.dataIndex);
+            },
+            backgroundColor: function (ctx) {
+              return bands[ctx.dataIndex] ? "rgba(255, 255, 255, 0.9)" : null;
+            },
+            formatter: function (value, ctx) {
+              return ds.texts[ctx.dataIndex];
+            },
+          },
+        });
+        if (
+          !bands.some(function (band) {
+            return band !== null;
+          })
+        ) {
+          return;
+        }
+        anyBand = true;
+        datasets.push({
+          label: ds.bandLabel,
+          data: bands.map(function (band) {
+            return band === null ? null : [band[0], band[1] === null ? spec.bandEnd : band[1]];
+          }),
+          stack: stack,
+          barPercentage: 0.32,
+          backgroundColor: bands.map(function (band) {
+            return band !== null && band[1] === null ? "rgba(26, 26, 26, 0.12)" : "rgba(26, 26, 26, 0.3)";
+          }),
+          borderColor: "#1a1a1a",
+          borderWidth: 1.5,
+          borderSkipped: function (ctx) {
+            return closedBand(ctx.dataIndex) ? false : "end";
+          },
+          legendColor: "rgba(26, 26, 26, 0.45)",
+          datalabels: {
+            display: function (ctx) {
+              return closedBand(ctx.dataIndex);
+            },
+            formatter: function (value, ctx) {
+              return ds.texts[ctx.dataIndex];
+            },
+          },
+        });
+      });
       return {
         type: "bar",
         plugins: [ChartDataLabels],
-        data: {
-          labels: spec.labels,
-          datasets: spec.datasets.map(function (ds) {
-            return {
-              label: ds.label,
-              data: ds.data,
-              flags: ds.flags,
-              backgroundColor: ds.colors,
-              legendColor: ds.color,
-            };
-          }),
-        },
+        data: { labels: spec.labels, datasets: datasets },
         options: {
           indexAxis: "y",
           scales: {
             x: {
               beginAtZero: true,
+              stacked: false,
               grace: spec.grace,
               title: title(spec.xTitle || "requests/s per GiB of summed PSS (peak)"),
             },
+            y: { ticks: { autoSkip: false } },
           },
           plugins: {
             legend: {
-              display: spec.datasets.length > 1,
+              display: spec.datasets.length > 1 || anyBand,
               position: "bottom",
               labels: {
-                /* A dataset's bars vary (pale when flagged): its legend shows its own colour. */
+                /* A dataset's bars vary (pale when unranked): its legend shows its own colour. */
                 generateLabels: function (chart) {
                   var items = Chart.defaults.plugins.legend.labels.generateLabels(chart);
                   items.forEach(function (item) {
@@ -69,16 +125,11 @@
               },
             },
             datalabels: {
-              display: function (ctx) {
-                return ctx.dataset.data[ctx.dataIndex] !== null;
-              },
               anchor: "end",
               align: "end",
               clamp: true,
+              padding: { top: 1, bottom: 1, left: 3, right: 3 },
               font: { size: 11 },
-              formatter: function (value, ctx) {
-                return whole.format(value) + (ctx.dataset.flags[ctx.dataIndex] ? " ⚑" : "");
-              },
             },
           },
         },
