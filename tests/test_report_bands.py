@@ -18,8 +18,11 @@ from typing import Any
 
 import pytest
 
-from runners.report import render_run
+from runners.report import render_comparison, render_run
+from runners.report.compare import compare_stat
 from runners.report.rerun import rerun_command
+from runners.results.bands import Band
+from runners.results.cells import Stat
 from runners.results.criteria import INTERFERENCE_SHARE, STEAL_SHARE
 from runners.results.document import read_results
 from runners.results.schema import validation_errors
@@ -370,6 +373,60 @@ def test_capacity_per_gib_carries_the_band_with_the_same_pss_peak(sample: dict[s
 
 # --------------------------------------------------------------------------
 # compare: bands
+
+
+def test_compare_stat_with_bands() -> None:
+    one = Stat(n=1, mean=100.0, min=100.0, max=100.0)
+    far = Stat(n=1, mean=140.0, min=140.0, max=140.0)
+    # Without bands a 40 % move is beyond the assumed ±5 %: better.
+    assert compare_stat(one, far, True).verdict == "better"
+    # Bands that overlap: noise, however far the means.
+    wide = compare_stat(one, far, True, Band(90, 130, True), Band(125, 150, True))
+    assert (wide.verdict, wide.basis) == ("noise", "band")
+    assert wide.bands == "[90, 130] → [125, 150]"
+    # Disjoint bands: significant, even for a small move.
+    close = Stat(n=1, mean=103.0, min=103.0, max=103.0)
+    tight = compare_stat(one, close, True, Band(99, 101, True), Band(102, 104, True))
+    assert (tight.verdict, tight.basis) == ("better", "band")
+    # A lower bound reaches every higher band.
+    assert compare_stat(one, far, True, Band(90, None, True), Band(125, 150, True)).verdict == (
+        "noise"
+    )
+    # A side without the search's band: the old noise rule.
+    mixed = compare_stat(one, close, True, Band(99, 101, True), Band(103, 103, False))
+    assert (mixed.verdict, mixed.basis) == ("noise", "assumed")
+
+
+def test_the_comparison_page_marks_a_change_only_beyond_the_bands(
+    tmp_path: Path, sample: dict[str, Any]
+) -> None:
+    new = copy.deepcopy(sample)
+    new["created_at"] = "2026-11-30T12:00:00+00:00"
+    cells = expected(sample)
+    # granian-asgi on upstream: 3 % more, but its bands overlap the old ones: noise.
+    old_up = cells[("upstream", "granian-asgi")]
+    set_band(new, "granian-asgi", "upstream", old_up["high"] * 0.99, old_up["high"] * 1.06)
+    # gunicorn-gthread on upstream: 3 % more, its bands clear of the old ones: better.
+    old_gt = cells[("upstream", "gunicorn-gthread")]
+    set_band(new, "gunicorn-gthread", "upstream", old_gt["high"] * 1.005, old_gt["high"] * 1.01)
+    doc = parse(
+        render_comparison(place(sample, tmp_path / "old"), place(new, tmp_path / "new")).read_text(
+            encoding="utf-8"
+        )
+    )
+    by_runner = {
+        r.attrs["data-runner"]: r
+        for r in rows(doc.find("table", **{"class": "comparison", "data-workload": "upstream"}))
+    }
+    granian, gthread = by_runner["granian-asgi"], by_runner["gunicorn-gthread"]
+    assert granian.attrs["data-rps-per-gib-verdict"] == "noise"
+    assert "within noise" in granian.cells()[-2].text()
+    assert gthread.attrs["data-rps-per-gib-verdict"] == "better"
+    assert gthread.attrs["data-rps-verdict"] == "better"
+    assert float(gthread.attrs["data-rps-change"] or 0) > 0
+    assert "[" in gthread.cells()[-2].text()  # the bands that decided are shown
+    summary = doc.find("section", id="summary").text()
+    assert "has changed only when the two bands do not overlap" in summary
 
 
 # --------------------------------------------------------------------------
