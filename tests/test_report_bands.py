@@ -433,6 +433,50 @@ def test_the_comparison_page_marks_a_change_only_beyond_the_bands(
 # 4. The saturation curve: retakes and disputed points
 
 
+def test_the_curve_marks_retaken_and_disputed_takes(tmp_path: Path, sample: dict[str, Any]) -> None:
+    doc = render(sample, tmp_path / "r")
+    specs = charts(doc)
+    run = next(r for r in sample["runs"] if r["id"] == "granian-asgi/json/open/1")
+    opens = [p for p in run["capacity"]["curve"] if p["mode"] == "open"]
+    retaken = sorted((p for p in opens if p.get("retaken")), key=lambda p: p["offered_rps"])
+    believed = sorted((p for p in opens if not p.get("retaken")), key=lambda p: p["offered_rps"])
+    assert retaken and any(p.get("disputed") for p in believed)
+    line = next(d for d in specs["w0-sat"]["datasets"] if d["label"] == "granian-asgi")
+    assert line["data"] == [{"x": p["offered_rps"], "y": p["achieved_rps"]} for p in believed]
+    assert line["disputed"] == [bool(p.get("disputed")) for p in believed]
+    apart = [t for t in specs["w0-sat"]["retaken"] if t["label"] == "granian-asgi"]
+    assert sorted(t["x"] for t in apart) == [p["offered_rps"] for p in retaken]
+    # The probes table says which take was not believed, and why.
+    probes = [
+        r
+        for r in doc.find("table", **{"class": "compact probes", "data-workload": "json"}).find_all(
+            "tr"
+        )
+        if r.attrs.get("data-runner") == "granian-asgi"
+    ]
+    takes = [r.attrs["data-take"] for r in probes]
+    assert takes.count("retaken") == len(retaken) and takes.count("disputed") == 1
+    steal = next(r for r in probes if r.attrs["data-take"] == "retaken")
+    assert "retaken, not believed: the hypervisor took" in steal.text()
+    # The reason sentence mentions the retakes.
+    sentence = next(
+        li.text()
+        for li in doc.find("ul", data_workload="json").find_all("li")
+        if li.text().startswith("granian-asgi")
+    )
+    assert (
+        f"the search retook {len(retaken)} probes it could not believe: steal ({len(retaken)})"
+        in (sentence)
+    )
+    assert "disagreed (disputed)" in sentence
+    # A runner whose search retook nothing says nothing of it.
+    assert "retook" not in next(
+        li.text()
+        for li in doc.find("ul", data_workload="json").find_all("li")
+        if li.text().startswith("gunicorn-sync")
+    )
+
+
 # --------------------------------------------------------------------------
 # 1. Steal and interference beside the figures
 

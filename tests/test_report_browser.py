@@ -229,7 +229,7 @@ def console_problems(events: list[dict[str, Any]]) -> list[str]:
     [
         ("sample_results.json", 0, set()),
         ("sample_capacity.json", 4, set()),
-        ("sample_bands.json", 4, set()),
+        ("sample_bands.json", 4, {"w0-sat", "w0-sp99", "w1-sat", "w1-sp99"}),
     ],
     ids=["closed", "capacity", "bands"],
 )

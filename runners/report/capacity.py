@@ -136,10 +136,55 @@ def lower_bound_reasons(cell: Cell) -> list[str]:
     return reasons or ["its figure is a lower bound"]
 
 
+def _disturbance(probe: Probe) -> str:
+    """What disturbed a retaken take, in a word or two (``Probe.disturbed`` says it with
+    its figures): steal, other programs, a stalled load generator, a short burst; or
+    nothing (a result that contradicted the curve)."""
+    why = probe.disturbed or ""
+    for start, kind in (
+        ("the hypervisor", "steal"),
+        ("other programs", "other programs"),
+        ("the load generator", "a stalled load generator"),
+        ("a short burst", "a short burst"),
+    ):
+        if why.startswith(start):
+            return kind
+    return why or "a result that contradicted the curve"
+
+
+def retake_text(cell: Cell) -> str:
+    """``the search retook 3 probes it could not believe: steal (2), a short burst``, and
+    the disputed ones; '' when it retook none."""
+    probes = [
+        p
+        for r in cell.ok_runs
+        if r.capacity is not None
+        for p in r.capacity.curve
+        if p.mode == "open"
+    ]
+    retaken = [p for p in probes if p.retaken]
+    disputed = [p for p in probes if p.disputed]
+    parts = []
+    if retaken:
+        kinds = [_disturbance(p) for p in retaken]
+        counted = ", ".join(
+            f"{kind} ({kinds.count(kind)})" if kinds.count(kind) > 1 else kind
+            for kind in dict.fromkeys(kinds)
+        )
+        parts.append(
+            f"the search retook {len(retaken)} probe{'s' if len(retaken) != 1 else ''} it "
+            f"could not believe: {counted}"
+        )
+    if disputed:
+        rates = ", ".join(f"{fmt_num(p.offered_rps)} req/s" for p in disputed)
+        parts.append(f"its takes at {rates} disagreed (disputed)")
+    return "; ".join(parts)
+
+
 def bound_sentence(cell: Cell, label: str) -> str:
     """One sentence: what bounded ``label`` (the cell's runner) on its workload, with the
     capacity (its band, when the search recorded one) and the p99 at it (means over the
-    ok repeats)."""
+    ok repeats), and the probes the search retook."""
     head = f"{label} on {cell.workload}"
     if cell.failed:
         error = next((r.error for r in cell.runs if r.error), None) or "no error recorded"
@@ -183,6 +228,9 @@ def bound_sentence(cell: Cell, label: str) -> str:
     bounds = sorted({r.capacity.bound for r in cell.ok_runs if r.capacity is not None})
     if len(bounds) > 1:
         text += f"; the repeats disagree ({', '.join(bounds)})"
+    retakes = retake_text(cell)
+    if retakes:
+        text += f"; {retakes}"
     for run in unconfirmed_runs(cell):
         text += (
             f"; repeat {run.repeat} not confirmed: its confirmation window had p99 "
@@ -254,25 +302,46 @@ def _knee(row: CurveRow, figure: str) -> JSON | None:
     return {"label": row.label, "color": row.color, "x": capacity.offered_rps, "y": y}
 
 
+def _believed(probes: Sequence[Probe]) -> list[Probe]:
+    """The takes the search believed (a retaken take was replaced by a later one)."""
+    return [p for p in probes if not p.retaken]
+
+
 def _rate_line(row: CurveRow, probes: Sequence[Probe]) -> JSON:
-    """One runner's achieved rate against the offered rate, a hollow point per miss."""
+    """One runner's achieved rate against the offered rate, through the takes the
+    search believed: a hollow point per miss, ``disputed`` where the takes disagreed."""
+    believed = _believed(probes)
     return {
         "label": row.label,
         "color": row.color,
-        "passed": [p.passed for p in probes],
-        "data": [{"x": p.offered_rps, "y": p.achieved_rps} for p in probes],
+        "passed": [p.passed for p in believed],
+        "disputed": [p.disputed for p in believed],
+        "data": [{"x": p.offered_rps, "y": p.achieved_rps} for p in believed],
     }
 
 
 def _p99_line(row: CurveRow, probes: Sequence[Probe]) -> JSON:
-    """One runner's p99 against the offered rate (the probes that recorded one)."""
-    timed = [p for p in probes if p.p99_ms is not None]
+    """One runner's p99 against the offered rate (the believed takes that recorded one)."""
+    timed = [p for p in _believed(probes) if p.p99_ms is not None]
     return {
         "label": row.label,
         "color": row.color,
         "passed": [p.passed for p in timed],
+        "disputed": [p.disputed for p in timed],
         "data": [{"x": p.offered_rps, "y": p.p99_ms} for p in timed],
     }
+
+
+def _retaken_points(probes: Sequence[tuple[CurveRow, list[Probe]]], figure: str) -> list[JSON]:
+    """The takes the search did not believe (it took the rate again), every runner's,
+    in its colour: drawn apart from the lines."""
+    found = []
+    for row, taken in probes:
+        for p in taken:
+            y = p.achieved_rps if figure == "rate" else p.p99_ms
+            if p.retaken and y is not None:
+                found.append({"label": row.label, "color": row.color, "x": p.offered_rps, "y": y})
+    return found
 
 
 def saturation_charts(prefix: str, rows: Sequence[CurveRow], slo: float | None) -> dict[str, JSON]:
@@ -294,6 +363,7 @@ def saturation_charts(prefix: str, rows: Sequence[CurveRow], slo: float | None) 
             "kind": "saturation",
             "figure": "rate",
             "datasets": [_rate_line(row, found) for row, found in probes],
+            "retaken": _retaken_points(probes, "rate"),
             "knees": rate_knees,
             "span": [min(both), max(both)] if both else span,
             "yTitle": "achieved (successful req/s)",
@@ -302,6 +372,7 @@ def saturation_charts(prefix: str, rows: Sequence[CurveRow], slo: float | None) 
             "kind": "saturation",
             "figure": "p99",
             "datasets": [_p99_line(row, found) for row, found in probes],
+            "retaken": _retaken_points(probes, "p99"),
             "knees": p99_knees,
             "span": span,
             "target": slo,

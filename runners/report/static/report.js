@@ -249,6 +249,7 @@
       var low = spec.span[0] * 0.85;
       var high = spec.span[1] * 1.15;
       var datasets = spec.datasets.map(function (ds) {
+        var disputed = ds.disputed || [];
         return {
           label: ds.label,
           data: ds.data,
@@ -257,29 +258,45 @@
           pointBackgroundColor: ds.passed.map(function (passed) {
             return passed ? ds.color : "#ffffff";
           }),
+          /* A disputed point (its takes disagreed, none left to settle them): a triangle. */
+          pointStyle: ds.data.map(function (_, i) {
+            return disputed[i] ? "triangle" : "circle";
+          }),
+          pointRadius: ds.data.map(function (_, i) {
+            return disputed[i] ? 6 : 3.5;
+          }),
           pointBorderColor: ds.color,
           pointBorderWidth: 1.5,
-          pointRadius: 3.5,
           borderWidth: 2,
         };
       });
-      datasets.push({
-        label: "capacity (the knee)",
-        data: spec.knees.map(function (knee) {
-          return { x: knee.x, y: knee.y };
-        }),
-        showLine: false,
-        pointStyle: "rectRot",
-        pointRadius: 8,
-        pointHoverRadius: 9,
-        pointBackgroundColor: spec.knees.map(function (knee) {
-          return knee.color;
-        }),
-        pointBorderColor: "#1a1a1a",
-        pointBorderWidth: 1.5,
-        backgroundColor: "#1a1a1a",
-        borderColor: "#1a1a1a",
-      });
+      /* Marks off the lines, one per point, each in its runner's colour: as the
+         border (a cross) or as the fill (a diamond with a dark border). */
+      function marks(label, points, style, radius, fill) {
+        var colors = points.map(function (point) {
+          return point.color;
+        });
+        return {
+          label: label,
+          data: points.map(function (point) {
+            return { x: point.x, y: point.y };
+          }),
+          showLine: false,
+          pointStyle: style,
+          pointRadius: radius,
+          pointHoverRadius: radius + 1,
+          pointBackgroundColor: fill ? colors : "#1a1a1a",
+          pointBorderColor: fill ? "#1a1a1a" : colors,
+          pointBorderWidth: fill ? 1.5 : 2,
+          backgroundColor: "#1a1a1a",
+          borderColor: "#1a1a1a",
+        };
+      }
+      /* The takes the search did not believe (it took the rate again): crosses. */
+      if (spec.retaken && spec.retaken.length) {
+        datasets.push(marks("retaken (not believed)", spec.retaken, "crossRot", 6, false));
+      }
+      datasets.push(marks("capacity (the knee)", spec.knees, "rectRot", 8, true));
       var reference =
         spec.figure === "rate"
           ? { label: "achieved = offered", y0: low, y1: high, color: "#8a939c", dash: [5, 4] }
@@ -331,13 +348,17 @@
               position: "bottom",
               labels: {
                 usePointStyle: true,
-                /* The knees' legend entry: a plain diamond, not the first runner's colour. */
+                /* The knees' and the retaken takes' legend entries: plain marks, not the
+                   first runner's colour; a runner's entry: a circle, whatever its points. */
                 generateLabels: function (chart) {
                   var items = Chart.defaults.plugins.legend.labels.generateLabels(chart);
                   items.forEach(function (item) {
-                    if (chart.data.datasets[item.datasetIndex].showLine === false) {
+                    var dataset = chart.data.datasets[item.datasetIndex];
+                    if (dataset.showLine === false) {
                       item.fillStyle = "#ffffff";
                       item.strokeStyle = "#1a1a1a";
+                    } else if (Array.isArray(dataset.pointStyle)) {
+                      item.pointStyle = "circle";
                     }
                   });
                   return items;
