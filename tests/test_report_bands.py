@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from runners.bench.console import results_table, summary_line
 from runners.report import render_comparison, render_run
 from runners.report.compare import compare_stat
 from runners.report.rerun import rerun_command
@@ -511,6 +512,29 @@ def test_the_host_table_shows_steal_beside_the_others(
 
 # --------------------------------------------------------------------------
 # The console
+
+
+def test_the_console_table_shows_lower_bounds_and_bands() -> None:
+    results = read_results(BANDS)
+    text = results_table(results.runs)
+    lines: dict[str, str] = {}
+    for line in text.splitlines()[2:]:  # the first repeat's line of each cell
+        lines.setdefault(" ".join(line.split()[:2]), line)
+    assert text.splitlines()[0].split()[:5] == ["runner", "workload", "load", "rps", "band"]
+    gthread = next(r for r in results.runs if r.id == "gunicorn-gthread/json/open/1")
+    assert gthread.capacity is not None and gthread.capacity.low_rps is not None
+    low = min(gthread.capacity.low_rps, gthread.capacity.rps or 0)
+    assert lines["gunicorn-gthread json"].split()[4:7] == [f"≥{low:.0f}", f"[{low:.0f},", "∞)"]
+    uvicorn = next(r for r in results.runs if r.id == "uvicorn/json/open/1")
+    assert uvicorn.capacity is not None
+    cap = uvicorn.capacity
+    assert lines["uvicorn json"].split()[4:7] == [
+        f"{uvicorn.rps:.0f}",
+        f"[{cap.low_rps:.0f},",
+        f"{cap.high_rps:.0f}]",
+    ]
+    assert "≥" not in lines["uvicorn json"]
+    assert summary_line(gthread).startswith(f"capacity ≥{low:.0f} req/s [{low:.0f}, ∞) within")
 
 
 # --------------------------------------------------------------------------
