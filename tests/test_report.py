@@ -32,8 +32,10 @@ SAMPLE = DATA / "sample_results.json"
 SAMPLE_B = DATA / "sample_results_b.json"
 MIB = 2**20
 REPO = Path(__file__).resolve().parent.parent
-BLOCKING = {"failed", "loadgen-bound", "noisy", "failures"}
-"""Flags that keep a cell out of the ranking (shared-cpus, say, does not)."""
+BLOCKING = {"failed", "failures", "unconfirmed", "user-bound", "timeouts", "worker-lost"}
+"""Flags that keep a cell out of the ranking (shared-cpus, noisy, say, do not)."""
+LOWER_BOUND = {"loadgen-bound", "interference"}
+"""Flags that make a cell's figure a lower bound: ranked as ≥ its lowest repeat."""
 
 
 # --------------------------------------------------------------------------
@@ -172,6 +174,10 @@ def expected_cells(data: dict[str, Any]) -> dict[tuple[str, int, str], dict[str,
             "ok": len(ok),
             "runs": len(runs),
             "rps_per_gib": statistics.fmean(r["rps_per_gib"] for r in ok) if ok else None,
+            "per_gib_min": min((r["rps_per_gib"] for r in ok), default=None),
+            "per_gib_max": max((r["rps_per_gib"] for r in ok), default=None),
+            "rps_min": min(rps, default=None),
+            "lower": bool(flags & LOWER_BOUND),
             "rps": statistics.fmean(rps) if ok else None,
             "p50": statistics.fmean(r["latency_ms"]["p50"] for r in ok) if ok else None,
             "p99": statistics.fmean(r["latency_ms"]["p99"] for r in ok) if ok else None,
@@ -199,6 +205,38 @@ def expected_order(
     return [(r, True) for r in clean] + [(r, False) for r in flagged + failed]
 
 
+def tied_ranks(ranked: list[tuple[str, float, float, float | None]]) -> dict[str, int]:
+    """Ranks with ties, from (runner, figure, band low, band high or None when open),
+    written out here: best figure first; a cell whose band overlaps the band of its
+    group's first cell shares that cell's rank, else it starts a group at its position."""
+    order = sorted(ranked, key=lambda c: -c[1])
+    ranks: dict[str, int] = {}
+    leader = None
+    for position, (runner, _, low, high) in enumerate(order, start=1):
+        if leader is not None:
+            _, _, l_low, l_high = leader
+            together = (l_high is None or low <= l_high) and (high is None or l_low <= high)
+        if leader is None or not together:
+            leader, rank = (runner, 0.0, low, high), position
+        ranks[runner] = rank
+    return ranks
+
+
+def expected_ranks(
+    cells: dict[tuple[str, int, str], dict[str, Any]], workload: str, users: int
+) -> dict[str, int]:
+    """A closed loop's band is the range of its repeats' requests/s per GiB (open above
+    for a lower bound)."""
+    mine = {k[2]: v for k, v in cells.items() if k[:2] == (workload, users)}
+    return tied_ranks(
+        [
+            (runner, c["rps_per_gib"], c["per_gib_min"], None if c["lower"] else c["per_gib_max"])
+            for runner, c in mine.items()
+            if c["ok"] and not c["flags"] & BLOCKING
+        ]
+    )
+
+
 def ms(value: float) -> str:
     return f"{value:,.1f}" if value < 10 else f"{value:,.0f}"
 
@@ -223,16 +261,17 @@ def test_ranking_tables_match_the_data(report: tuple[str, Node], sample: dict[st
     for table in tables:
         workload, users = table.attrs["data-workload"] or "", int(table.attrs["data-users"] or 0)
         order = expected_order(cells, workload, users)
+        ranks = expected_ranks(cells, workload, users)
         table_rows = rows(table)
         assert [(r.attrs["data-runner"], bool(r.attrs["data-rank"])) for r in table_rows] == order
-        rank = 0
         for row in table_rows:
             runner = row.attrs["data-runner"] or ""
             want = cells[(workload, users, runner)]
             tds = row.cells()
             if row.attrs["data-rank"]:
-                rank += 1
-                assert tds[0].text() == str(rank)
+                assert tds[0].text().split()[0] == str(ranks[runner])
+                tied = [r for r in ranks if r != runner and ranks[r] == ranks[runner]]
+                assert ("within noise" in tds[0].text()) == bool(tied)
             else:
                 assert tds[0].text() == "—"
             assert tds[1].find("strong").text() == runner
@@ -240,8 +279,13 @@ def test_ranking_tables_match_the_data(report: tuple[str, Node], sample: dict[st
                 assert float(row.attrs["data-rps-per-gib"] or 0) == pytest.approx(
                     want["rps_per_gib"]
                 )
-                assert tds[2].text().split()[0] == f"{want['rps_per_gib']:,.0f}"
-                assert tds[3].text().split()[0] == f"{want['rps']:,.0f}"
+                if want["lower"]:
+                    # A lower bound: at least its lowest repeat.
+                    assert tds[2].text() == f"≥ {want['per_gib_min']:,.0f}"
+                    assert tds[3].text() == f"≥ {want['rps_min']:,.0f}"
+                else:
+                    assert tds[2].text().split()[0] == f"{want['rps_per_gib']:,.0f}"
+                    assert tds[3].text().split()[0] == f"{want['rps']:,.0f}"
                 assert tds[4].text().split()[0] == ms(want["p50"])
                 assert tds[5].text().split()[0] == ms(want["p99"])
                 assert tds[6].text().split()[0] == f"{want['pss'] / MIB:,.1f}"
@@ -266,19 +310,25 @@ def test_invocation_wide_flags_do_not_unrank(tmp_path: Path, sample: dict[str, A
     assert all("shared-cpus" in r.text() for r in rows(table))
 
 
-def test_headline_marks_flagged_cells_and_names_the_best(report: tuple[str, Node]) -> None:
+def test_headline_ranks_a_lower_bound_and_marks_unranked_cells(report: tuple[str, Node]) -> None:
     _, doc = report
     json64 = doc.find("table", data_workload="json", data_users="64")
     by_runner = {r.attrs["data-runner"]: r for r in rows(json64)}
-    # uvicorn has the highest requests/s per GiB but is load-generator-bound:
-    # shown, marked, not ranked.
-    assert by_runner["uvicorn"].attrs["data-rank"] == ""
-    assert "loadgen-bound" in by_runner["uvicorn"].text()
+    # uvicorn has the highest requests/s per GiB but the load generator ran out first:
+    # what it did is a lower bound, and it beats every other runner, so it is first.
+    uvicorn = by_runner["uvicorn"]
+    assert uvicorn.attrs["data-rank"] == "1" and uvicorn.attrs["data-lower-bound"] == "yes"
+    assert uvicorn.attrs["data-band-high"] == ""
+    assert "loadgen-bound" in uvicorn.text()
+    # noisy is a footnote: ranked, its band (the repeats' range) shows the spread.
     assert by_runner["gunicorn-sync"].attrs["data-flags"] == "noisy"
-    assert by_runner["gunicorn-sync-freeze"].attrs["data-rank"] == "1"
+    assert by_runner["gunicorn-sync"].attrs["data-rank"] == "3"
+    assert by_runner["gunicorn-sync-freeze"].attrs["data-rank"] == "2"
     verdict = doc.find("li", data_workload="json", data_users="64").text()
-    assert verdict.startswith("json at 64 users: gunicorn-sync-freeze, 20,283 req/s per GiB")
-    assert "uvicorn scored 49,815 but is loadgen-bound" in verdict
+    assert verdict.startswith(
+        "json at 64 users: uvicorn first with at least 49,634 req/s per GiB (≥ 2,814 req/s, "
+    )
+    assert verdict.endswith("the load generator could not push harder.")
     db64 = {
         r.attrs["data-runner"]: r
         for r in rows(doc.find("table", data_workload="db", data_users="64"))
@@ -286,6 +336,18 @@ def test_headline_marks_flagged_cells_and_names_the_best(report: tuple[str, Node
     assert "failed" in (db64["gunicorn-gthread"].attrs["data-flags"] or "")
     assert db64["gunicorn-gthread"].cells()[9].text() == "1/2"
     assert "9 (0.1 %)" in db64["uvicorn"].cells()[8].text()
+    # Unranked (failures, a failed repeat): the headline says what to run again.
+    db_verdict = doc.find("li", data_workload="db", data_users="64")
+    assert db_verdict.text().startswith("db at 64 users: gunicorn-sync-freeze, 7,399 req/s per GiB")
+    assert "uvicorn scored 10,861 but is failures" in db_verdict.text()
+    rerun = db_verdict.find("span", **{"class": "rerun"})
+    assert "Not ranked: uvicorn (failures), gunicorn-gthread (failed)" in rerun.text()
+    assert rerun.find("code").text() == (
+        "tox -e bench -- --runners uvicorn,gunicorn-gthread --workloads db --repeat 3 "
+        "--users 16,64 --duration 10 --warmup 3"
+    )
+    # Every cell of json at 64 users is ranked: no command to run.
+    assert not doc.find("li", data_workload="json", data_users="64").find_all("code")
 
 
 def test_chart_data_matches_the_tables(report: tuple[str, Node], sample: dict[str, Any]) -> None:
@@ -300,12 +362,19 @@ def test_chart_data_matches_the_tables(report: tuple[str, Node], sample: dict[st
     rpg = specs["w0-rpg"]
     assert [d["label"] for d in rpg["datasets"]] == ["16 users", "64 users"]
     for dataset, users in zip(rpg["datasets"], (16, 64), strict=True):
-        for runner, value, flag in zip(
-            rpg["labels"], dataset["data"], dataset["flags"], strict=True
+        for runner, value, flag, band in zip(
+            rpg["labels"], dataset["data"], dataset["flags"], dataset["bands"], strict=True
         ):
             want = cells[("json", users, runner)]
             assert value == pytest.approx(want["rps_per_gib"], abs=0.06)
-            assert set(filter(None, flag.split(", "))) == want["flags"]
+            assert set(filter(None, flag.split(", "))) == want["flags"] & BLOCKING
+            # The band: the repeats' range, open above for a lower bound.
+            low, high = band
+            assert low == pytest.approx(want["per_gib_min"], abs=0.06)
+            if want["lower"]:
+                assert high is None
+            else:
+                assert high == pytest.approx(want["per_gib_max"], abs=0.06)
     # Bars sorted by requests/s per GiB at the highest concurrency.
     top = rpg["datasets"][1]["data"]
     assert top == sorted(top, reverse=True)
@@ -675,7 +744,8 @@ def test_index_lists_every_run_newest_first(tmp_path: Path, sample: dict[str, An
     assert old_row.find("a").attrs["href"] == "20261121T100012Z/index.html"
     assert "gunicorn-sync, gunicorn-sync-freeze, gunicorn-gthread, uvicorn" in old_row.text()
     assert "AMD EPYC 7B13 × 2" in old_row.text()
-    assert "json @ 64: gunicorn-sync-freeze 20,283" in old_row.text()
+    # The best at the highest concurrency: a lower bound that beats the others.
+    assert "json @ 64: uvicorn ≥ 49,634" in old_row.text()
     new_row = doc.find("tr", data_folder="20261122T100009Z")
     assert "(no report yet)" in new_row.text()
     hrefs = [a.attrs["href"] for a in new_row.find_all("a")]

@@ -188,6 +188,12 @@ CHECK_CHARTS = """
       datasets: chart ? chart.data.datasets.length : 0,
       scales: chart ? Object.keys(chart.scales).map((id) => chart.scales[id].type) : [],
       points: chart ? chart.data.datasets.map((d) => d.data.length) : [],
+      labels: chart ? chart.data.datasets.map((d) => d.label) : [],
+      // A bar chart's bars: the pixel length of each (null where there is none).
+      spans: chart && chart.config.type === 'bar'
+        ? chart.data.datasets.map((d, i) => chart.getDatasetMeta(i).data.map(
+            (e, j) => (d.data[j] === null ? null : Math.round(Math.abs(e.x - e.base)))))
+        : [],
     };
   });
   return JSON.stringify({
@@ -219,12 +225,19 @@ def console_problems(events: list[dict[str, Any]]) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("sample", "saturation"),
-    [("sample_results.json", 0), ("sample_capacity.json", 4)],
-    ids=["closed", "capacity"],
+    ("sample", "saturation", "retaken"),
+    [
+        ("sample_results.json", 0, set()),
+        ("sample_capacity.json", 4, set()),
+        ("sample_bands.json", 4, {"w0-sat", "w0-sp99", "w1-sat", "w1-sp99"}),
+    ],
+    ids=["closed", "capacity", "bands"],
 )
-def test_report_draws_in_chromium(tmp_path: Path, sample: str, saturation: int) -> None:
-    """``saturation``: the saturation charts the sample has (two per open-loop workload)."""
+def test_report_draws_in_chromium(
+    tmp_path: Path, sample: str, saturation: int, retaken: set[str]
+) -> None:
+    """``saturation``: the saturation charts the sample has (two per open-loop workload);
+    ``retaken``: those that draw takes the search retook."""
     binary = chromium()
     if binary is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
@@ -291,8 +304,21 @@ def test_report_draws_in_chromium(tmp_path: Path, sample: str, saturation: int) 
     assert len(curves) == saturation
     for chart in curves:
         assert chart["scales"] == ["logarithmic", "logarithmic"], chart
-        assert chart["datasets"] == 6, chart
+        assert chart["datasets"] == (7 if chart["id"] in retaken else 6), chart
         assert chart["points"][-2] == 4 and chart["points"][-1] == 2, chart
+        if chart["id"] in retaken:
+            assert chart["labels"][4] == "retaken (not believed)" and chart["points"][4] > 0
+    # The capacity bars carry their bands: a thinner floating bar over each bar that has
+    # one, drawn (a span of pixels), an open band (a lower bound) the longest.
+    bands = [c for c in state["drawn"] if c["id"].endswith("-rpg") and len(c["labels"]) > 1]
+    if sample == "sample_bands.json":
+        assert {c["id"] for c in bands} == {"w0-rpg", "w1-rpg"}
+        for chart in bands:
+            assert chart["labels"][1].startswith("band"), chart
+            bars, spans = chart["spans"]
+            assert all(s is not None and s > 0 for s in bars + spans), chart
+        json_spans = next(c for c in bands if c["id"] == "w0-rpg")["spans"][1]
+        assert json_spans[0] == max(json_spans)  # gunicorn-gthread: ≥, open above
 
     # The console is clean (CSP violations and failed loads are log errors).
     assert console_problems(events) == []

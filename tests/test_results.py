@@ -22,7 +22,7 @@ from runners.results.document import (
     ResultsFile,
     read_results,
 )
-from runners.results.flags import FLAGS, UNRANKED, notes_for, order_flags
+from runners.results.flags import FLAGS, LOWER_BOUND, UNRANKED, notes_for, order_flags
 from runners.results.record import Latency, Measurement, Memory, PythonInfo, Run
 from runners.results.schema import validation_errors
 from tests.test_memory import _schema_validator
@@ -241,7 +241,10 @@ def test_one_home_for_the_flags() -> None:
     assert "over 90%" in (FLAGS["loadgen-bound"].note or "")
     assert f"{NOISY_SPREAD:.0%}" in FLAGS["noisy"].help
     assert "shared-cpus" not in UNRANKED
-    assert {"failed", "loadgen-bound", "noisy", "failures", "timeouts"} <= UNRANKED
+    assert {"failed", "unconfirmed", "failures", "timeouts", "user-bound", "profiled"} <= UNRANKED
+    # What the server did at least (ranked as ≥), and footnotes: never decide a rank alone.
+    assert {"loadgen-bound", "interference"} == LOWER_BOUND
+    assert not {"loadgen-bound", "interference", "noisy", "steal", "loadgen-stalls"} & UNRANKED
     assert order_flags(["zzz", "timeouts", "noisy", "failed", "noisy"]) == (
         "failed",
         "noisy",
@@ -339,4 +342,10 @@ def test_an_open_loop_cell_is_ranked_by_capacity_per_gib_and_noisy_by_its_cv() -
     ]
     (cell,) = aggregate(varying)
     assert cell.rps is not None and cell.rps.spread == 0
-    assert cell.noisy and "noisy" in cell.flags and not cell.ranked
+    # Noisy, and ranked: its band (the repeats' range) holds the spread.
+    assert cell.noisy and "noisy" in cell.flags and cell.ranked
+    band = cell.ranking_band
+    assert band is not None and not band.measured
+    assert band.low == pytest.approx(800.0 / 80 * 1024) and band.high == pytest.approx(
+        800.0 / 50 * 1024
+    )

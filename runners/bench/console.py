@@ -28,6 +28,13 @@ from runners.bench.estimate import estimate_s, run_estimate_s
 from runners.bench.matrix import RunSpec, concurrency, run_count
 from runners.bench.options import Options, quick_runners
 from runners.bench.soak import SoakTarget
+from runners.results.bands import (
+    Band,
+    capacity_band,
+    capacity_band_per_gib,
+    is_lower_bound,
+    points,
+)
 from runners.results.criteria import DEFAULT_SLO_P99_MS
 from runners.results.flags import notes_for
 from runners.results.record import Run
@@ -59,6 +66,22 @@ def run_label(run: Run) -> str:
     return " ".join([run.runner, *run.qualifiers])
 
 
+def band_text(band: Band | None) -> str:
+    """``[2600, 2667]`` or ``[4491, ∞)`` (a lower bound); '' for no band or a point."""
+    if band is None or band.point:
+        return ""
+    if band.high is None:
+        return f"[{band.low:.0f}, ∞)"
+    return f"[{band.low:.0f}, {band.high:.0f}]"
+
+
+def rate_text(value: float | None, band: Band | None) -> str:
+    """``2600``, or ``≥4491`` when the band says the figure is a lower bound."""
+    if band is not None and band.open:
+        return f"≥{band.low:.0f}"
+    return "-" if value is None else f"{value:.0f}"
+
+
 def summary_line(run: Run) -> str:
     if not run.ok:
         return f"FAILED: {run.error}"
@@ -67,8 +90,11 @@ def summary_line(run: Run) -> str:
     cap = run.capacity
     head = f"{run.rps:.0f} rps"
     if cap is not None:
+        band = capacity_band(run)
+        shown = band_text(band)
         head = (
-            f"capacity {cap.rps:.0f} req/s within p99 {cap.slo_p99_ms:g} ms, bound {cap.bound}"
+            f"capacity {rate_text(cap.rps, band)} req/s{f' {shown}' if shown else ''} within "
+            f"p99 {cap.slo_p99_ms:g} ms, bound {cap.bound}"
             if cap.rps is not None
             else f"no rate held p99 {cap.slo_p99_ms:g} ms ({run.rps:.0f} rps at the gentlest)"
         )
@@ -189,12 +215,16 @@ def load_label(run: Run) -> str:
 
 def results_table(runs: Sequence[Run]) -> str:
     """A plain-text table of the runs, for the end of the log: for a capacity search,
-    rps is the rate held within the latency target (its confirmation window)."""
+    rps is the rate held within the latency target (its confirmation window), ``≥`` when
+    it is a lower bound, and band what the search knows of it: ``[low, high]``, from
+    the highest rate that passed twice to the lowest that failed after its retake
+    (``[low, ∞)``: a lower bound)."""
     header = (
         "runner",
         "workload",
         "load",
         "rps",
+        "band",
         "p99 ms",
         "PSS MiB",
         "rps/GiB",
@@ -217,21 +247,27 @@ def results_table(runs: Sequence[Run]) -> str:
                     "",
                     "",
                     "",
+                    "",
                 )
             )
             continue
         pss = run.memory.pss_peak_bytes if run.memory else None
         p99 = run.latency_ms.p99
         lg = run.loadgen_cpu_percent
+        # A closed loop has no band: a lower bound's figure is still shown as one.
+        lower = run.capacity is None and is_lower_bound(run)
+        band = capacity_band(run) or (points([run.rps], True) if lower else None)
+        per_gib = capacity_band_per_gib(run) or (points([run.rps_per_gib], True) if lower else None)
         rows.append(
             (
                 run_label(run),
                 run.workload,
                 load_label(run),
-                f"{run.rps:.0f}",
+                rate_text(run.rps, band),
+                band_text(band),
                 "-" if p99 is None else f"{p99:.3g}",
                 "-" if not pss else f"{pss / MIB:.1f}",
-                "-" if run.rps_per_gib is None else f"{run.rps_per_gib:.0f}",
+                rate_text(run.rps_per_gib, per_gib),
                 run.capacity.bound if run.capacity is not None else "",
                 "-" if lg is None else f"{lg:.0f}%",
                 ",".join(run.flags),

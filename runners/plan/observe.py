@@ -29,11 +29,13 @@ from pathlib import Path
 from runners.plan.fit import GrowthFit, fit_growth
 from runners.results.criteria import SERVER_CPU_PERCENT
 from runners.results.document import Results
-from runners.results.flags import UNRANKED
+from runners.results.flags import LOWER_BOUND, UNRANKED
 from runners.results.record import Run
 
-NOT_THE_SERVER = UNRANKED - {"noisy"}
-"""Flags whose runs measured something else than the server's capacity."""
+NOT_THE_SERVER = UNRANKED | LOWER_BOUND
+"""Flags whose runs measured something else than the server's capacity: those that keep
+a cell out of the ranking, and those that make its figure a lower bound (the report
+ranks ``≥ X``; a fit needs the server's own rate)."""
 
 
 @dataclass(frozen=True)

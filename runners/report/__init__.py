@@ -6,10 +6,11 @@
 ``python -m runners.report`` (``tox -e report``). The results are read with
 ``runners.results.document.read_results`` (typed, validated).
 
-Modules, by job: ``ranking`` (cells in order, ranked), ``capacity`` (the
-open-loop capacity: the report's caveats, what bounded each runner, the
-saturation curves), ``compare`` (two invocations, and which cells are
-comparable), ``memory`` (the memory charts' data), ``runtimes`` (interpreters,
+Modules, by job: ``ranking`` (cells in order, ranked by their figure and band,
+ties sharing a rank), ``capacity`` (the open-loop capacity: the report's flags,
+what bounded each runner, the saturation curves with their retakes), ``rerun``
+(the command that runs unranked cells again), ``compare`` (two invocations, and
+which cells are comparable), ``memory`` (the memory charts' data), ``runtimes`` (interpreters,
 gc modes, soak), ``micro`` (pyperf micro-benchmarks), ``run_view`` (the run
 page's context), ``links`` (links to the files beside results.json), ``html``
 (formats, Jinja2, inlined assets), ``colors``, and ``render`` (the pages).

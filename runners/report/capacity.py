@@ -3,14 +3,15 @@ each runner (in words), and the saturation curves of the capacity search.
 
 A cell of open-loop runs is ranked by capacity per GiB: the highest rate its
 server sustained with p99 within the latency target, per GiB of peak summed
-PSS (``Cell.ranking``). The report adds two caveats of its own to such a cell
-(both keep it out of the ranking):
+PSS (``Cell.ranking``), with its band (``Cell.ranking_band``). The report adds two
+flags of its own to such a cell, for files whose runs do not carry them:
 
 - ``loadgen-bound`` when the search stopped because the load generator could
   not keep its schedule (``capacity.bound == "loadgen"``): the figure is the
-  generator's limit, a lower bound of the server's;
+  generator's limit, a lower bound of the server's (ranked as ``≥ X``);
 - ``unconfirmed`` when a repeat's confirmation window missed the target
-  (``capacity.confirmed`` false): the rate found did not hold a second time.
+  (``capacity.confirmed`` false): the rate found did not hold a second time, so
+  the cell is not ranked.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runners.report.formats import fmt_ms, fmt_num, fmt_pct
+from runners.results.bands import band_text
 from runners.results.cells import Cell, stat
 from runners.results.criteria import MAX_ERROR_RATE
 from runners.results.flags import UNRANKED, order_flags
@@ -110,16 +112,91 @@ def _next_failing_probe(cell: Cell) -> Probe | None:
     return min(above, key=lambda p: p.offered_rps or 0.0, default=None)
 
 
+def lower_bound_reasons(cell: Cell) -> list[str]:
+    """Why the cell's figure is a lower bound, in words ([] when it is not one)."""
+    if not cell.lower_bound:
+        return []
+    reasons = []
+    runs = cell.ok_runs
+    if any(
+        "loadgen-bound" in r.flags or (r.capacity is not None and r.capacity.bound == "loadgen")
+        for r in runs
+    ):
+        reasons.append("the load generator could not push harder")
+    if any(
+        r.capacity is not None
+        and r.capacity.lower_bound
+        and r.capacity.bound != "loadgen"
+        and r.capacity.high_rps is None
+        for r in runs
+    ):
+        reasons.append("no probe failed within the search's budget")
+    if any("interference" in r.flags for r in runs):
+        reasons.append("other programs took some of its CPUs")
+    return reasons or ["its figure is a lower bound"]
+
+
+def _disturbance(probe: Probe) -> str:
+    """What disturbed a retaken take, in a word or two (``Probe.disturbed`` says it with
+    its figures): steal, other programs, a stalled load generator, a short burst; or
+    nothing (a result that contradicted the curve)."""
+    why = probe.disturbed or ""
+    for start, kind in (
+        ("the hypervisor", "steal"),
+        ("other programs", "other programs"),
+        ("the load generator", "a stalled load generator"),
+        ("a short burst", "a short burst"),
+    ):
+        if why.startswith(start):
+            return kind
+    return why or "a result that contradicted the curve"
+
+
+def retake_text(cell: Cell) -> str:
+    """``the search retook 3 probes it could not believe: steal (2), a short burst``, and
+    the disputed ones; '' when it retook none."""
+    probes = [
+        p
+        for r in cell.ok_runs
+        if r.capacity is not None
+        for p in r.capacity.curve
+        if p.mode == "open"
+    ]
+    retaken = [p for p in probes if p.retaken]
+    disputed = [p for p in probes if p.disputed]
+    parts = []
+    if retaken:
+        kinds = [_disturbance(p) for p in retaken]
+        counted = ", ".join(
+            f"{kind} ({kinds.count(kind)})" if kinds.count(kind) > 1 else kind
+            for kind in dict.fromkeys(kinds)
+        )
+        parts.append(
+            f"the search retook {len(retaken)} probe{'s' if len(retaken) != 1 else ''} it "
+            f"could not believe: {counted}"
+        )
+    if disputed:
+        rates = ", ".join(f"{fmt_num(p.offered_rps)} req/s" for p in disputed)
+        parts.append(f"its takes at {rates} disagreed (disputed)")
+    return "; ".join(parts)
+
+
 def bound_sentence(cell: Cell, label: str) -> str:
     """One sentence: what bounded ``label`` (the cell's runner) on its workload, with the
-    capacity and the p99 at it (means over the ok repeats)."""
+    capacity (its band, when the search recorded one) and the p99 at it (means over the
+    ok repeats), and the probes the search retook."""
     head = f"{label} on {cell.workload}"
     if cell.failed:
         error = next((r.error for r in cell.runs if r.error), None) or "no error recorded"
         return f"{head}: every repeat failed ({error})."
     rps = cell.capacity_rps.mean if cell.capacity_rps is not None else None
     p99 = cell.latency["p99"]
-    at = f"{fmt_num(rps)} req/s (p99 {fmt_ms(p99.mean if p99 is not None else None)} ms)"
+    band = cell.capacity_band
+    shown = band_text(band) if band is not None and band.measured and not band.open else ""
+    at = (
+        f"{fmt_num(rps)} req/s{f' {shown}' if shown else ''} "
+        f"(p99 {fmt_ms(p99.mean if p99 is not None else None)} ms)"
+    )
     cpu = _server_cpu(cell)
     cpu_text = f"server CPU {cpu:.0f} %" if cpu is not None else "server CPU not measured"
     if rps is None:
@@ -146,9 +223,14 @@ def bound_sentence(cell: Cell, label: str) -> str:
         text = f"{head}: the host ran out of memory above {at}"
     else:
         text = f"{head}: {at}, bound not recorded"
+    if rps is not None and cell.lower_bound and cell.bound != "loadgen":
+        text += f"; a lower bound: {', '.join(lower_bound_reasons(cell))}"
     bounds = sorted({r.capacity.bound for r in cell.ok_runs if r.capacity is not None})
     if len(bounds) > 1:
         text += f"; the repeats disagree ({', '.join(bounds)})"
+    retakes = retake_text(cell)
+    if retakes:
+        text += f"; {retakes}"
     for run in unconfirmed_runs(cell):
         text += (
             f"; repeat {run.repeat} not confirmed: its confirmation window had p99 "
@@ -220,25 +302,46 @@ def _knee(row: CurveRow, figure: str) -> JSON | None:
     return {"label": row.label, "color": row.color, "x": capacity.offered_rps, "y": y}
 
 
+def _believed(probes: Sequence[Probe]) -> list[Probe]:
+    """The takes the search believed (a retaken take was replaced by a later one)."""
+    return [p for p in probes if not p.retaken]
+
+
 def _rate_line(row: CurveRow, probes: Sequence[Probe]) -> JSON:
-    """One runner's achieved rate against the offered rate, a hollow point per miss."""
+    """One runner's achieved rate against the offered rate, through the takes the
+    search believed: a hollow point per miss, ``disputed`` where the takes disagreed."""
+    believed = _believed(probes)
     return {
         "label": row.label,
         "color": row.color,
-        "passed": [p.passed for p in probes],
-        "data": [{"x": p.offered_rps, "y": p.achieved_rps} for p in probes],
+        "passed": [p.passed for p in believed],
+        "disputed": [p.disputed for p in believed],
+        "data": [{"x": p.offered_rps, "y": p.achieved_rps} for p in believed],
     }
 
 
 def _p99_line(row: CurveRow, probes: Sequence[Probe]) -> JSON:
-    """One runner's p99 against the offered rate (the probes that recorded one)."""
-    timed = [p for p in probes if p.p99_ms is not None]
+    """One runner's p99 against the offered rate (the believed takes that recorded one)."""
+    timed = [p for p in _believed(probes) if p.p99_ms is not None]
     return {
         "label": row.label,
         "color": row.color,
         "passed": [p.passed for p in timed],
+        "disputed": [p.disputed for p in timed],
         "data": [{"x": p.offered_rps, "y": p.p99_ms} for p in timed],
     }
+
+
+def _retaken_points(probes: Sequence[tuple[CurveRow, list[Probe]]], figure: str) -> list[JSON]:
+    """The takes the search did not believe (it took the rate again), every runner's,
+    in its colour: drawn apart from the lines."""
+    found = []
+    for row, taken in probes:
+        for p in taken:
+            y = p.achieved_rps if figure == "rate" else p.p99_ms
+            if p.retaken and y is not None:
+                found.append({"label": row.label, "color": row.color, "x": p.offered_rps, "y": y})
+    return found
 
 
 def saturation_charts(prefix: str, rows: Sequence[CurveRow], slo: float | None) -> dict[str, JSON]:
@@ -260,6 +363,7 @@ def saturation_charts(prefix: str, rows: Sequence[CurveRow], slo: float | None) 
             "kind": "saturation",
             "figure": "rate",
             "datasets": [_rate_line(row, found) for row, found in probes],
+            "retaken": _retaken_points(probes, "rate"),
             "knees": rate_knees,
             "span": [min(both), max(both)] if both else span,
             "yTitle": "achieved (successful req/s)",
@@ -268,6 +372,7 @@ def saturation_charts(prefix: str, rows: Sequence[CurveRow], slo: float | None) 
             "kind": "saturation",
             "figure": "p99",
             "datasets": [_p99_line(row, found) for row, found in probes],
+            "retaken": _retaken_points(probes, "p99"),
             "knees": p99_knees,
             "span": span,
             "target": slo,

@@ -1,7 +1,11 @@
 """Two invocations side by side: the cells both ran with the same settings, how each
 figure moved, and whether the move is beyond the runs' own noise; the cells whose
 settings differ, as not comparable, with the reason; what differs in their
-environment."""
+environment.
+
+A capacity whose both sides carry the search's band (``runners.results.bands``) has
+moved only when the two bands do not overlap; a figure without one (a closed loop, a
+file from before the bands, the p99) keeps the noise rule of ``compare_stat``."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Any
 from loadtests.catalog import DEFAULT_UPSTREAM_MS, WORKLOADS
 from runners.report.capacity import slo_of, slo_text
 from runners.report.ranking import cells_of
+from runners.results.bands import Band, band_text
 from runners.results.cells import Cell, Stat, matters
 from runners.results.document import Environment, Matrix, Results
 from runners.results.figures import GIB
@@ -32,7 +37,17 @@ class Change:
     new: Stat | None
     change: float | None  # relative, (new - old) / old
     verdict: str  # better | worse | noise | n/a
-    basis: str  # measured | assumed | ""
+    basis: str  # band | measured | assumed | ""
+    old_band: Band | None = None
+    """The bands compared (``basis`` ``band``), else None."""
+    new_band: Band | None = None
+
+    @property
+    def bands(self) -> str:
+        """``[1,200, 1,290] → [1,400, 1,480]`` when the bands decided; ''."""
+        if self.basis != "band":
+            return ""
+        return f"{band_text(self.old_band) or 'a point'} → {band_text(self.new_band) or 'a point'}"
 
 
 def _interval(value: Stat) -> tuple[float, float]:
@@ -41,26 +56,40 @@ def _interval(value: Stat) -> tuple[float, float]:
     return min(value.min, low), max(value.max, high)
 
 
-def compare_stat(old: Stat | None, new: Stat | None, higher_is_better: bool) -> Change:
-    """Whether a figure moved beyond the two invocations' own noise.
+def compare_stat(
+    old: Stat | None,
+    new: Stat | None,
+    higher_is_better: bool,
+    old_band: Band | None = None,
+    new_band: Band | None = None,
+) -> Change:
+    """Whether a figure moved beyond what is known of it.
 
-    Each side's noise is the range of its repetitions, and at least
-    ±NOISE_FLOOR around their mean (with a single repetition: ±ASSUMED_NOISE).
-    A change whose two noise ranges overlap is noise.
+    With the capacity search's band on both sides (``Band.measured``), a change whose
+    bands overlap is noise (a lower bound's band is open above). Otherwise each side's
+    noise is the range of its repetitions, and at least ±NOISE_FLOOR around their mean
+    (with a single repetition: ±ASSUMED_NOISE), and a change whose two noise ranges
+    overlap is noise.
     """
     if old is None or new is None or old.mean == 0:
         return Change(old, new, None, "n/a", "")
     change = (new.mean - old.mean) / abs(old.mean)
-    basis = "measured" if old.n >= 2 and new.n >= 2 else "assumed"
-    old_lo, old_hi = _interval(old)
-    new_lo, new_hi = _interval(new)
-    if new_lo <= old_hi and old_lo <= new_hi:
+    if old_band is not None and new_band is not None and old_band.measured and new_band.measured:
+        noise = old_band.overlaps(new_band)
+        basis = "band"
+    else:
+        old_band = new_band = None
+        basis = "measured" if old.n >= 2 and new.n >= 2 else "assumed"
+        old_lo, old_hi = _interval(old)
+        new_lo, new_hi = _interval(new)
+        noise = new_lo <= old_hi and old_lo <= new_hi
+    if noise:
         verdict = "noise"
     elif (change > 0) == higher_is_better:
         verdict = "better"
     else:
         verdict = "worse"
-    return Change(old, new, change, verdict, basis)
+    return Change(old, new, change, verdict, basis, old_band, new_band)
 
 
 @dataclass(frozen=True)
@@ -209,9 +238,17 @@ def compare(old: Results, new: Results) -> Comparison:
             CellChange(
                 old=before,
                 new=cell,
-                rps=compare_stat(throughput(before), throughput(cell), higher_is_better=True),
+                rps=compare_stat(
+                    throughput(before),
+                    throughput(cell),
+                    True,
+                    before.capacity_band,
+                    cell.capacity_band,
+                ),
                 p99=compare_stat(before.latency["p99"], cell.latency["p99"], False),
-                rps_per_gib=compare_stat(before.ranking, cell.ranking, True),
+                rps_per_gib=compare_stat(
+                    before.ranking, cell.ranking, True, before.ranking_band, cell.ranking_band
+                ),
             )
         )
     with_python = "python" in dimensions

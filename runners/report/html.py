@@ -24,8 +24,13 @@ from runners.report.formats import (
     fmt_spread,
     fmt_time,
 )
-from runners.results.criteria import INTERFERENCE_SHARE, MAX_ERROR_RATE, NOISY_SPREAD
-from runners.results.flags import help_texts
+from runners.results.criteria import (
+    INTERFERENCE_SHARE,
+    MAX_ERROR_RATE,
+    NOISY_SPREAD,
+    STEAL_SHARE,
+)
+from runners.results.flags import LOWER_BOUND, UNRANKED, help_texts, order_flags
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -58,7 +63,10 @@ def environment() -> Environment:
         css=inline_style(_asset("report.css")),
         noise={"floor": NOISE_FLOOR, "assumed": ASSUMED_NOISE, "noisy": NOISY_SPREAD},
         interference_share=INTERFERENCE_SHARE,
+        steal_share=STEAL_SHARE,
         max_error_rate=MAX_ERROR_RATE,
+        unranked_flags=order_flags(UNRANKED),
+        lower_bound_flags=order_flags(LOWER_BOUND),
     )
     return env
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from runners.report.capacity import report_cell, slo_of
+from runners.results.bands import points
 from runners.results.cells import Cell, aggregate, in_matrix_order
 from runners.results.document import Results
 from runners.serving.registry import RUNNERS
@@ -59,7 +60,7 @@ def runner_label(
 @dataclass(frozen=True)
 class Ranking:
     """The cells of one workload at one concurrency (or, open loop, at the latency
-    target), best first."""
+    target), best first. Ranked cells whose bands overlap share a rank (``rank``)."""
 
     workload: str
     users: int
@@ -75,16 +76,38 @@ class Ranking:
         return slo_of([c for _, c in self.rows])
 
     @property
+    def leaders(self) -> tuple[Cell, ...]:
+        """The cells ranked first: one, or several within noise of each other."""
+        return tuple(c for r, c in self.rows if r == 1)
+
+    @property
     def best(self) -> Cell | None:
-        """The cell ranked first, if any cell is clean."""
-        return next((c for r, c in self.rows if r == 1), None)
+        """The cell ranked first (the highest figure of those that share first place), if
+        any cell is ranked."""
+        return next(iter(self.leaders), None)
+
+    @property
+    def unranked(self) -> tuple[Cell, ...]:
+        """The cells given no rank: nothing trustworthy is known of their figure."""
+        return tuple(c for r, c in self.rows if r is None)
 
     @property
     def flagged_above(self) -> list[Cell]:
-        """Flagged cells whose ranking figure beats the best ranked one."""
+        """Unranked cells whose ranking figure beats the best ranked one (none when no
+        cell is ranked)."""
         best = self.best
-        floor = by_ranking(best) if best is not None else -1.0
+        if best is None:
+            return []
+        floor = by_ranking(best)
         return [c for r, c in self.rows if r is None and not c.failed and by_ranking(c) > floor]
+
+    def tied_with(self, cell: Cell) -> tuple[Cell, ...]:
+        """The other ranked cells that share ``cell``'s rank (their bands overlap its own
+        or its group leader's): within noise of it."""
+        position = next((r for r, c in self.rows if c is cell), None)
+        if position is None:
+            return ()
+        return tuple(c for r, c in self.rows if r == position and c is not cell)
 
 
 def by_ranking(cell: Cell) -> float:
@@ -94,17 +117,36 @@ def by_ranking(cell: Cell) -> float:
     return figure.mean if figure is not None else -1.0
 
 
+def overlap(a: Cell, b: Cell) -> bool:
+    """Whether two cells' ranking bands overlap (a cell without a band is its figure)."""
+    first = a.ranking_band or points([by_ranking(a)])
+    second = b.ranking_band or points([by_ranking(b)])
+    return first is not None and second is not None and first.overlaps(second)
+
+
 def rank(cells: Sequence[Cell]) -> list[tuple[int | None, Cell]]:
-    """Clean cells ranked by their ranking figure (capacity per GiB in an open loop,
-    requests/s per GiB in a closed one), then flagged cells (no rank), then cells
-    with no figures at all."""
+    """Ranked cells by their ranking figure (capacity per GiB in an open loop,
+    requests/s per GiB in a closed one), then the unranked cells (no rank), then cells
+    with no figures at all.
+
+    Ties share a rank (1, 1, 3): going down the ranked cells, a cell whose band
+    overlaps the band of the first cell of the current group joins the group and takes
+    its rank; one that does not starts a new group at its own position. A lower bound
+    (a band open above) so ties with every cell above it that reaches its low end, and
+    one that beats every other cell is first."""
     clean = sorted((c for c in cells if c.ranked), key=by_ranking, reverse=True)
-    flagged = sorted(
+    unranked = sorted(
         (c for c in cells if not c.ranked and not c.failed), key=by_ranking, reverse=True
     )
     failed = [c for c in cells if c.failed]
-    rows: list[tuple[int | None, Cell]] = [(i + 1, c) for i, c in enumerate(clean)]
-    rows += [(None, c) for c in flagged + failed]
+    rows: list[tuple[int | None, Cell]] = []
+    leader: Cell | None = None
+    position = 0
+    for index, cell in enumerate(clean):
+        if leader is None or not overlap(leader, cell):
+            leader, position = cell, index + 1
+        rows.append((position, cell))
+    rows += [(None, c) for c in unranked + failed]
     return rows
 
 

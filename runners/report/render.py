@@ -17,7 +17,7 @@ from runners.report.compare import Comparison, compare, environment_diff
 from runners.report.html import environment, write_page
 from runners.report.links import safe_relative_href
 from runners.report.ranking import cells_of, rankings, workloads_of
-from runners.report.run_view import run_context
+from runners.report.run_view import figure_text, run_context
 from runners.results.document import RESULTS_NAME, ResultsError, read_results, results_path
 
 INDEX_NAME = "index.html"
@@ -67,9 +67,17 @@ def _index_entry(reports_dir: Path, folder: Path) -> JSON:
     cells = cells_of(results)
     best = []
     for ranking in rankings(cells):
-        top = [c for r, c in ranking.rows if r == 1]
+        top = ranking.leaders
         if top and ranking.users == max(c.users for c in cells if c.workload == ranking.workload):
-            best.append({"workload": ranking.workload, "users": ranking.users, "cell": top[0]})
+            best.append(
+                {
+                    "workload": ranking.workload,
+                    "users": ranking.users,
+                    "cell": top[0],
+                    "figure": figure_text(top[0]),
+                    "tied": len(top) - 1,
+                }
+            )
     entry.update(
         results=results,
         sort=str(results.created_at),

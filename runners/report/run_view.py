@@ -19,6 +19,7 @@ from runners.report.capacity import (
     CurveRow,
     bound_sentence,
     curve_rows,
+    lower_bound_reasons,
     saturation_charts,
     slo_of,
     slo_text,
@@ -31,7 +32,7 @@ from runners.report.colors import (
     runner_color,
 )
 from runners.report.compare import environment_rows
-from runners.report.formats import fmt_time
+from runners.report.formats import fmt_mib, fmt_ms, fmt_num, fmt_time
 from runners.report.html import chart_scripts
 from runners.report.links import artifact_links
 from runners.report.memory import ProcessShare, peak_sample, process_rows, pss_series
@@ -46,7 +47,9 @@ from runners.report.ranking import (
     runner_label,
     workloads_of,
 )
+from runners.report.rerun import rerun_command
 from runners.report.runtimes import runtime_charts, runtime_views
+from runners.results.bands import band_text
 from runners.results.cells import Cell, Stat, matters, several
 from runners.results.document import Results
 from runners.results.figures import MIB
@@ -196,42 +199,93 @@ def _by_label_level(cells: Sequence[Cell], label_of: Labeler) -> dict[tuple[str,
     return {(label_of(c), c.users): c for c in cells}
 
 
+@dataclass(frozen=True)
+class LevelBars:
+    """One users level's bars of the ranking chart, per runner: the figure, its band
+    (``[low, high]``, ``high`` None when open above; None for a point), the text on the
+    bar, the unranking flags and the colour (a bar given no rank is pale)."""
+
+    values: tuple[float | None, ...]
+    bands: tuple[tuple[float, float | None] | None, ...]
+    texts: tuple[str, ...]
+    flags: tuple[str, ...]
+    colors: tuple[str, ...]
+
+
+def bar_text(cell: Cell) -> str:
+    """The text on a cell's bar: ``26,149``, ``≥ 62,719`` for a lower bound, and ⚑ when
+    the cell is given no rank."""
+    band = cell.ranking_band
+    value = cell.ranking.mean if cell.ranking is not None else None
+    text = f"≥ {fmt_num(band.low)}" if band is not None and band.open else fmt_num(value)
+    return text + (" ⚑" if cell.caveats else "")
+
+
 def _level_bars(
     level: int, color: str, order: Sequence[str], by_label_level: Mapping[tuple[str, int], Cell]
-) -> tuple[list[float | None], list[str], list[str]]:
-    """One users level's bars of the ranking chart: values, flags and colours per runner
-    (a flagged bar is pale)."""
+) -> LevelBars:
+    """One users level's bars of the ranking chart."""
     values: list[float | None] = []
+    bands: list[tuple[float, float | None] | None] = []
+    texts: list[str] = []
     flags: list[str] = []
     colors: list[str] = []
     for label in order:
         found = by_label_level.get((label, level))
         value = found.ranking.mean if found and found.ranking else None
+        band = found.ranking_band if found is not None and value is not None else None
         flag = ", ".join(found.caveats) if found else ""
         values.append(round(value, 1) if value is not None else None)
+        bands.append(
+            None
+            if band is None or band.point
+            else (round(band.low, 1), None if band.high is None else round(band.high, 1))
+        )
+        texts.append(bar_text(found) if found is not None and value is not None else "")
         flags.append(flag)
         colors.append(color + FADED if flag else color)
-    return values, flags, colors
+    return LevelBars(tuple(values), tuple(bands), tuple(texts), tuple(flags), tuple(colors))
+
+
+def _band_end(levels: Sequence[LevelBars]) -> float:
+    """Where an open band's bar ends: past every figure and band end of the chart."""
+    ends = [
+        end
+        for bars in levels
+        for value, band in zip(bars.values, bars.bands, strict=True)
+        for end in (value, *(band or ()))
+        if end is not None
+    ]
+    return round(max(ends, default=1.0) * 1.25, 1)
 
 
 def _ranking_chart(cells: Sequence[Cell], order: Sequence[str], label_of: Labeler) -> JSON:
-    """Capacity (open loop) or requests/s (closed) per GiB, one bar per runner and level."""
+    """Capacity (open loop) or requests/s (closed) per GiB, one bar per runner and level,
+    its band drawn over it (open above to ``bandEnd`` for a lower bound)."""
     levels = sorted({c.users for c in cells})
     open_levels = _open_levels(cells)
     slo = slo_text(slo_of(cells))
     by_label_level = _by_label_level(cells, label_of)
     datasets = []
+    every = []
     any_flag = False
     for n, users in enumerate(levels):
         color = LEVEL_COLORS[n % len(LEVEL_COLORS)] if len(levels) > 1 else LEVEL_COLORS[0]
-        values, flags, colors = _level_bars(users, color, order, by_label_level)
-        any_flag = any_flag or any(f and v is not None for f, v in zip(flags, values, strict=True))
+        bars = _level_bars(users, color, order, by_label_level)
+        every.append(bars)
+        any_flag = any_flag or any(
+            f and v is not None for f, v in zip(bars.flags, bars.values, strict=True)
+        )
         datasets.append(
             {
                 "label": f"capacity at {slo}" if users in open_levels else f"{users} users",
-                "data": values,
-                "flags": flags,
-                "colors": colors,
+                "data": list(bars.values),
+                "bands": [list(b) if b is not None else None for b in bars.bands],
+                "bandLabel": "band: what is known"
+                + ("" if len(levels) == 1 else f" ({users} users)"),
+                "texts": list(bars.texts),
+                "flags": list(bars.flags),
+                "colors": list(bars.colors),
                 "color": color,
             }
         )
@@ -239,6 +293,7 @@ def _ranking_chart(cells: Sequence[Cell], order: Sequence[str], label_of: Labele
         "kind": "rpsPerGib",
         "labels": list(order),
         "datasets": datasets,
+        "bandEnd": _band_end(every),
         "grace": "22%" if any_flag else "15%",
         "xTitle": (
             f"capacity (req/s at {slo}) per GiB of summed PSS (peak)"
@@ -382,7 +437,8 @@ def workload_view(
         concurrency=concurrency_rows(cells, order, label_of, colors),
         memory_rows=processes,
         pss_rows=pss_rows(at_top, label_of, colors),
-        rpg_height=_bar_height(len(order), len(levels)),
+        # Room for the legend under the bars when the chart draws bands.
+        rpg_height=_bar_height(len(order), len(levels)) + 30,
         mem_height=_bar_height(len(processes)),
     )
 
@@ -459,6 +515,94 @@ class HeadlineView:
         return f"Headline: {' and '.join(parts) or 'requests/s per GiB'}"
 
 
+def figure_text(cell: Cell) -> str:
+    """A cell's ranking figure with what is known of it: ``26,149 [25,900, 26,700]`` (the
+    search's band), ``≥ 62,719`` (a lower bound), or the mean alone."""
+    band = cell.ranking_band
+    mean = cell.ranking.mean if cell.ranking is not None else None
+    if band is not None and band.open:
+        return f"≥ {fmt_num(band.low)}"
+    shown = band_text(band) if band is not None and band.measured else ""
+    return f"{fmt_num(mean)} {shown}" if shown else fmt_num(mean)
+
+
+def _capacity_text(cell: Cell) -> str:
+    """The capacity in req/s as the headline says it: ``1,794 req/s``, with the band the
+    search found, or ``≥ 4,489 req/s`` for a lower bound."""
+    band = cell.capacity_band if cell.open_loop else None
+    stat = cell.capacity_rps if cell.open_loop else cell.rps
+    if cell.lower_bound and stat is not None:
+        low = band.low if band is not None else stat.min
+        return f"≥ {fmt_num(low)} req/s"
+    shown = band_text(band) if band is not None and band.measured else ""
+    return f"{fmt_num(stat.mean if stat is not None else None)} req/s" + (
+        f" {shown}" if shown else ""
+    )
+
+
+def _leader_text(cell: Cell, open_loop: bool) -> str:
+    """What follows the leader's name in the headline: its figure, capacity, p99, PSS
+    and (open loop) bound; for a lower bound, ``first with at least N`` and why."""
+    p99 = cell.latency["p99"]
+    pss = cell.pss_peak_bytes
+    details = [
+        _capacity_text(cell),
+        f"p99 {fmt_ms(p99.mean) if p99 is not None else '—'} ms",
+        f"{fmt_mib(pss.mean) if pss is not None else '—'} MiB PSS",
+    ]
+    at = " at capacity" if open_loop else ""
+    if cell.lower_bound:
+        band = cell.ranking_band
+        low = band.low if band is not None else by_ranking(cell)
+        return (
+            f" first with at least {fmt_num(low)} req/s per GiB{at} ({', '.join(details)}): "
+            + ", ".join(lower_bound_reasons(cell))
+        )
+    if open_loop:
+        details.append(f"bound: {cell.bound or '—'}")
+    return f", {figure_text(cell)} req/s per GiB{at} ({', '.join(details)})"
+
+
+def _why_unranked(cell: Cell, open_loop: bool) -> tuple[str, ...]:
+    """The flags that keep a cell out of the ranking, or why it has no figure."""
+    if cell.caveats:
+        return cell.caveats
+    if cell.failed:
+        return ("failed",)
+    return ("no rate met the target",) if open_loop else ("no figure",)
+
+
+@dataclass(frozen=True)
+class VerdictView:
+    """One line of the headline: the runner ranked first on a workload (and those within
+    noise of it), the unranked cells that scored higher, and, when some cell is given no
+    rank, the command that runs it again."""
+
+    ranking: Ranking
+    leader: str | None
+    """The label of the cell ranked first (None: no cell is ranked)."""
+    leader_text: str
+    tied: tuple[str, ...]
+    """``granian-asgi (26,021 [25,800, 26,400])``: the others sharing first place."""
+    unranked: tuple[tuple[str, tuple[str, ...]], ...]
+    """(label, the flags that keep it unranked) of each cell given no rank."""
+    rerun: str | None
+
+
+def verdict_view(ranking: Ranking, label_of: Labeler, command: str, repeat: int) -> VerdictView:
+    """The headline's line for one ranking."""
+    best = ranking.best
+    unranked = ranking.unranked
+    return VerdictView(
+        ranking=ranking,
+        leader=label_of(best) if best is not None else None,
+        leader_text=_leader_text(best, ranking.open_loop) if best is not None else "",
+        tied=tuple(f"{label_of(c)} ({figure_text(c)})" for c in ranking.leaders[1:]),
+        unranked=tuple((label_of(c), _why_unranked(c, ranking.open_loop)) for c in unranked),
+        rerun=rerun_command(command, unranked, repeat) if unranked else None,
+    )
+
+
 def headline_view(ranked: Sequence[Ranking], cells: Sequence[Cell]) -> HeadlineView:
     """Which loops the rankings hold, and the cells' latency target."""
     return HeadlineView(
@@ -529,11 +673,13 @@ def run_context(results: Results, results_dir: Path) -> JSON:
     profiles = profile_views(results, results_dir)
     charts |= profile_charts(profiles)
     ranked = rankings(cells)
+    verdicts = [verdict_view(r, label_of, results.command, results.matrix.repeat) for r in ranked]
     used_flags = sorted({f for c in cells for f in c.flags}, key=lambda f: (f not in FLAGS, f))
     return {
         "results": results,
         "title": f"Benchmark {fmt_time(results.created_at)}",
         "rankings": ranked,
+        "verdicts": verdicts,
         "headline": headline_view(ranked, cells),
         "bound_sentences": bound_sentences(ranked, label_of),
         "workload_anchor": {w.name: w.anchor for w in workloads},

@@ -8,7 +8,10 @@ or thread count are different cells, never repeats of one another.
 
 A cell is ranked by its *ranking figure*: capacity per GiB (the capacity
 search's rate within the latency target per GiB of peak PSS) for open-loop
-runs, requests/s per GiB for closed-loop ones. It is ``noisy`` when the
+runs, requests/s per GiB for closed-loop ones, and by what is known of it, its
+*band* (``runners.results.bands``: the capacity search's band, per GiB with each
+repeat's PSS peak, the repeats' union; for a figure without one, the range of its
+repeats), open above when the figure is a lower bound. It is ``noisy`` when the
 coefficient of variation of that figure over its successful repeats exceeds
 ``NOISY_CV``, or when their requests/s lie further than ``NOISY_SPREAD`` from
 their mean (half the max - min range, relative to the mean).
@@ -28,6 +31,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from runners.results import latency as hdr
+from runners.results.bands import (
+    Band,
+    capacity_band,
+    capacity_band_per_gib,
+    is_lower_bound,
+    points,
+    union,
+)
 from runners.results.codec import Record, optional
 from runners.results.criteria import NOISY_CV, NOISY_SPREAD
 from runners.results.flags import UNRANKED, notes_for, order_flags
@@ -139,6 +150,12 @@ class Cell:
     """What bounded the capacity of most repeats."""
     sweep: tuple[str, ...] = ()
     """A worker sweep's cell: ``("w4",)``, ``("w1", "t8")`` (``Run.sweep``); () otherwise."""
+    capacity_band: Band | None = None
+    """The capacity's band in req/s: its repeats' bands merged (``runners.results.bands``)."""
+    capacity_band_per_gib: Band | None = None
+    """The same per GiB, each repeat's ends over its own PSS peak."""
+    lower_bound: bool = False
+    """Some repeat's figure is a lower bound: the cell's band is open above (``≥ X``)."""
 
     @property
     def key(self) -> CellKey:
@@ -165,6 +182,14 @@ class Cell:
     def ranking(self) -> Stat | None:
         """The figure cells are ranked by: capacity per GiB (open loop), else rps per GiB."""
         return self.capacity_per_gib if self.open_loop else self.rps_per_gib
+
+    @property
+    def ranking_band(self) -> Band | None:
+        """What is known of the ranking figure: the capacity's band per GiB (open loop),
+        else the range of the repeats' requests/s per GiB; open above for a lower bound."""
+        if self.open_loop:
+            return self.capacity_band_per_gib
+        return points((r.rps_per_gib for r in self.ok_runs), self.lower_bound)
 
     @property
     def noisy(self) -> bool:
@@ -233,6 +258,7 @@ def make_cell(runs: Sequence[Run], python: str, django: str) -> Cell:
     # "failures" comes from the runs: any failure in a closed loop, more than the error
     # budget (0.1 %) in an open one.
     failures = sum(r.failures for r in ok)
+    lower_bound = any(is_lower_bound(r) for r in ok)
     return Cell(
         runner=first.runner,
         workload=first.workload,
@@ -260,6 +286,9 @@ def make_cell(runs: Sequence[Run], python: str, django: str) -> Cell:
         capacity_per_gib=capacity_per_gib,
         bound=_bound(ok),
         sweep=first.sweep,
+        capacity_band=union(capacity_band(r) for r in ok),
+        capacity_band_per_gib=union(capacity_band_per_gib(r) for r in ok),
+        lower_bound=lower_bound,
     )
 
 

@@ -8,6 +8,19 @@ lost worker's and timeouts' in ``runners.bench.incidents``, profiling's in
 the console prints each flag's ``note``; the report shows ``help`` beside each badge
 and ranks no cell that carries an ``unranked`` flag. ``failed`` is a cell flag of the
 report only (a repetition of the cell failed).
+
+What a flag does to the ranking is one of three things:
+
+- ``unranked``: the figure cannot be trusted or compared with the others (a repeat
+  failed, the confirmation missed the target, requests failed or timed out, a worker
+  died, a profiler slowed the server, a closed loop measured its user count). The cell
+  is shown without a rank, and the report's headline says what to rerun;
+- ``lower_bound``: the figure is what the server did at least (the load generator
+  could not push harder, other programs took some of its CPUs). The cell is ranked as
+  ``≥ X``: its band is open above, so it ties with every cell above it whose band
+  reaches X, and a lower bound that beats every other cell still wins;
+- neither: a footnote (the same for every run of an invocation, like ``shared-cpus``,
+  or shown by the band itself, like ``noisy`` and ``steal``). It never decides a rank.
 """
 
 from __future__ import annotations
@@ -36,10 +49,12 @@ class Flag:
     note: str | None
     """The console's explanation and remedy; None for a flag the driver never sets."""
     unranked: bool
-    """A cell carrying it is shown but given no rank."""
+    """A cell carrying it is shown but given no rank: its figure cannot be trusted."""
     order: int | None = None
     """Its place in a cell's list of flags; None: after those with one, by name."""
     threshold: float | None = None
+    lower_bound: bool = False
+    """A cell carrying it is ranked by its figure as a lower bound (``≥ X``)."""
 
 
 FLAGS: dict[str, Flag] = {
@@ -55,15 +70,18 @@ FLAGS: dict[str, Flag] = {
         Flag(
             "loadgen-bound",
             help="the load generator ran out of CPU or fell behind its schedule: the server "
-            "may be able to do more",
+            "may be able to do more, so its figure is a lower bound (ranked as ≥)",
             note=(
                 f"the load generator was saturated (over {LOADGEN_CPU_PERCENT:.0f}% of the CPU "
                 "it can use, everything pinned to its CPUs counted) or fell behind its "
-                "schedule, so this run measured Locust, not the server: give Locust more "
-                "CPU, i.e. more --loadgen-cpus and Locust processes (one Locust process uses "
-                "one core at most), or fewer --server-cpus"
+                "schedule, so this run's figure is a lower bound of the server's (the report "
+                "ranks it as ≥ X): give Locust more CPU, i.e. more --loadgen-cpus and Locust "
+                "processes (one Locust process uses one core at most), or fewer --server-cpus"
             ),
-            unranked=True,
+            # What the server did at least: ranked as such (a lower bound that beats every
+            # other cell still wins), never dropped.
+            unranked=False,
+            lower_bound=True,
             order=1,
             threshold=LOADGEN_CPU_PERCENT,
         ),
@@ -71,15 +89,18 @@ FLAGS: dict[str, Flag] = {
             "noisy",
             help=(
                 f"its repetitions differ by more than ±{NOISY_SPREAD:.0%} around their mean "
-                f"rps, or its ranking figure varies by more than {NOISY_CV:.0%} (CV)"
+                f"rps, or its ranking figure varies by more than {NOISY_CV:.0%} (CV): ranked, "
+                "its band (the repeats' lowest low to highest high) shows the spread"
             ),
             note=(
                 f"the repeats of this cell lie more than {NOISY_SPREAD:.0%} from their mean rps "
                 "(half the max-min range), or their capacity (rps) per GiB has a coefficient of "
-                f"variation over {NOISY_CV:.0%}: run on a quieter machine, with a longer "
-                "--duration or more --repeat"
+                f"variation over {NOISY_CV:.0%}: the cell's band is wide, so it may tie with "
+                "its neighbours; run on a quieter machine, with a longer --duration or more "
+                "--repeat"
             ),
-            unranked=True,
+            # The spread is in the band, which decides the ties: the flag only says so.
+            unranked=False,
             order=2,
             threshold=NOISY_SPREAD,
         ),
@@ -133,15 +154,19 @@ FLAGS: dict[str, Flag] = {
         Flag(
             "interference",
             help=f"other processes used over {INTERFERENCE_SHARE:.0%} of the server's or the "
-            "load generator's CPUs during the window",
+            "load generator's CPUs during the window: the figure is what the server did while "
+            "sharing them, a lower bound (ranked as ≥)",
             note=(
                 f"processes outside the run used over {INTERFERENCE_SHARE:.0%} of the time of the "
                 "server's or the load generator's CPUs during the measured window (their busy "
                 "time minus the server's, Locust's, the upstream's and the driver's CPU time: "
-                "see the run's interference figures), so they competed with the run: run on a "
-                "quiet machine, or keep other jobs off these CPUs"
+                "see the run's interference figures), so they competed with the run and its "
+                "figure is a lower bound (the report ranks it as ≥ X): run on a quiet machine, "
+                "or keep other jobs off these CPUs"
             ),
-            unranked=True,
+            # Competing for its CPUs only takes from the server: it did at least this much.
+            unranked=False,
+            lower_bound=True,
             order=5,
             threshold=INTERFERENCE_SHARE,
         ),
@@ -245,6 +270,9 @@ FLAGS: dict[str, Flag] = {
 }
 
 UNRANKED = frozenset(name for name, flag in FLAGS.items() if flag.unranked)
+"""Flags that keep a cell out of the ranking."""
+LOWER_BOUND = frozenset(name for name, flag in FLAGS.items() if flag.lower_bound)
+"""Flags that make a cell's figure a lower bound: ranked as ``≥ X``."""
 
 
 def notes_for(flags: Iterable[str]) -> list[str]:

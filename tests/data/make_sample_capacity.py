@@ -1,17 +1,29 @@
-"""Write ``tests/data/sample_capacity.json``: an open-loop capacity invocation.
+"""Write ``tests/data/sample_bands.json``: an open-loop capacity invocation whose
+runs carry the capacity's band, the probes' retakes and the host's steal.
 
 Four runners x json and upstream x 2 repeats. Each run's curve comes from the
 suite's own capacity search (``runners.bench.capacity.search``, ``bound`` and
-``describe``) probing a model server (a capacity, a service time and a queue,
-with a little seeded noise), and the run itself is built the way the driver
-builds it (``Measurement.fill``, ``ResultsFile``), so the file has the
-driver's exact shape and passes the schema. What it holds on purpose:
+``describe``, with its retakes) probing a model server (a capacity, a service time
+and a queue, with a little seeded noise, and on a few probes a hypervisor that
+steals the CPUs), and the run itself is built the way the driver builds it
+(``Measurement.fill``, ``probe_record``, the band of ``runners.bench.measure``,
+``ResultsFile``), so the file has the driver's exact shape and passes the schema.
+What it holds on purpose:
 
 - bounds: server-cpu (json, the async runners on upstream), server-slots
   (gunicorn-sync and gunicorn-gthread on upstream), loadgen (gunicorn-gthread
-  on json: one Locust core cannot offer more than about 4,500 req/s);
-- uvicorn/json/open/2 is unconfirmed (its confirmation window missed the target);
-- gunicorn-sync/upstream/open/2 failed.
+  on json: one Locust core cannot offer more than about 4,500 req/s, so its
+  capacity is a lower bound, and the highest per GiB);
+- uvicorn and granian-asgi on json: bands that overlap (a tie);
+- steal: probes of uvicorn/upstream/open/1 disturbed (retaken, one of them
+  disputed), gunicorn-sync/json/open/2's window over the threshold (flagged
+  ``steal``);
+- uvicorn/upstream/open/2 is unconfirmed (its confirmation window missed the
+  target), gunicorn-sync/upstream/open/2 failed: two cells to run again.
+
+``tests/data/sample_capacity.json`` is the same invocation as an earlier version of
+this script wrote it, before the bands and the retakes (no ``low_rps``, ``retaken``
+or steal figures): kept as it is, the old-format sample that must still render.
 
 Run it from the repository root: ``python tests/data/make_sample_capacity.py``.
 """
@@ -28,18 +40,19 @@ from pathlib import Path
 from hdrh.histogram import HdrHistogram
 
 from runners.bench import capacity
+from runners.bench.measure import probe_record
 from runners.results import latency as hdr
-from runners.results.criteria import LOADGEN_CPU_PERCENT
+from runners.results.criteria import LOADGEN_CPU_PERCENT, STEAL_SHARE
 from runners.results.document import CpuPlacement, Environment, Matrix, ResultsFile
 from runners.results.figures import MIB, per_gib
 from runners.results.flags import notes_for
 from runners.results.record import (
     Capacity,
+    Interference,
     Latency,
     Measurement,
     Memory,
     MemorySample,
-    Probe,
     ProcessSample,
     PythonInfo,
     Run,
@@ -47,7 +60,7 @@ from runners.results.record import (
 from runners.serving.registry import get_runner
 from runners.vocabulary import Load
 
-OUT = Path(__file__).with_name("sample_capacity.json")
+OUT = Path(__file__).with_name("sample_bands.json")
 SLO_MS = 100.0
 PROBE_S = 5.0
 WINDOW_S = 10.0
@@ -85,7 +98,7 @@ MODELS: dict[tuple[str, str], Model] = {
     ("gunicorn-gthread", "json"): Model(
         5_400, 0.8, 2.2, 4.0, 99, 4, (MASTER, ("worker", 72.0, 58.0, 52.0))
     ),
-    ("uvicorn", "json"): Model(1_800, 1.6, 4.0, 6.0, 99, None, (("worker", 74.0, 61.0, 55.0),)),
+    ("uvicorn", "json"): Model(1_800, 1.6, 4.0, 6.0, 99, None, (("worker", 76.0, 63.0, 57.0),)),
     ("granian-asgi", "json"): Model(
         1_950, 1.5, 3.5, 7.0, 99, None, (("master", 12.0, 6.0, 4.0), ("worker", 76.0, 63.0, 57.0))
     ),
@@ -106,10 +119,26 @@ def jitter(rng: random.Random, value: float, share: float = 0.012) -> float:
     return value * (1.0 + rng.uniform(-share, share))
 
 
+STOLEN: dict[tuple[str, str, int], dict[int, float]] = {
+    # (runner, workload, repeat): {open probe call (retakes counted): steal share}
+    ("uvicorn", "upstream", 1): {1: 0.12, 4: 0.14},
+    ("granian-asgi", "json", 1): {1: 0.08, 2: 0.09, 4: 0.1},
+}
+"""Probes on which the hypervisor took the CPUs: each fails, and the search retakes it."""
+WINDOW_STEAL: dict[tuple[str, str, int], float] = {("gunicorn-sync", "json", 2): 0.071}
+"""Confirmation windows with steal over the threshold: the run is flagged ``steal``."""
+
+
 def observe(
-    model: Model, rng: random.Random, mode: Load, rate: float | None, users: int
+    model: Model,
+    rng: random.Random,
+    mode: Load,
+    rate: float | None,
+    users: int,
+    steal: float | None = None,
 ) -> capacity.ProbeObservation:
-    """What the model server does for one probe."""
+    """What the model server does for one probe (``steal``: the share of its CPUs'
+    time the hypervisor took: the latency suffers, not the server)."""
     if mode == "closed":
         # A closed loop pushing the server: all it can do, latency = users / rate.
         achieved = jitter(rng, model.rate * 0.99)
@@ -145,9 +174,15 @@ def observe(
     if late:
         # The generator fell behind: latency from the intended send time shows it.
         p99 = max(p99, 40.0 + 900.0 * late)
+    over = 0.0 if p99 <= SLO_MS else min(0.5, 0.01 + (p99 - SLO_MS) / 1000.0)
+    if steal:
+        # The vCPUs were not run for a while: a stretch of requests waited for them.
+        p99 = max(p99, SLO_MS * 1.9)
+        over = max(over, 0.03)
     return capacity.ProbeObservation(
         mode="open",
         offered_rps=round(rate, 1),
+        nominal_rps=round(rate, 1),
         achieved_rps=round(min(achieved, rate * (1.0 - late)), 1),
         p50_ms=round(jitter(rng, p50), 1),
         p99_ms=round(jitter(rng, p99), 1),
@@ -158,26 +193,28 @@ def observe(
         loadgen_cpu_percent=round(min(99.5, loadgen), 1),
         loadgen_process_percent=round(min(99.5, loadgen * 1.02), 1),
         late_share=round(late, 3),
+        over_target_share=round(over, 4),
+        steal_share=round(steal if steal else rng.uniform(0.0, 0.01), 4),
+        interference_share=round(rng.uniform(0.0, 0.02), 4),
     )
 
 
-def probe_record(o: capacity.ProbeObservation, target: capacity.Target) -> Probe:
-    return Probe(
-        mode=o.mode,
-        offered_rps=o.offered_rps,
-        achieved_rps=o.achieved_rps,
-        p50_ms=o.p50_ms,
-        p99_ms=o.p99_ms,
-        errors=o.failures,
-        requests=o.requests,
-        users=o.users,
-        server_cpu_percent=o.server_cpu_percent,
-        loadgen_cpu_percent=o.loadgen_cpu_percent,
-        loadgen_process_percent=o.loadgen_process_percent,
-        late_share=o.late_share,
-        passed=o.passes(target),
-        problems=tuple(o.problems(target)),
-    )
+class Prober:
+    """The search's probe function on a model server: the open probe calls counted, so
+    that the calls in ``STOLEN`` are taken while the hypervisor steals the CPUs."""
+
+    def __init__(self, model: Model, rng: random.Random, stolen: dict[int, float]) -> None:
+        self.model = model
+        self.rng = rng
+        self.stolen = stolen
+        self.calls = 0
+
+    def __call__(self, mode: Load, rate: float | None, users: int) -> capacity.ProbeObservation:
+        steal = None
+        if mode == "open":
+            steal = self.stolen.get(self.calls)
+            self.calls += 1
+        return observe(self.model, self.rng, mode, rate, users, steal)
 
 
 def window_histogram(rng: random.Random, p50: float, p99: float, count: int) -> HdrHistogram:
@@ -266,17 +303,16 @@ def base_run(runner_name: str, workload: str, repeat: int, minute: int) -> Run:
 def measure(run: Run, rng: random.Random, pid: int, unconfirmed: bool) -> Run:
     model = MODELS[(run.runner, run.workload)]
     target = capacity.Target(slo_p99_ms=SLO_MS)
-    found = capacity.search(
-        lambda mode, rate, users: observe(model, rng, mode, rate, users), target
-    )
+    key = (run.runner, run.workload, run.repeat)
+    found = capacity.search(Prober(model, rng, STOLEN.get(key, {})), target)
     bound = capacity.bound(found, model.slots)
     reason = capacity.describe(found, bound)
     assert found.passed is not None and found.rate is not None
     # The confirmation window: the highest passing rate again, for WINDOW_S.
     again = observe(model, rng, "open", found.rate, found.passed.users)
-    p50, p99 = again.p50_ms or 1.0, again.p99_ms or 2.0
     if unconfirmed:
-        p99 = round(SLO_MS * 1.08, 1)
+        again = dataclasses.replace(again, p99_ms=round(SLO_MS * 1.08, 1), over_target_share=0.02)
+    p50, p99 = again.p50_ms or 1.0, again.p99_ms or 2.0
     requests = round(found.rate * WINDOW_S)
     hist = window_histogram(rng, p50, p99, requests)
     window = hdr.latency(hist)
@@ -284,7 +320,19 @@ def measure(run: Run, rng: random.Random, pid: int, unconfirmed: bool) -> Run:
     rho = min(1.0, found.rate / model.rate)
     cpu_seconds = round(WINDOW_S * model.cpu * rho / 100.0, 2)
     loadgen_s = round(WINDOW_S * min(0.95, 0.88 * found.rate / model.loadgen_limit), 2)
+    window_steal = WINDOW_STEAL.get(key, rng.uniform(0.0, 0.02))
+    others = rng.uniform(0.0, 0.02)
     measured = Measurement(
+        interference=Interference(
+            server_cpu_seconds=round(others * WINDOW_S, 2),
+            loadgen_cpu_seconds=round(others * WINDOW_S / 2, 2),
+            share=round(others, 4),
+            server_share=round(others, 4),
+            loadgen_share=round(others / 2, 4),
+            unpinned_cpu_seconds=0.04,
+            server_steal_share=round(window_steal, 4),
+            loadgen_steal_share=round(window_steal / 3, 4),
+        ),
         window_s=WINDOW_S,
         requests=requests,
         failures=0,
@@ -311,7 +359,15 @@ def measure(run: Run, rng: random.Random, pid: int, unconfirmed: bool) -> Run:
     flags = [
         *(["loadgen-bound"] if loadgen is not None and loadgen > LOADGEN_CPU_PERCENT else []),
         *(["failures"] if measured.failures else []),
+        *(["steal"] if window_steal > STEAL_SHARE else []),
     ]
+    if bound == "loadgen" and "loadgen-bound" not in flags:
+        flags.append("loadgen-bound")
+    if unconfirmed:
+        flags.append("unconfirmed")
+    # The band, as runners.bench.measure records it.
+    low = found.rate if not unconfirmed else None
+    high = found.failed.offered_rps if found.failed is not None else None
     return dataclasses.replace(
         filled,
         flags=tuple(flags),
@@ -327,7 +383,11 @@ def measure(run: Run, rng: random.Random, pid: int, unconfirmed: bool) -> Run:
             bound=bound,
             reason=reason,
             saturation_rps=found.saturation.achieved_rps if found.saturation else None,
-            curve=tuple(probe_record(o, target) for o in found.curve),
+            curve=tuple(probe_record(o, target) for o in [*found.curve, again]),
+            low_rps=low,
+            high_rps=high,
+            lower_bound=bound == "loadgen" or high is None,
+            retakes=found.retakes,
         ),
     )
 
@@ -386,7 +446,7 @@ def main() -> None:
                         FAILED_LOG,
                     )
                 else:
-                    unconfirmed = (runner, workload, repeat) == ("uvicorn", "json", 2)
+                    unconfirmed = (runner, workload, repeat) == ("uvicorn", "upstream", 2)
                     run = measure(run, rng, pid, unconfirmed)
                 out.add_run(run)
     out.results = dataclasses.replace(out.results, finished_at="2026-11-30T10:38:51+00:00")

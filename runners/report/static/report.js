@@ -26,37 +26,93 @@
   }
 
   var builders = {
+    /* One bar per runner (and users level), the figure; over it, thinner, its band
+       (a floating bar from low to high, in the same slot: the same stack on the index
+       axis, never stacked on the value axis). An open band (a lower bound: high null)
+       runs paler to spec.bandEnd, without an end border. A bar's text sits past its
+       band when the band is closed, on a white ground over an open one. */
     rpsPerGib: function (spec) {
+      var datasets = [];
+      var anyBand = false;
+      spec.datasets.forEach(function (ds, index) {
+        var stack = "level-" + index;
+        var bands = ds.bands || [];
+        function closedBand(i) {
+          return Boolean(bands[i]) && bands[i][1] !== null;
+        }
+        datasets.push({
+          label: ds.label,
+          data: ds.data,
+          backgroundColor: ds.colors,
+          legendColor: ds.color,
+          stack: stack,
+          datalabels: {
+            display: function (ctx) {
+              return ctx.dataset.data[ctx.dataIndex] !== null && !closedBand(ctx.dataIndex);
+            },
+            backgroundColor: function (ctx) {
+              return bands[ctx.dataIndex] ? "rgba(255, 255, 255, 0.9)" : null;
+            },
+            formatter: function (value, ctx) {
+              return ds.texts[ctx.dataIndex];
+            },
+          },
+        });
+        if (
+          !bands.some(function (band) {
+            return band !== null;
+          })
+        ) {
+          return;
+        }
+        anyBand = true;
+        datasets.push({
+          label: ds.bandLabel,
+          data: bands.map(function (band) {
+            return band === null ? null : [band[0], band[1] === null ? spec.bandEnd : band[1]];
+          }),
+          stack: stack,
+          barPercentage: 0.32,
+          backgroundColor: bands.map(function (band) {
+            return band !== null && band[1] === null ? "rgba(26, 26, 26, 0.12)" : "rgba(26, 26, 26, 0.3)";
+          }),
+          borderColor: "#1a1a1a",
+          borderWidth: 1.5,
+          borderSkipped: function (ctx) {
+            return closedBand(ctx.dataIndex) ? false : "end";
+          },
+          legendColor: "rgba(26, 26, 26, 0.45)",
+          datalabels: {
+            display: function (ctx) {
+              return closedBand(ctx.dataIndex);
+            },
+            formatter: function (value, ctx) {
+              return ds.texts[ctx.dataIndex];
+            },
+          },
+        });
+      });
       return {
         type: "bar",
         plugins: [ChartDataLabels],
-        data: {
-          labels: spec.labels,
-          datasets: spec.datasets.map(function (ds) {
-            return {
-              label: ds.label,
-              data: ds.data,
-              flags: ds.flags,
-              backgroundColor: ds.colors,
-              legendColor: ds.color,
-            };
-          }),
-        },
+        data: { labels: spec.labels, datasets: datasets },
         options: {
           indexAxis: "y",
           scales: {
             x: {
               beginAtZero: true,
+              stacked: false,
               grace: spec.grace,
               title: title(spec.xTitle || "requests/s per GiB of summed PSS (peak)"),
             },
+            y: { ticks: { autoSkip: false } },
           },
           plugins: {
             legend: {
-              display: spec.datasets.length > 1,
+              display: spec.datasets.length > 1 || anyBand,
               position: "bottom",
               labels: {
-                /* A dataset's bars vary (pale when flagged): its legend shows its own colour. */
+                /* A dataset's bars vary (pale when unranked): its legend shows its own colour. */
                 generateLabels: function (chart) {
                   var items = Chart.defaults.plugins.legend.labels.generateLabels(chart);
                   items.forEach(function (item) {
@@ -69,16 +125,11 @@
               },
             },
             datalabels: {
-              display: function (ctx) {
-                return ctx.dataset.data[ctx.dataIndex] !== null;
-              },
               anchor: "end",
               align: "end",
               clamp: true,
+              padding: { top: 1, bottom: 1, left: 3, right: 3 },
               font: { size: 11 },
-              formatter: function (value, ctx) {
-                return whole.format(value) + (ctx.dataset.flags[ctx.dataIndex] ? " ⚑" : "");
-              },
             },
           },
         },
@@ -198,6 +249,7 @@
       var low = spec.span[0] * 0.85;
       var high = spec.span[1] * 1.15;
       var datasets = spec.datasets.map(function (ds) {
+        var disputed = ds.disputed || [];
         return {
           label: ds.label,
           data: ds.data,
@@ -206,29 +258,45 @@
           pointBackgroundColor: ds.passed.map(function (passed) {
             return passed ? ds.color : "#ffffff";
           }),
+          /* A disputed point (its takes disagreed, none left to settle them): a triangle. */
+          pointStyle: ds.data.map(function (_, i) {
+            return disputed[i] ? "triangle" : "circle";
+          }),
+          pointRadius: ds.data.map(function (_, i) {
+            return disputed[i] ? 6 : 3.5;
+          }),
           pointBorderColor: ds.color,
           pointBorderWidth: 1.5,
-          pointRadius: 3.5,
           borderWidth: 2,
         };
       });
-      datasets.push({
-        label: "capacity (the knee)",
-        data: spec.knees.map(function (knee) {
-          return { x: knee.x, y: knee.y };
-        }),
-        showLine: false,
-        pointStyle: "rectRot",
-        pointRadius: 8,
-        pointHoverRadius: 9,
-        pointBackgroundColor: spec.knees.map(function (knee) {
-          return knee.color;
-        }),
-        pointBorderColor: "#1a1a1a",
-        pointBorderWidth: 1.5,
-        backgroundColor: "#1a1a1a",
-        borderColor: "#1a1a1a",
-      });
+      /* Marks off the lines, one per point, each in its runner's colour: as the
+         border (a cross) or as the fill (a diamond with a dark border). */
+      function marks(label, points, style, radius, fill) {
+        var colors = points.map(function (point) {
+          return point.color;
+        });
+        return {
+          label: label,
+          data: points.map(function (point) {
+            return { x: point.x, y: point.y };
+          }),
+          showLine: false,
+          pointStyle: style,
+          pointRadius: radius,
+          pointHoverRadius: radius + 1,
+          pointBackgroundColor: fill ? colors : "#1a1a1a",
+          pointBorderColor: fill ? "#1a1a1a" : colors,
+          pointBorderWidth: fill ? 1.5 : 2,
+          backgroundColor: "#1a1a1a",
+          borderColor: "#1a1a1a",
+        };
+      }
+      /* The takes the search did not believe (it took the rate again): crosses. */
+      if (spec.retaken && spec.retaken.length) {
+        datasets.push(marks("retaken (not believed)", spec.retaken, "crossRot", 6, false));
+      }
+      datasets.push(marks("capacity (the knee)", spec.knees, "rectRot", 8, true));
       var reference =
         spec.figure === "rate"
           ? { label: "achieved = offered", y0: low, y1: high, color: "#8a939c", dash: [5, 4] }
@@ -280,13 +348,17 @@
               position: "bottom",
               labels: {
                 usePointStyle: true,
-                /* The knees' legend entry: a plain diamond, not the first runner's colour. */
+                /* The knees' and the retaken takes' legend entries: plain marks, not the
+                   first runner's colour; a runner's entry: a circle, whatever its points. */
                 generateLabels: function (chart) {
                   var items = Chart.defaults.plugins.legend.labels.generateLabels(chart);
                   items.forEach(function (item) {
-                    if (chart.data.datasets[item.datasetIndex].showLine === false) {
+                    var dataset = chart.data.datasets[item.datasetIndex];
+                    if (dataset.showLine === false) {
                       item.fillStyle = "#ffffff";
                       item.strokeStyle = "#1a1a1a";
+                    } else if (Array.isArray(dataset.pointStyle)) {
+                      item.pointStyle = "circle";
                     }
                   });
                   return items;
