@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from runners.hosting import Hosted, HostWindow, WindowFigures
 from runners.load.locust import Aggregated, LocustOutcome, LocustPlan
 from runners.results.record import NO_LATENCY
 from runners.runtimes import axes
+from runners.sampling import cpustat
 from runners.sampling.memory import ProcessMemory, TreeSample
 from runners.serving.registry import RUNNERS, Runner
 from runners.serving.server import ServeConfig
@@ -208,6 +210,24 @@ class FakeHost:
         if config.runner.name in self.broken:
             raise RunnerError(f"{config.runner.name} exited during start-up (status 3)")
         yield FakeServer(config.runner, workers=config.workers or 1)
+
+
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host's CPU counters as a quiet machine's (the load generator's CPUs are read
+    here even for a model server: this machine's own steal must not disturb the model)."""
+    ticks = [0]
+
+    def read(path: Path = cpustat.PROC_STAT) -> cpustat.CpuTimes:
+        ticks[0] += 100
+        cpus = range(os.cpu_count() or 2)
+        return cpustat.CpuTimes(
+            busy=dict.fromkeys(cpus, ticks[0] // 2),
+            total=dict.fromkeys(cpus, ticks[0]),
+            steal=dict.fromkeys(cpus, 0),
+        )
+
+    monkeypatch.setattr(cpustat, "read", read)
 
 
 def _options(tmp_path: Path, *argv: str) -> bench_options.Options:
