@@ -264,3 +264,25 @@ def test_calibrate_records_the_load_generator_ceiling(tmp_path: Path, data_dir: 
     assert share == pytest.approx(run["rps"] / ceiling["rps_per_process"], rel=0.01)
     assert 0 < share < 1
     assert "Load-generator ceiling:" in bench.proc.stdout
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+def test_the_upstream_service_costs_the_load_generator_little(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """At uvicorn's capacity on ``upstream`` the upstream service (on the load generator's
+    CPUs, beside Locust) used under a tenth of the generator's CPU, and every window says
+    how much; the capacity carries its band."""
+    cap = capacity_of(tmp_path, data_dir, "upstream-cost", "--runners", "uvicorn")
+    run = json.loads((tmp_path / "upstream-cost" / "results.json").read_text())["runs"][0]
+    upstream = run["upstream"]
+    assert upstream["requests"] > 100, upstream
+    assert upstream["loadgen_share"] < 0.10, upstream
+    assert 0 < upstream["cpu_ms_per_request"] < 2.0, upstream
+    opens = [p for p in cap["curve"] if p["mode"] == "open"]
+    assert all(p["upstream_cpu_percent"] is not None for p in opens), opens
+    # The band: low is the confirmed rate (none when unconfirmed), high the lowest failure.
+    low, high = cap.get("low_rps"), cap.get("high_rps")
+    assert (low is None) == (not cap.get("confirmed", False)), cap
+    assert low is None or high is None or high > low
