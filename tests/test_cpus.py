@@ -115,3 +115,12 @@ def test_pin_command_pins_the_command_and_its_children() -> None:
 def test_pin_command_rejects_an_empty_set() -> None:
     with pytest.raises(ValueError):
         pin_command(["true"], [])
+
+
+def test_the_upstream_gets_a_cpu_of_its_own_only_where_the_load_side_has_more_than_two() -> None:
+    two = Placement(server=(0,), loadgen=(1,))
+    assert two.upstream == two.locust == (1,)
+    four = Placement(server=(0, 1), loadgen=(2, 3))
+    assert four.upstream == four.locust == (2, 3)
+    eight = Placement(server=(0, 1, 2, 3, 4), loadgen=(5, 6, 7))
+    assert eight.upstream == (7,) and eight.locust == (5, 6)

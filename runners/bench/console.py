@@ -322,8 +322,9 @@ def describe_plan(options: Options) -> str:
         each = (
             f"each a capacity search within p99 {options.slo_p99_ms:g} ms ({options.arrival} "
             f"arrivals): {options.warmup_s:g} s warm-up, a saturation probe and up to "
-            f"{options.max_probes} open-loop probes of {options.probe_s:g} s, then a "
-            f"{options.duration_s:g} s confirmation window"
+            f"{options.max_probes} open-loop probes of {options.probe_s:g} s (and up to "
+            f"{options.max_retakes} retakes of a disturbed probe on a noisy machine, not in "
+            f"the estimate), then a {options.duration_s:g} s confirmation window"
         )
         levels = ""
     else:

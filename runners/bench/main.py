@@ -295,7 +295,7 @@ def prepare(
         results.update(environment=environment)
     if upstream_needed and agent is None:
         log = options.output / "upstream.log"
-        url = stack.enter_context(upstream(cpus=options.placement.loadgen, log_path=log))
+        url = stack.enter_context(upstream(cpus=options.placement.upstream, log_path=log))
         server_env["BENCH_UPSTREAM_URL"] = url
     return Context(
         options=options,

@@ -136,7 +136,7 @@ def plan_locust(url: str, variant: Variant, spec: RunSpec, ctx: Context) -> Locu
         variant=variant,
         out_prefix=ctx.runs_dir / spec.stem,
         run_time_limit_s=3 * run_estimate_s(options) + 60,
-        cpus=options.placement.loadgen,
+        cpus=options.placement.locust,
         options=workload_options,
         locustfiles=locustfiles,
         user_classes=user_classes,

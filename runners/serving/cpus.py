@@ -25,6 +25,18 @@ class Placement:
     loadgen: tuple[int, ...]
 
     @property
+    def upstream(self) -> tuple[int, ...]:
+        """The upstream service's CPUs: on the load side, never the server's (there it
+        would bias the server); a CPU of its own where the load side has more than two,
+        else beside Locust, whose windows then record what it cost them."""
+        return self.loadgen[-1:] if len(self.loadgen) > 2 else self.loadgen
+
+    @property
+    def locust(self) -> tuple[int, ...]:
+        """Locust's CPUs: the load side, less the upstream's CPU where it has one."""
+        return self.loadgen[:-1] if len(self.loadgen) > 2 else self.loadgen
+
+    @property
     def shared(self) -> bool:
         """True when the two sets overlap (a fidelity problem worth flagging)."""
         return bool(set(self.server) & set(self.loadgen))
