@@ -232,19 +232,7 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         raise UsageError(f"--server-cpus/--loadgen-cpus: {exc}") from None
     if a.list:
         return None, a
-    for value, what, zero_ok in (
-        (a.duration, "duration", False),
-        (a.warmup, "warmup", True),
-        (a.repeat, "repeat", False),
-        (a.upstream_ms, "upstream-ms", True),
-        (a.spawn_rate, "spawn-rate", False),
-        (a.request_timeout, "request-timeout", False),
-        (a.slo_p99, "slo-p99", False),
-        (a.loadgen_processes, "loadgen-processes", True),
-        (a.expect_workers, "expect-workers", True),
-        (a.master_port, "master-port", False),
-    ):
-        positive(value, what, zero_ok=zero_ok)
+    check_numbers(a)
     quick = bool(a.quick)
     load: Load = "closed" if a.load == "closed" or a.soak is not None else "open"
     if load == "open" and a.users is not None:
@@ -306,6 +294,23 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         # project's is its settings'.
         check_database(options.database_url, "--database" if a.database else "$DATABASE_URL")
     return options, a
+
+
+def check_numbers(a: argparse.Namespace) -> None:
+    """``UsageError`` for a number that must be positive (or at least 0) and is not."""
+    for value, what, zero_ok in (
+        (a.duration, "duration", False),
+        (a.warmup, "warmup", True),
+        (a.repeat, "repeat", False),
+        (a.upstream_ms, "upstream-ms", True),
+        (a.spawn_rate, "spawn-rate", False),
+        (a.request_timeout, "request-timeout", False),
+        (a.slo_p99, "slo-p99", False),
+        (a.loadgen_processes, "loadgen-processes", True),
+        (a.expect_workers, "expect-workers", True),
+        (a.master_port, "master-port", False),
+    ):
+        positive(value, what, zero_ok=zero_ok)
 
 
 def check_sweep(a: argparse.Namespace) -> bool:

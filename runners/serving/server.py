@@ -220,6 +220,19 @@ def _start_upstream(
     return child, url(host, port)
 
 
+def _upstream_for(config: ServeConfig) -> tuple[Child | None, str | None]:
+    """The upstream service started beside the server (``with_upstream``), or nothing."""
+    if not config.with_upstream:
+        return None, None
+    return _start_upstream(
+        "127.0.0.1",
+        None,
+        config.upstream_cpus,
+        config.log_path.with_name(config.log_path.stem + ".upstream.log"),
+        config.startup_timeout,
+    )
+
+
 def start(config: ServeConfig) -> RunningServer:
     """Start the server of ``config`` and wait until it serves with all its workers.
 
@@ -250,17 +263,9 @@ def start(config: ServeConfig) -> RunningServer:
             subject=config.subject,
         ),
     )
-    upstream_child: Child | None = None
-    upstream_url: str | None = None
     extra = {"BENCH_MIDDLEWARE": config.middleware, **config.env}
-    if config.with_upstream:
-        upstream_child, upstream_url = _start_upstream(
-            "127.0.0.1",
-            None,
-            config.upstream_cpus,
-            config.log_path.with_name(config.log_path.stem + ".upstream.log"),
-            config.startup_timeout,
-        )
+    upstream_child, upstream_url = _upstream_for(config)
+    if upstream_url is not None:
         extra["BENCH_UPSTREAM_URL"] = upstream_url
     extra.update(cmd.env)
     try:
