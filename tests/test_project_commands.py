@@ -1,9 +1,10 @@
-"""``tox -e serve -- RUNNER --project PATH``: a user's own Django project served in the
-foreground.
+"""``tox -e serve -- RUNNER --project PATH`` and ``tox -e ui -- RUNNER --project PATH
+--urls FILE``: a user's own Django project served in the foreground, and driven from
+Locust's web UI with its own traffic.
 
-The real session serves the example project (``runners.project.example``: startproject,
+The real sessions serve the example project (``runners.project.example``: startproject,
 a shop app, an SQLite database of 200 products) from its own environment (built into a
-``BENCH_VENVS_DIR`` of this module's), stops on SIGINT as on Ctrl-C, and leaves no process,
+``BENCH_VENVS_DIR`` of this module's), stop on SIGINT as on Ctrl-C, and leave no process,
 no work folder under ``.data/projects/`` and the project's files byte-identical. Bad
 input is checked in the fast tier: one line, exit status 2, nothing started.
 """
@@ -19,17 +20,18 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runners import REPO_ROOT
-from runners.cli import serve
+from runners.cli import serve, ui, ui_options
 from runners.project.example import make
 from runners.project.serving import PROJECTS_DIR
-from runners.serving.net import http_get
+from runners.serving.net import free_port, http_get
 from tests.servers import assert_no_processes
 from tests.test_own_project import fingerprint
-from tests.test_ui import process_tree, stopped_at_exit
+from tests.test_ui import UiSession, _fake_server, process_tree, stopped_at_exit
 
 MANAGE_PY = (
     "import os\n"
@@ -63,6 +65,7 @@ def project(tmp_path: Path) -> Path:
 
 
 SERVE = (serve.main, "serve: error: ")
+UI = (ui.main, "python -m runners.cli.ui: error: ")
 
 BAD_INPUT = [
     (SERVE, ["--project", "{tmp}"], "is not a Django project: no manage.py in it"),
@@ -73,6 +76,20 @@ BAD_INPUT = [
     (SERVE, ["--project", "{project}", "--health", "products"], "--health products: a path"),
     (SERVE, ["--wsgi", "shop.wsgi:application"], "--wsgi: belongs to --project PATH"),
     (SERVE, ["--database-as-is"], "--database-as-is: belongs to --project PATH"),
+    (UI, ["--project", "{tmp}", "--urls", "{urls}"], "is not a Django project: no manage.py"),
+    (UI, ["--project", "{project}", "--urls", "{urls}", "--variant", "sync"], "--variant"),
+    (UI, ["--project", "{project}", "--urls", "{urls}", "--workload", "json"], "--workload"),
+    (UI, ["--project", "{project}", "--urls", "{urls}", "--seed", "users=5"], "--seed"),
+    (UI, ["--project", "{project}", "--urls", "{urls}", "--upstream-ms", "5"], "--upstream-ms"),
+    (UI, ["--project", "{project}"], "--project: say what its users request: --urls FILE"),
+    (
+        UI,
+        ["--project", "{project}", "--urls", "{urls}", "--locustfile", "{locustfile}"],
+        "--project: the UI drives one traffic source",
+    ),
+    (UI, ["--project", "{project}", "--urls", "{tmp}/nope.txt"], "nope.txt"),
+    (UI, ["--urls", "{urls}"], "--urls: belongs to --project PATH"),
+    (UI, ["--settings", "shop.settings"], "--settings: belongs to --project PATH"),
 ]
 
 
@@ -97,6 +114,44 @@ def test_bad_project_input_is_one_line_and_exit_2(
     assert out == ""
     assert err.count("\n") == 1 and err.startswith(prefix), err
     assert message in err
+
+
+def test_the_ui_drives_a_url_list_through_traffic_user(tmp_path: Path, project: Path) -> None:
+    options = ui_options.parse_options(
+        ["gunicorn-sync", "--project", str(project), "--urls", str(tmp_path / "urls.txt")]
+    )
+    assert options is not None and options.project is not None
+    assert options.project.layout.settings == "shop.settings"
+    assert not options.needs_upstream
+    traffic_file = ui.write_traffic(options, tmp_path / "logs")
+    assert traffic_file == tmp_path / "logs" / "ui-gunicorn-sync.urls.json"
+    assert '"/api/count/"' in traffic_file.read_text()
+    argv = ui.locust_command(options, _fake_server(), traffic_file)
+    files = argv[argv.index("-f") + 1].split(",")
+    assert [Path(f).name for f in files] == ["trafficfile.py", "ui_memory.py"]
+    assert argv[argv.index("--traffic") + 1] == str(traffic_file)
+    assert argv[-1] == "TrafficUser"
+    # The built-in workloads' options are not Locust's here: it would refuse them.
+    for flag in ("--variant", "--upstream-ms", "--max-user-id", "--class-picker"):
+        assert flag not in argv
+    assert argv[argv.index("--server-pid") + 1] == "4242"
+
+
+def test_the_ui_runs_a_users_locustfile_with_the_pacing_plugin(
+    tmp_path: Path, project: Path
+) -> None:
+    locustfile = tmp_path / "shopper.py"
+    options = ui_options.parse_options(
+        ["uvicorn", "--project", str(project), "--locustfile", str(locustfile), "--", "-t", "1m"]
+    )
+    assert options is not None
+    assert ui.write_traffic(options, tmp_path / "logs") is None
+    argv = ui.locust_command(options, _fake_server())
+    files = argv[argv.index("-f") + 1].split(",")
+    assert files[0] == str(locustfile.resolve())
+    assert [Path(f).name for f in files[1:]] == ["userfile.py", "ui_memory.py"]
+    assert argv[-3:] == ["Shopper", "-t", "1m"]
+    assert "--traffic" not in argv
 
 
 # --- real sessions on the example project -----------------------------------------------------
@@ -210,4 +265,49 @@ def test_serve_serves_the_project_until_sigint_and_leaves_nothing(
         assert process.wait(timeout=60) == 0, out.read_text()
     output = out.read_text()
     assert "gunicorn-sync stopped; no process left." in output
+    assert_left_nothing(process, pids, tmp_path, root, before)
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+def test_ui_drives_the_project_with_its_url_list(
+    tmp_path: Path, example: Path, venvs: Path
+) -> None:
+    root = example / "mysite"
+    before = fingerprint(root)
+    server_port, web_port = free_port(), free_port()
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    args = ["gunicorn-sync", "--project", str(root), "--urls", str(example / "urls.txt")]
+    args += ["--port", str(server_port), "--web-port", str(web_port), "--workers", "1"]
+    args += ["--log-dir", str(log_dir), "--quiet"]
+    env = command_env(tmp_path, venvs)
+    with command("runners.cli.ui", args, env, log_dir / "ui.out") as process:
+        session = UiSession(process, server_port, web_port, log_dir)
+        session.wait_for_ui(timeout=240)
+        output = session.output()
+        assert "traffic:  " in output and "(urls: 3 request(s) by weight, TrafficUser)" in output
+        assert "app:      WSGI mysite.wsgi:application" in output
+        assert (log_dir / "ui-gunicorn-sync.urls.json").is_file()
+
+        session.swarm(2)
+        names = {"GET /products/", "GET /api/count/", "GET /admin/login/"}
+        deadline = time.monotonic() + 60
+        while True:
+            stats: dict[str, Any] = session.get_json("/stats/requests")
+            counts = {row["name"]: row for row in stats["stats"] if row["name"] != "Aggregated"}
+            if names <= set(counts) and all(counts[n]["num_requests"] >= 3 for n in names):
+                break
+            assert time.monotonic() < deadline, (counts, session.output())
+            time.sleep(0.5)
+        assert set(counts) == names
+        assert all(row["num_failures"] == 0 and row["method"] == "GET" for row in counts.values())
+        memory = session.get_json("/memory")
+        assert memory["error"] is None and memory["expected_processes"] == 2
+        assert memory["pss"] > 0
+        pids = session.tree()
+
+        assert session.post_form("/stop", [])["success"]
+        assert session.interrupt() == 0, session.output()
+    assert "Locust and the server stopped; no process left." in session.output()
     assert_left_nothing(process, pids, tmp_path, root, before)
