@@ -268,8 +268,7 @@ class UiSession:
 
     def tree(self) -> set[int]:
         """The ui process and everything it started (server, upstream, Locust, their children)."""
-        root = psutil.Process(self.process.pid)
-        return {self.process.pid, *(p.pid for p in root.children(recursive=True))}
+        return process_tree(self.process.pid)
 
     def output(self) -> str:
         return (self.log_dir / "ui.out").read_text(errors="replace")
@@ -389,14 +388,26 @@ def ui_session(tmp_path: Path, *args: str) -> Iterator[UiSession]:
             stderr=out,
             text=True,
         )
-    session = UiSession(process, server_port, web_port, log_dir)
+    with stopped_at_exit(process):
+        yield UiSession(process, server_port, web_port, log_dir)
+
+
+def process_tree(pid: int) -> set[int]:
+    """``pid`` and every process under it."""
+    return {pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))}
+
+
+@contextmanager
+def stopped_at_exit(process: subprocess.Popen[str]) -> Iterator[None]:
+    """On exit, ``process`` interrupted as Ctrl-C would (if it still runs; what it started
+    killed if that does not stop it), and nothing it started may be left."""
     seen: set[int] = {process.pid}
     try:
-        yield session
+        yield
     finally:
         if process.poll() is None:
             with suppress(psutil.Error):
-                seen |= session.tree()
+                seen |= process_tree(process.pid)
             process.send_signal(signal.SIGINT)
             try:
                 process.wait(timeout=90)

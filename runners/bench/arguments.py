@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from loadtests.traffic import DEFAULT_TOP
 from runners.bench.defaults import DEFAULT_RUNNERS, DEFAULT_USERS, DEFAULT_WORKLOADS, TIMINGS
+from runners.bench.project_options import add_traffic_options
 from runners.cli.args import SEED_KEYS, Parser
+from runners.project.options import add_project_options
 from runners.results.criteria import DEFAULT_SLO_P99_MS
 from runners.serving.registry import SWEEP_RULE
 from runners.vocabulary import ARRIVALS, DEFAULT_ARRIVAL, LOADS, MIDDLEWARES, VARIANTS
@@ -46,7 +47,8 @@ def build_parser() -> Parser:
         p.add_argument_group(
             "your own project",
             "Serve your Django project instead of the built-in app, driven by its own traffic "
-            "(see the README: Benchmark your own project).",
+            "(each traffic file a workload named after it; see the README: Benchmark your own "
+            "project).",
         )
     )
     _output_options(p.add_argument_group("output", "Where the results go."))
@@ -264,66 +266,11 @@ def _output_options(g: argparse._ArgumentGroup) -> None:
 
 
 def _project_options(g: argparse._ArgumentGroup) -> None:
-    g.add_argument(
-        "--project",
-        metavar="PATH",
-        help="your Django project's folder (with manage.py): served by every runner from "
-        "where it is, never written to",
-    )
-    g.add_argument("--settings", metavar="MOD", help="its settings module (default: manage.py's)")
-    g.add_argument(
-        "--wsgi", metavar="MOD:ATTR", help="its WSGI callable (default: WSGI_APPLICATION)"
-    )
-    g.add_argument(
-        "--asgi",
-        metavar="MOD:ATTR",
-        help="its ASGI callable (default: ASGI_APPLICATION, or <package>.asgi; none: the "
-        "suite builds Django's get_asgi_application() for it, and the run says so)",
-    )
-    g.add_argument(
-        "--requirements",
-        metavar="FILE",
-        help="its dependencies (pip format; default: its uv.lock, pyproject.toml or "
-        "requirements.txt), installed with the suite's servers into .data/venvs/",
-    )
-    g.add_argument(
-        "--urls",
-        metavar="FILE",
-        help="its traffic: lines of WEIGHT METHOD PATH [@BODYFILE] [Header:Value] [status=N] "
-        "(a workload named after the file)",
-    )
-    g.add_argument(
-        "--locustfile",
-        metavar="FILE",
-        help="its traffic: your own Locust user classes (each task execution one arrival)",
-    )
-    g.add_argument(
-        "--access-log",
-        metavar="FILE",
-        help="its traffic: a common, combined or gunicorn access log, weighted by frequency",
-    )
-    g.add_argument(
-        "--top",
-        type=int,
-        metavar="N",
-        help=f"--access-log: keep the N most frequent requests (default {DEFAULT_TOP})",
-    )
-    g.add_argument(
-        "--allow-writes",
-        action="store_true",
-        help="send requests other than GET and HEAD (to the copy or clone of its database)",
-    )
+    add_project_options(g)
+    add_traffic_options(g)
     g.add_argument(
         "--allow-errors",
         action="store_true",
         help="measure even when the pre-check found errors or runners disagreeing "
         "(the cells are flagged)",
-    )
-    g.add_argument(
-        "--health", metavar="PATH", help="its readiness path (default /: any status below 500)"
-    )
-    g.add_argument(
-        "--database-as-is",
-        action="store_true",
-        help="serve its database unchanged (default: an SQLite copy, a PostgreSQL clone)",
     )

@@ -1,12 +1,13 @@
 """``--project`` and its options, checked before anything starts.
 
-A project is found where it is (``runners.project.find_project``: its ``manage.py`` and
-settings, read without running them), and its traffic is read from its files
-(``loadtests.traffic``): each source is a workload named after its file. Everything that
-can be wrong with them is one line and exit status 2 before any server starts: a path
-that is not a Django project, a traffic file that does not parse, an empty URL list, a
-locustfile with a syntax error, a write (POST, PUT...) without ``--allow-writes``, and
-options that belong to the built-in app.
+A project is found where it is (``runners.project.options``, shared with ``tox -e
+serve`` and ``tox -e ui``: its ``manage.py`` and settings, read without running them),
+and its traffic is read from its files (``loadtests.traffic``; ``add_traffic_options`` and
+``project_traffic``, shared with ``tox -e ui``): each source is a workload named after
+its file. Everything that can be wrong with them is one line and exit status 2 before
+any server starts: a path that is not a Django project, a traffic file that does not
+parse, an empty URL list, a locustfile with a syntax error, a write (POST, PUT...)
+without ``--allow-writes``, and options that belong to the built-in app.
 """
 
 from __future__ import annotations
@@ -25,39 +26,25 @@ from loadtests.traffic import (
     writes,
 )
 from runners.cli.args import UsageError
-from runners.project.errors import ProjectError
-from runners.project.layout import ProjectLayout, find_project
+from runners.project.layout import ProjectLayout
+from runners.project.options import DEFAULT_HEALTH, project_target
 
-DEFAULT_HEALTH = "/"
-
-BUILT_IN_ONLY = {
-    "workloads": "--workloads (a project's workloads are its traffic: --urls, --locustfile, "
-    "--access-log)",
-    "django": "--django (the project is served with its own Django)",
-    "variant": "--variant (the built-in app's /sync/ and /async/ views)",
-    "database": "--database (the project's database is its settings', copied or cloned)",
-    "seed": "--seed (the built-in app's data)",
-    "middleware": "--middleware (the project's settings say which it runs)",
-    "upstream_ms": "--upstream-ms (the built-in app's upstream service)",
-    "agent": "--agent (a project is served on this host)",
-    "micro": "--micro (the built-in app's request path)",
-}
-"""Options that belong to the built-in app: refused with ``--project``."""
-
-PROJECT_ONLY = (
-    "settings",
-    "wsgi",
-    "asgi",
-    "requirements",
-    "urls",
-    "locustfile",
-    "access_log",
-    "top",
-    "allow_writes",
-    "allow_errors",
-    "health",
-    "database_as_is",
+BUILT_IN_ONLY = (
+    "workloads",
+    "django",
+    "variant",
+    "database",
+    "seed",
+    "middleware",
+    "upstream_ms",
+    "agent",
+    "micro",
 )
+"""The bench's options that belong to the built-in app: refused with ``--project``
+(``runners.project.options.BUILT_IN_OPTIONS`` says why)."""
+
+TRAFFIC_OPTIONS = ("urls", "locustfile", "access_log", "top", "allow_writes")
+"""The project's traffic: only with ``--project`` (``add_traffic_options``)."""
 
 
 @dataclass(frozen=True)
@@ -90,22 +77,62 @@ class ProjectOptions:
         return next(f for t, f in zip(self.traffic, self.files, strict=True) if t.name == workload)
 
 
+def add_traffic_options(g: argparse._ActionsContainer) -> None:
+    """``--urls``, ``--locustfile``, ``--access-log`` (with ``--top``) and
+    ``--allow-writes``: what the project's users request (``project_traffic`` reads them)."""
+    g.add_argument(
+        "--urls",
+        metavar="FILE",
+        help="its traffic: lines of WEIGHT METHOD PATH [@BODYFILE] [Header:Value] [status=N]",
+    )
+    g.add_argument(
+        "--locustfile",
+        metavar="FILE",
+        help="its traffic: your own Locust user classes (each task execution one arrival)",
+    )
+    g.add_argument(
+        "--access-log",
+        metavar="FILE",
+        help="its traffic: a common, combined or gunicorn access log, weighted by frequency",
+    )
+    g.add_argument(
+        "--top",
+        type=int,
+        metavar="N",
+        help=f"--access-log: keep the N most frequent requests (default {DEFAULT_TOP})",
+    )
+    g.add_argument(
+        "--allow-writes",
+        action="store_true",
+        help="send requests other than GET and HEAD (to the copy or clone of its database)",
+    )
+
+
 def parse_project(a: argparse.Namespace) -> ProjectOptions | None:
     """The project options of ``a`` (None without ``--project``); ``UsageError`` (one line)
     for anything wrong with them."""
-    if a.project is None:
-        given = [name for name in PROJECT_ONLY if getattr(a, name) not in (None, False)]
-        if given:
-            flag = "--" + given[0].replace("_", "-")
-            raise UsageError(f"{flag}: belongs to --project PATH (your own Django project)")
+    target = project_target(a, BUILT_IN_ONLY, (*TRAFFIC_OPTIONS, "allow_errors"))
+    if target is None:
         return None
-    for key, what in BUILT_IN_ONLY.items():
-        if getattr(a, key) not in (None, False):
-            raise UsageError(f"--project: {what} does not apply")
-    try:
-        layout = find_project(Path(a.project), a.settings)
-    except ProjectError as exc:
-        raise UsageError(f"--project {a.project}: {exc}") from None
+    traffic, files = project_traffic(a)
+    return ProjectOptions(
+        layout=target.layout,
+        settings=target.settings,
+        wsgi=target.wsgi,
+        asgi=target.asgi,
+        requirements=target.requirements,
+        traffic=traffic,
+        files=files,
+        allow_writes=bool(a.allow_writes),
+        allow_errors=bool(a.allow_errors),
+        database_as_is=target.database_as_is,
+        health=target.health,
+    )
+
+
+def project_traffic(a: argparse.Namespace) -> tuple[tuple[Traffic, ...], tuple[Path, ...]]:
+    """The traffic sources of ``a`` read (``read_traffic``), and no write among them
+    without ``--allow-writes``."""
     traffic, files = read_traffic(a)
     if not a.allow_writes:
         for source in traffic:
@@ -117,22 +144,7 @@ def parse_project(a: argparse.Namespace) -> ProjectOptions | None:
                     f"project's data ({len(found)} such request(s)); give --allow-writes "
                     "to send them (they go to the suite's copy or clone of its database)"
                 )
-    health = a.health or DEFAULT_HEALTH
-    if not health.startswith("/"):
-        raise UsageError(f"--health {health}: a path starting with /")
-    return ProjectOptions(
-        layout=layout,
-        settings=a.settings,
-        wsgi=a.wsgi,
-        asgi=a.asgi,
-        requirements=Path(a.requirements) if a.requirements else None,
-        traffic=traffic,
-        files=files,
-        allow_writes=bool(a.allow_writes),
-        allow_errors=bool(a.allow_errors),
-        database_as_is=bool(a.database_as_is),
-        health=health,
-    )
+    return traffic, files
 
 
 def read_traffic(a: argparse.Namespace) -> tuple[tuple[Traffic, ...], tuple[Path, ...]]:

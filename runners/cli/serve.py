@@ -6,6 +6,14 @@ Ctrl-C (or SIGTERM/SIGHUP, ``runners/cli/signals.py``), then stops it and
 checks that no process is left.
 ``--list`` prints every runner with its family and settings.
 
+``--project PATH`` serves a user's own Django project instead, as ``tox -e bench --
+--project`` does (the options: ``runners.project.options``): from its own environment
+(built once in ``.data/venvs/``, then reused), inspected there, its database copied or
+cloned for as long as it is served (``runners.project.serving``: removed at the end, or
+by the next command after a ``kill -9``), never migrated or seeded by the suite. The
+built-in app's options (``--variant``, ``--middleware``, ``--with-upstream``,
+``--no-prepare``) are refused with it.
+
 A bad value (unknown runner, a worker or thread count the server cannot
 honour, a port already taken, a missing interpreter, an unreachable
 ``$DATABASE_URL``) is one line on stderr and exit status 2, before anything
@@ -16,6 +24,8 @@ first (``supervisor.stop_strays``, from the ledger ``runners/serving/ledger.py``
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import os
 import sys
 import threading
@@ -27,6 +37,9 @@ from urllib.parse import urlsplit
 from runners import REPO_ROOT
 from runners.cli.args import Parser, UsageError, follow_log
 from runners.cli.signals import ignore_stop_signals, stop_on_signals
+from runners.project.errors import ProjectError
+from runners.project.options import ProjectTarget, add_project_options, project_target
+from runners.project.serving import ServedProject, serve_target
 from runners.runtimes.venvs import server_python
 from runners.serving import preflight, supervisor
 from runners.serving.commands import Settings, check
@@ -46,6 +59,9 @@ from runners.vocabulary import GC_MODES, VARIANTS
 
 DEFAULT_LOG_DIR = REPO_ROOT / ".data" / "logs"
 
+BUILT_IN_ONLY = ("variant", "middleware", "with_upstream", "no_prepare")
+"""The options of the built-in app: refused with ``--project``."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
@@ -63,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--gc", choices=GC_MODES, help="gc mode (pre-fork runners)")
     parser.add_argument(
-        "--middleware", choices=("minimal", "default"), default="minimal", help="middleware set"
+        "--middleware", choices=("minimal", "default"), help="middleware set (default minimal)"
     )
     parser.add_argument(
         "--server-cpus", help="CPUs of the server tree, e.g. 0 or 0-3 (default: first half)"
@@ -86,15 +102,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log", type=Path, help="server log file (default .data/logs/RUNNER.log)")
     parser.add_argument("--no-prepare", action="store_true", help="skip migrate + seed")
     parser.add_argument("--quiet", action="store_true", help="do not echo the server log")
+    add_project_options(
+        parser.add_argument_group(
+            "your own project",
+            "Serve your Django project instead of the built-in app (see the README: "
+            "Benchmark your own project).",
+        )
+    )
     return parser
 
 
-def _banner(server: RunningServer, placement: Placement) -> str:
+def _banner(
+    server: RunningServer, placement: Placement, served: ServedProject | None = None
+) -> str:
     threads = f" x {server.threads} threads" if server.threads else ""
+    runner = server.runner
+    what = "" if served is None else f" {served.facts.layout.name}"
     lines = [
-        f"{server.runner.name} ({server.runner.family}, {server.runner.server} "
-        f"{server.runner.interface}) serving on {server.url}",
-        f"  views:   {server.base_url()}/json  (variant {server.variant})",
+        f"{runner.name} ({runner.family}, {runner.server} {runner.interface}) "
+        f"serving{what} on {server.url}",
+    ]
+    if served is None:
+        lines.append(f"  views:   {server.base_url()}/json  (variant {server.variant})")
+    else:
+        lines += served.describe(runner.interface)
+    lines += [
         f"  workers: {server.workers}{threads}, gc {server.gc}, pid {server.pid}, "
         f"{server.expected_processes()} processes",
         f"  cpus:    {placement.describe()}",
@@ -106,7 +138,10 @@ def _banner(server: RunningServer, placement: Placement) -> str:
     return "\n".join(lines)
 
 
-def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Runner, Placement] | None:
+Parsed = tuple[argparse.Namespace, Runner, Placement, ProjectTarget | None]
+
+
+def parse(argv: Sequence[str] | None) -> Parsed | None:
     """The options, checked; None after ``--list``. ``UsageError`` for a bad value."""
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -125,17 +160,26 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Runner, Place
         runner = get_runner(args.runner)
     except KeyError as exc:
         raise UsageError(str(exc.args[0])) from None
-    if args.python != sys.executable:
+    target = project_target(args, BUILT_IN_ONLY)
+    # A project's interpreter gets the project's environment (built when it is served).
+    if target is None and args.python != sys.executable:
         try:
-            args.python = server_python(args.python, lambda text: print(text, flush=True))
+            args.python = server_python(args.python, say)
         except ValueError as exc:
             raise UsageError(f"--python {args.python}: {exc}") from None
-    validate(args, runner, placement)
-    return args, runner, placement
+    validate(args, runner, placement, project=target is not None)
+    return args, runner, placement, target
 
 
-def validate(args: argparse.Namespace, runner: Runner, placement: Placement) -> None:
-    """``UsageError`` for a value the server would fail on, before anything starts."""
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def validate(
+    args: argparse.Namespace, runner: Runner, placement: Placement, project: bool = False
+) -> None:
+    """``UsageError`` for a value the server would fail on, before anything starts (a
+    ``project``'s interpreter and database are its own, checked when it is served)."""
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: expected 0..65535 (0: a free port)")
     for value, what in ((args.workers, "workers"), (args.threads, "threads")):
@@ -150,6 +194,8 @@ def validate(args: argparse.Namespace, runner: Runner, placement: Placement) -> 
         check(runner, settings)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if project:
+        return
     problem = preflight.interpreter_problem(args.python)
     if problem is not None:
         raise UsageError(
@@ -187,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parsed = parse(argv)
         if parsed is None:
             return 0
-        args, runner, placement = parsed
+        args, runner, placement, target = parsed
         # A server left by an earlier run that was killed may hold the port.
         stray = supervisor.strays_message()
         if stray is not None:
@@ -197,64 +243,91 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"serve: error: {exc}", file=sys.stderr)
         return 2
     with stop_on_signals(), supervisor.track():
-        return run(args, runner, placement)
+        return run(args, runner, placement, target)
 
 
-def run(args: argparse.Namespace, runner: Runner, placement: Placement) -> int:
-    """Prepare, serve until interrupted, stop; the exit status."""
-    log_path = args.log or DEFAULT_LOG_DIR / f"{runner.name}.log"
+def server_config(
+    args: argparse.Namespace,
+    runner: Runner,
+    placement: Placement,
+    served: ServedProject | None = None,
+) -> ServeConfig:
+    """What to start: the built-in app, or ``served`` from its own environment."""
     config = ServeConfig(
         runner=runner,
-        log_path=log_path,
+        log_path=args.log or DEFAULT_LOG_DIR / f"{runner.name}.log",
         host=args.host,
         port=args.port or None,
         workers=args.workers,
         threads=args.threads,
         variant=args.variant,
         gc=args.gc,
-        middleware=args.middleware,
+        middleware=args.middleware or "minimal",
         cpus=placement.server,
         python=args.python,
         with_upstream=args.with_upstream,
         upstream_cpus=placement.loadgen,
     )
+    if served is None:
+        return config
+    return dataclasses.replace(config, python=served.env.python, subject=served.subject)
+
+
+def run(
+    args: argparse.Namespace,
+    runner: Runner,
+    placement: Placement,
+    target: ProjectTarget | None = None,
+) -> int:
+    """Prepare (a project: its environment and its data), serve until interrupted, stop;
+    the exit status."""
     done = threading.Event()
     follower: threading.Thread | None = None
     server: RunningServer | None = None
+    served: ServedProject | None = None
+    log_path = server_config(args, runner, placement).log_path
     status = 0
-    try:
-        if not args.no_prepare:
-            print("preparing the database (migrate + seed)...", flush=True)
-            prepare_database({"BENCH_MIDDLEWARE": args.middleware}, python=args.python)
-        print(f"starting {runner.name} on CPUs {format_cpus(placement.server)}...", flush=True)
-        server = start(config)
-        print(_banner(server, placement), flush=True)
-        if not args.quiet:
-            follower = threading.Thread(target=follow_log, args=(log_path, done), daemon=True)
-            follower.start()
-        while server.alive():
-            time.sleep(0.5)
-        print(f"\n{runner.name} exited on its own; see {log_path}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt:
-        print("\nstopping...", flush=True)
-    except (RunnerError, PrepareError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        status = 1
-    finally:
-        # A Ctrl-C during the shutdown must not leave processes behind.
-        ignore_stop_signals()
-        done.set()
-        if follower is not None:
-            follower.join(timeout=2.0)
-        if server is not None:
-            try:
-                stop(server)
-                print(f"{runner.name} stopped; no process left.", flush=True)
-            except RunnerError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                status = 1
-    return status
+    # Left after the server stopped: the project's work folder and database copy.
+    with contextlib.ExitStack() as stack:
+        try:
+            if target is not None:
+                served = serve_target(target, args.python, stack, say)
+            elif not args.no_prepare:
+                print("preparing the database (migrate + seed)...", flush=True)
+                prepare_database({"BENCH_MIDDLEWARE": args.middleware or "minimal"}, args.python)
+            config = server_config(args, runner, placement, served)
+            print(f"starting {runner.name} on CPUs {format_cpus(placement.server)}...", flush=True)
+            server = start(config)
+            print(_banner(server, placement, served), flush=True)
+            if not args.quiet:
+                follower = threading.Thread(target=follow_log, args=(log_path, done), daemon=True)
+                follower.start()
+            while server.alive():
+                time.sleep(0.5)
+            print(f"\n{runner.name} exited on its own; see {log_path}", file=sys.stderr)
+            status = 1
+        except KeyboardInterrupt:
+            print("\nstopping...", flush=True)
+        except ProjectError as exc:
+            print(f"serve: error: --project: {exc}", file=sys.stderr)
+            status = 2
+        except (RunnerError, PrepareError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 1
+        finally:
+            # A Ctrl-C during the shutdown must not leave processes behind.
+            ignore_stop_signals()
+            done.set()
+            if follower is not None:
+                follower.join(timeout=2.0)
+            if server is not None:
+                try:
+                    stop(server)
+                    print(f"{runner.name} stopped; no process left.", flush=True)
+                except RunnerError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    status = 1
+        return status
 
 
 if __name__ == "__main__":

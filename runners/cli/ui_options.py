@@ -1,24 +1,36 @@
 """The options of ``python -m runners.cli.ui`` (``tox -e ui``): parsed and checked
 before anything starts (``UsageError``: one line, exit status 2). Everything
-after the first ``--`` goes to Locust unchanged."""
+after the first ``--`` goes to Locust unchanged.
+
+``--project PATH`` and its options are ``tox -e bench``'s (``runners.project.options``,
+and the traffic's ``runners.bench.project_options``), with one traffic source: the UI
+drives the project with it. The built-in app's options (``--workload``, ``--variant``,
+``--seed``, ``--upstream-ms``, ``--middleware``, ``--no-prepare``) are refused with it."""
 
 from __future__ import annotations
 
 import sys
+from argparse import Namespace
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 from loadtests.catalog import WORKLOADS
+from loadtests.traffic import Traffic
 from runners import REPO_ROOT
+from runners.bench.project_options import TRAFFIC_OPTIONS, add_traffic_options, project_traffic
 from runners.cli.args import SEED_KEYS, Parser, UsageError, parse_seed
+from runners.project.options import ProjectTarget, add_project_options, project_target
 from runners.serving.cpus import Placement, placement_from
 from runners.serving.registry import RUNNERS, format_table
 from runners.vocabulary import GC_MODES, VARIANTS, GcMode, Variant
 
 DEFAULT_LOG_DIR = REPO_ROOT / ".data" / "logs"
 DEFAULT_WEB_PORT = 8089
+
+BUILT_IN_ONLY = ("workload", "variant", "seed", "upstream_ms", "middleware", "no_prepare")
+"""The options of the built-in app: refused with ``--project``."""
 
 
 def build_parser() -> Parser:
@@ -57,7 +69,7 @@ def build_parser() -> Parser:
     p.add_argument("--variant", choices=VARIANTS, help="view variant (default: the runner's)")
     p.add_argument("--gc", choices=GC_MODES, help="gc mode (pre-fork runners)")
     p.add_argument(
-        "--middleware", choices=("minimal", "default"), default="minimal", help="middleware set"
+        "--middleware", choices=("minimal", "default"), help="middleware set (default minimal)"
     )
     p.add_argument("--server-cpus", help="CPUs of the server tree, e.g. 0 or 0-3")
     p.add_argument("--loadgen-cpus", help="CPUs of Locust and the upstream service")
@@ -65,15 +77,20 @@ def build_parser() -> Parser:
         "--seed",
         help=f"database seed sizes ({', '.join(SEED_KEYS)}), e.g. users=100,posts=2000",
     )
-    p.add_argument(
-        "--upstream-ms", type=int, default=50, help="upstream latency in ms (default 50)"
-    )
+    p.add_argument("--upstream-ms", type=int, help="upstream latency in ms (default 50)")
     p.add_argument("--no-prepare", action="store_true", help="skip migrate + seed")
     p.add_argument(
         "--log-dir", type=Path, help="where the server and Locust logs go (default .data/logs)"
     )
     p.add_argument("--quiet", action="store_true", help="do not echo Locust's log")
     p.add_argument("--python", default=sys.executable, help="interpreter for server and Locust")
+    project = p.add_argument_group(
+        "your own project",
+        "Serve your Django project instead of the built-in app and drive it with its traffic, "
+        "one source (see the README: Benchmark your own project).",
+    )
+    add_project_options(project)
+    add_traffic_options(project)
     return p
 
 
@@ -99,9 +116,17 @@ class UiOptions:
     quiet: bool
     python: str
     locust_args: tuple[str, ...]
+    project: ProjectTarget | None = None
+    """``--project``: the user's project, served instead of the built-in app."""
+    traffic: Traffic | None = None
+    """``--project``'s traffic: its one source, read."""
+    traffic_path: Path | None = None
+    """The file ``traffic`` was read from."""
 
     @property
     def needs_upstream(self) -> bool:
+        if self.project is not None:
+            return False
         return self.workload is None or WORKLOADS[self.workload].needs_upstream
 
 
@@ -133,6 +158,8 @@ def parse_options(argv: Sequence[str]) -> UiOptions | None:
         raise UsageError(f"a runner name is required; one of: {', '.join(RUNNERS)}")
     if a.runner not in RUNNERS:
         raise UsageError(f"unknown runner {a.runner!r}; known: {', '.join(RUNNERS)}")
+    project = project_target(a, BUILT_IN_ONLY, TRAFFIC_OPTIONS)
+    traffic, traffic_path = (None, None) if project is None else one_source(a)
     if a.workload is not None and a.workload not in WORKLOADS:
         raise UsageError(f"unknown workload {a.workload!r}; known: {', '.join(WORKLOADS)}")
     for value, what in ((a.port, "--port"), (a.web_port, "--web-port")):
@@ -145,8 +172,9 @@ def parse_options(argv: Sequence[str]) -> UiOptions | None:
     for value, what in ((a.workers, "--workers"), (a.threads, "--threads")):
         if value is not None and value < 1:
             raise UsageError(f"{what}: {value}: expected a count >= 1")
-    if a.upstream_ms < 0:
-        raise UsageError(f"--upstream-ms: {a.upstream_ms} is negative")
+    upstream_ms = 50 if a.upstream_ms is None else a.upstream_ms
+    if upstream_ms < 0:
+        raise UsageError(f"--upstream-ms: {upstream_ms} is negative")
     return UiOptions(
         runner=a.runner,
         workload=a.workload,
@@ -159,13 +187,26 @@ def parse_options(argv: Sequence[str]) -> UiOptions | None:
         threads=a.threads,
         variant=cast(Variant | None, a.variant),
         gc=cast(GcMode | None, a.gc),
-        middleware=a.middleware,
+        middleware=a.middleware or "minimal",
         placement=placement,
         seed=parse_seed(a.seed),
-        upstream_ms=a.upstream_ms,
+        upstream_ms=upstream_ms,
         prepare=not a.no_prepare,
         log_dir=a.log_dir or DEFAULT_LOG_DIR,
         quiet=a.quiet,
         python=a.python,
         locust_args=tuple(locust_args),
+        project=project,
+        traffic=traffic,
+        traffic_path=traffic_path,
     )
+
+
+def one_source(a: Namespace) -> tuple[Traffic, Path]:
+    """The project's traffic in the UI: one source, read and checked."""
+    traffic, files = project_traffic(a)
+    if len(traffic) > 1:
+        raise UsageError(
+            "--project: the UI drives one traffic source: --urls, --locustfile or --access-log"
+        )
+    return traffic[0], files[0]

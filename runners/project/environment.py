@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -373,9 +374,12 @@ def overridden(pins: dict[str, str], servers: ServerPins) -> list[str]:
 
 
 def _fingerprint(interp: Interpreter, wanted: Requirements, servers: ServerPins) -> str:
+    """The environment's key: the interpreter by the file it runs (the same Python through
+    the virtual environments of ``tox -e bench``, ``serve`` and ``ui``), the dependencies
+    and the servers."""
     payload: list[Any] = [
         _RECIPE,
-        interp.path,
+        os.path.realpath(interp.path),
         interp.version,
         wanted.kind,
         wanted.key,

@@ -6,7 +6,9 @@ Used by the bench driver, ``tox -e serve`` and ``tox -e ui`` alike: find the pro
 inspect it there (``inspect.inspect_project``), then ``serve_project`` inside an
 ``ExitStack``: a work folder under ``.data/projects/`` (in the driver's ledger, so that a
 ``kill -9`` leaves nothing the next command does not remove), the database copy or clone
-and the settings wrapper in it (``data.isolate``).
+and the settings wrapper in it (``data.isolate``). ``serve_target`` does all of it for
+the one interpreter of ``tox -e serve`` and ``tox -e ui`` (``options.ProjectTarget``);
+``ServedProject.describe`` is what their banners say of it.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from pathlib import Path
 
 from runners import REPO_ROOT
 from runners.project.data import Isolation, isolate
-from runners.project.environment import ProjectEnv
-from runners.project.inspect import ProjectFacts
+from runners.project.environment import ProjectEnv, project_environment
+from runners.project.inspect import ProjectFacts, inspect_project
+from runners.project.options import ProjectTarget
 from runners.serving import ledger
 from runners.serving.subject import PROJECT_ASGI_APP, Subject
 
@@ -54,6 +57,34 @@ class ServedProject:
     isolation: Isolation
     subject: Subject
 
+    def describe(self, interface: str) -> list[str]:
+        """What a server of ``interface`` serves, for a banner: the project, its app,
+        its environment and where its database is."""
+        facts, subject = self.facts, self.subject
+        if interface == "asgi" and subject.asgi_built:
+            app = "Django's get_asgi_application() (built by the suite: it has no ASGI entry)"
+        else:
+            app = f"{interface.upper()} {subject.app(interface)}"
+        return [
+            f"  project:  {facts.layout.name} ({facts.layout.root}), settings {facts.settings}",
+            f"  app:      {app}",
+            f"  python:   {self.env.python} (Django {facts.django}; dependencies: "
+            f"{self.env.source})",
+            f"  database: {describe_database(self.isolation)}",
+        ]
+
+
+def describe_database(isolation: Isolation) -> str:
+    """Where the servers' database is, and what becomes of it."""
+    db = isolation.database
+    if db.kind == "copy":
+        return f"a copy of {db.source} at {db.scratch} (removed at the end)"
+    if db.kind == "clone":
+        return f"a clone of {db.source}, {db.scratch} (dropped at the end)"
+    if db.kind == "as-is":
+        return f"{db.source or db.engine} as it is (requests that write change it)"
+    return "none"
+
 
 def serve_project(
     env: ProjectEnv,
@@ -85,3 +116,19 @@ def serve_project(
         ready_below=500,
     )
     return ServedProject(facts, env, isolation, subject)
+
+
+def serve_target(
+    target: ProjectTarget,
+    python: str,
+    stack: contextlib.ExitStack,
+    say: Callable[[str], None],
+) -> ServedProject:
+    """``target``'s environment on ``python`` (built or reused), inspected there, its data
+    isolated while ``stack`` lasts; ``ProjectError`` (one line) when it cannot be served."""
+    layout = target.layout
+    say(f"Project environment for {layout.name} (built once, then reused)...")
+    env = project_environment(layout, target.requirements, python, say)
+    facts = inspect_project(layout, env, target.settings, target.wsgi, target.asgi)
+    say(f"Isolating the project's database ({facts.database.engine or 'none'})...")
+    return serve_project(env, facts, stack, say, as_is=target.database_as_is, health=target.health)
