@@ -8,6 +8,7 @@ there is built from ``WORKLOADS`` here, and a test checks the two agree.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 # Defaults shared by the locustfile's command-line options and the driver.
@@ -74,3 +75,16 @@ def needs_upstream(workload: str) -> bool:
     """Whether ``workload`` calls the upstream service (a project's traffic: never)."""
     found = WORKLOADS.get(workload)
     return found is not None and found.needs_upstream
+
+
+def workload_options(upstream_ms: int, seed: Mapping[str, int]) -> tuple[str, ...]:
+    """The suite's workloads' own Locust options: the upstream's delay and the seeded ids
+    to draw from (``seed``: ``--seed``'s sizes, the app's defaults where absent)."""
+    return (
+        "--upstream-ms",
+        str(upstream_ms),
+        "--max-user-id",
+        str(seed.get("users", DEFAULT_MAX_USER_ID)),
+        "--max-post-id",
+        str(seed.get("posts", DEFAULT_MAX_POST_ID)),
+    )

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtests.catalog import DEFAULT_MAX_POST_ID, DEFAULT_MAX_USER_ID, needs_upstream
+from loadtests.catalog import needs_upstream, workload_options
 from runners.bench.estimate import run_estimate_s
 from runners.bench.matrix import RunSpec, runtime_python
 from runners.bench.measure import (
@@ -99,14 +99,7 @@ def server_watch(server: Hosted) -> Callable[[], None]:
 
 def locust_options(options: Options) -> tuple[str, ...]:
     """The workloads' own options: the upstream's delay, the seeded ids to draw from."""
-    return (
-        "--upstream-ms",
-        str(options.upstream_ms),
-        "--max-user-id",
-        str(options.seed.get("users", DEFAULT_MAX_USER_ID)),
-        "--max-post-id",
-        str(options.seed.get("posts", DEFAULT_MAX_POST_ID)),
-    )
+    return workload_options(options.upstream_ms, options.seed)
 
 
 def workload_files(

@@ -58,7 +58,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from loadtests.catalog import DEFAULT_MAX_POST_ID, DEFAULT_MAX_USER_ID, WORKLOADS
+from loadtests.catalog import WORKLOADS, workload_options
 from runners import REPO_ROOT
 from runners.cli.args import UsageError, follow_log
 from runners.cli.signals import ignore_stop_signals, stop_on_signals
@@ -134,16 +134,7 @@ def workload(
     if traffic is not None:
         assert traffic_file is not None
         return (TRAFFICFILE, UI_MEMORY), ["--traffic", str(traffic_file)], ["TrafficUser"]
-    args = [
-        "--variant",
-        server.variant,
-        "--upstream-ms",
-        str(options.upstream_ms),
-        "--max-user-id",
-        str(options.seed.get("users", DEFAULT_MAX_USER_ID)),
-        "--max-post-id",
-        str(options.seed.get("posts", DEFAULT_MAX_POST_ID)),
-    ]
+    args = ["--variant", server.variant, *workload_options(options.upstream_ms, options.seed)]
     if options.workload is None:
         return LOCUSTFILES, args, ["--class-picker"]
     return LOCUSTFILES, args, [WORKLOADS[options.workload].user_class]
