@@ -30,7 +30,7 @@ from runners.project.example import make
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
-SHORT = ("--quick", "--duration", "2", "--warmup", "1", "--no-report")
+SHORT = ("--quick", "--duration", "1.5", "--warmup", "1", "--no-report")
 
 
 def fingerprint(root: Path) -> str:
@@ -200,12 +200,15 @@ def test_every_family_serves_the_project_from_its_own_environment(
 def test_a_locustfile_and_an_access_log_drive_it_in_their_proportions(
     example: Path, tmp_path: Path
 ) -> None:
+    # A closed loop: the proportions are the point here (the open loop's pacing of a
+    # locustfile's tasks is tested against a stub in tests/test_traffic.py).
     out = tmp_path / "sources"
     done = bench(
         out,
         *("--project", str(example / "mysite"), "--runners", "gunicorn-gthread"),
         *("--locustfile", str(example / "locustfile.py")),
-        *("--access-log", str(example / "access.log"), *SHORT),
+        *("--access-log", str(example / "access.log")),
+        *("--load", "closed", "--users", "4", "--warmup", "1", "--duration", "3", "--no-report"),
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
