@@ -10,12 +10,11 @@ written.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from runners.cli.args import Parser, UsageError
+from runners.cli.args import Parser, UsageError, parse_size
 from runners.plan.model import Host, build_models, plan
 from runners.plan.observe import growth, observations
 from runners.plan.output import print_plan, write_plan
@@ -23,22 +22,6 @@ from runners.results.document import Results, ResultsError, read_results, result
 
 PROG = "python -m runners.plan"
 DEFAULT_HEADROOM = 10.0
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """``32GiB``, ``32G``, ``32Gi`` (binary), ``32GB`` (decimal), ``512MiB``... -> bytes."""
-    match = _SIZE.match(text)
-    if match is None or not match.group(2):
-        raise UsageError(f"--memory: {text!r} is not a size with a unit (e.g. 32GiB, 512MiB, 64G)")
-    number, prefix, binary, byte = match.groups()
-    power = "kmgt".index(prefix.lower()) + 1
-    base = 1000 if byte and not binary else 1024
-    size = int(float(number) * base**power)
-    if size <= 0:
-        raise UsageError(f"--memory: {text!r} is not a positive size")
-    return size
 
 
 def parser() -> Parser:
