@@ -98,8 +98,9 @@ def django_label(run: Run, packages: dict[str, str | None] | None) -> str:
     return str(packages.get("django") or packages.get("Django") or "")
 
 
-CellKey = tuple[str, int, str, str, str, str, tuple[str, ...]]
-"""(workload, users, runner, python label, Django version, gc mode, sweep qualifiers)."""
+CellKey = tuple[str, int, str, str, str, str, tuple[str, ...], tuple[str, ...]]
+"""(workload, users, runner, python label, Django version, gc mode, sweep qualifiers,
+pod qualifiers)."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,9 @@ class Cell:
     """What bounded the capacity of most repeats."""
     sweep: tuple[str, ...] = ()
     """A worker sweep's cell: ``("w4",)``, ``("w1", "t8")`` (``Run.sweep``); () otherwise."""
+    pod: tuple[str, ...] = ()
+    """Pods of several limits or worker rules: ``("mem256Mi", "rule-host")``
+    (``Run.pod_qualifiers``); () otherwise."""
 
     @property
     def key(self) -> CellKey:
@@ -150,6 +154,7 @@ class Cell:
             self.django,
             self.gc,
             self.sweep,
+            self.pod,
         )
 
     @property
@@ -260,6 +265,7 @@ def make_cell(runs: Sequence[Run], python: str, django: str) -> Cell:
         capacity_per_gib=capacity_per_gib,
         bound=_bound(ok),
         sweep=first.sweep,
+        pod=first.pod_qualifiers,
     )
 
 
@@ -281,6 +287,7 @@ def aggregate(
             django_label(run, packages),
             run.gc,
             run.sweep,
+            run.pod_qualifiers,
         )
         groups.setdefault(key, []).append(run)
     return [make_cell(group, key[3], key[4]) for key, group in groups.items()]
@@ -357,7 +364,8 @@ def summarize(cells: Sequence[Cell]) -> list[CellSummary]:
     seen: dict[tuple[str | int, ...], list[set[str]]] = {}
     for cell, runtime in zip(cells, runtimes, strict=True):
         values = seen.setdefault(
-            (cell.runner, cell.workload, cell.users, *cell.sweep), [set(), set(), set()]
+            (cell.runner, cell.workload, cell.users, *cell.sweep, *cell.pod),
+            [set(), set(), set()],
         )
         for found, value in zip(values, runtime, strict=True):
             found.add(value)
@@ -376,7 +384,12 @@ def _summary(cell: Cell, runtime: tuple[str, str, str], varying: list[bool]) -> 
     p99 = cell.latency["p99"]
     return CellSummary(
         id="/".join(
-            [f"{cell.runner}/{cell.workload}/{load_key(cell.users)}", *cell.sweep, *qualifiers]
+            [
+                f"{cell.runner}/{cell.workload}/{load_key(cell.users)}",
+                *cell.sweep,
+                *cell.pod,
+                *qualifiers,
+            ]
         ),
         runner=cell.runner,
         workload=cell.workload,
