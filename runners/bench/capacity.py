@@ -29,7 +29,8 @@ CPUs were saturated, so the figure measured the generator), ``errors`` (the
 latency held but more than the error budget failed), ``server-cpu`` (the
 server's CPUs were saturated), ``server-slots`` (every worker or thread was
 busy while CPU was left: a sync server's concurrency limit), ``memory`` (the
-host ran out of available memory).
+host ran out of available memory, or the kernel OOM-killed a process at the server's
+memory limit: a probe with an OOM kill fails, like one with errors).
 
 Nothing here starts a process: the probe is a function the caller passes in,
 so the search can be tested against a model server.
@@ -93,6 +94,8 @@ class ProbeObservation:
     """The rate the schedule was asked for (None: ``offered_rps``)."""
     p50_halves_ms: tuple[float | None, float | None] = (None, None)
     """Median latency of the requests intended in the window's first and second half."""
+    oom_kills: int = 0
+    """Processes the kernel OOM-killed in the server's cgroup during the window."""
 
     def drifting(self, target: Target) -> bool:
         """The latency grew through the window: a queue was building up."""
@@ -142,6 +145,8 @@ class ProbeObservation:
             found.append(f"{self.achieved_rps:.0f} of {self.offered_rps:.0f} req/s came back")
         if self.loadgen_bound:
             found.append("the load generator could not keep up")
+        if self.oom_kills:
+            found.append(f"{self.oom_kills} process(es) OOM-killed at the memory limit")
         return found
 
     def passes(self, target: Target) -> bool:
@@ -239,6 +244,8 @@ def bound(found: Search, slots: int | None) -> Bound:
         at = max(opens, key=lambda o: o.offered_rps or o.achieved_rps)
     if at.loadgen_bound:
         return "loadgen"
+    if at.oom_kills:
+        return "memory"
     latency_held = at.p99_ms is not None and at.p99_ms <= found.target.slo_p99_ms
     if latency_held and at.error_rate > found.target.max_error_rate:
         return "errors"

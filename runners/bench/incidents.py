@@ -1,5 +1,5 @@
 """What went wrong in a run that still produced figures: workers that died or
-were replaced, requests that timed out."""
+were replaced, requests that timed out, processes OOM-killed at the memory limit."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ class Incidents:
     gone: tuple[int, ...] = ()
     new: tuple[int, ...] = ()
     timeouts: int = 0
+    oom_kills: int = 0
+    """Processes the kernel OOM-killed in the server's cgroup during the run."""
 
     @property
     def recovered(self) -> bool:
@@ -30,6 +32,8 @@ class Incidents:
             flags.append("worker-restarted" if self.recovered else "worker-lost")
         if self.timeouts:
             flags.append("timeouts")
+        if self.oom_kills:
+            flags.append("oom-killed")
         return flags
 
     def events(self) -> list[str]:
@@ -44,6 +48,10 @@ class Incidents:
                 events.append(f"worker(s) {gone} died and were not replaced")
         if self.timeouts:
             events.append(f"{self.timeouts} request(s) got no answer within the request timeout")
+        if self.oom_kills:
+            events.append(
+                f"the kernel OOM-killed {self.oom_kills} process(es) at the cgroup's memory limit"
+            )
         return events
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -26,13 +26,15 @@ from runners.bench.defaults import MAX_PROBE_S
 from runners.bench.host_usage import WindowUsage
 from runners.bench.incidents import Incidents, worker_changes
 from runners.bench.options import Options
-from runners.hosting import Hosted
+from runners.hosting import CgroupWindow, Hosted
 from runners.load.locust import LoadGenerator
 from runners.results import latency
 from runners.results.criteria import CONFIRM_BACKOFF, INTERFERENCE_SHARE, USER_BOUND_CPU_PERCENT
 from runners.results.figures import per_gib
+from runners.results.pods import Hold
 from runners.results.record import (
     Capacity,
+    CgroupMemory,
     DatabaseUsage,
     Interference,
     Measurement,
@@ -124,6 +126,22 @@ class ProbeWindow:
     database: DatabaseUsage | None = None
     connections: int | None = None
     """New TCP connections the load generator opened to the server in the window."""
+    cgroup: CgroupWindow | None = None
+    """The server's cgroup over the window: its peak and OOM kills (None: no cgroup)."""
+
+    @property
+    def oom_kills(self) -> int:
+        """OOM kills in the window."""
+        return (self.cgroup.oom_kills or 0) if self.cgroup is not None else 0
+
+    @property
+    def oom_kills_total(self) -> int:
+        """OOM kills since the server's cgroup was made (the whole run, at the window's end)."""
+        return (self.cgroup.oom_kills_total or 0) if self.cgroup is not None else 0
+
+    def cgroup_memory(self) -> CgroupMemory | None:
+        """The window's cgroup figures (from its samples), or None."""
+        return cgroup_memory(self.samples, self.cgroup)
 
     def observation(self) -> ProbeObservation:
         r = self.result
@@ -152,7 +170,25 @@ class ProbeWindow:
             late_share=r.late_fraction,
             scheduled=r.scheduled if r.mode == "open" else 0,
             served=r.served,
+            oom_kills=self.oom_kills,
         )
+
+
+def cgroup_memory(
+    samples: Sequence[TreeSample], window: CgroupWindow | None
+) -> CgroupMemory | None:
+    """A window's cgroup figures from its samples and its ``CgroupWindow`` (None: none)."""
+    if window is None:
+        return None
+    return CgroupMemory.from_samples(
+        samples,
+        version=window.version,
+        limit_bytes=window.memory_limit_bytes,
+        peak_bytes=window.peak_bytes,
+        peak_scope=window.peak_scope,
+        oom_kills=window.oom_kills,
+        oom_kills_total=window.oom_kills_total,
+    )
 
 
 class Probing:
@@ -244,6 +280,7 @@ class Probing:
             database=usage.database(),
             # Counted by the load generator as its users connect (loadtests/locustfile.py).
             connections=result.connects,
+            cgroup=figures.cgroup,
         )
 
     def probe_seconds(self, rate: float | None) -> float:
@@ -290,6 +327,8 @@ class RunFindings:
     flags: tuple[str, ...]
     capacity: Capacity | None = None
     soak_series: SoakSeries | None = None
+    hold: Hold | None = None
+    """``--fit-memory``: the capacity rate held through the soak."""
 
 
 def measurement(
@@ -298,7 +337,11 @@ def measurement(
     """The run's figures from its measured window (``memory``: from its samples)."""
     r = window.result
     if memory is None:
-        memory = Memory.from_samples(window.samples, sampler_cpu_percent=window.sampler_cpu_percent)
+        memory = Memory.from_samples(
+            window.samples,
+            sampler_cpu_percent=window.sampler_cpu_percent,
+            cgroup=window.cgroup_memory(),
+        )
     return Measurement(
         window_s=r.duration_s,
         requests=r.requests,
@@ -418,8 +461,13 @@ def open_loop(
     workers_before = server.worker_pids()
     found = capacity.search(probing.observe, target, search_plan(options, server_slots))
     window, confirmations, confirmed = confirm(probing, found, hooks)
+    held: tuple[ProbeWindow, Hold] | None = None
+    if options.hold is not None:
+        held = hold_at_capacity(probing, window, options)
     outcome = loadgen.finish()
-    result = measurement(window, options, outcome.stats.locust_rps)
+    # --fit-memory: the memory is the hold's (the same rate, held through the soak).
+    memory = memory_of(held[0]) if held is not None else None
+    result = measurement(window, options, outcome.stats.locust_rps, memory)
     chosen = capacity.bound(found, server_slots)
     # Unconfirmed: the last window's figure, flagged (None only when no rate passed).
     rps = result.rps if found.rate is not None else None
@@ -440,9 +488,51 @@ def open_loop(
         flags.append("loadgen-bound")
     if not confirmed:
         flags.append("unconfirmed")
-    gone, new = worker_changes(workers_before, window.samples)
-    incidents = Incidents(gone, new, window.result.timeouts)
-    return RunFindings(result, incidents, tuple(flags), cap)
+    last = held[0] if held is not None else window
+    gone, new = worker_changes(workers_before, last.samples)
+    incidents = Incidents(gone, new, window.result.timeouts, last.oom_kills_total)
+    return RunFindings(
+        result, incidents, tuple(flags), cap, hold=held[1] if held is not None else None
+    )
+
+
+def memory_of(window: ProbeWindow) -> Memory:
+    """A sampled window's memory record (its cgroup's figures included)."""
+    return Memory.from_samples(
+        window.samples,
+        sampler_cpu_percent=window.sampler_cpu_percent,
+        cgroup=window.cgroup_memory(),
+    )
+
+
+def hold_at_capacity(
+    probing: Probing, confirmed: ProbeWindow, options: Options
+) -> tuple[ProbeWindow, Hold]:
+    """``--fit-memory``: the confirmation window's rate held for the soak's length (a
+    request target: its requests at that rate), sampled; whether the working set stayed
+    under the size with no OOM kill in the run."""
+    target = options.hold
+    assert target is not None
+    rate = confirmed.result.rate or 1.0
+    duration = target.duration_s or (target.requests or 0) / rate
+    users = confirmed.result.users
+    window = probing.run(WindowRequest("open", rate, users, max(1.0, duration), sample=True))
+    cgroup = window.cgroup_memory()
+    peak = cgroup.working_set_peak_bytes if cgroup is not None else None
+    limit = options.fit_memory
+    r = window.result
+    hold = Hold(
+        rate_rps=round(rate, 2),
+        duration_s=round(r.duration_s, 3),
+        requests=r.requests,
+        failures=r.failures,
+        rps=round(r.served / r.duration_s, 2) if r.duration_s > 0 else 0.0,
+        working_set_peak_bytes=peak,
+        pss_peak_bytes=max((s.pss for s in window.samples), default=None),
+        oom_kills=window.oom_kills if window.cgroup is not None else None,
+        fits=window.oom_kills_total == 0 and peak is not None and (limit is None or peak < limit),
+    )
+    return window, hold
 
 
 def closed_loop(
@@ -473,7 +563,8 @@ def closed_loop(
     ):
         flags.append("user-bound")
     gone, new = worker_changes(workers_before, window.samples)
-    return RunFindings(result, Incidents(gone, new, window.result.timeouts), tuple(flags))
+    incidents = Incidents(gone, new, window.result.timeouts, window.oom_kills_total)
+    return RunFindings(result, incidents, tuple(flags))
 
 
 @dataclass
@@ -538,7 +629,12 @@ def soak_loop(
     start = marks.start or 0.0
     end = marks.end if marks.end is not None else time.monotonic() - began
     in_window = [s for s in samples if s.t >= start - 0.05] or samples[-1:]
-    memory = Memory.from_samples(in_window, sampler_cpu_percent=figures.sampler_cpu_percent)
+    memory = Memory.from_samples(
+        in_window,
+        sampler_cpu_percent=figures.sampler_cpu_percent,
+        # The OOM kills of the whole soak (its sampling window), not only of the load's.
+        cgroup=cgroup_memory(in_window, figures.cgroup),
+    )
     window.samples = in_window
     result = measurement(window, options, outcome.stats.locust_rps, memory)
     series = soak.series(
@@ -549,9 +645,10 @@ def soak_loop(
         window_end_s=end,
         requests=window.result.requests,
     )
+    oom_total = figures.cgroup.oom_kills_total if figures.cgroup is not None else None
     return RunFindings(
         replace(result, memory=soak.downsample_memory(memory)),
-        Incidents(timeouts=window.result.timeouts),
+        Incidents(timeouts=window.result.timeouts, oom_kills=oom_total or 0),
         tuple(window_flags(window, probing.target)),
         soak_series=series,
     )

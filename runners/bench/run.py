@@ -82,7 +82,9 @@ def server_watch(server: Hosted) -> Callable[[], None]:
     def check() -> None:
         status = server.exit_status()
         if status is not None:
-            raise ServerDied(f"the server died during the run ({status})")
+            kills = server.oom_kills()
+            oom = f"; its cgroup counted {kills} OOM kill(s)" if kills else ""
+            raise ServerDied(f"the server died during the run ({status}{oom})")
 
     return check
 
@@ -172,7 +174,7 @@ def base_run(spec: RunSpec, ctx: Context) -> Run:
         variant=options.variant or runner.variant,
         # What the run asks for; the server's own count replaces it once it is up
         # (a run whose server never started still needs one: the schema says integer).
-        workers=spec.workers or worker_count(runner.workers, len(options.placement.server)),
+        workers=spec.workers or worker_count(runner.workers, rule_cpus(spec, options)),
         threads=spec.threads or runner.threads,
         gc=spec.runtime.gc or runner.gc,
         middleware=options.middleware,
@@ -193,7 +195,15 @@ def base_run(spec: RunSpec, ctx: Context) -> Run:
         loadgen_processes=options.loadgen_processes + options.expect_workers
         if options.loadgen_processes > 1 or options.expect_workers
         else 1,
+        pod=spec.pod.record(None if spec.workers else rule_cpus(spec, options))
+        if options.pods
+        else None,
     )
+
+
+def rule_cpus(spec: RunSpec, options: Options) -> int:
+    """The CPUs the run's worker rule reads (``runners.bench.pods.PodSpec.rule_cpus``)."""
+    return spec.pod.rule_cpus(len(options.placement.server))
 
 
 def artifacts(spec: RunSpec, ctx: Context) -> Artifacts:
@@ -230,6 +240,8 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
         env={**ctx.server_env, **profiles.server_env()},
         python=ctx.runtime(spec).python,
         gc=spec.runtime.gc,
+        limits=spec.pod.limits,
+        rule_cpus=spec.pod.host_cpus(),
     )
     config, early_url = ctx.hosting.reserve(config)
     try:
@@ -272,6 +284,7 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
             loadgen_ceiling_share=share,
             capacity=measured.capacity,
             soak_series=measured.soak_series,
+            hold=measured.hold,
             flags=tuple(flags),
             notes=tuple(notes_for(flags)),
             events=tuple(measured.incidents.events()) or None,
