@@ -64,6 +64,8 @@ class ConfigObservation:
     masters: int = 1
     """Processes besides the workers (a master, helpers) at that sample: a server
     may run differently at one worker (uvicorn --workers 1 has no master)."""
+    working_set_peak: float | None = None
+    """The peak of the server's cgroup working set, where every run recorded one."""
 
     @property
     def key(self) -> tuple[str, str, int, int | None]:
@@ -132,6 +134,16 @@ def _split(run: Run) -> tuple[float | None, float | None, int]:
     )
 
 
+def _working_set(runs: Sequence[Run]) -> float | None:
+    """The runs' mean peak working set (None unless every run's cgroup recorded it)."""
+    peaks = [
+        r.memory.cgroup.working_set_peak_bytes
+        for r in runs
+        if r.memory is not None and r.memory.cgroup is not None
+    ]
+    return statistics.fmean(peaks) if peaks and len(peaks) == len(runs) else None
+
+
 def _mean(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.fmean(present) if present else None
@@ -174,6 +186,7 @@ def observations(results: Sequence[Results], slo_p99_ms: float | None) -> list[C
                 master_pss=_mean(m for m, _, _ in splits),
                 worker_pss=_mean(w for _, w, _ in splits),
                 masters=max(c for _, _, c in splits),
+                working_set_peak=_working_set(runs),
             )
         )
     out.sort(key=lambda o: (o.workload, o.runner, o.threads or 0, o.workers))

@@ -165,17 +165,24 @@
       };
     },
 
+    /* Summed PSS per runner; where the server had a cgroup, its working set dashed
+       beside it, its memory limit dotted, and each OOM kill a red cross. */
     pssTime: function (spec) {
       return {
         type: "line",
         data: {
           datasets: spec.datasets.map(function (ds) {
+            var marks = ds.kind === "oom";
             return {
               label: ds.label,
               data: ds.data,
-              borderColor: ds.color,
-              backgroundColor: ds.color,
-              pointRadius: ds.data.length > 40 ? 0 : 2,
+              borderColor: marks ? "#B00020" : ds.color,
+              backgroundColor: marks ? "#B00020" : ds.color,
+              borderDash: ds.kind === "working-set" ? [6, 4] : ds.kind === "limit" ? [2, 3] : [],
+              borderWidth: ds.kind === "limit" ? 1.5 : 2,
+              showLine: !marks,
+              pointStyle: marks ? "crossRot" : "circle",
+              pointRadius: marks ? 7 : ds.kind === "limit" || ds.data.length > 40 ? 0 : 2,
             };
           }),
         },
@@ -183,7 +190,7 @@
           parsing: true,
           scales: {
             x: { type: "linear", min: 0, title: title("seconds into the measured window") },
-            y: { beginAtZero: true, title: title("summed PSS (MiB)") },
+            y: { beginAtZero: true, title: title(spec.yTitle || "summed PSS (MiB)") },
           },
           plugins: { legend: { position: "bottom" } },
         },
