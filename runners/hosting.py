@@ -142,9 +142,6 @@ class Hosted(Protocol):
     def worker_pids(self) -> set[int]:
         """Its worker processes now (empty if it is gone)."""
 
-    def oom_kills(self) -> int | None:
-        """OOM kills in its cgroup so far (None: no cgroup, or not counted)."""
-
     def window(self, *, sample: bool, interval: float) -> HostWindow: ...
 
 
@@ -295,10 +292,6 @@ class Local:
             return {p.pid for p in sample_tree(self.server.pid).workers}
         except ProcessLookupError:
             return set()
-
-    def oom_kills(self) -> int | None:
-        cgroup = self.server.cgroup
-        return None if cgroup is None else CgroupReader(cgroup).oom_kills()
 
     def window(self, *, sample: bool, interval: float) -> HostWindow:
         return LocalHostWindow(self.server.pid, self.cpus, sample, interval, self.server.cgroup)

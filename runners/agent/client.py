@@ -268,10 +268,6 @@ class Remote:
     def worker_pids(self) -> set[int]:
         return set(self.lease.call("/workers", {"server": self.served.id})["pids"])
 
-    def oom_kills(self) -> int | None:
-        """Not asked of the agent: each window's figures carry its cgroup's count."""
-        return None
-
     def window(self, *, sample: bool, interval: float) -> HostWindow:
         return RemoteWindow(self.lease, self.served.id, sample, interval)
 

@@ -37,6 +37,7 @@ from runners.results.record import Artifacts, Run, utc_now
 from runners.runtimes import axes
 from runners.runtimes.axes import RuntimeKey
 from runners.runtimes.venvs import Runtime
+from runners.serving import cgroups
 from runners.serving.registry import (
     worker_count,
 )
@@ -82,7 +83,8 @@ def server_watch(server: Hosted) -> Callable[[], None]:
     def check() -> None:
         status = server.exit_status()
         if status is not None:
-            kills = server.oom_kills()
+            local = server.local
+            kills = cgroups.oom_kills(local.cgroup) if local and local.cgroup else None
             oom = f"; its cgroup counted {kills} OOM kill(s)" if kills else ""
             raise ServerDied(f"the server died during the run ({status}{oom})")
 
