@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -365,3 +366,63 @@ def test_bad_pod_options_are_one_line_and_start_nothing(
     assert len(lines) == 1 and lines[0].startswith("bench: error: "), proc.stderr
     assert message in lines[0]
     assert not out.exists()
+
+
+# --- the report's sentence ------------------------------------------------------------------
+
+
+def _cgroup_memory(ws: int, pss: int, **parts: int) -> Any:
+    from runners.results.record import CgroupMemory
+
+    figures = {
+        "anon_bytes": pss,
+        "file_bytes": 0,
+        "active_file_bytes": 0,
+        "inactive_file_bytes": 0,
+        "shmem_bytes": 0,
+        "kernel_bytes": 0,
+        "pss_anon_bytes": pss,
+        "pss_file_bytes": 0,
+        "pss_shmem_bytes": 0,
+        **parts,
+    }
+    return CgroupMemory(
+        version=1,
+        usage_peak_bytes=ws,
+        usage_mean_bytes=ws,
+        working_set_peak_bytes=ws,
+        working_set_mean_bytes=ws,
+        pss_bytes=pss,
+        **figures,
+    )
+
+
+def test_a_sentence_where_the_working_set_and_pss_differ_naming_the_part() -> None:
+    from runners.report.memory import working_set_sentence
+    from runners.results.record import Memory
+
+    def memory(cgroup: Any) -> Memory:
+        return Memory(
+            rss_peak_bytes=0,
+            pss_peak_bytes=cgroup.pss_bytes,
+            pss_mean_bytes=cgroup.pss_bytes,
+            uss_peak_bytes=0,
+            processes=1,
+            cgroup=cgroup,
+        )
+
+    close = _cgroup_memory(105 * MIB, 100 * MIB, kernel_bytes=5 * MIB)
+    assert working_set_sentence("uvicorn", memory(close)) is None  # within 10 %
+    kernel = _cgroup_memory(130 * MIB, 100 * MIB, kernel_bytes=25 * MIB, file_bytes=5 * MIB)
+    sentence = working_set_sentence("uvicorn on json", memory(kernel))
+    assert sentence is not None and sentence.startswith(
+        "uvicorn on json: working set 130 MiB is 30% above summed PSS 100 MiB; most of the "
+        "difference is kernel (+25 MiB): kernel memory charged to the cgroup"
+    )
+    libraries = _cgroup_memory(
+        80 * MIB, 100 * MIB, pss_file_bytes=20 * MIB, pss_anon_bytes=80 * MIB
+    )
+    sentence = working_set_sentence("gunicorn-gthread", memory(libraries))
+    assert sentence is not None and "is 20% below summed PSS" in sentence
+    assert "page cache (-20 MiB): mapped files" in sentence
+    assert working_set_sentence("x", None) is None

@@ -184,3 +184,15 @@ def fit_all(ctx: Context, results: ResultsFile, run: RunHook, say: Callable[[str
 def budget(runners: int, workloads: int) -> int:
     """The most trial runs ``--fit-memory`` makes (for the progress view)."""
     return runners * workloads * trial_budget(FIT_MAX_WORKERS)
+
+
+def describe(runners: int, workloads: int, size: int, hold_s: float | None) -> str:
+    """The plan of a ``--fit-memory`` invocation, for the console."""
+    hold = f"{hold_s:g} s" if hold_s is not None else "the soak's requests"
+    return (
+        f"Plan: --fit-memory {size / 2**20:.0f} MiB for {runners} runner(s) x {workloads} "
+        f"workload(s): per runner, its idle footprint at one and two workers bounds the "
+        f"workers (at most {FIT_MAX_WORKERS}), then a bisection of at most "
+        f"{trial_budget(FIT_MAX_WORKERS)} trials per workload, each a capacity search under "
+        f"the size as memory limit and its rate held for {hold}."
+    )

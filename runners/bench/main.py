@@ -333,7 +333,12 @@ def execute(options: Options, command: str) -> int:
     (options.output / "runs").mkdir(parents=True, exist_ok=True)
     connection = connect(options)
     options = connection.options
-    say(describe_plan(options))
+    if options.fit_memory is not None:
+        hold = options.hold.duration_s if options.hold is not None else None
+        size = options.fit_memory
+        say(fitting.describe(len(options.runners), len(options.workloads), size, hold))
+    else:
+        say(describe_plan(options))
     say(f"Results: {options.output}")
     clock = Clock()
     # The servers' interpreters: virtual environments built (or reused) before any run.
