@@ -374,7 +374,7 @@ def test_bad_pod_options_are_one_line_and_start_nothing(
 def _cgroup_memory(ws: int, pss: int, **parts: int) -> Any:
     from runners.results.record import CgroupMemory
 
-    figures = {
+    figures: dict[str, Any] = {
         "anon_bytes": pss,
         "file_bytes": 0,
         "active_file_bytes": 0,
