@@ -58,6 +58,8 @@ CONFIRM_ATTEMPTS = 2
 IDLE_HEALTH_S = 0.1
 """A server that answers ``/health`` this fast has nothing queued."""
 IDLE_TIMEOUT_S = 30.0
+WORKER_RESTART_WAIT_S = 3.0
+"""After a window, how long a master gets to replace a worker killed at its end."""
 
 
 def slots(server: Hosted) -> int | None:
@@ -489,11 +491,27 @@ def open_loop(
     if not confirmed:
         flags.append("unconfirmed")
     last = held[0] if held is not None else window
-    gone, new = worker_changes(workers_before, last.samples)
+    gone, new = worker_changes(workers_before, last.samples, workers_after(server, workers_before))
     incidents = Incidents(gone, new, window.result.timeouts, last.oom_kills_total)
     return RunFindings(
         result, incidents, tuple(flags), cap, hold=held[1] if held is not None else None
     )
+
+
+def workers_after(
+    server: Hosted, before: set[int], timeout: float = WORKER_RESTART_WAIT_S
+) -> set[int] | None:
+    """The server's workers after a window, once there are as many as before (a master
+    replacing a killed worker takes a moment: one killed at the window's end is not
+    "lost"), or those up after ``timeout``; None when there were none before."""
+    if not before:
+        return None
+    deadline = time.monotonic() + timeout
+    while True:
+        now = server.worker_pids()
+        if len(now) >= len(before) or time.monotonic() >= deadline:
+            return now
+        time.sleep(0.1)
 
 
 def memory_of(window: ProbeWindow) -> Memory:
@@ -562,7 +580,8 @@ def closed_loop(
         and (server_slots is None or users < server_slots)
     ):
         flags.append("user-bound")
-    gone, new = worker_changes(workers_before, window.samples)
+    now = workers_after(server, workers_before)
+    gone, new = worker_changes(workers_before, window.samples, now)
     incidents = Incidents(gone, new, window.result.timeouts, window.oom_kills_total)
     return RunFindings(result, incidents, tuple(flags))
 
@@ -607,6 +626,7 @@ def soak_loop(
     sampling = server.window(sample=True, interval=interval)
     probing = Probing(loadgen, server, options, check)
     marks = SoakMarks(began, hooks)
+    workers_before = server.worker_pids()
     sampling.open()
     if soak_started is not None:
         soak_started(began)
@@ -646,9 +666,11 @@ def soak_loop(
         requests=window.result.requests,
     )
     oom_total = figures.cgroup.oom_kills_total if figures.cgroup is not None else None
+    # Workers killed and replaced over the soak (under a memory limit: the OOM killer's).
+    gone, new = worker_changes(workers_before, samples, workers_after(server, workers_before))
     return RunFindings(
         replace(result, memory=soak.downsample_memory(memory)),
-        Incidents(timeouts=window.result.timeouts, oom_kills=oom_total or 0),
+        Incidents(gone, new, window.result.timeouts, oom_total or 0),
         tuple(window_flags(window, probing.target)),
         soak_series=series,
     )
