@@ -417,12 +417,12 @@ def _pss_chart(rows: Sequence[PssRow]) -> JSON:
                 }
             )
         if row.oom:
-            datasets.append({"label": f"{row.label} OOM kill", "data": _xy(row.oom), "kind": "oom"})
+            datasets.append({"label": "OOM kill", "data": _xy(row.oom), "kind": "oom"})
     cgroups = any(row.working_set for row in rows)
     return {
         "kind": "pssTime",
         "datasets": datasets,
-        "yTitle": "MiB: summed PSS, working set dashed" if cgroups else "summed PSS (MiB)",
+        "yTitle": "MiB (PSS solid, working set dashed)" if cgroups else "summed PSS (MiB)",
     }
 
 

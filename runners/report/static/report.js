@@ -175,6 +175,7 @@
             var marks = ds.kind === "oom";
             return {
               label: ds.label,
+              kind: ds.kind,
               data: ds.data,
               borderColor: marks ? "#B00020" : ds.color,
               backgroundColor: marks ? "#B00020" : ds.color,
@@ -192,7 +193,24 @@
             x: { type: "linear", min: 0, title: title("seconds into the measured window") },
             y: { beginAtZero: true, title: title(spec.yTitle || "summed PSS (MiB)") },
           },
-          plugins: { legend: { position: "bottom" } },
+          plugins: {
+            legend: {
+              position: "bottom",
+              labels: {
+                /* One entry per runner, and one for the OOM kills: the dashed and
+                   dotted lines share the runner's colour (the note says which is which). */
+                filter: function (item, data) {
+                  var kind = data.datasets[item.datasetIndex].kind;
+                  if (kind === "oom") {
+                    return data.datasets.findIndex(function (ds) {
+                      return ds.kind === "oom";
+                    }) === item.datasetIndex;
+                  }
+                  return !kind;
+                },
+              },
+            },
+          },
         },
       };
     },
