@@ -11,14 +11,17 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from runners.sampling.cgroupmem import CgroupReader
+from runners.sampling.cgroupmem import CgroupReader, parse_stat
 from runners.sampling.memory import sample_tree
 from runners.serving import cgroups
+from runners.serving.cgroups import Limits
 from tests.servers import get, running, sqlite_env
 from tests.test_faults import (
     REPO_ROOT,
@@ -146,7 +149,37 @@ def test_every_process_of_the_server_is_in_its_cgroup_and_only_those() -> None:
 # --- a CPU limit ------------------------------------------------------------------------------
 
 
-def _capacity_ratio(out: Path, data_dir: Path, running_dir: Path) -> tuple[float, str]:
+def test_a_cpu_quota_throttles_the_server_to_half_a_core() -> None:
+    """The mechanism, whatever else runs on the machine: under ``Limits(cpu_cores=0.5)``
+    the server's tree uses at most half a core while clients keep it busy, and the kernel
+    throttled it (``cpu.stat`` ``nr_throttled``)."""
+    with running("uvicorn", workers=1, limits=Limits(cpu_cores=0.5)) as server:
+        cgroup = server.cgroup
+        assert cgroup is not None and cgroup.cpu is not None
+        stop = threading.Event()
+
+        def client() -> None:
+            while not stop.is_set():
+                get(server, "/async/json")
+
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        before, began = sample_tree(server.pid).cpu_seconds, time.monotonic()
+        time.sleep(3.0)
+        used = (sample_tree(server.pid).cpu_seconds - before) / (time.monotonic() - began)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        throttled = parse_stat((cgroup.cpu / "cpu.stat").read_text())["nr_throttled"]
+    assert used <= 0.55, f"the server used {used:.2f} cores under a 0.5 CPU quota"
+    assert throttled > 0
+
+
+def _capacities(out: Path, data_dir: Path, running_dir: Path) -> tuple[float, bool, str]:
+    """uvicorn on json without and with --cpu-limit 0.5, side by side in one invocation:
+    (limited / unlimited capacity, whether a run was disturbed, what was measured)."""
     code, stdout, stderr, _ = _run_watched(
         [
             sys.executable,
@@ -166,17 +199,15 @@ def _capacity_ratio(out: Path, data_dir: Path, running_dir: Path) -> tuple[float
         for r in json.loads((out / "results.json").read_text())["runs"]
     }
     limited, unlimited = runs[0.5], runs[None]
-    # The unlimited run's one core, from its CPU cost per request (robust to other
-    # processes on the machine, which take CPU time but not CPU cost per request).
-    core = unlimited["rps_per_cpu_second"]
-    got = limited["capacity"]["rps"] or limited["rps"]
-    quota_used = limited["cpu_seconds"] / limited["duration_s"]
-    assert quota_used <= 0.55, f"the quota let {quota_used:.2f} cores through"
-    summary = (
-        f"limited {got:.0f} req/s, unlimited {unlimited['capacity']['rps']} req/s at "
-        f"{core:.0f} req per CPU-second, limited used {quota_used:.2f} cores"
-    )
-    return got / core, summary
+    assert limited["pod"]["rule_cpus"] == 1  # ceil(0.5): one worker
+    disturbed = {"interference", "loadgen-bound", "unconfirmed"} & {
+        *limited["flags"],
+        *unlimited["flags"],
+    }
+    capacity = (limited["capacity"]["rps"] or 0.0, unlimited["capacity"]["rps"] or 0.0)
+    ratio = capacity[0] / capacity[1] if capacity[1] else 0.0
+    summary = f"{ratio:.2f}: {capacity[0]:.0f} / {capacity[1]:.0f} req/s, {sorted(disturbed)}"
+    return ratio, bool(disturbed), summary
 
 
 @pytest.mark.slow
@@ -184,15 +215,18 @@ def test_half_a_cpu_halves_uvicorns_capacity_on_json(
     tmp_path: Path, data_dir: Path, running_dir: Path
 ) -> None:
     """--cpu-limit 0.5 against the unlimited run on one core, side by side in one bench
-    invocation, within 20 %: taken again once when another process disturbed it."""
+    invocation, within 20 %. A pair that the suite itself flags as disturbed (other
+    processes on its CPUs, a starved load generator, an unconfirmed capacity) is taken
+    again, up to three times; a clean pair outside the range fails at once."""
     seen = []
-    for attempt in range(2):
-        ratio, summary = _capacity_ratio(tmp_path / f"out{attempt}", data_dir, running_dir)
-        seen.append(f"{ratio:.2f} ({summary})")
+    for attempt in range(3):
+        ratio, disturbed, summary = _capacities(tmp_path / f"out{attempt}", data_dir, running_dir)
+        seen.append(summary)
         if 0.4 <= ratio <= 0.6:
             break
+        assert disturbed, f"capacity under 0.5 CPU / on one core: {seen}"
     else:
-        raise AssertionError(f"capacity under 0.5 CPU / one core's: {seen}")
+        pytest.skip(f"every pair was disturbed by other processes on this machine: {seen}")
     assert not leftovers()
 
 
