@@ -64,14 +64,16 @@ def next_count(low: int, high: int) -> int:
 
 def idle_model(runner: Runner, ctx: Context) -> tuple[float, float]:
     """(base, per worker) of the runner's idle working set, from one and two workers
-    (a single-process runner: its one process is the base)."""
+    (a single-process runner: its one process is the base). Kept an upper bound of what
+    fits: per worker is what the second worker added, but no more than the whole of one
+    (uvicorn at one worker runs without its master, which the second brings)."""
     env = dict(ctx.server_env)
     cpus = ctx.options.placement.server
     one = idle_footprint(runner, cpus, env) or 0
     if not takes_workers(runner):
         return float(one), 0.0
     two = idle_footprint(runner, cpus, env, workers=2) or one
-    per = max(0.0, float(two - one))
+    per = float(max(0, min(one, two - one)))
     return one - per, per
 
 

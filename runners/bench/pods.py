@@ -157,7 +157,7 @@ def idle_footprint(
     fails."""
     if not cgroups.support().available:
         return None
-    with tempfile.TemporaryDirectory(prefix="footprint-") as tmp, supervisor.track():
+    with tempfile.TemporaryDirectory(prefix="footprint-") as tmp:
         config = ServeConfig(
             runner=runner,
             log_path=Path(tmp) / f"{runner.name}.log",
@@ -183,18 +183,24 @@ def check_footprints(
     of a runner's smallest pod (one worker): no run of it could even start."""
     if limit is None:
         return
-    for name in runners:
-        runner = RUNNERS[name]
-        try:
-            footprint = idle_footprint(runner, cpus, env)
-        except RunnerError as exc:
-            raise UsageError(
-                f"{option}: {name} did not start to measure its idle footprint "
-                f"({str(exc).splitlines()[0]})"
-            ) from None
-        if footprint is not None and limit < footprint:
-            raise UsageError(
-                f"{option} {format_size(limit)}: below the idle footprint of {name} "
-                f"({format_size(footprint)} working set with one worker, measured idle just "
-                "now): no pod of it would start"
-            )
+    with supervisor.track():  # what it starts is in the ledger, like a run's server
+        for name in runners:
+            _check_footprint(option, limit, RUNNERS[name], cpus, env)
+
+
+def _check_footprint(
+    option: str, limit: int, runner: Runner, cpus: Sequence[int], env: dict[str, str]
+) -> None:
+    try:
+        footprint = idle_footprint(runner, cpus, env)
+    except RunnerError as exc:
+        raise UsageError(
+            f"{option}: {runner.name} did not start to measure its idle footprint "
+            f"({str(exc).splitlines()[0]})"
+        ) from None
+    if footprint is not None and limit < footprint:
+        raise UsageError(
+            f"{option} {format_size(limit)}: below the idle footprint of {runner.name} "
+            f"({format_size(footprint)} working set with one worker, measured idle just "
+            "now): no pod of it would start"
+        )

@@ -94,8 +94,11 @@ def memory_model(model: Model) -> tuple[MemoryFit | None, str]:
 def plan_pod(model: Model, pod: PodShape, host: Host, prices: Prices | None) -> JSON | str:
     """One runner x workload x threads as a pod: its row, or why it cannot be planned."""
     memory, basis = memory_model(model)
-    if memory is None or model.capacity is None:
-        return "no memory or capacity fit"
+    if memory is None:
+        return "no memory fit (one configuration measured)"
+    if model.capacity is None:
+        reasons = sorted({o.excluded for o in model.observed if o.excluded})
+        return "no capacity fit" + (f" ({'; '.join(reasons)})" if reasons else "")
     budget = pod.memory_bytes * (1 - host.headroom)
     per = memory.per_worker_at(model.t)
     if not memory.workers_varied:

@@ -215,6 +215,8 @@ def _v2(mount: Mount, own: str) -> tuple[Hierarchy | None, str]:
         enabled = _controllers(folder, "cgroup.subtree_control")
     if "memory" not in enabled:
         return None, f"cgroup v2: the memory controller is not enabled under {folder}"
+    if not os.access(folder, os.W_OK):
+        return None, f"cgroup v2: not allowed to create cgroups in {folder} (not root?)"
     return Hierarchy(2, folder, folder if "cpu" in enabled else None), ""
 
 

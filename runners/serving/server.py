@@ -337,6 +337,8 @@ def _make_cgroup(config: ServeConfig) -> Cgroup | None:
     try:
         return cgroups.make(config.runner.name, config.limits)
     except CgroupError as exc:
+        if not limited:
+            return None  # measured as PSS only, as where no cgroup can be made
         raise RunnerError(f"runner {config.runner.name}: {exc}") from None
 
 
