@@ -426,3 +426,74 @@ def test_a_sentence_where_the_working_set_and_pss_differ_naming_the_part() -> No
     assert sentence is not None and "is 20% below summed PSS" in sentence
     assert "page cache (-20 MiB): mapped files" in sentence
     assert working_set_sentence("x", None) is None
+
+
+# --- what the measurement does with a cgroup's figures -----------------------------------------
+
+
+def test_a_probe_with_an_oom_kill_fails_and_the_bound_is_memory() -> None:
+    from runners.bench.capacity import ProbeObservation, Search, Target, bound
+
+    def probe(oom_kills: int) -> ProbeObservation:
+        return ProbeObservation(
+            mode="open",
+            offered_rps=100.0,
+            achieved_rps=100.0,
+            p50_ms=5.0,
+            p99_ms=20.0,
+            requests=1000,
+            failures=0,
+            users=16,
+            server_cpu_percent=40.0,
+            oom_kills=oom_kills,
+        )
+
+    target = Target()
+    assert probe(0).passes(target)
+    killed = probe(2)
+    assert not killed.passes(target)
+    assert killed.problems(target) == ["2 process(es) OOM-killed at the memory limit"]
+    found = Search(target, curve=[probe(0), killed], passed=probe(0), failed=killed)
+    assert bound(found, slots=4) == "memory"
+
+
+def test_window_figures_carry_the_cgroup_as_json() -> None:
+    from runners.hosting import CgroupWindow, WindowFigures
+    from runners.sampling.memory import ProcessMemory, TreeSample
+
+    reading = reading_v2(parse_stat(V2_STAT), 64 * MIB, {"oom_kill": 1})
+    process = ProcessMemory(1, "worker", 10, 8, 6, 0.5, pss_anon=7, pss_file=1)
+    figures = WindowFigures(
+        server_cpu_percent=50.0,
+        samples=(TreeSample(0.5, (process,), cgroup=reading),),
+        cgroup=CgroupWindow(2, 256 * MIB, 1.0, 70 * MIB, "window", 1, 3),
+    )
+    assert WindowFigures.from_json(json.loads(json.dumps(figures.to_json()))) == figures
+    # What an agent without cgroups (or an older one) sends is still read.
+    old: dict[str, Any] = {
+        "server_cpu_percent": None,
+        "samples": [],
+        "sampler_cpu_percent": 0.0,
+        "error": None,
+    }
+    assert WindowFigures.from_json(old).cgroup is None
+
+
+def test_without_cgroups_the_driver_says_so_once_and_records_why(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from runners.bench import main as bench_main
+    from runners.bench.options import parse_options
+    from runners.results import environment
+
+    monkeypatch.setattr(cgroups, "support", lambda: cgroups.Support(None, "no memory controller"))
+    monkeypatch.setenv("BENCH_RUNNING_DIR", str(tmp_path / "running"))
+    options, _ = parse_options(["--quick", "--database", "sqlite", "--output", str(tmp_path)])
+    assert options is not None
+    bench_main.connect(options)
+    out = capsys.readouterr().out
+    assert out.count("no cgroup for the servers here (no memory controller)") == 1
+    found = environment.cgroup_support()
+    assert (found.available, found.reason) == (False, "no memory controller")
+    with pytest.raises(UsageError, match=r"no cgroup can be made here \(no memory controller\)"):
+        parse_options(["--memory-limit", "256MiB", "--output", str(tmp_path / "x")])
