@@ -141,6 +141,8 @@ def fit(
     note = (
         f"{best.workers} worker(s) fit; {high} did not"
         if best is not None and high <= bound
+        else f"{bound} fit, the most the search tries ({FIT_MAX_WORKERS}): more may"
+        if best is not None and bound == FIT_MAX_WORKERS
         else "every count up to the idle bound fit"
         if best is not None
         else "not even one worker fits"
