@@ -497,3 +497,22 @@ def test_without_cgroups_the_driver_says_so_once_and_records_why(
     assert (found.available, found.reason) == (False, "no memory controller")
     with pytest.raises(UsageError, match=r"no cgroup can be made here \(no memory controller\)"):
         parse_options(["--memory-limit", "256MiB", "--output", str(tmp_path / "x")])
+
+
+def test_a_master_that_replaced_every_oom_killed_worker_recovered() -> None:
+    from runners.bench.incidents import Incidents, worker_changes
+    from runners.sampling.memory import ProcessMemory, TreeSample
+
+    def sample(t: float, *pids: int) -> TreeSample:
+        return TreeSample(t, tuple(ProcessMemory(p, "worker", 1, 1, 1, 0.0) for p in pids))
+
+    # Workers 1 and 2; 1 killed, replaced by 3; 3 killed, replaced by 4 (a stream of kills).
+    samples = [sample(0, 1, 2), sample(1, 3, 2), sample(2, 4, 2)]
+    gone, new = worker_changes({1, 2}, samples)
+    assert (gone, new) == ((1, 3), (3, 4))
+    assert Incidents(gone, new, oom_kills=2).flags() == ["worker-restarted", "oom-killed"]
+    # The last one killed and not replaced (yet): after the window the master gets time.
+    gone, new = worker_changes({1, 2}, [*samples, sample(3, 2)], now={2, 5})
+    assert Incidents(gone, new).recovered
+    gone, new = worker_changes({1, 2}, [*samples, sample(3, 2)], now={2})
+    assert Incidents(gone, new).flags() == ["worker-lost"]

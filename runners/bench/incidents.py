@@ -59,13 +59,15 @@ def worker_changes(
     before: set[int], samples: Sequence[TreeSample], now: set[int] | None = None
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(workers gone, workers new) between the start of a run and the window's last sample
-    (or ``now``: the workers after the window, once a master had time to replace one)."""
+    (or ``now``: the workers after the window, once a master had time to replace one).
+    New are all the workers the master started meanwhile, also those that died in turn
+    (OOM kills come in a stream): a master that replaced every one recovered."""
     if not before or not samples:
         return (), ()
     seen = set(before).union(*({p.pid for p in s.workers} for s in samples))
     last = {p.pid for p in samples[-1].workers} if now is None else now
     seen |= last
-    return tuple(sorted(seen - last)), tuple(sorted(last - before))
+    return tuple(sorted(seen - last)), tuple(sorted(seen - before))
 
 
 def timeout_failures(path: Path) -> int:
