@@ -467,8 +467,11 @@ def open_loop(
     if options.hold is not None:
         held = hold_at_capacity(probing, window, options)
     outcome = loadgen.finish()
-    # --fit-memory: the memory is the hold's (the same rate, held through the soak).
-    memory = memory_of(held[0]) if held is not None else None
+    memory = None
+    if held is not None:
+        # --fit-memory: the memory is the hold's (the same rate, held through the soak);
+        # the CPU seconds stay the confirmation window's, as its other figures.
+        memory = replace(memory_of(held[0]), cpu_seconds=memory_of(window).cpu_seconds)
     result = measurement(window, options, outcome.stats.locust_rps, memory)
     chosen = capacity.bound(found, server_slots)
     # Unconfirmed: the last window's figure, flagged (None only when no rate passed).

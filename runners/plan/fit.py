@@ -137,7 +137,7 @@ class CapacityPoint:
     """The capacity (req/s) of ``workers`` workers on ``cores`` server CPUs."""
 
     workers: int
-    cores: int
+    cores: float
     rps: float
     saturated: bool
     rps_per_cpu_second: float | None = None

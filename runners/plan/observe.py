@@ -47,8 +47,8 @@ class ConfigObservation:
     workload: str
     workers: int
     threads: int | None
-    cores: int
-    """Server CPUs of the runs."""
+    cores: float
+    """Server CPUs of the runs (a CPU quota's cores, when under one)."""
     runs: int
     pss_peak: float
     capacity_rps: float | None
@@ -89,14 +89,20 @@ def runner_label(run: Run) -> str:
     return f"{run.runner} ({', '.join(qualifiers)})" if qualifiers else run.runner
 
 
-def _cores(run: Run) -> int:
-    return len(run.server_cpus) if run.server_cpus else 1
+def _cores(run: Run) -> float:
+    """The server's CPUs: those pinned, or fewer under a CPU quota (``--cpu-limit``)."""
+    pinned = len(run.server_cpus) if run.server_cpus else 1
+    quota = run.pod.cpu_limit_cores if run.pod is not None else None
+    return min(pinned, quota) if quota else pinned
 
 
 def _saturated(run: Run) -> bool:
     if run.capacity is not None and run.capacity.bound == "server-cpu":
         return True
-    return (run.server_cpu_percent or 0.0) >= SERVER_CPU_PERCENT
+    busy = run.server_cpu_percent or 0.0
+    pinned = len(run.server_cpus) if run.server_cpus else 1
+    # Under a CPU quota, busy against the CPUs it could use (the quota's share of the pinned).
+    return busy * pinned / _cores(run) >= SERVER_CPU_PERCENT
 
 
 def _capacity(run: Run, slo_p99_ms: float | None) -> tuple[float | None, str | None]:
