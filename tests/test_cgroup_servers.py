@@ -93,10 +93,20 @@ def test_a_server_over_its_memory_limit_is_oom_killed_counted_and_flagged(
         apps={"gunicorn-sync": OOM_APP},
     )
     code, out, err = bench.wait(timeout=180)
-    assert code == 0, out + err
-    (run,) = bench.results()["runs"]
-    assert run["status"] == "ok"
+    results = bench.results()
+    assert "schema_errors" not in results
+    (run,) = results["runs"]
     assert run["pod"]["memory_limit_bytes"] == 64 * MIB
+    if run["status"] == "failed":
+        # The OOM killer took the master (it may, while a killed worker's memory is being
+        # freed and the master forks the next): counted, flagged, the run failed.
+        assert code == 1, out + err
+        assert run["flags"] == ["oom-killed"]
+        assert "OOM kill(s)" in run["error"], run["error"]
+        bench.watcher.assert_all_gone(timeout=0)
+        assert not leftovers()
+        return
+    assert code == 0, out + err
     cgroup = run["memory"]["cgroup"]
     assert cgroup["limit_bytes"] == 64 * MIB
     assert cgroup["oom_kills_total"] >= 1 and cgroup["oom_kills"] >= 1

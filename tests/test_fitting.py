@@ -102,3 +102,33 @@ def test_the_bisection_finds_the_most_workers_that_fit_within_its_budget(
         assert found.capacity_rps == 100.0 * answer
         assert found.working_set_peak_bytes == (60 + 30 * answer) * MIB
     assert [t.fits for t in found.trials] == [n <= answer for n in tried]
+
+
+def test_a_run_whose_master_the_oom_killer_took_fails_flagged(tmp_path: Path) -> None:
+    import contextlib
+    from collections.abc import Iterator
+
+    from runners.bench.measure import ServerDied
+    from runners.bench.run import run_one
+    from runners.hosting import Hosted
+    from runners.results.document import Results
+    from runners.results.schema import validation_errors
+    from runners.serving.server import ServeConfig
+
+    class DyingHost:
+        def reserve(self, config: ServeConfig) -> tuple[ServeConfig, str | None]:
+            return config, None
+
+        @contextlib.contextmanager
+        def serve(self, config: ServeConfig) -> Iterator[Hosted]:
+            raise ServerDied("the server died during the run (killed by SIGKILL; 3 OOM kills)", 3)
+            yield  # pragma: no cover
+
+    ctx, results = _context(tmp_path)
+    ctx = dataclasses.replace(ctx, hosting=DyingHost())
+    run = run_one(RunSpec(RUNNERS["gunicorn-sync-preload"], "json", 0, 1, workers=3), ctx)
+    assert run.status == "failed" and run.flags == ("oom-killed",)
+    assert run.notes and run.notes[0].startswith("oom-killed: ")
+    results.add_run(run)
+    assert validation_errors(results.results.to_dict()) == []
+    assert Results.from_dict(results.results.to_dict()).runs[0].flags == ("oom-killed",)

@@ -312,7 +312,12 @@ def wait_idle(server: Hosted, timeout: float = IDLE_TIMEOUT_S) -> float:
 
 
 class ServerDied(RuntimeError):
-    """The server's root process ended during a run."""
+    """The server's root process ended during a run (``oom_kills``: what its cgroup
+    counted, when the OOM killer may have been what ended it)."""
+
+    def __init__(self, message: str, oom_kills: int | None = None) -> None:
+        super().__init__(message)
+        self.oom_kills = oom_kills
 
 
 def sample_interval(duration_s: float) -> float:

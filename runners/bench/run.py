@@ -86,7 +86,7 @@ def server_watch(server: Hosted) -> Callable[[], None]:
             local = server.local
             kills = cgroups.oom_kills(local.cgroup) if local and local.cgroup else None
             oom = f"; its cgroup counted {kills} OOM kill(s)" if kills else ""
-            raise ServerDied(f"the server died during the run ({status}{oom})")
+            raise ServerDied(f"the server died during the run ({status}{oom})", kills)
 
     return check
 
@@ -302,4 +302,10 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
             error=message.splitlines()[0][:500],
             log_tail="\n".join(t for t in tails if t) or None,
         )
+        if isinstance(exc, ServerDied) and exc.oom_kills:
+            # The OOM killer took the master (a preloading master is as large as a
+            # fresh worker): the run failed, and says why.
+            run = dataclasses.replace(
+                run, flags=("oom-killed",), notes=tuple(notes_for(["oom-killed"]))
+            )
     return dataclasses.replace(run, artifacts=artifacts(spec, ctx))
