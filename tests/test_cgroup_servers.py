@@ -40,6 +40,7 @@ pytestmark = [
 MIB = 2**20
 OOM_APP = "tests.oom_app:application"
 CLOSED = ("--load", "closed", "--users", "2", "--warmup", "1", "--duration", "3")
+SYNC_JSON = ("--runners", "gunicorn-sync", "--workloads", "json")
 
 
 def leftovers() -> list[Path]:
@@ -81,10 +82,7 @@ def test_a_server_over_its_memory_limit_is_oom_killed_counted_and_flagged(
     launch: Callable[..., Bench],
 ) -> None:
     bench = launch(
-        "--runners",
-        "gunicorn-sync",
-        "--workloads",
-        "json",
+        *SYNC_JSON,
         "--memory-limit",
         "64MiB",
         "--workers",
@@ -246,10 +244,7 @@ def test_half_a_cpu_halves_uvicorns_capacity_on_json(
 @pytest.mark.slow
 def test_ctrl_c_leaves_no_cgroup(launch: Callable[..., Bench]) -> None:
     bench = launch(
-        "--runners",
-        "gunicorn-sync",
-        "--workloads",
-        "json",
+        *SYNC_JSON,
         "--memory-limit",
         "256MiB",
         "--workers",
@@ -271,10 +266,7 @@ def test_a_killed_drivers_cgroup_is_removed_when_the_next_command_starts(
     launch: Callable[..., Bench], running_dir: Path, tmp_path: Path
 ) -> None:
     bench = launch(
-        "--runners",
-        "gunicorn-sync",
-        "--workloads",
-        "json",
+        *SYNC_JSON,
         "--cpu-limit",
         "1",
         "--workers",
