@@ -24,7 +24,9 @@ from typing import Any, Protocol
 
 from runners.results.record import PythonInfo
 from runners.sampling import cpustat
+from runners.sampling.cgroupmem import CgroupReader, PeakScope, PeakWatch
 from runners.sampling.memory import Sampler, TreeSample, sample_tree
+from runners.serving.cgroups import Cgroup
 from runners.serving.net import free_port, url
 from runners.serving.registry import Runner
 from runners.serving.server import RunningServer, ServeConfig, serve
@@ -32,15 +34,38 @@ from runners.vocabulary import GcMode, Variant
 
 
 @dataclass(frozen=True)
+class CgroupWindow:
+    """The server's cgroup over one window: its version and limits, the kernel's peak of
+    usage (``peak_scope``: over the window, or since the cgroup was made), the OOM kills
+    in the window and since the cgroup was made (None: not counted by this kernel)."""
+
+    version: int
+    memory_limit_bytes: int | None
+    cpu_limit_cores: float | None
+    peak_bytes: int | None
+    peak_scope: PeakScope
+    oom_kills: int | None
+    oom_kills_total: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CgroupWindow:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class WindowFigures:
     """What the server's host saw over one window: its CPUs' busy share, the memory
-    samples of the server's tree (when asked), the sampler's own cost, and the
-    sampler's error if the server's root went away."""
+    samples of the server's tree (when asked), the sampler's own cost, the sampler's
+    error if the server's root went away, and the server's cgroup (None: none)."""
 
     server_cpu_percent: float | None
     samples: tuple[TreeSample, ...] = ()
     sampler_cpu_percent: float = 0.0
     error: str | None = None
+    cgroup: CgroupWindow | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,15 +73,18 @@ class WindowFigures:
             "samples": [s.to_json() for s in self.samples],
             "sampler_cpu_percent": self.sampler_cpu_percent,
             "error": self.error,
+            "cgroup": None if self.cgroup is None else self.cgroup.to_json(),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> WindowFigures:
+        cgroup = data.get("cgroup")
         return cls(
             server_cpu_percent=data["server_cpu_percent"],
             samples=tuple(TreeSample.from_json(s) for s in data["samples"]),
             sampler_cpu_percent=float(data["sampler_cpu_percent"]),
             error=data["error"],
+            cgroup=CgroupWindow.from_json(cgroup) if cgroup else None,
         )
 
 
@@ -118,21 +146,61 @@ class Hosted(Protocol):
 
 
 @dataclass
+class CgroupWatch:
+    """A window's view of the server's cgroup: the OOM kills and the kernel's peak
+    between ``open`` and ``close``."""
+
+    cgroup: Cgroup
+    _oom_before: int | None = None
+    _peak: PeakWatch | None = None
+
+    @property
+    def reader(self) -> CgroupReader:
+        return CgroupReader(self.cgroup)
+
+    def open(self) -> None:
+        self._oom_before = self.reader.oom_kills()
+        self._peak = PeakWatch(self.cgroup)
+        self._peak.start()
+
+    def close(self) -> CgroupWindow:
+        total = self.reader.oom_kills()
+        before = self._oom_before
+        peak = self._peak.read() if self._peak is not None else None
+        return CgroupWindow(
+            version=self.cgroup.version,
+            memory_limit_bytes=self.cgroup.limits.memory_bytes,
+            cpu_limit_cores=self.cgroup.limits.cpu_cores,
+            peak_bytes=peak,
+            peak_scope=self._peak.scope if self._peak is not None else "cgroup",
+            oom_kills=None if total is None or before is None else total - before,
+            oom_kills_total=total,
+        )
+
+
+@dataclass
 class LocalHostWindow:
-    """The server's CPUs from ``/proc/stat`` and, with ``sample``, a ``Sampler``."""
+    """The server's CPUs from ``/proc/stat``, its cgroup's OOM kills and peak, and, with
+    ``sample``, a ``Sampler`` (reading the cgroup at every sample too)."""
 
     root_pid: int
     cpus: tuple[int, ...]
     sample: bool
     interval: float
+    cgroup: Cgroup | None = None
     _sampler: Sampler | None = None
     _before: cpustat.CpuTimes | None = None
+    _watch: CgroupWatch | None = None
     _figures: WindowFigures | None = field(default=None, repr=False)
 
     def open(self) -> None:
         self._before = cpustat.read()
+        if self.cgroup is not None:
+            self._watch = CgroupWatch(self.cgroup)
+            self._watch.open()
         if self.sample:
-            self._sampler = Sampler(self.root_pid, interval=self.interval)
+            reader = self._watch.reader if self._watch is not None else None
+            self._sampler = Sampler(self.root_pid, interval=self.interval, cgroup=reader)
             self._sampler.start()
 
     def close(self) -> WindowFigures:
@@ -148,6 +216,7 @@ class LocalHostWindow:
             samples=samples,
             sampler_cpu_percent=sampler.cpu_percent_of_sampler if sampler is not None else 0.0,
             error=sampler.error if sampler is not None else None,
+            cgroup=self._watch.close() if self._watch is not None else None,
         )
         return self._figures
 
@@ -225,7 +294,7 @@ class Local:
             return set()
 
     def window(self, *, sample: bool, interval: float) -> HostWindow:
-        return LocalHostWindow(self.server.pid, self.cpus, sample, interval)
+        return LocalHostWindow(self.server.pid, self.cpus, sample, interval, self.server.cgroup)
 
 
 class ServerHost(Protocol):

@@ -46,3 +46,10 @@ DEFAULT_MIDDLEWARE: Middleware = "minimal"
 Bound = Literal["server-cpu", "server-slots", "loadgen", "errors", "memory"]
 """What limited a server at the first rate it could not sustain (``runners.bench.capacity``)."""
 BOUNDS: tuple[Bound, ...] = get_args(Bound)
+
+WorkerBasis = Literal["limit", "host"]
+"""What a runner's worker rule reads in a pod (``--worker-rule``): the limit's CPUs
+(``ceil`` of the CPU quota; the pinned CPUs without one), or the host's cores, as
+``os.cpu_count()`` does inside a container."""
+WORKER_BASES: tuple[WorkerBasis, ...] = get_args(WorkerBasis)
+DEFAULT_WORKER_BASIS: WorkerBasis = "limit"

@@ -320,7 +320,11 @@ class Agent:
         ):
             raise ProtocolError(f"interval: expected {MIN_INTERVAL_S}..{MAX_INTERVAL_S} s")
         window = LocalHostWindow(
-            slot.server.pid, self.placement.server, bool(body.get("sample")), float(interval)
+            slot.server.pid,
+            self.placement.server,
+            bool(body.get("sample")),
+            float(interval),
+            slot.server.cgroup,
         )
         window_id = secrets.token_hex(4)
         window.open()

@@ -8,7 +8,7 @@ from runners.bench.defaults import DEFAULT_RUNNERS, DEFAULT_USERS, DEFAULT_WORKL
 from runners.bench.project_options import add_traffic_options
 from runners.cli.args import SEED_KEYS, Parser
 from runners.project.options import add_project_options
-from runners.results.criteria import DEFAULT_SLO_P99_MS
+from runners.results.criteria import DEFAULT_SLO_P99_MS, FIT_HOLD_S
 from runners.serving.registry import SWEEP_RULE
 from runners.vocabulary import ARRIVALS, DEFAULT_ARRIVAL, LOADS, MIDDLEWARES, VARIANTS
 
@@ -37,6 +37,11 @@ def build_parser() -> Parser:
     )
     _runtimes_options(
         p.add_argument_group("runtimes", "Interpreters, Django releases, gc modes and soaks.")
+    )
+    _pod_options(
+        p.add_argument_group(
+            "pods", "Each server as a container platform runs it: a cgroup with limits."
+        )
     )
     _profiles_options(
         p.add_argument_group(
@@ -232,6 +237,35 @@ def _runtimes_options(g: argparse._ArgumentGroup) -> None:
         metavar="N|120s",
         help="soak: one runner (default gunicorn-sync-preload) on mixed for N requests or a "
         "duration, per gc mode (default all) and interpreter; per-worker memory over time",
+    )
+
+
+def _pod_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--memory-limit",
+        metavar="SIZE,...",
+        help="a memory limit on each server's cgroup, e.g. 512MiB (none: no limit); the "
+        "kernel OOM-kills at it as in a pod; several, e.g. none,256MiB: a run each",
+    )
+    g.add_argument(
+        "--cpu-limit",
+        metavar="CORES,...",
+        help="a CFS CPU quota on each server's cgroup, e.g. 1.5 or 500m (none: no quota); "
+        "without --workers the worker rule reads ceil(CORES); several: a run each",
+    )
+    g.add_argument(
+        "--worker-rule",
+        metavar="limit,host",
+        help="what a runner's worker rule (2n+1, n) reads without --workers: the limit's "
+        "CPUs (limit, default) or the host's cores as os.cpu_count() does in a container "
+        "(host); both: a run each, side by side",
+    )
+    g.add_argument(
+        "--fit-memory",
+        metavar="SIZE",
+        help="per runner, find the most workers (x threads) whose working set stays under "
+        "SIZE at their capacity rate through a soak of --soak's length (default "
+        f"{FIT_HOLD_S:g}s), and that pod's capacity (a bounded search, see the README)",
     )
 
 

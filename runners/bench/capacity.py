@@ -44,7 +44,9 @@ sustain: ``loadgen`` (the load generator's CPUs, or its busiest process, were
 saturated, so the figure measured the generator), ``errors`` (the latency held but
 more than the error budget failed), ``server-cpu`` (the server's CPUs were
 saturated), ``server-slots`` (every worker or thread was busy while CPU was left: a
-sync server's concurrency limit), ``memory`` (the host ran out of available memory).
+sync server's concurrency limit), ``memory`` (the host ran out of available memory,
+or the kernel OOM-killed a process at the server's memory limit: a probe with an OOM
+kill fails, like one with errors).
 Late tickets with the generator's CPU under ``LOADGEN_STALL_CPU_PERCENT`` are not the
 generator's limit but a stall of the host: retaken, never the ``loadgen`` bound.
 
@@ -129,6 +131,8 @@ class ProbeObservation:
     """Taken again at the same rate: the search used a later take."""
     disputed: bool = False
     """Its takes disagreed and no retake was left to settle them."""
+    oom_kills: int = 0
+    """Processes the kernel OOM-killed in the server's cgroup during the window."""
 
     def drifting(self, target: Target) -> bool:
         """The latency grew through the window: a queue was building up."""
@@ -223,6 +227,8 @@ class ProbeObservation:
             found.append(f"the load generator could not keep up ({self.loadgen_share()})")
         elif self.loadgen_stalled:
             found.append(f"{self.late_share:.1%} of the tickets left late")
+        if self.oom_kills:
+            found.append(f"{self.oom_kills} process(es) OOM-killed at the memory limit")
         return found
 
     def passes(self, target: Target) -> bool:
@@ -389,6 +395,8 @@ def bound(found: Search, slots: int | None) -> Bound:
         at = max(opens, key=lambda o: o.offered_rps or o.achieved_rps)
     if at.loadgen_bound:
         return "loadgen"
+    if at.oom_kills:
+        return "memory"
     latency_held = at.p99_ms is not None and at.p99_ms <= found.target.slo_p99_ms
     if latency_held and at.error_rate > found.target.max_error_rate:
         return "errors"

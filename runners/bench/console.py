@@ -25,7 +25,7 @@ from runners.bench.defaults import (
     Timing,
 )
 from runners.bench.estimate import estimate_s, run_estimate_s
-from runners.bench.matrix import RunSpec, concurrency, run_count
+from runners.bench.matrix import RunSpec, concurrency, pods_of, run_count
 from runners.bench.options import Options, quick_runners
 from runners.bench.soak import SoakTarget
 from runners.results.bands import (
@@ -337,7 +337,8 @@ def describe_plan(options: Options) -> str:
     sweep = describe_sweep(options)
     text = (
         f"Plan: {run_count(options)} runs = {len(options.runners)} runners"
-        f"{' x their worker/thread counts' if sweep else ''} x "
+        f"{' x their worker/thread counts' if sweep else ''}"
+        f"{' x their pods (memory/CPU limits, worker rules)' if any_pods(options) else ''} x "
         f"{len(options.workloads)} workloads{levels} x {options.repeat} repeats; {each}.\n"
         f"{f'Sweep: {sweep}.' + chr(10) if sweep else ''}"
         f"Estimated time: ~{fmt_duration(estimate_s(options))} "
@@ -347,6 +348,12 @@ def describe_plan(options: Options) -> str:
     )
     line = describe_runtimes(options.pythons, options.djangos, options.gcs, options.soak)
     return f"{text}\n{line}" if line else text
+
+
+def any_pods(options: Options) -> bool:
+    """Some runner runs as several pods (``--memory-limit``, ``--cpu-limit``,
+    ``--worker-rule`` with several values)."""
+    return any(len(pods_of(RUNNERS[name], options)) > 1 for name in options.runners)
 
 
 def describe_sweep(options: Options) -> str:

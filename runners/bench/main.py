@@ -18,7 +18,7 @@ from pathlib import Path
 from loadtests.catalog import needs_upstream
 from runners import REPO_ROOT
 from runners.agent.client import AgentClient, RemoteHost, client_token
-from runners.bench import precheck
+from runners.bench import fitting, pods, precheck
 from runners.bench.calibrate import calibrate
 from runners.bench.console import (
     ProgressView,
@@ -50,10 +50,11 @@ from runners.project.inspect import ProjectFacts, inspect_project
 from runners.project.serving import serve_project
 from runners.results import environment as env_capture
 from runners.results.document import CpuPlacement, LoadgenCeiling, ResultsFile
+from runners.results.record import Run
 from runners.runtimes import axes
 from runners.runtimes.axes import RuntimeKey
 from runners.runtimes.venvs import Runtime
-from runners.serving import ledger, supervisor
+from runners.serving import cgroups, ledger, supervisor
 from runners.serving.cpus import Placement, placement_from
 from runners.serving.server import (
     prepare_database,
@@ -168,11 +169,17 @@ class Connection:
 
 def connect(options: Options) -> Connection:
     """Stop what a killed driver left, and reach the agent if there is one (asking for its
-    server CPUs also checks the token)."""
+    server CPUs also checks the token). Says once when the servers get no cgroup here."""
     stray = supervisor.strays_message()
     if stray is not None:
         say(stray)
     if options.agent is None:
+        found = cgroups.support()
+        if not found.available:
+            say(
+                f"note: no cgroup for the servers here ({found.reason}): memory is measured as "
+                "PSS only (no working set, limits or OOM kills)"
+            )
         return Connection(options)
     agent = AgentClient(options.agent, client_token(options.agent_token_file))
     placement = agent.environment().placement
@@ -363,6 +370,42 @@ def walk(
         progress.finished(index, spec, run, clock.elapsed, left)
 
 
+def walk_fits(ctx: Context, results: ResultsFile, progress: ProgressView, clock: Clock) -> None:
+    """``--fit-memory``: the bounded search per runner and workload (``runners.bench.fitting``),
+    each trial a run appended to results.json as it ends."""
+    runs = Clock()
+    done = 0
+    total = fitting.budget(len(ctx.options.runners), len(ctx.options.workloads))
+
+    def run(spec: RunSpec, go: Callable[[], Run]) -> Run:
+        nonlocal done
+        left = (total - done) * (runs.elapsed / done) if done else 0.0
+        progress.starting(done + 1, spec, clock.elapsed, left)
+        finished = go()
+        done += 1
+        progress.finished(done, spec, finished, clock.elapsed, (total - done) * runs.elapsed / done)
+        return finished
+
+    fitting.fit_all(ctx, results, run, progress.message)
+
+
+def check_footprints(options: Options) -> None:
+    """``UsageError`` when a memory limit (or ``--fit-memory``) is below a runner's idle
+    footprint (``runners.bench.pods.check_footprints``: each runner started once, idle)."""
+    limits = [m for m in options.memory_limits if m is not None]
+    option = "--fit-memory" if options.fit_memory is not None else "--memory-limit"
+    if options.fit_memory is not None:
+        limits.append(options.fit_memory)
+    if limits and options.agent is None:
+        pods.check_footprints(
+            option,
+            min(limits),
+            options.runners,
+            options.placement.server,
+            server_environment(options),
+        )
+
+
 def summarise(results: ResultsFile, options: Options, clock: Clock, interrupted: bool) -> int:
     """The table, the flags' notes, the report; the exit status."""
     runs = results.runs
@@ -389,7 +432,12 @@ def execute(options: Options, command: str) -> int:
     (options.output / "runs").mkdir(parents=True, exist_ok=True)
     connection = connect(options)
     options = connection.options
-    say(describe_plan(options))
+    if options.fit_memory is not None:
+        hold = options.hold.duration_s if options.hold is not None else None
+        size = options.fit_memory
+        say(fitting.describe(len(options.runners), len(options.workloads), size, hold))
+    else:
+        say(describe_plan(options))
     say(f"Results: {options.output}")
     clock = Clock()
     # The servers' interpreters: virtual environments built (or reused) before any run.
@@ -409,8 +457,14 @@ def execute(options: Options, command: str) -> int:
             book = stack.enter_context(supervisor.track())
             stack.callback(report_reaped, book)
             ctx = check_subject(prepare(connection, built, results, stack), results)
-            progress = make_progress(len(specs))
-            walk(specs, ctx, results, progress, clock)
+            if options.fit_memory is not None:
+                progress = make_progress(
+                    fitting.budget(len(options.runners), len(options.workloads))
+                )
+                walk_fits(ctx, results, progress, clock)
+            else:
+                progress = make_progress(len(specs))
+                walk(specs, ctx, results, progress, clock)
             if options.micro:
                 results.update(micro=run_micro(ctx, progress.message))
     except KeyboardInterrupt:
@@ -440,7 +494,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "runners.bench", *args])
     try:
         with stop_on_signals():
+            check_footprints(options)
             return execute(options, command)
+    except UsageError as exc:
+        # A limit below the idle footprint (measured before anything else starts).
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         # Before the matrix started or after it ended: runs are on disk already.
         print("Interrupted.", file=sys.stderr, flush=True)

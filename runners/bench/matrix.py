@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from runners.bench.options import Options
+from runners.bench.pods import NO_POD, PodSpec, pod_specs
 from runners.results.document import Matrix, RuntimeInfo, SoakPlan
 from runners.results.record import PythonInfo, run_id, sweep_qualifiers
 from runners.runtimes import axes
@@ -37,10 +38,12 @@ class RunSpec:
     """Threads per worker (None: the runner's count)."""
     sweep: tuple[str, ...] = ()
     """``w2``, ``t4``: the counts that vary among the runner's runs (a sweep)."""
+    pod: PodSpec = NO_POD
+    """The limits it runs under and what its worker rule reads (``--memory-limit`` ...)."""
 
     @property
     def qualifiers(self) -> tuple[str, ...]:
-        return (*self.sweep, *self.runtime.qualifiers)
+        return (*self.sweep, *self.pod.qualifiers, *self.runtime.qualifiers)
 
     @property
     def id(self) -> str:
@@ -76,10 +79,16 @@ def concurrency_specs(
     ]
 
 
+def pods_of(runner: Runner, options: Options) -> list[PodSpec]:
+    """The pods ``runner`` runs as (``--memory-limit`` x ``--cpu-limit`` x ``--worker-rule``)."""
+    return pod_specs(runner, options.memory_limits, options.cpu_limits, options.worker_rules)
+
+
 def plan(options: Options) -> list[RunSpec]:
-    """Every run, repeats outermost; a sweep's counts innermost (one after the other)."""
+    """Every run, repeats outermost; a sweep's counts and the pods innermost (one after
+    the other, so that a limited run is measured right beside the unlimited one)."""
     return [
-        RunSpec(RUNNERS[runner], workload, users, repeat, runtime, workers, threads, sweep)
+        RunSpec(RUNNERS[runner], workload, users, repeat, runtime, workers, threads, sweep, pod)
         for repeat in range(1, options.repeat + 1)
         for runner in options.runners
         for workload in options.workloads
@@ -88,6 +97,7 @@ def plan(options: Options) -> list[RunSpec]:
             RUNNERS[runner], options.pythons, options.djangos, options.gcs
         )
         for workers, threads, sweep in concurrency_specs(RUNNERS[runner], options)
+        for pod in pods_of(RUNNERS[runner], options)
     ]
 
 
@@ -129,6 +139,10 @@ def matrix_block(options: Options) -> Matrix:
         arrival=options.arrival,
         loadgen_processes=options.loadgen_processes,
         expect_workers=options.expect_workers,
+        memory_limits=options.memory_limits or None,
+        cpu_limits=options.cpu_limits or None,
+        worker_rules=options.worker_rules or None,
+        fit_memory_bytes=options.fit_memory,
     )
 
 
@@ -185,6 +199,7 @@ def run_count(options: Options) -> int:
     per_repeat = sum(
         len(axes.runtime_specs(RUNNERS[name], options.pythons, options.djangos, options.gcs))
         * len(concurrency(options, RUNNERS[name]))
+        * len(pods_of(RUNNERS[name], options))
         for name in options.runners
     )
     return options.repeat * per_repeat * len(options.workloads) * len(options.users)

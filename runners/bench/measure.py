@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -26,7 +26,7 @@ from runners.bench.defaults import MAX_PROBE_S
 from runners.bench.host_usage import WindowUsage
 from runners.bench.incidents import Incidents, worker_changes
 from runners.bench.options import Options
-from runners.hosting import Hosted
+from runners.hosting import CgroupWindow, Hosted
 from runners.load.locust import LoadGenerator
 from runners.results import latency
 from runners.results.criteria import (
@@ -36,8 +36,10 @@ from runners.results.criteria import (
     USER_BOUND_CPU_PERCENT,
 )
 from runners.results.figures import per_gib
+from runners.results.pods import Hold
 from runners.results.record import (
     Capacity,
+    CgroupMemory,
     DatabaseUsage,
     Interference,
     Measurement,
@@ -63,6 +65,8 @@ CONFIRM_ATTEMPTS = 3
 IDLE_HEALTH_S = 0.1
 """A server that answers ``/health`` this fast has nothing queued."""
 IDLE_TIMEOUT_S = 30.0
+WORKER_RESTART_WAIT_S = 3.0
+"""After a window, how long a master gets to replace a worker killed at its end."""
 
 
 def slots(server: Hosted) -> int | None:
@@ -136,6 +140,22 @@ class ProbeWindow:
     server on the agent's host)."""
     upstream: UpstreamUsage | None = None
     """The upstream service's CPU in the window (it shares the load generator's CPUs)."""
+    cgroup: CgroupWindow | None = None
+    """The server's cgroup over the window: its peak and OOM kills (None: no cgroup)."""
+
+    @property
+    def oom_kills(self) -> int:
+        """OOM kills in the window."""
+        return (self.cgroup.oom_kills or 0) if self.cgroup is not None else 0
+
+    @property
+    def oom_kills_total(self) -> int:
+        """OOM kills since the server's cgroup was made (the whole run, at the window's end)."""
+        return (self.cgroup.oom_kills_total or 0) if self.cgroup is not None else 0
+
+    def cgroup_memory(self) -> CgroupMemory | None:
+        """The window's cgroup figures (from its samples), or None."""
+        return cgroup_memory(self.samples, self.cgroup)
 
     def upstream_cpu_percent(self) -> float | None:
         """The upstream service's share of the load generator's CPUs' time."""
@@ -174,7 +194,25 @@ class ProbeWindow:
             upstream_cpu_percent=self.upstream_cpu_percent(),
             steal_share=host.steal_share if host is not None else self.loadgen_steal_share,
             interference_share=host.share if host is not None else None,
+            oom_kills=self.oom_kills,
         )
+
+
+def cgroup_memory(
+    samples: Sequence[TreeSample], window: CgroupWindow | None
+) -> CgroupMemory | None:
+    """A window's cgroup figures from its samples and its ``CgroupWindow`` (None: none)."""
+    if window is None:
+        return None
+    return CgroupMemory.from_samples(
+        samples,
+        version=window.version,
+        limit_bytes=window.memory_limit_bytes,
+        peak_bytes=window.peak_bytes,
+        peak_scope=window.peak_scope,
+        oom_kills=window.oom_kills,
+        oom_kills_total=window.oom_kills_total,
+    )
 
 
 class Probing:
@@ -273,6 +311,7 @@ class Probing:
             upstream=usage.upstream(),
             # Counted by the load generator as its users connect (loadtests/locustfile.py).
             connections=result.connects,
+            cgroup=figures.cgroup,
         )
 
     def probe_seconds(self, rate: float | None) -> float:
@@ -303,7 +342,12 @@ def wait_idle(server: Hosted, timeout: float = IDLE_TIMEOUT_S) -> float:
 
 
 class ServerDied(RuntimeError):
-    """The server's root process ended during a run."""
+    """The server's root process ended during a run (``oom_kills``: what its cgroup
+    counted, when the OOM killer may have been what ended it)."""
+
+    def __init__(self, message: str, oom_kills: int | None = None) -> None:
+        super().__init__(message)
+        self.oom_kills = oom_kills
 
 
 def sample_interval(duration_s: float) -> float:
@@ -320,6 +364,8 @@ class RunFindings:
     flags: tuple[str, ...]
     capacity: Capacity | None = None
     soak_series: SoakSeries | None = None
+    hold: Hold | None = None
+    """``--fit-memory``: the capacity rate held through the soak."""
 
 
 def measurement(
@@ -328,7 +374,11 @@ def measurement(
     """The run's figures from its measured window (``memory``: from its samples)."""
     r = window.result
     if memory is None:
-        memory = Memory.from_samples(window.samples, sampler_cpu_percent=window.sampler_cpu_percent)
+        memory = Memory.from_samples(
+            window.samples,
+            sampler_cpu_percent=window.sampler_cpu_percent,
+            cgroup=window.cgroup_memory(),
+        )
     return Measurement(
         window_s=r.duration_s,
         requests=r.requests,
@@ -488,8 +538,16 @@ def open_loop(
     workers_before = server.worker_pids()
     found = capacity.search(probing.observe, target, search_plan(options, server_slots))
     window, confirmations, confirmed = confirm(probing, found, hooks)
+    held: tuple[ProbeWindow, Hold] | None = None
+    if options.hold is not None:
+        held = hold_at_capacity(probing, window, options)
     outcome = loadgen.finish()
-    result = measurement(window, options, outcome.stats.locust_rps)
+    memory = None
+    if held is not None:
+        # --fit-memory: the memory is the hold's (the same rate, held through the soak);
+        # the CPU seconds stay the confirmation window's, as its other figures.
+        memory = replace(memory_of(held[0]), cpu_seconds=memory_of(window).cpu_seconds)
+    result = measurement(window, options, outcome.stats.locust_rps, memory)
     chosen = capacity.bound(found, server_slots)
     # Unconfirmed: the last window's figure, flagged (None only when no rate passed).
     rps = result.rps if found.rate is not None else None
@@ -525,9 +583,67 @@ def open_loop(
         flags.append("steal")
     if not confirmed:
         flags.append("unconfirmed")
-    gone, new = worker_changes(workers_before, window.samples)
-    incidents = Incidents(gone, new, window.result.timeouts)
-    return RunFindings(result, incidents, tuple(flags), cap)
+    last = held[0] if held is not None else window
+    gone, new = worker_changes(workers_before, last.samples, workers_after(server, workers_before))
+    incidents = Incidents(gone, new, window.result.timeouts, last.oom_kills_total)
+    return RunFindings(
+        result, incidents, tuple(flags), cap, hold=held[1] if held is not None else None
+    )
+
+
+def workers_after(
+    server: Hosted, before: set[int], timeout: float = WORKER_RESTART_WAIT_S
+) -> set[int] | None:
+    """The server's workers after a window, once there are as many as before (a master
+    replacing a killed worker takes a moment: one killed at the window's end is not
+    "lost"), or those up after ``timeout``; None when there were none before."""
+    if not before:
+        return None
+    deadline = time.monotonic() + timeout
+    while True:
+        now = server.worker_pids()
+        if len(now) >= len(before) or time.monotonic() >= deadline:
+            return now
+        time.sleep(0.1)
+
+
+def memory_of(window: ProbeWindow) -> Memory:
+    """A sampled window's memory record (its cgroup's figures included)."""
+    return Memory.from_samples(
+        window.samples,
+        sampler_cpu_percent=window.sampler_cpu_percent,
+        cgroup=window.cgroup_memory(),
+    )
+
+
+def hold_at_capacity(
+    probing: Probing, confirmed: ProbeWindow, options: Options
+) -> tuple[ProbeWindow, Hold]:
+    """``--fit-memory``: the confirmation window's rate held for the soak's length (a
+    request target: its requests at that rate), sampled; whether the working set stayed
+    under the size with no OOM kill in the run."""
+    target = options.hold
+    assert target is not None
+    rate = confirmed.result.rate or 1.0
+    duration = target.duration_s or (target.requests or 0) / rate
+    users = confirmed.result.users
+    window = probing.run(WindowRequest("open", rate, users, max(1.0, duration), sample=True))
+    cgroup = window.cgroup_memory()
+    peak = cgroup.working_set_peak_bytes if cgroup is not None else None
+    limit = options.fit_memory
+    r = window.result
+    hold = Hold(
+        rate_rps=round(rate, 2),
+        duration_s=round(r.duration_s, 3),
+        requests=r.requests,
+        failures=r.failures,
+        rps=round(r.served / r.duration_s, 2) if r.duration_s > 0 else 0.0,
+        working_set_peak_bytes=peak,
+        pss_peak_bytes=max((s.pss for s in window.samples), default=None),
+        oom_kills=window.oom_kills if window.cgroup is not None else None,
+        fits=window.oom_kills_total == 0 and peak is not None and (limit is None or peak < limit),
+    )
+    return window, hold
 
 
 def closed_loop(
@@ -558,8 +674,10 @@ def closed_loop(
         and (server_slots is None or users < server_slots)
     ):
         flags.append("user-bound")
-    gone, new = worker_changes(workers_before, window.samples)
-    return RunFindings(result, Incidents(gone, new, window.result.timeouts), tuple(flags))
+    now = workers_after(server, workers_before)
+    gone, new = worker_changes(workers_before, window.samples, now)
+    incidents = Incidents(gone, new, window.result.timeouts, window.oom_kills_total)
+    return RunFindings(result, incidents, tuple(flags))
 
 
 @dataclass
@@ -602,6 +720,7 @@ def soak_loop(
     sampling = server.window(sample=True, interval=interval)
     probing = Probing(loadgen, server, options, check)
     marks = SoakMarks(began, hooks)
+    workers_before = server.worker_pids()
     sampling.open()
     if soak_started is not None:
         soak_started(began)
@@ -624,7 +743,12 @@ def soak_loop(
     start = marks.start or 0.0
     end = marks.end if marks.end is not None else time.monotonic() - began
     in_window = [s for s in samples if s.t >= start - 0.05] or samples[-1:]
-    memory = Memory.from_samples(in_window, sampler_cpu_percent=figures.sampler_cpu_percent)
+    memory = Memory.from_samples(
+        in_window,
+        sampler_cpu_percent=figures.sampler_cpu_percent,
+        # The OOM kills of the whole soak (its sampling window), not only of the load's.
+        cgroup=cgroup_memory(in_window, figures.cgroup),
+    )
     window.samples = in_window
     result = measurement(window, options, outcome.stats.locust_rps, memory)
     series = soak.series(
@@ -635,9 +759,12 @@ def soak_loop(
         window_end_s=end,
         requests=window.result.requests,
     )
+    oom_total = figures.cgroup.oom_kills_total if figures.cgroup is not None else None
+    # Workers killed and replaced over the soak (under a memory limit: the OOM killer's).
+    gone, new = worker_changes(workers_before, samples, workers_after(server, workers_before))
     return RunFindings(
         replace(result, memory=soak.downsample_memory(memory)),
-        Incidents(timeouts=window.result.timeouts),
+        Incidents(gone, new, window.result.timeouts, oom_total or 0),
         tuple(window_flags(window, probing.target)),
         soak_series=series,
     )

@@ -19,7 +19,7 @@ from loadtests.catalog import (
     DEFAULT_UPSTREAM_MS,
     WORKLOADS,
 )
-from runners.bench import soak
+from runners.bench import pods, soak
 from runners.bench.arguments import build_parser
 from runners.bench.defaults import (
     DEFAULT_RUNNERS,
@@ -34,8 +34,8 @@ from runners.bench.defaults import (
 )
 from runners.bench.project_options import ProjectOptions, parse_project
 from runners.bench.soak import SoakTarget
-from runners.cli.args import UsageError, parse_seed, split_list
-from runners.results.criteria import DEFAULT_SLO_P99_MS
+from runners.cli.args import UsageError, parse_seed, parse_size, split_list
+from runners.results.criteria import DEFAULT_SLO_P99_MS, FIT_HOLD_S
 from runners.runtimes.axes import check_gcs, gc_capable, parse_gcs
 from runners.runtimes.interpreters import (
     Interpreter,
@@ -62,6 +62,7 @@ from runners.vocabulary import (
     GcMode,
     Load,
     Variant,
+    WorkerBasis,
 )
 
 
@@ -113,6 +114,21 @@ class Options:
     # --agent (runners.agent): the servers run on the agent's host.
     agent: str | None = None
     agent_token_file: Path | None = None
+
+    # --memory-limit, --cpu-limit, --worker-rule, --fit-memory (runners.bench.pods): each a
+    # dimension of the matrix (empty: not asked for).
+    memory_limits: tuple[int | None, ...] = ()
+    cpu_limits: tuple[float | None, ...] = ()
+    worker_rules: tuple[WorkerBasis, ...] = ()
+    fit_memory: int | None = None
+    """``--fit-memory``: the pod memory whose most workers are searched (runners.bench.fitting)."""
+    hold: SoakTarget | None = None
+    """``--fit-memory``: how long each trial holds its capacity rate (``--soak``'s length)."""
+
+    @property
+    def pods(self) -> bool:
+        """Any pod option was given: the runs record the pod they ran as."""
+        return bool(self.memory_limits or self.cpu_limits or self.worker_rules or self.fit_memory)
 
     @property
     def timing(self) -> Timing:
@@ -233,6 +249,7 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
     if a.list:
         return None, a
     check_numbers(a)
+    pod = pod_arguments(a)
     quick = bool(a.quick)
     load: Load = "closed" if a.load == "closed" or a.soak is not None else "open"
     if load == "open" and a.users is not None:
@@ -282,6 +299,7 @@ def parse_options(argv: Sequence[str]) -> tuple[Options | None, argparse.Namespa
         agent=a.agent,
         agent_token_file=Path(a.agent_token_file) if a.agent_token_file else None,
         project=project,
+        **pod,
     )
     try:
         options = replace(
@@ -313,6 +331,60 @@ def check_numbers(a: argparse.Namespace) -> None:
         positive(value, what, zero_ok=zero_ok)
 
 
+def pod_arguments(a: argparse.Namespace) -> dict[str, Any]:
+    """``--memory-limit``, ``--cpu-limit``, ``--worker-rule`` and ``--fit-memory``, checked
+    (``runners.bench.pods``). With ``--fit-memory``, ``--soak`` is each trial's hold at
+    capacity (taken off ``a``: it does not make this a soak)."""
+    memory_limits = pods.parse_memory_limits(a.memory_limit)
+    cpu_limits = pods.parse_cpu_limits(a.cpu_limit)
+    rules = pods.parse_worker_rules(a.worker_rule)
+    if rules and (a.workers is not None or a.sweep):
+        raise UsageError(
+            "--worker-rule: it says what a worker rule reads; with --workers or --sweep no "
+            "rule is applied"
+        )
+    fit = parse_size(a.fit_memory, "--fit-memory") if a.fit_memory is not None else None
+    hold = None
+    if fit is not None:
+        given = next(
+            (
+                option
+                for option, value in (
+                    ("--workers", a.workers),
+                    ("--threads", a.threads),
+                    ("--sweep", a.sweep or None),
+                    ("--memory-limit", a.memory_limit),
+                    ("--worker-rule", a.worker_rule),
+                )
+                if value is not None
+            ),
+            None,
+        )
+        if given is not None:
+            raise UsageError(
+                f"--fit-memory: it searches the worker count under SIZE as the pods' memory "
+                f"limit itself; give {given} or --fit-memory, not both"
+            )
+        if a.load == "closed" or len(cpu_limits) > 1:
+            raise UsageError(
+                "--fit-memory: it searches at capacity (the open loop), with one --cpu-limit"
+            )
+        try:
+            hold = soak.parse_soak(a.soak) if a.soak is not None else None
+        except ValueError as exc:
+            raise UsageError(f"--soak: {exc}") from None
+        a.soak = None
+        hold = hold or soak.SoakTarget(duration_s=FIT_HOLD_S)
+    pods.check_cgroups((*memory_limits, fit), cpu_limits)
+    return {
+        "memory_limits": memory_limits,
+        "cpu_limits": cpu_limits,
+        "worker_rules": rules,
+        "fit_memory": fit,
+        "hold": hold,
+    }
+
+
 def check_sweep(a: argparse.Namespace) -> bool:
     """``--sweep`` picks the worker and thread counts itself: not with ``--workers`` or
     ``--threads``."""
@@ -332,6 +404,10 @@ AGENT_REFUSES = {
     "profile": "--profile (the profilers read the server's processes on this host)",
     "memory_profile": "--memory-profile (the profilers read the server's processes here)",
     "micro": "--micro (the micro-benchmarks run on this host)",
+    "memory_limit": "--memory-limit (the agent serves without pod limits)",
+    "cpu_limit": "--cpu-limit (the agent serves without pod limits)",
+    "worker_rule": "--worker-rule (the agent serves without pod limits)",
+    "fit_memory": "--fit-memory (the agent serves without pod limits)",
 }
 
 

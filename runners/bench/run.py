@@ -40,6 +40,7 @@ from runners.results.record import Artifacts, Run, utc_now
 from runners.runtimes import axes
 from runners.runtimes.axes import RuntimeKey
 from runners.runtimes.venvs import Runtime
+from runners.serving import cgroups
 from runners.serving.registry import (
     worker_count,
 )
@@ -92,7 +93,10 @@ def server_watch(server: Hosted) -> Callable[[], None]:
     def check() -> None:
         status = server.exit_status()
         if status is not None:
-            raise ServerDied(f"the server died during the run ({status})")
+            local = server.local
+            kills = cgroups.oom_kills(local.cgroup) if local and local.cgroup else None
+            oom = f"; its cgroup counted {kills} OOM kill(s)" if kills else ""
+            raise ServerDied(f"the server died during the run ({status}{oom})", kills)
 
     return check
 
@@ -195,7 +199,7 @@ def base_run(spec: RunSpec, ctx: Context) -> Run:
         variant=options.variant or runner.variant,
         # What the run asks for; the server's own count replaces it once it is up
         # (a run whose server never started still needs one: the schema says integer).
-        workers=spec.workers or worker_count(runner.workers, len(options.placement.server)),
+        workers=spec.workers or worker_count(runner.workers, rule_cpus(spec, options)),
         threads=spec.threads or runner.threads,
         gc=spec.runtime.gc or runner.gc,
         middleware=options.middleware,
@@ -216,7 +220,15 @@ def base_run(spec: RunSpec, ctx: Context) -> Run:
         loadgen_processes=options.loadgen_processes + options.expect_workers
         if options.loadgen_processes > 1 or options.expect_workers
         else 1,
+        pod=spec.pod.record(None if spec.workers else rule_cpus(spec, options))
+        if options.pods
+        else None,
     )
+
+
+def rule_cpus(spec: RunSpec, options: Options) -> int:
+    """The CPUs the run's worker rule reads (``runners.bench.pods.PodSpec.rule_cpus``)."""
+    return spec.pod.rule_cpus(len(options.placement.server))
 
 
 def artifacts(spec: RunSpec, ctx: Context) -> Artifacts:
@@ -254,6 +266,8 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
         python=ctx.runtime(spec).python,
         gc=spec.runtime.gc,
         subject=ctx.subject,
+        limits=spec.pod.limits,
+        rule_cpus=spec.pod.host_cpus(),
     )
     config, early_url = ctx.hosting.reserve(config)
     try:
@@ -298,6 +312,7 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
             loadgen_ceiling_share=share,
             capacity=measured.capacity,
             soak_series=measured.soak_series,
+            hold=measured.hold,
             flags=tuple(flags),
             notes=tuple(notes_for(flags)),
             events=tuple(measured.incidents.events()) or None,
@@ -313,4 +328,10 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
             error=message.splitlines()[0][:500],
             log_tail="\n".join(t for t in tails if t) or None,
         )
+        if isinstance(exc, ServerDied) and exc.oom_kills:
+            # The OOM killer took the master (a preloading master is as large as a
+            # fresh worker): the run failed, and says why.
+            run = dataclasses.replace(
+                run, flags=("oom-killed",), notes=tuple(notes_for(["oom-killed"]))
+            )
     return dataclasses.replace(run, artifacts=artifacts(spec, ctx))

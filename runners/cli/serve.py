@@ -35,13 +35,21 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from runners import REPO_ROOT
-from runners.cli.args import Parser, UsageError, follow_log
+from runners.cli.args import (
+    Parser,
+    UsageError,
+    follow_log,
+    format_size,
+    parse_cores,
+    parse_size,
+)
 from runners.cli.signals import ignore_stop_signals, stop_on_signals
 from runners.project.errors import ProjectError
 from runners.project.options import ProjectTarget, add_project_options, project_target
 from runners.project.serving import ServedProject, serve_target
 from runners.runtimes.venvs import server_python
-from runners.serving import preflight, supervisor
+from runners.serving import cgroups, preflight, supervisor
+from runners.serving.cgroups import Limits
 from runners.serving.commands import Settings, check
 from runners.serving.cpus import Placement, available_cpus, format_cpus, placement_from
 from runners.serving.net import check_port_free
@@ -99,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="interpreter for the server: a version (found on PATH or in pyenv) or a path, run "
         "from a virtual environment with the locked versions (default: this Python, as is)",
     )
+    parser.add_argument(
+        "--memory-limit", metavar="SIZE", help="a memory limit on the server's cgroup, e.g. 512MiB"
+    )
+    parser.add_argument(
+        "--cpu-limit",
+        metavar="CORES",
+        help="a CFS CPU quota on the server's cgroup, e.g. 1.5 (the worker rule reads ceil(CORES))",
+    )
     parser.add_argument("--log", type=Path, help="server log file (default .data/logs/RUNNER.log)")
     parser.add_argument("--no-prepare", action="store_true", help="skip migrate + seed")
     parser.add_argument("--quiet", action="store_true", help="do not echo the server log")
@@ -132,6 +148,11 @@ def _banner(
         f"  cpus:    {placement.describe()}",
         f"  log:     {server.log_path}",
     ]
+    if server.cgroup is not None:
+        limits = server.cgroup.limits
+        memory = format_size(limits.memory_bytes) if limits.memory_bytes else "no memory limit"
+        cpu = f"{limits.cpu_cores:g} CPU" if limits.cpu_cores else "no CPU limit"
+        lines.append(f"  cgroup:  {server.cgroup.memory} ({memory}, {cpu})")
     if server.upstream_url:
         lines.append(f"  upstream: {server.upstream_url}")
     lines.append("Ctrl-C to stop.")
@@ -185,9 +206,11 @@ def validate(
     for value, what in ((args.workers, "workers"), (args.threads, "threads")):
         if value is not None and value < 1:
             raise UsageError(f"--{what} {value}: must be a whole number >= 1")
+    args.limits = limits_of(args)
     workers = args.workers
     if workers is None:
-        workers = worker_count(runner.workers, len(placement.server or available_cpus()))
+        pinned = len(placement.server or available_cpus())
+        workers = worker_count(runner.workers, args.limits.cpus or pinned)
     threads = args.threads if args.threads is not None else runner.threads
     settings = Settings(args.host, args.port or 1, workers, threads, gc=args.gc or runner.gc)
     try:
@@ -213,6 +236,18 @@ def validate(
                 f"$DATABASE_URL {preflight.redact(url)}: {problem} "
                 "(accepted: unset or empty for SQLite, or a reachable postgres:// URL)"
             )
+
+
+def limits_of(args: argparse.Namespace) -> Limits:
+    """``--memory-limit`` and ``--cpu-limit``, checked (a cgroup must be possible here)."""
+    memory = parse_size(args.memory_limit, "--memory-limit") if args.memory_limit else None
+    cpu = parse_cores(args.cpu_limit) if args.cpu_limit else None
+    limits = Limits(memory, cpu)
+    if limits != cgroups.NO_LIMITS and not cgroups.support().available:
+        raise UsageError(
+            f"--memory-limit/--cpu-limit: no cgroup can be made here ({cgroups.support().reason})"
+        )
+    return limits
 
 
 def check_port(args: argparse.Namespace, runner: Runner) -> None:
@@ -267,6 +302,7 @@ def server_config(
         python=args.python,
         with_upstream=args.with_upstream,
         upstream_cpus=placement.loadgen,
+        limits=args.limits,
     )
     if served is None:
         return config

@@ -1,6 +1,7 @@
 """``python -m runners.plan RESULTS_DIR... --cores N --memory SIZE [--slo-p99 MS]
-[--headroom PCT]`` (``tox -e plan -- ...``): the capacity plan of a host from a
-worker sweep.
+[--headroom PCT] [--pod-memory SIZE --pod-cpu CORES [--price-vcpu-hour X
+--price-gib-hour Y]]`` (``tox -e plan -- ...``): the capacity plan of a host from a
+worker sweep and, with a pod's limits, the pods (``runners.plan.pods``).
 
 Exit status 0 with the plan printed and written; 2 with one line on stderr for
 a bad option, an unreadable results folder, or folders without a sweep (no
@@ -10,35 +11,20 @@ written.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from runners.cli.args import Parser, UsageError
+from runners.cli.args import Parser, UsageError, parse_cores
+from runners.cli.args import parse_size as parse_size  # re-exported: sizes were parsed here
 from runners.plan.model import Host, build_models, plan
 from runners.plan.observe import growth, observations
-from runners.plan.output import print_plan, write_plan
+from runners.plan.output import print_plan, print_pods, write_plan
+from runners.plan.pods import PodShape, Prices, plan_pods
 from runners.results.document import Results, ResultsError, read_results, results_path
 
 PROG = "python -m runners.plan"
 DEFAULT_HEADROOM = 10.0
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """``32GiB``, ``32G``, ``32Gi`` (binary), ``32GB`` (decimal), ``512MiB``... -> bytes."""
-    match = _SIZE.match(text)
-    if match is None or not match.group(2):
-        raise UsageError(f"--memory: {text!r} is not a size with a unit (e.g. 32GiB, 512MiB, 64G)")
-    number, prefix, binary, byte = match.groups()
-    power = "kmgt".index(prefix.lower()) + 1
-    base = 1000 if byte and not binary else 1024
-    size = int(float(number) * base**power)
-    if size <= 0:
-        raise UsageError(f"--memory: {text!r} is not a positive size")
-    return size
 
 
 def parser() -> Parser:
@@ -59,7 +45,38 @@ def parser() -> Parser:
         help=f"percent of the memory kept free (default {DEFAULT_HEADROOM:g})",
     )
     p.add_argument("--no-report", action="store_true", help="do not rebuild the HTML report")
+    p.add_argument(
+        "--pod-memory", metavar="SIZE", help="plan pods of this memory limit, e.g. 512MiB"
+    )
+    p.add_argument("--pod-cpu", metavar="CORES", help="the pods' CPU limit, e.g. 1 or 500m")
+    p.add_argument(
+        "--price-vcpu-hour", metavar="X", help="what a vCPU-hour costs: gives cost per million"
+    )
+    p.add_argument("--price-gib-hour", metavar="Y", help="what a GiB-hour of memory costs")
     return p
+
+
+def pod_of(memory: str | None, cpu: str | None) -> PodShape | None:
+    """``--pod-memory`` and ``--pod-cpu`` (both or neither)."""
+    if memory is None and cpu is None:
+        return None
+    if memory is None or cpu is None:
+        raise UsageError("--pod-memory and --pod-cpu: a pod needs both")
+    return PodShape(parse_size(memory, "--pod-memory"), parse_cores(cpu, "--pod-cpu"))
+
+
+def prices_of(vcpu: str | None, gib: str | None, pod: PodShape | None) -> Prices | None:
+    """``--price-vcpu-hour`` and ``--price-gib-hour`` (both or neither, with a pod)."""
+    if vcpu is None and gib is None:
+        return None
+    if vcpu is None or gib is None or pod is None:
+        raise UsageError(
+            "--price-vcpu-hour and --price-gib-hour: give both, with --pod-memory and --pod-cpu"
+        )
+    values = (_number(vcpu, "--price-vcpu-hour"), _number(gib, "--price-gib-hour"))
+    if any(v < 0 or v != v for v in values):
+        raise UsageError("--price-vcpu-hour/--price-gib-hour: prices are numbers >= 0")
+    return Prices(*values)
 
 
 def _number(text: str, option: str) -> float:
@@ -93,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
         host = host_of(args.cores, args.memory, args.headroom, args.slo_p99)
+        pod = pod_of(args.pod_memory, args.pod_cpu)
+        prices = prices_of(args.price_vcpu_hour, args.price_gib_hour, pod)
         results = load(args.dirs)
         obs = observations(results, host.slo_p99_ms)
         if not any(m.memory is not None for m in build_models(obs)):
@@ -106,7 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     folders = [results_path(d).parent for d in args.dirs]
     doc = plan(obs, growth(results, folders), host, [str(f) for f in folders])
+    if pod is not None:
+        doc["pods"] = plan_pods(build_models(obs), pod, host, prices)
     print_plan(doc)
+    print_pods(doc)
     try:
         path = write_plan(folders[0], doc)
     except OSError as exc:

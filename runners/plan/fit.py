@@ -137,7 +137,7 @@ class CapacityPoint:
     """The capacity (req/s) of ``workers`` workers on ``cores`` server CPUs."""
 
     workers: int
-    cores: int
+    cores: float
     rps: float
     saturated: bool
     rps_per_cpu_second: float | None = None
@@ -153,14 +153,14 @@ class CapacityFit:
     """How ``per_core`` was found: "runs at saturation" or "requests per CPU-second"."""
     points: int
 
-    def predict(self, workers: int, cores: int) -> float:
+    def predict(self, workers: int, cores: float) -> float:
         return min(workers * self.per_worker, cores * self.per_core)
 
-    def limit(self, workers: int, cores: int) -> str:
+    def limit(self, workers: int, cores: float) -> str:
         """ "cores" when the cores cap ``workers`` workers, else "workers"."""
         return "cores" if workers * self.per_worker >= cores * self.per_core else "workers"
 
-    def saturating_workers(self, cores: int) -> int:
+    def saturating_workers(self, cores: float) -> int:
         """The fewest workers that keep ``cores`` cores busy."""
         needed = cores * self.per_core / self.per_worker
         whole = int(needed)

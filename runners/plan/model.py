@@ -84,6 +84,9 @@ class Model:
     memory_left_out: tuple[int, ...] = ()
     """Worker counts left out of the memory fit: the server ran with another shape
     of processes there (see ``same_shape``)."""
+    working_set: MemoryFit | None = None
+    """The same line through the cgroup's working set, where every run recorded one
+    (``runners.plan.pods`` plans pods with it)."""
 
     @property
     def t(self) -> int:
@@ -96,6 +99,15 @@ class Model:
 
 def _memory_points(obs: Sequence[ConfigObservation]) -> list[MemoryPoint]:
     return [MemoryPoint(o.workers, o.threads or 1, o.pss_peak) for o in obs]
+
+
+def _working_set_fit(obs: Sequence[ConfigObservation]) -> MemoryFit | None:
+    """The memory line through the working set, where every observation has one."""
+    if not obs or any(o.working_set_peak is None for o in obs):
+        return None
+    return fit_memory(
+        [MemoryPoint(o.workers, o.threads or 1, o.working_set_peak or 0.0) for o in obs]
+    )
 
 
 def _capacity_points(obs: Sequence[ConfigObservation]) -> list[CapacityPoint]:
@@ -142,6 +154,7 @@ def build_models(obs: Sequence[ConfigObservation]) -> list[Model]:
                     capacity=fit_capacity(_capacity_points(same)),
                     observed=tuple(sorted(same, key=lambda o: o.workers)),
                     memory_left_out=left_out,
+                    working_set=_working_set_fit(shaped),
                 )
             )
     return models

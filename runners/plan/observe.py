@@ -49,8 +49,8 @@ class ConfigObservation:
     workload: str
     workers: int
     threads: int | None
-    cores: int
-    """Server CPUs of the runs."""
+    cores: float
+    """Server CPUs of the runs (a CPU quota's cores, when under one)."""
     runs: int
     pss_peak: float
     capacity_rps: float | None
@@ -66,6 +66,8 @@ class ConfigObservation:
     masters: int = 1
     """Processes besides the workers (a master, helpers) at that sample: a server
     may run differently at one worker (uvicorn --workers 1 has no master)."""
+    working_set_peak: float | None = None
+    """The peak of the server's cgroup working set, where every run recorded one."""
 
     @property
     def key(self) -> tuple[str, str, int, int | None]:
@@ -89,14 +91,20 @@ def runner_label(run: Run) -> str:
     return f"{run.runner} ({', '.join(qualifiers)})" if qualifiers else run.runner
 
 
-def _cores(run: Run) -> int:
-    return len(run.server_cpus) if run.server_cpus else 1
+def _cores(run: Run) -> float:
+    """The server's CPUs: those pinned, or fewer under a CPU quota (``--cpu-limit``)."""
+    pinned = len(run.server_cpus) if run.server_cpus else 1
+    quota = run.pod.cpu_limit_cores if run.pod is not None else None
+    return min(pinned, quota) if quota else pinned
 
 
 def _saturated(run: Run) -> bool:
     if run.capacity is not None and run.capacity.bound == "server-cpu":
         return True
-    return (run.server_cpu_percent or 0.0) >= SERVER_CPU_PERCENT
+    busy = run.server_cpu_percent or 0.0
+    pinned = len(run.server_cpus) if run.server_cpus else 1
+    # Under a CPU quota, busy against the CPUs it could use (the quota's share of the pinned).
+    return busy * pinned / _cores(run) >= SERVER_CPU_PERCENT
 
 
 def _capacity(run: Run, slo_p99_ms: float | None) -> tuple[float | None, str | None]:
@@ -132,6 +140,16 @@ def _split(run: Run) -> tuple[float | None, float | None, int]:
         statistics.fmean(workers) if workers else None,
         len(masters),
     )
+
+
+def _working_set(runs: Sequence[Run]) -> float | None:
+    """The runs' mean peak working set (None unless every run's cgroup recorded it)."""
+    peaks = [
+        r.memory.cgroup.working_set_peak_bytes
+        for r in runs
+        if r.memory is not None and r.memory.cgroup is not None
+    ]
+    return statistics.fmean(peaks) if peaks and len(peaks) == len(runs) else None
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -176,6 +194,7 @@ def observations(results: Sequence[Results], slo_p99_ms: float | None) -> list[C
                 master_pss=_mean(m for m, _, _ in splits),
                 worker_pss=_mean(w for _, w, _ in splits),
                 masters=max(c for _, _, c in splits),
+                working_set_peak=_working_set(runs),
             )
         )
     out.sort(key=lambda o: (o.workload, o.runner, o.threads or 0, o.workers))

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from runners.results.document import PLAN_NAME, write_json_atomic
-from runners.results.figures import GIB
+from runners.results.figures import GIB, MIB
 
 JSON = dict[str, Any]
 
@@ -131,20 +131,95 @@ def print_plan(doc: JSON, out: TextIO = sys.stdout) -> None:
         console.print(line, markup=False, highlight=False)
 
 
+def _columns(rows: list[tuple[str, ...]], out: TextIO) -> None:
+    """Plain columns, the first row a header underlined."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+        if n == 0:
+            print("  ".join("-" * w for w in widths), file=out)
+
+
 def _print_plain(doc: JSON, out: TextIO) -> None:
     for workload in doc["workloads"]:
-        rows = [HEADERS, *rows_of(workload)]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(HEADERS))]
         print(title_of(doc, workload), file=out)
-        for n, row in enumerate(rows):
-            print(
-                "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out
-            )
-            if n == 0:
-                print("  ".join("-" * w for w in widths), file=out)
+        _columns([HEADERS, *rows_of(workload)], out)
         print(file=out)
     for line in footer(doc):
         print(line, file=out)
+
+
+POD_HEADERS = (
+    "runner",
+    "workers/pod",
+    "threads",
+    "capacity/pod req/s",
+    "memory/pod MiB",
+    "memory from",
+    "limit",
+    "pods/node",
+    "node req/s",
+    "cost/1M req",
+    "host rule",
+)
+
+
+def pod_rows(workload: JSON) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for row in workload["rows"]:
+        trap = row["host_rule"]
+        cost = row["cost_per_million"]
+        out.append(
+            (
+                row["runner"],
+                str(row["workers"]),
+                "—" if row["threads"] is None else str(row["threads"]),
+                f"{row['capacity_rps']:,.0f}",
+                f"{row['memory_bytes'] / MIB:,.0f}",
+                row["memory_basis"],
+                row["limit"],
+                str(row["pods_per_node"]),
+                f"{row['node_capacity_rps']:,.0f}",
+                "—" if cost is None else f"{cost:.4f}",
+                f"{trap['workers']}: {trap['memory_bytes'] / MIB:,.0f} MiB"
+                + (" OOM" if trap["oom"] else ""),
+            )
+        )
+    return out
+
+
+def print_pods(doc: JSON, out: TextIO | None = None) -> None:
+    """The pods section of the plan, when asked for (``--pod-memory``/``--pod-cpu``)."""
+    pods = doc.get("pods")
+    if pods is None:
+        return
+    out = out or sys.stdout
+    host = doc["host"]
+    prices = pods["prices"]
+    price = (
+        f"; prices {prices['vcpu_hour']:g}/vCPU-hour, {prices['gib_hour']:g}/GiB-hour "
+        f"(a pod-hour {pods['pod_hour_cost']:.4f})"
+        if prices
+        else ""
+    )
+    print(file=out)
+    for workload in pods["workloads"]:
+        print(
+            f"{workload['workload']}: pods of {pods['memory_bytes'] / MIB:,.0f} MiB and "
+            f"{pods['cpu_cores']:g} CPU, {pods['headroom']:.0%} headroom; "
+            f"{pods['pods_per_node']} per node of {host['cores']} cores, "
+            f"{host['memory_bytes'] / GIB:g} GiB{price}",
+            file=out,
+        )
+        _columns([POD_HEADERS, *pod_rows(workload)], out)
+        for skip in workload["skipped"]:
+            print(f"  {skip['runner']} not planned: {skip['reason']}", file=out)
+        print(file=out)
+    print(
+        "host rule: the workers a rule reading the node's cores (os.cpu_count() in a "
+        "container) starts in the pod, and its predicted memory (OOM: over the limit).",
+        file=out,
+    )
 
 
 def write_plan(folder: Path, doc: JSON) -> Path:

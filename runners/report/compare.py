@@ -289,6 +289,16 @@ def environment_rows(env: Environment) -> list[tuple[str, str]]:
     ]
     if env.memory_total_bytes:
         rows.insert(1, ("Memory", f"{int(env.memory_total_bytes) / GIB:.1f} GiB"))
+    if env.cgroups is not None:
+        found = env.cgroups
+        rows.append(
+            (
+                "Server cgroups",
+                f"v{found.version}, under {found.memory_parent}"
+                if found.available
+                else f"none ({found.reason}): PSS only",
+            )
+        )
     if env.server_host is not None:
         # --agent: the servers ran on another host (this one sent the load).
         server_rows = environment_rows(env.server_host)

@@ -36,6 +36,18 @@ def sweep_text(qualifier: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+def pod_text(qualifier: str) -> str:
+    """``mem256Mi`` -> ``256 MiB limit``, ``cpu0.5`` -> ``0.5 CPU``, ``rule-host`` ->
+    ``workers by host cores``; ``mem-none``/``cpu-none`` -> ``no memory/CPU limit``."""
+    if qualifier.startswith("rule-"):
+        return f"workers by {qualifier.removeprefix('rule-')} cores"
+    if qualifier.startswith("mem"):
+        value = qualifier.removeprefix("mem")
+        return "no memory limit" if value == "-none" else f"{value.removesuffix('Mi')} MiB limit"
+    value = qualifier.removeprefix("cpu")
+    return "no CPU limit" if value == "-none" else f"{value} CPU"
+
+
 def runner_label(
     cell: Cell, with_python: bool, with_django: bool = False, with_gc: bool = False
 ) -> str:
@@ -48,6 +60,7 @@ def runner_label(
         for text, on in (
             ("experimental", runner is not None and runner.experimental),
             *((sweep_text(q), True) for q in cell.sweep),
+            *((pod_text(q), True) for q in cell.pod),
             (cell.python, with_python),
             (f"Django {cell.django}", with_django),
             (f"gc {cell.gc}", with_gc),

@@ -35,7 +35,15 @@ from runners.report.compare import environment_rows
 from runners.report.formats import fmt_mib, fmt_ms, fmt_num, fmt_time
 from runners.report.html import chart_scripts
 from runners.report.links import artifact_links
-from runners.report.memory import ProcessShare, peak_sample, process_rows, pss_series
+from runners.report.memory import (
+    ProcessShare,
+    oom_marks,
+    peak_sample,
+    process_rows,
+    pss_series,
+    working_set_sentence,
+    working_set_series,
+)
 from runners.report.micro import asgi_variants, load_micro
 from runners.report.plan import plan_view
 from runners.report.profiles import profile_charts, profile_views
@@ -96,6 +104,17 @@ class PssRow:
     color: str
     points: tuple[tuple[float, float], ...]
     samples: int
+    working_set: tuple[tuple[float, float], ...] = ()
+    """The cgroup's working set over the same samples (MiB); () without a cgroup."""
+    limit_mib: float | None = None
+    oom: tuple[tuple[float, float], ...] = ()
+    """(t, working set) where the cgroup counted new OOM kills."""
+    oom_kills: int | None = None
+    """OOM kills of the whole run (None: no cgroup, or not counted)."""
+
+    @property
+    def working_set_peak(self) -> float | None:
+        return max((y for _, y in self.working_set), default=None)
 
     @property
     def start(self) -> float:
@@ -137,6 +156,8 @@ class WorkloadView:
     pss_rows: tuple[PssRow, ...]
     rpg_height: int
     mem_height: int
+    memory_sentences: tuple[str, ...] = ()
+    """Where a run's cgroup working set and its summed PSS differ, which part explains it."""
 
     @property
     def at(self) -> str:
@@ -391,22 +412,72 @@ def pss_rows(
         points = pss_series(run.memory) if run is not None else []
         if run is not None and run.memory is not None and points:
             label = label_of(cell)
-            rows.append(PssRow(label, colors[label], tuple(points), len(run.memory.samples)))
+            cgroup = run.memory.cgroup
+            limit = cgroup.limit_bytes if cgroup is not None else None
+            rows.append(
+                PssRow(
+                    label,
+                    colors[label],
+                    tuple(points),
+                    len(run.memory.samples),
+                    working_set=tuple(working_set_series(run.memory)),
+                    limit_mib=round(limit / MIB, 1) if limit else None,
+                    oom=tuple(oom_marks(run.memory)),
+                    oom_kills=cgroup.oom_kills_total if cgroup is not None else None,
+                )
+            )
     return tuple(rows)
 
 
+def memory_sentences(cells: Sequence[Cell], label_of: Labeler) -> tuple[str, ...]:
+    """One sentence per run whose cgroup working set and summed PSS differ by more than
+    ``WORKING_SET_GAP`` (``runners.report.memory.working_set_sentence``)."""
+    out = []
+    for cell in cells:
+        for run in cell.ok_runs:
+            label = label_of(cell) + (f", repeat {run.repeat}" if len(cell.runs) > 1 else "")
+            sentence = working_set_sentence(label, run.memory)
+            if sentence is not None:
+                out.append(sentence)
+    return tuple(out)
+
+
+def _xy(points: Sequence[tuple[float, float]]) -> list[JSON]:
+    return [{"x": x, "y": y} for x, y in points]
+
+
 def _pss_chart(rows: Sequence[PssRow]) -> JSON:
-    """Summed PSS over time, one line per runner."""
+    """Summed PSS over time, one line per runner; where a cgroup was read, its working set
+    (dashed), its memory limit (dotted) and its OOM kills (crosses) beside it."""
+    datasets: list[JSON] = []
+    for row in rows:
+        datasets.append({"label": row.label, "data": _xy(row.points), "color": row.color})
+        if row.working_set:
+            datasets.append(
+                {
+                    "label": f"{row.label} working set",
+                    "data": _xy(row.working_set),
+                    "color": row.color,
+                    "kind": "working-set",
+                }
+            )
+        if row.limit_mib is not None and row.points:
+            ends = (row.points[0][0], row.points[-1][0])
+            datasets.append(
+                {
+                    "label": f"{row.label} limit",
+                    "data": _xy([(t, row.limit_mib) for t in ends]),
+                    "color": row.color,
+                    "kind": "limit",
+                }
+            )
+        if row.oom:
+            datasets.append({"label": "OOM kill", "data": _xy(row.oom), "kind": "oom"})
+    cgroups = any(row.working_set for row in rows)
     return {
         "kind": "pssTime",
-        "datasets": [
-            {
-                "label": row.label,
-                "data": [{"x": x, "y": y} for x, y in row.points],
-                "color": row.color,
-            }
-            for row in rows
-        ],
+        "datasets": datasets,
+        "yTitle": "MiB (PSS solid, working set dashed)" if cgroups else "summed PSS (MiB)",
     }
 
 
@@ -437,6 +508,7 @@ def workload_view(
         concurrency=concurrency_rows(cells, order, label_of, colors),
         memory_rows=processes,
         pss_rows=pss_rows(at_top, label_of, colors),
+        memory_sentences=memory_sentences(at_top, label_of),
         # Room for the legend under the bars when the chart draws bands.
         rpg_height=_bar_height(len(order), len(levels)) + 30,
         mem_height=_bar_height(len(processes)),

@@ -109,8 +109,9 @@ def django_label(run: Run, packages: dict[str, str | None] | None) -> str:
     return str(packages.get("django") or packages.get("Django") or "")
 
 
-CellKey = tuple[str, int, str, str, str, str, tuple[str, ...]]
-"""(workload, users, runner, python label, Django version, gc mode, sweep qualifiers)."""
+CellKey = tuple[str, int, str, str, str, str, tuple[str, ...], tuple[str, ...]]
+"""(workload, users, runner, python label, Django version, gc mode, sweep qualifiers,
+pod qualifiers)."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,9 @@ class Cell:
     """The same per GiB, each repeat's ends over its own PSS peak."""
     lower_bound: bool = False
     """Some repeat's figure is a lower bound: the cell's band is open above (``≥ X``)."""
+    pod: tuple[str, ...] = ()
+    """Pods of several limits or worker rules: ``("mem256Mi", "rule-host")``
+    (``Run.pod_qualifiers``); () otherwise."""
 
     @property
     def key(self) -> CellKey:
@@ -167,6 +171,7 @@ class Cell:
             self.django,
             self.gc,
             self.sweep,
+            self.pod,
         )
 
     @property
@@ -289,6 +294,7 @@ def make_cell(runs: Sequence[Run], python: str, django: str) -> Cell:
         capacity_band=union(capacity_band(r) for r in ok),
         capacity_band_per_gib=union(capacity_band_per_gib(r) for r in ok),
         lower_bound=lower_bound,
+        pod=first.pod_qualifiers,
     )
 
 
@@ -310,6 +316,7 @@ def aggregate(
             django_label(run, packages),
             run.gc,
             run.sweep,
+            run.pod_qualifiers,
         )
         groups.setdefault(key, []).append(run)
     return [make_cell(group, key[3], key[4]) for key, group in groups.items()]
@@ -386,7 +393,8 @@ def summarize(cells: Sequence[Cell]) -> list[CellSummary]:
     seen: dict[tuple[str | int, ...], list[set[str]]] = {}
     for cell, runtime in zip(cells, runtimes, strict=True):
         values = seen.setdefault(
-            (cell.runner, cell.workload, cell.users, *cell.sweep), [set(), set(), set()]
+            (cell.runner, cell.workload, cell.users, *cell.sweep, *cell.pod),
+            [set(), set(), set()],
         )
         for found, value in zip(values, runtime, strict=True):
             found.add(value)
@@ -405,7 +413,12 @@ def _summary(cell: Cell, runtime: tuple[str, str, str], varying: list[bool]) -> 
     p99 = cell.latency["p99"]
     return CellSummary(
         id="/".join(
-            [f"{cell.runner}/{cell.workload}/{load_key(cell.users)}", *cell.sweep, *qualifiers]
+            [
+                f"{cell.runner}/{cell.workload}/{load_key(cell.users)}",
+                *cell.sweep,
+                *cell.pod,
+                *qualifiers,
+            ]
         ),
         runner=cell.runner,
         workload=cell.workload,

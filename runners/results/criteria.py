@@ -57,3 +57,11 @@ processes used enough CPU to move the figures (``runners.sampling.interference``
 STEAL_SHARE = 0.05
 """Above this share of the window on the server's or the load generator's CPUs, the
 hypervisor took enough of their time to move the figures (``runners.sampling.cpustat``)."""
+WORKING_SET_GAP = 0.10
+"""A run whose cgroup working set and summed PSS differ by more than this share gets a
+sentence in the report saying which part explains it."""
+FIT_HOLD_S = 30.0
+"""``--fit-memory`` without ``--soak``: how long each trial holds its capacity rate."""
+FIT_MAX_WORKERS = 16
+"""``--fit-memory`` never tries more workers than this (nor more than the idle footprint
+allows)."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from runners.results.cells import CellSummary, aggregate, mark_noisy, summarize
 from runners.results.codec import Record, optional
+from runners.results.pods import PodFit
 from runners.results.record import PythonInfo, Run, utc_now
 from runners.results.schema import SCHEMA_VERSION, first_error, validation_errors
 from runners.vocabulary import GcMode, Load, Variant
@@ -125,6 +126,18 @@ class ProjectInfo(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CgroupSupport(Record):
+    """Whether the servers ran in cgroups of their own (``runners.serving.cgroups``), and
+    why not: then a run's memory is PSS only."""
+
+    available: bool
+    version: int | None = None
+    memory_parent: str | None = None
+    cpu_parent: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Environment(Record):
     """What the benchmark ran on (``runners.results.environment.capture``)."""
 
@@ -149,6 +162,8 @@ class Environment(Record):
     """``--agent``: the environment of the servers' host (this block is the load host's)."""
     project: ProjectInfo | None = optional(None)
     """``--project``: the user's project that was served instead of the built-in app."""
+    cgroups: CgroupSupport | None = optional(None)
+    """Whether the servers ran in cgroups of their own (absent in older files)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,6 +210,11 @@ class Matrix(Record):
     arrival: str | None = optional(None)
     loadgen_processes: int | None = optional(None)
     expect_workers: int | None = optional(None)
+    memory_limits: tuple[int | None, ...] | None = optional(None)
+    """``--memory-limit``: bytes per pod (None: no limit), a run each."""
+    cpu_limits: tuple[float | None, ...] | None = optional(None)
+    worker_rules: tuple[str, ...] | None = optional(None)
+    fit_memory_bytes: int | None = optional(None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,6 +244,8 @@ class Results(Record):
     micro: str | None = optional("")
     """The pyperf JSON file of the micro-benchmarks, relative to the folder; None when
     they were asked for and failed; '' (no key) when they were not asked for."""
+    fits: tuple[PodFit, ...] = optional(())
+    """``--fit-memory``: the most workers that fit per runner and workload."""
     interrupted: bool = optional(False)
     schema_errors: tuple[str, ...] = optional(())
     """Set by the driver if it ever wrote a file that did not match the schema."""

@@ -18,9 +18,10 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from runners import REPO_ROOT
-from runners.results.document import CpuPlacement, Environment
+from runners.results.document import CgroupSupport, CpuPlacement, Environment
 from runners.results.record import PythonInfo
 from runners.runtimes.releases import package_versions
+from runners.serving import cgroups
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
@@ -92,6 +93,19 @@ def python_info(executable: str = sys.executable) -> PythonInfo:
     )
 
 
+def cgroup_support() -> CgroupSupport:
+    """Whether this host gives each server a cgroup (``runners.serving.cgroups``), and why not."""
+    found = cgroups.support()
+    where = found.hierarchy
+    return CgroupSupport(
+        available=where is not None,
+        version=where.version if where is not None else None,
+        memory_parent=str(where.memory) if where is not None else None,
+        cpu_parent=str(where.cpu) if where is not None and where.cpu is not None else None,
+        reason=found.reason,
+    )
+
+
 def capture(
     *,
     placement: CpuPlacement,
@@ -121,4 +135,5 @@ def capture(
         git_commit=commit,
         git_dirty=dirty,
         memory_total_bytes=memory_total_bytes(),
+        cgroups=cgroup_support(),
     )

@@ -245,6 +245,20 @@ FLAGS: dict[str, Flag] = {
             unranked=True,
         ),
         Flag(
+            "oom-killed",
+            help="the kernel OOM-killed a process of the server at its cgroup's memory limit "
+            "(--memory-limit): the figures include the lost requests and the restart",
+            note=(
+                "the kernel OOM-killed a process of the server at its cgroup's memory limit, as "
+                "a container platform would (see the run's memory.cgroup.oom_kills and events): "
+                "the requests it was serving failed, and a pre-fork master started a new worker "
+                "(worker-restarted). The pod does not fit its limit under this load: give it "
+                "more memory (--memory-limit), fewer workers (--fit-memory finds how many fit), "
+                "or recycle workers (gunicorn --max-requests)"
+            ),
+            unranked=True,
+        ),
+        Flag(
             "profiled",
             help="run with --profile or --memory-profile: the profiler slowed the server "
             "(json: tracemalloc by 67-84 %, py-spy by 6-47 %), so its figures are not comparable",

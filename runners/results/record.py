@@ -40,7 +40,9 @@ from typing import Any, Literal
 
 from runners.results.codec import Record, optional
 from runners.results.figures import cpu_percent, per_cpu_second, per_gib
+from runners.results.pods import Hold, Pod
 from runners.results.profiles import Breakdown, CpuProfile, MemoryProfile, SoakBreakdown
+from runners.sampling.cgroupmem import CgroupReading
 from runners.sampling.memory import ProcessMemory, TreeSample
 from runners.vocabulary import Bound, Family, GcMode, Interface, Load, Role, Variant
 
@@ -64,6 +66,27 @@ def run_id(runner: str, workload: str, users: int, repeat: int) -> str:
 def sweep_qualifiers(workers: int | None, threads: int | None) -> tuple[str, ...]:
     """What a worker sweep adds to a run id: ``w4`` and ``t8`` for the counts that vary."""
     return tuple(f"{prefix}{count}" for prefix, count in (("w", workers), ("t", threads)) if count)
+
+
+def pod_qualifiers(
+    memory_limit: int | None, cpu_limit: float | None, rule: str | None
+) -> tuple[str, ...]:
+    """What a pod's limits add to a run id when they vary: ``mem256Mi`` (``mem-none``),
+    ``cpu0.5`` (``cpu-none``), ``rule-host``; a dimension that does not vary is None
+    here (``rule``: None) and adds nothing. ``memory_limit`` 0 stands for "no limit"."""
+    out = []
+    if memory_limit is not None:
+        out.append(f"mem{memory_limit // 2**20}Mi" if memory_limit else "mem-none")
+    if cpu_limit is not None:
+        out.append(f"cpu{cpu_limit:g}" if cpu_limit else "cpu-none")
+    if rule is not None:
+        out.append(f"rule-{rule}")
+    return tuple(out)
+
+
+def is_pod_qualifier(text: str) -> bool:
+    """``mem256Mi``, ``cpu0.5``, ``rule-host`` (never a runtime or sweep qualifier)."""
+    return text.startswith(("mem", "cpu", "rule-"))
 
 
 def is_sweep_qualifier(text: str) -> bool:
@@ -148,10 +171,16 @@ class MemorySample(Record):
     shared: int | None = optional(None)
     cpu_seconds: float | None = optional(None)
     processes: tuple[ProcessSample, ...] = ()
+    usage: int | None = optional(None)
+    """The server's cgroup at the same instant: its usage, working set and the OOM kills
+    since it was made (absent without a cgroup, and in older files)."""
+    working_set: int | None = optional(None)
+    oom_kills: int | None = optional(None)
 
     @classmethod
     def from_tree(cls, sample: TreeSample) -> MemorySample:
         """One element of ``memory.samples``: the sampler's reading of the tree."""
+        cgroup = sample.cgroup
         return cls(
             t=round(sample.t, 3),
             rss=sample.rss,
@@ -160,6 +189,9 @@ class MemorySample(Record):
             shared=sample.shared,
             cpu_seconds=round(sample.cpu_seconds, 3),
             processes=tuple(ProcessSample.from_process(p) for p in sample.processes),
+            usage=cgroup.usage if cgroup is not None else None,
+            working_set=cgroup.working_set if cgroup is not None else None,
+            oom_kills=cgroup.oom_kills if cgroup is not None else None,
         )
 
     @property
@@ -168,6 +200,92 @@ class MemorySample(Record):
         if self.pss is not None:
             return self.pss
         return sum(p.pss for p in self.processes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CgroupMemory(Record):
+    """The server's cgroup over the measured window, beside PSS: what a container
+    platform charges, limits and OOM-kills by (``runners.sampling.cgroupmem``). Bytes.
+
+    The parts (anon ... pss_shmem) are those of the sample with the highest working
+    set, where the tree's summed PSS and its split by backing were read too."""
+
+    version: int
+    limit_bytes: int | None = None
+    usage_peak_bytes: int
+    usage_mean_bytes: int
+    working_set_peak_bytes: int
+    """Usage minus inactive file cache (cAdvisor's ``container_memory_working_set_bytes``)."""
+    working_set_mean_bytes: int
+    peak_bytes: int | None = optional(None)
+    """The kernel's peak of usage (v1 ``max_usage_in_bytes``, v2 ``memory.peak``)."""
+    peak_scope: str | None = optional(None)
+    """``window``: the peak over the window; ``cgroup``: since the cgroup was made."""
+    anon_bytes: int
+    file_bytes: int
+    """Page cache charged to the cgroup, shmem included."""
+    active_file_bytes: int
+    inactive_file_bytes: int
+    shmem_bytes: int
+    kernel_bytes: int | None = None
+    """Kernel memory charged to the cgroup (slab, sockets, page tables, stacks)."""
+    slab_bytes: int | None = optional(None)
+    sock_bytes: int | None = optional(None)
+    pagetables_bytes: int | None = optional(None)
+    pss_bytes: int
+    pss_anon_bytes: int
+    pss_file_bytes: int
+    pss_shmem_bytes: int
+    oom_kills: int | None = None
+    """OOM kills in the window (None: this kernel does not count them)."""
+    oom_kills_total: int | None = optional(None)
+    """OOM kills since the cgroup was made, at the window's end: the whole run's."""
+    limit_hits: int | None = optional(None)
+
+    @classmethod
+    def from_samples(
+        cls,
+        samples: Sequence[TreeSample],
+        *,
+        version: int,
+        limit_bytes: int | None = None,
+        peak_bytes: int | None = None,
+        peak_scope: str | None = None,
+        oom_kills: int | None = None,
+        oom_kills_total: int | None = None,
+    ) -> CgroupMemory | None:
+        """The window's cgroup figures from the samples that read it (None: none did)."""
+        read = [(s, s.cgroup) for s in samples if s.cgroup is not None]
+        if not read:
+            return None
+        at, top = max(read, key=lambda pair: pair[1].working_set)
+        readings: list[CgroupReading] = [c for _, c in read]
+        return cls(
+            version=version,
+            limit_bytes=limit_bytes,
+            usage_peak_bytes=max(c.usage for c in readings),
+            usage_mean_bytes=_mean(c.usage for c in readings),
+            working_set_peak_bytes=top.working_set,
+            working_set_mean_bytes=_mean(c.working_set for c in readings),
+            peak_bytes=peak_bytes,
+            peak_scope=peak_scope,
+            anon_bytes=top.anon,
+            file_bytes=top.file,
+            active_file_bytes=top.active_file,
+            inactive_file_bytes=top.inactive_file,
+            shmem_bytes=top.shmem,
+            kernel_bytes=top.kernel,
+            slab_bytes=top.slab,
+            sock_bytes=top.sock,
+            pagetables_bytes=top.pagetables,
+            pss_bytes=at.pss,
+            pss_anon_bytes=at.pss_part("anon"),
+            pss_file_bytes=at.pss_part("file"),
+            pss_shmem_bytes=at.pss_part("shmem"),
+            oom_kills=oom_kills,
+            oom_kills_total=oom_kills_total if oom_kills_total is not None else top.oom_kills,
+            limit_hits=readings[-1].limit_hits,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,6 +303,8 @@ class Memory(Record):
     """CPU seconds of the tree between the first and the last sample."""
     sampler_cpu_percent: float | None = None
     samples: tuple[MemorySample, ...] = ()
+    cgroup: CgroupMemory | None = optional(None)
+    """The server's cgroup over the window (absent without one, and in older files)."""
 
     @classmethod
     def from_samples(
@@ -192,6 +312,7 @@ class Memory(Record):
         samples: Sequence[TreeSample],
         cpu_seconds: float | None = None,
         sampler_cpu_percent: float | None = None,
+        cgroup: CgroupMemory | None = None,
     ) -> Memory:
         """The window's memory from the sampler's readings: peaks and means of the
         per-sample sums; ``cpu_seconds`` defaults to the tree's CPU between the first and
@@ -213,6 +334,7 @@ class Memory(Record):
                 None if sampler_cpu_percent is None else round(sampler_cpu_percent, 3)
             ),
             samples=tuple(MemorySample.from_tree(s) for s in samples),
+            cgroup=cgroup,
         )
 
 
@@ -472,6 +594,10 @@ class Run(Record):
     """New TCP connections Locust opened to the server in the measured window."""
     connections_per_request: float | None = optional(None)
     """``connections`` / ``requests``: about 1 for a server that closes every connection."""
+    pod: Pod | None = optional(None)
+    """The limits it ran under (absent: none asked for)."""
+    hold: Hold | None = optional(None)
+    """``--fit-memory``: the capacity rate held through the soak (absent otherwise)."""
 
     @property
     def ok(self) -> bool:
@@ -486,6 +612,11 @@ class Run(Record):
     def sweep(self) -> tuple[str, ...]:
         """The worker and thread qualifiers of a sweep's run: ``("w4",)``; () otherwise."""
         return tuple(q for q in self.qualifiers if is_sweep_qualifier(q))
+
+    @property
+    def pod_qualifiers(self) -> tuple[str, ...]:
+        """The pod qualifiers of its id (``mem256Mi``, ``cpu0.5``, ``rule-host``)."""
+        return tuple(q for q in self.qualifiers if is_pod_qualifier(q))
 
     def failed(self, error: str, log_tail: str | None) -> Run:
         """This run as failed: the error, the logs' tail and the empty figures."""

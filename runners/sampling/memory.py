@@ -7,9 +7,13 @@ generator and the upstream are not in it) is read from ``/proc`` directly:
   Private_Dirty + Private_Hugetlb``, as psutil computes it), all from the same
   page-table walk, so ``USS <= PSS <= RSS`` holds per process. Shared is
   ``RSS - USS``. This is what ``psutil.Process.memory_full_info()`` reads too,
-  minus its extra ``statm`` read and object overhead.
+  minus its extra ``statm`` read and object overhead. Its ``Pss_Anon``, ``Pss_File``
+  and ``Pss_Shmem`` split PSS by backing, so that it can be set beside the cgroup's
+  anon, file and shmem (``runners.sampling.cgroupmem``).
 - the tree itself (parents, states, CPU times, helpers) from ``/proc/PID/stat``,
   walked by ``runners.serving.proctree``.
+- with a ``CgroupReader``, the server's cgroup at the same instant (``TreeSample.cgroup``):
+  usage, working set, its parts and the OOM kills so far.
 
 Summed RSS double-counts the copy-on-write pages forked workers share; summed
 PSS charges each shared page to its sharers in equal parts, so it is the real
@@ -32,12 +36,14 @@ the difference between two samples is the CPU the server used in between.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from runners.sampling.cgroupmem import CgroupReader, CgroupReading
 from runners.serving.proctree import helper_pids, proc_tree, read_proc
 from runners.vocabulary import Role
 
@@ -53,6 +59,9 @@ class ProcessMemory:
     uss: int
     cpu_seconds: float
     helper: bool = False
+    pss_anon: int = 0
+    pss_file: int = 0
+    pss_shmem: int = 0
 
     @property
     def shared(self) -> int:
@@ -67,6 +76,8 @@ class TreeSample:
     t: float
     processes: tuple[ProcessMemory, ...]
     reaped_cpu_seconds: float = 0.0
+    cgroup: CgroupReading | None = None
+    """The server's cgroup at the same instant (None: no cgroup)."""
 
     @property
     def rss(self) -> int:
@@ -79,6 +90,10 @@ class TreeSample:
     @property
     def uss(self) -> int:
         return sum(p.uss for p in self.processes)
+
+    def pss_part(self, part: str) -> int:
+        """Summed ``pss_anon``, ``pss_file`` or ``pss_shmem``."""
+        return sum(int(getattr(p, f"pss_{part}")) for p in self.processes)
 
     @property
     def shared(self) -> int:
@@ -100,18 +115,23 @@ class TreeSample:
 
     def to_json(self) -> dict[str, Any]:
         """The whole sample, for the agent's answers (``from_json`` reads it back)."""
-        return {
+        out: dict[str, Any] = {
             "t": self.t,
             "reaped": self.reaped_cpu_seconds,
             "processes": [asdict(p) for p in self.processes],
         }
+        if self.cgroup is not None:
+            out["cgroup"] = self.cgroup.to_json()
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TreeSample:
+        cgroup = data.get("cgroup")
         return cls(
             t=float(data["t"]),
             processes=tuple(ProcessMemory(**p) for p in data["processes"]),
             reaped_cpu_seconds=float(data["reaped"]),
+            cgroup=CgroupReading.from_json(cgroup) if cgroup else None,
         )
 
 
@@ -126,22 +146,28 @@ def read_smaps_rollup(pid: int) -> dict[str, int]:
     return values
 
 
-def _memory(pid: int) -> tuple[int, int, int] | None:
-    """(rss, pss, uss) of ``pid`` or None if it vanished (or is a zombie)."""
+_PSS_PARTS = {b"Pss_Anon:": "pss_anon", b"Pss_File:": "pss_file", b"Pss_Shmem:": "pss_shmem"}
+
+
+def _memory(pid: int) -> dict[str, int] | None:
+    """rss, pss, uss and the PSS parts of ``pid``; None if it vanished (or is a zombie)."""
     data = read_proc(f"/proc/{pid}/smaps_rollup")
     if not data:
         return None
-    rss = pss = uss = 0
+    found = {"rss": 0, "pss": 0, "uss": 0}
     for line in data.splitlines():
         if line.startswith(b"Private_"):
-            uss += int(line.split()[1]) * 1024
-        elif line.startswith(b"Pss:"):
-            pss = int(line.split()[1]) * 1024
+            found["uss"] += int(line.split()[1]) * 1024
+        elif line.startswith(b"Pss"):
+            key, _, rest = line.partition(b" ")
+            name = "pss" if key == b"Pss:" else _PSS_PARTS.get(key)
+            if name is not None:
+                found[name] = int(rest.split()[0]) * 1024
         elif line.startswith(b"Rss:"):
-            rss = int(line.split()[1]) * 1024
-    if rss == 0:  # a zombie or a kernel thread: nothing mapped
+            found["rss"] = int(line.split()[1]) * 1024
+    if found["rss"] == 0:  # a zombie or a kernel thread: nothing mapped
         return None
-    return rss, pss, uss
+    return found
 
 
 def sample_tree(root_pid: int, t0: float | None = None, known: Sequence[int] = ()) -> TreeSample:
@@ -168,9 +194,8 @@ def sample_tree(root_pid: int, t0: float | None = None, known: Sequence[int] = (
         else:
             helper = stat.pid in helpers
             role = "master" if helper else "worker"
-        rss, pss, uss = mem
         processes.append(
-            ProcessMemory(stat.pid, role, rss, pss, uss, stat.cpu_seconds, helper=helper)
+            ProcessMemory(stat.pid, role, cpu_seconds=stat.cpu_seconds, helper=helper, **mem)
         )
         reaped += stat.children_cpu_seconds
     if not processes:
@@ -189,11 +214,13 @@ class Sampler:
     ``start()`` takes a first sample at once, ``stop()`` a last one and returns
     them all; ``t`` counts from ``start()``. If the root dies, sampling stops
     and ``error`` says so. ``cpu_percent_of_sampler`` is the CPU the sampling
-    thread itself used, in percent of one core, over its lifetime.
+    thread itself used, in percent of one core, over its lifetime. With ``cgroup``,
+    every sample also reads the server's cgroup.
     """
 
     root_pid: int
     interval: float = 1.0
+    cgroup: CgroupReader | None = None
     #: Scan all of /proc for new processes every this many samples (and
     #: whenever a known process has gone); in between only the known tree is read.
     rescan_every: int = 5
@@ -246,6 +273,8 @@ class Sampler:
                 known = tuple(p.pid for p in self._samples[-1].processes)
         try:
             sample = sample_tree(self.root_pid, self._t0, known)
+            if self.cgroup is not None:
+                sample = dataclasses.replace(sample, cgroup=self.cgroup.read())
         except ProcessLookupError as exc:
             self.error = f"sampling stopped: {exc}"
             return False

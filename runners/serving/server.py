@@ -1,13 +1,14 @@
 """Lifecycle of a server (and of the upstream service it may need).
 
-``start`` resolves a runner's rules to concrete settings, starts the server
-through the supervisor (``runners/serving/supervisor.py``: pinned to the server
-CPUs, tied to the driver's life, in a session of its own, its output in a log
-file kept with the results, listed in the ledger), then waits for ``GET
-/health`` and for every worker to exist. ``stop`` has the supervisor send
-SIGTERM, SIGKILL after the grace period, and check that no process of the
-server is left. Failures raise ``RunnerError``, whose message names the runner
-and ends with the log's tail.
+``start`` resolves a runner's rules to concrete settings, makes the server's cgroup
+(``runners/serving/cgroups.py``: where this host has one, with the config's limits),
+starts the server through the supervisor (``runners/serving/supervisor.py``: in that
+cgroup, pinned to the server CPUs, tied to the driver's life, in a session of its own,
+its output in a log file kept with the results, listed in the ledger), then waits for
+``GET /health`` and for every worker to exist. ``stop`` has the supervisor send
+SIGTERM, SIGKILL after the grace period, and check that no process of the server is
+left, then removes the cgroup. Failures raise ``RunnerError``, whose message names the
+runner and ends with the log's tail.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runners import REPO_ROOT
-from runners.serving import supervisor
+from runners.serving import cgroups, supervisor
+from runners.serving.cgroups import NO_LIMITS, Cgroup, CgroupError, Limits
 from runners.serving.commands import ServerCommand, Settings, command
 from runners.serving.cpus import available_cpus
 from runners.serving.net import check_port_free, free_port, http_get, url
@@ -75,6 +77,21 @@ class ServeConfig:
     # PR_SET_PDEATHSIG: the root gets SIGTERM when the thread that called
     # start() exits (so call it from a long-lived thread, or turn this off).
     die_with_parent: bool = True
+    limits: Limits = NO_LIMITS
+    """A pod's memory limit and CPU quota on the server's cgroup (``runners.serving.cgroups``);
+    a worker rule then reads the quota's CPUs (``ceil``) instead of the pinned ones."""
+    rule_cpus: int | None = None
+    """The CPU count the runner's worker rule reads, when neither the pinned CPUs nor the
+    quota (``--worker-rule host``: the host's cores, as ``os.cpu_count()`` in a container)."""
+    cgroup: bool = True
+    """Serve in a cgroup of its own where this host can make one (limits need one)."""
+
+    @property
+    def worker_rule_cpus(self) -> int:
+        """The CPUs the worker rule reads: ``rule_cpus``, else the quota's, else the
+        pinned (or available) CPUs."""
+        pinned = len(self.cpus) if self.cpus is not None else len(available_cpus())
+        return self.rule_cpus or self.limits.cpus or pinned
 
 
 @dataclass
@@ -92,6 +109,8 @@ class RunningServer:
     command: ServerCommand
     upstream_url: str | None = None
     startup_seconds: float = 0.0
+    cgroup: Cgroup | None = None
+    """Its cgroup (None: this host cannot make one)."""
     _child: Child | None = field(default=None, repr=False)
     _upstream: Child | None = field(default=None, repr=False)
 
@@ -242,8 +261,9 @@ def start(config: ServeConfig) -> RunningServer:
     """
     runner = config.runner
     began = time.monotonic()
-    ncpus = len(config.cpus) if config.cpus is not None else len(available_cpus())
-    workers = config.workers if config.workers is not None else worker_count(runner.workers, ncpus)
+    workers = config.workers
+    if workers is None:
+        workers = worker_count(runner.workers, config.worker_rule_cpus)
     threads = config.threads if config.threads is not None else runner.threads
     variant: Variant = config.variant or runner.variant
     gc: GcMode = config.gc or runner.gc
@@ -268,7 +288,9 @@ def start(config: ServeConfig) -> RunningServer:
     if upstream_url is not None:
         extra["BENCH_UPSTREAM_URL"] = upstream_url
     extra.update(cmd.env)
+    cgroup: Cgroup | None = None
     try:
+        cgroup = _make_cgroup(config)
         child = supervisor.spawn(
             runner.name,
             cmd.argv,
@@ -277,8 +299,12 @@ def start(config: ServeConfig) -> RunningServer:
             cpus=config.cpus,
             die_with_parent=config.die_with_parent,
             label=f"runner {runner.name}",
+            cgroup=cgroup.procs_files if cgroup is not None else (),
         )
     except BaseException:
+        if cgroup is not None:
+            with contextlib.suppress(CgroupError):
+                cgroups.remove(cgroup)
         if upstream_child is not None:
             supervisor.stop(upstream_child, 2.0)
         raise
@@ -293,6 +319,7 @@ def start(config: ServeConfig) -> RunningServer:
         gc=gc,
         command=cmd,
         upstream_url=upstream_url,
+        cgroup=cgroup,
         _child=child,
         _upstream=upstream_child,
     )
@@ -301,6 +328,18 @@ def start(config: ServeConfig) -> RunningServer:
         remaining = max(5.0, config.startup_timeout - (time.monotonic() - began))
         _wait_processes(child, server.expected_processes(), remaining)
         child.track()
+    except RunnerError as exc:
+        killed = cgroups.oom_kills(cgroup) if cgroup is not None else None
+        with contextlib.suppress(RunnerError):
+            stop(server)
+        if killed:
+            limit = (config.limits.memory_bytes or 0) / 2**20
+            raise RunnerError(
+                f"runner {runner.name}: OOM-killed while starting ({killed} kill(s) at its "
+                f"memory limit of {limit:.0f} MiB): its idle footprint does not fit"
+                f"\n{exc}"
+            ) from None
+        raise
     except BaseException:
         with contextlib.suppress(RunnerError):
             stop(server)
@@ -309,9 +348,26 @@ def start(config: ServeConfig) -> RunningServer:
     return server
 
 
+def _make_cgroup(config: ServeConfig) -> Cgroup | None:
+    """The server's cgroup with the config's limits; None where this host cannot make
+    one and no limit was asked for (``RunnerError`` when one was)."""
+    limited = config.limits != NO_LIMITS
+    if not config.cgroup and not limited:
+        return None
+    if not cgroups.support().available and not limited:
+        return None
+    try:
+        return cgroups.make(config.runner.name, config.limits)
+    except CgroupError as exc:
+        if not limited:
+            return None  # measured as PSS only, as where no cgroup can be made
+        raise RunnerError(f"runner {config.runner.name}: {exc}") from None
+
+
 def stop(server: RunningServer) -> None:
     """SIGTERM the server's tree, SIGKILL after the grace period, then check (by PID
-    and by session) that none of its processes is left (``supervisor.stop``).
+    and by session) that none of its processes is left (``supervisor.stop``), and
+    remove its cgroup (killing what is still in it: only its own processes).
 
     Also stops the upstream started with it. ``RunnerError`` lists leftovers.
     """
@@ -323,6 +379,12 @@ def stop(server: RunningServer) -> None:
             supervisor.stop(child, grace)
         except RunnerError as exc:
             errors.append(exc)
+    if server.cgroup is not None:
+        try:
+            cgroups.remove(server.cgroup)
+        except CgroupError as exc:
+            errors.append(RunnerError(f"runner {server.runner.name}: {exc}"))
+        server.cgroup = None
     if errors:
         raise errors[0]
 

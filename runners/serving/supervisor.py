@@ -246,9 +246,11 @@ def spawn(
     cpus: Sequence[int] | None = None,
     die_with_parent: bool = True,
     label: str | None = None,
+    cgroup: Sequence[Path] = (),
 ) -> Child:
     """Start ``argv`` in a session of its own, pinned to ``cpus``, output to ``log_path``
-    (its first line names the command), listed in the ledger.
+    (its first line names the command), listed in the ledger; ``cgroup``: the
+    ``cgroup.procs`` files it starts in (``runners.serving.cgroups``).
 
     ``die_with_parent``: ``PR_SET_PDEATHSIG``, the root gets SIGTERM when the thread
     that called ``spawn`` exits (so call it from a long-lived thread).
@@ -259,7 +261,12 @@ def spawn(
     log.flush()
     try:
         popen = subprocess.Popen(
-            launch_command(argv, cpus=cpus, parent=os.getpid() if die_with_parent else None),
+            launch_command(
+                argv,
+                cpus=cpus,
+                parent=os.getpid() if die_with_parent else None,
+                cgroups=cgroup,
+            ),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -216,17 +216,25 @@
       };
     },
 
+    /* Summed PSS per runner; where the server had a cgroup, its working set dashed
+       beside it, its memory limit dotted, and each OOM kill a red cross. */
     pssTime: function (spec) {
       return {
         type: "line",
         data: {
           datasets: spec.datasets.map(function (ds) {
+            var marks = ds.kind === "oom";
             return {
               label: ds.label,
+              kind: ds.kind,
               data: ds.data,
-              borderColor: ds.color,
-              backgroundColor: ds.color,
-              pointRadius: ds.data.length > 40 ? 0 : 2,
+              borderColor: marks ? "#B00020" : ds.color,
+              backgroundColor: marks ? "#B00020" : ds.color,
+              borderDash: ds.kind === "working-set" ? [6, 4] : ds.kind === "limit" ? [2, 3] : [],
+              borderWidth: ds.kind === "limit" ? 1.5 : 2,
+              showLine: !marks,
+              pointStyle: marks ? "crossRot" : "circle",
+              pointRadius: marks ? 7 : ds.kind === "limit" || ds.data.length > 40 ? 0 : 2,
             };
           }),
         },
@@ -234,9 +242,26 @@
           parsing: true,
           scales: {
             x: { type: "linear", min: 0, title: title("seconds into the measured window") },
-            y: { beginAtZero: true, title: title("summed PSS (MiB)") },
+            y: { beginAtZero: true, title: title(spec.yTitle || "summed PSS (MiB)") },
           },
-          plugins: { legend: { position: "bottom" } },
+          plugins: {
+            legend: {
+              position: "bottom",
+              labels: {
+                /* One entry per runner, and one for the OOM kills: the dashed and
+                   dotted lines share the runner's colour (the note says which is which). */
+                filter: function (item, data) {
+                  var kind = data.datasets[item.datasetIndex].kind;
+                  if (kind === "oom") {
+                    return data.datasets.findIndex(function (ds) {
+                      return ds.kind === "oom";
+                    }) === item.datasetIndex;
+                  }
+                  return !kind;
+                },
+              },
+            },
+          },
         },
       };
     },
