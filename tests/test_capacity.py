@@ -293,3 +293,26 @@ def test_an_idle_async_saturation_probe_grows_its_users_and_the_search_gallops()
     # ...but a passing probe at low CPU doubles the rate instead of crawling by x1.15.
     opens = [o.offered_rps or 0.0 for o in fixed.curve if o.mode == "open"]
     assert opens[1] == pytest.approx(2 * opens[0])
+
+
+def test_a_server_at_its_cpu_quota_is_busy_not_idle() -> None:
+    """--cpu-limit 0.5 on one CPU: the server's CPUs read 50 % busy at most. The search's
+    CPU rules read the share of the quota, so a throttled server neither gallops past its
+    capacity nor is judged slot-bound with CPU left."""
+
+    @dataclass
+    class Quota(ModelServer):
+        def probe(self, mode: Load, rate: float | None, users: int) -> ProbeObservation:
+            seen = super().probe(mode, rate, users)
+            cpu = (seen.server_cpu_percent or 0.0) / 2
+            return dataclasses.replace(seen, server_cpu_percent=cpu, server_cpu_cap_percent=50.0)
+
+    target = Target(slo_p99_ms=100.0)
+    server = Quota(500.0)
+    found = search(server.probe, target, Plan(max_probes=3))
+    opens = [o for o in found.curve if o.mode == "open"]
+    assert opens[0].server_cpu_load is not None and opens[0].server_cpu_load >= 50.0
+    # Busy at its quota: the second probe steps up by x1.15, it does not double.
+    assert (opens[1].offered_rps or 0.0) < 1.5 * (opens[0].offered_rps or 0.0)
+    assert bound(found, slots=4) == "server-cpu"
+    assert "of a 50% quota" in describe(found, bound(found, slots=4))

@@ -133,6 +133,17 @@ class ProbeObservation:
     """Its takes disagreed and no retake was left to settle them."""
     oom_kills: int = 0
     """Processes the kernel OOM-killed in the server's cgroup during the window."""
+    server_cpu_cap_percent: float = 100.0
+    """The most ``server_cpu_percent`` can reach: 100, or a CPU quota's share of the
+    server's CPUs (``--cpu-limit 0.5`` on one CPU: 50)."""
+
+    @property
+    def server_cpu_load(self) -> float | None:
+        """The server's CPU use as a percent of what it may use (its quota, else its CPUs):
+        what the search's CPU rules read, so a throttled server counts as busy."""
+        if self.server_cpu_percent is None:
+            return None
+        return 100.0 * self.server_cpu_percent / max(self.server_cpu_cap_percent, 1e-9)
 
     def drifting(self, target: Target) -> bool:
         """The latency grew through the window: a queue was building up."""
@@ -321,7 +332,7 @@ def saturate(probe: Prober, plan: Plan, found: Search) -> ProbeObservation:
     for attempt in range(plan.saturation_tries):
         observed = probe("closed", None, users)
         found.curve.append(observed)
-        cpu = observed.server_cpu_percent
+        cpu = observed.server_cpu_load
         if (
             not plan.grow_saturation
             or attempt + 1 == plan.saturation_tries
@@ -375,7 +386,7 @@ def search(probe: Prober, target: Target, plan: Plan = Plan()) -> Search:
                 break
             rate = math.sqrt(low * high)
         elif low is not None:
-            idle = (observed.server_cpu_percent or 0.0) < GALLOP_CPU_PERCENT
+            idle = (observed.server_cpu_load or 0.0) < GALLOP_CPU_PERCENT
             rate = low * (plan.gallop if idle else plan.step_up)
         else:
             assert high is not None
@@ -402,7 +413,7 @@ def bound(found: Search, slots: int | None) -> Bound:
         return "errors"
     if at.memory_available_share is not None and at.memory_available_share < LOW_MEMORY_SHARE:
         return "memory"
-    if (at.server_cpu_percent or 0.0) >= SERVER_CPU_PERCENT:
+    if (at.server_cpu_load or 0.0) >= SERVER_CPU_PERCENT:
         return "server-cpu"
     if slots is not None:
         return "server-slots"
@@ -421,5 +432,9 @@ def describe(found: Search, chosen: Bound, held: float | None = None) -> str:
     if at is None:
         return f"{head}; no probe failed within the search budget ({chosen})"
     why = "; ".join(at.problems(found.target)) or "failed"
-    cpu = f", server CPU {at.server_cpu_percent:.0f}%" if at.server_cpu_percent is not None else ""
+    cpu = ""
+    if at.server_cpu_percent is not None:
+        cpu = f", server CPU {at.server_cpu_percent:.0f}%"
+        if at.server_cpu_cap_percent < 100.0:
+            cpu += f" of a {at.server_cpu_cap_percent:.0f}% quota"
     return f"{head}; at {at.offered_rps or 0:.0f} req/s: {why}{cpu} ({chosen})"

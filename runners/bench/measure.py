@@ -142,6 +142,16 @@ class ProbeWindow:
     """The upstream service's CPU in the window (it shares the load generator's CPUs)."""
     cgroup: CgroupWindow | None = None
     """The server's cgroup over the window: its peak and OOM kills (None: no cgroup)."""
+    server_cpus: int = 0
+    """How many CPUs the server was pinned to (0: unknown)."""
+
+    @property
+    def server_cpu_cap_percent(self) -> float:
+        """The most the server's CPUs' busy percent can reach under its CPU quota."""
+        quota = self.cgroup.cpu_limit_cores if self.cgroup is not None else None
+        if quota is None or self.server_cpus <= 0:
+            return 100.0
+        return min(100.0, 100.0 * quota / self.server_cpus)
 
     @property
     def oom_kills(self) -> int:
@@ -195,6 +205,7 @@ class ProbeWindow:
             steal_share=host.steal_share if host is not None else self.loadgen_steal_share,
             interference_share=host.share if host is not None else None,
             oom_kills=self.oom_kills,
+            server_cpu_cap_percent=self.server_cpu_cap_percent,
         )
 
 
@@ -312,6 +323,7 @@ class Probing:
             # Counted by the load generator as its users connect (loadtests/locustfile.py).
             connections=result.connects,
             cgroup=figures.cgroup,
+            server_cpus=len(self.options.placement.server),
         )
 
     def probe_seconds(self, rate: float | None) -> float:
@@ -667,6 +679,8 @@ def closed_loop(
     flags = window_flags(window, probing.target)
     server_slots = slots(server)
     cpu = window.server_cpu_percent
+    if cpu is not None:
+        cpu = 100.0 * cpu / window.server_cpu_cap_percent  # a throttled server is busy
     if (
         "loadgen-bound" not in flags
         and cpu is not None
