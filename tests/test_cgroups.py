@@ -327,6 +327,28 @@ def test_a_dead_drivers_cgroup_is_removed_by_the_next_driver(tmp_path: Path) -> 
     assert not folder.exists() and not list(running.iterdir())
 
 
+@needs_cgroups
+def test_a_cgroup_no_ledger_here_lists_is_removed_once_its_driver_is_gone(
+    tmp_path: Path,
+) -> None:
+    """A driver of another clone, killed: its ledger is not in this folder, but its cgroup
+    names its PID; a live driver's cgroup stays."""
+    hierarchy = cgroups.support().hierarchy
+    assert hierarchy is not None
+    dead = hierarchy.memory / f"{cgroups.PREFIX}999999998-3-orphan"
+    live = hierarchy.memory / f"{cgroups.PREFIX}1-3-live"  # PID 1 runs
+    dead.mkdir()
+    live.mkdir()
+    try:
+        found = supervisor.stop_strays(tmp_path)
+        assert found == [f"cgroup: removed {dead} (its driver 999999998 is gone)"]
+        assert not dead.exists() and live.exists()
+    finally:
+        for folder in (dead, live):
+            if folder.exists():
+                folder.rmdir()
+
+
 # --- bad pod options: one line, exit status 2, nothing started ---------------------------------
 
 BAD_POD_OPTIONS = [

@@ -38,6 +38,8 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
+import psutil
+
 from runners.serving import ledger
 
 KIND = "cgroup"
@@ -422,4 +424,32 @@ def leftovers(parent: Path) -> list[Path]:
         return []
 
 
+def maker(folder: Path) -> int | None:
+    """The PID of the driver that made the suite's cgroup ``folder`` (its name says)."""
+    head = folder.name.removeprefix(PREFIX).split("-", 1)[0]
+    return int(head) if folder.name.startswith(PREFIX) and head.isdigit() else None
+
+
+def sweep_orphans(where: Support | None = None) -> list[str]:
+    """Remove the suite's cgroups whose maker is dead though no ledger here lists them: a
+    driver of another clone killed with ``kill -9``, or one whose ledger folder is gone.
+    A live maker's cgroups are left alone. One description per cgroup removed."""
+    hierarchy = (where or support()).hierarchy
+    if hierarchy is None:
+        return []
+    parents = {hierarchy.memory, *([hierarchy.cpu] if hierarchy.cpu else [])}
+    done: list[str] = []
+    for parent in parents:
+        for folder in leftovers(parent):
+            pid = maker(folder)
+            if pid is None or pid == os.getpid() or psutil.pid_exists(pid):
+                continue
+            with contextlib.suppress(RuntimeError):
+                found = clean(str(folder))
+                if found:
+                    done.append(f"{KIND}: {found} (its driver {pid} is gone)")
+    return done
+
+
 ledger.register_cleaner(KIND, clean)
+ledger.register_sweeper(sweep_orphans)

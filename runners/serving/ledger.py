@@ -90,6 +90,19 @@ def register_cleaner(kind: str, cleaner: Cleaner) -> None:
     CLEANERS[kind] = cleaner
 
 
+Sweeper = Callable[[], list[str]]
+"""Finds and removes resources of one kind that no ledger lists any more but whose maker
+is known to be dead (a ledger in another clone's folder, or lost with its folder): one
+description per resource removed."""
+SWEEPERS: list[Sweeper] = []
+
+
+def register_sweeper(sweeper: Sweeper) -> None:
+    """A sweep the next driver runs after the ledgers' cleaners (by the module that makes
+    the resources)."""
+    SWEEPERS.append(sweeper)
+
+
 def _write(path: Path, doc: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

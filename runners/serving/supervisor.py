@@ -397,7 +397,8 @@ def stop_strays(directory: Path | None = None, grace: float = 3.0) -> list[str]:
     removed.
 
     Ledgers of live drivers are left alone; a ledger is removed once nothing it
-    lists is left.
+    lists is left. Then the sweepers (``ledger.register_sweeper``) remove what dead
+    drivers left that no ledger here lists.
     """
     done: list[str] = []
     for book in ledger.others(directory):
@@ -416,6 +417,9 @@ def stop_strays(directory: Path | None = None, grace: float = 3.0) -> list[str]:
             if not removed:
                 resources.append(resource)
         ledger.rewrite(book, processes, resources)
+    for sweep in ledger.SWEEPERS:
+        with contextlib.suppress(OSError, RuntimeError):
+            done += sweep()
     return done
 
 
