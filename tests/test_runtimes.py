@@ -102,6 +102,10 @@ def test_interpreters_side_by_side_with_ratios(sample: dict[str, Any], tmp_path:
     assert "requests/s per GiB of CPython " + versions[0] in verdicts.text()
     chart = chart_data(page)["rt-rpg"]
     assert [d["label"] for d in chart["datasets"]] == [f"CPython {v}" for v in versions]
+    for dataset in chart["datasets"]:  # the text on each bar, which report.js reads
+        assert len(dataset["texts"]) == len(dataset["data"])
+        for value, text in zip(dataset["data"], dataset["texts"], strict=True):
+            assert value is None or abs(float(text.replace(",", "")) - value) <= 0.55
 
 
 def test_gc_sentences_are_computed_from_the_data(sample: dict[str, Any], tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runners.report.colors import GC_COLORS, RUNNER_COLORS
+from runners.report.formats import fmt_num
 from runners.report.ranking import sweep_text
 from runners.results.cells import (
     GC_ORDER,
@@ -212,6 +213,7 @@ def interpreter_chart(view: InterpreterView) -> JSON:
             {
                 "label": runtime,
                 "data": [_rounded(_row_value(g.rows, runtime)) for g in view.groups],
+                "texts": [fmt_num(_row_value(g.rows, runtime)) for g in view.groups],
                 "flags": ["" for _ in view.groups],
                 "colors": [RUNNER_COLORS[i % len(RUNNER_COLORS)] for _ in view.groups],
                 "color": RUNNER_COLORS[i % len(RUNNER_COLORS)],
