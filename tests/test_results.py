@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runners.results.cells import aggregate, summarize
 from runners.results.codec import Record
@@ -349,3 +351,33 @@ def test_an_open_loop_cell_is_ranked_by_capacity_per_gib_and_noisy_by_its_cv() -
     assert band.low == pytest.approx(800.0 / 80 * 1024) and band.high == pytest.approx(
         800.0 / 50 * 1024
     )
+
+
+@given(
+    st.lists(st.floats(min_value=1e-6, max_value=120.0), min_size=1, max_size=400),
+    st.floats(min_value=0.001, max_value=200_000.0),
+)
+@settings(max_examples=60, deadline=None)
+def test_percentiles_mean_and_share_over_are_hdrhs_own(seconds: list[float], ms: float) -> None:
+    """The one-pass reading of a decoded histogram gives what hdrh's own (slow) methods give."""
+    from hdrh.histogram import HdrHistogram
+
+    from loadtests.pacing import histogram, record_us
+    from runners.results import latency as hdr
+
+    recorded = histogram()
+    for s in seconds:
+        record_us(recorded, s)
+    hist = HdrHistogram.decode(recorded.encode())
+    expected = Latency(
+        **{name: hist.get_value_at_percentile(p) / 1000.0 for name, p in hdr.PERCENTILES.items()},
+        max=hist.get_max_value() / 1000.0,
+        mean=hist.get_mean_value() / 1000.0,
+    )
+    assert hdr.latency(hist) == expected
+    below = sum(
+        item.count_added_in_this_iter_step
+        for item in hist.get_recorded_iterator()
+        if item.value_iterated_to <= ms * 1000.0
+    )
+    assert hdr.share_over(hist, ms) == pytest.approx(1 - below / len(seconds), abs=1e-12)
