@@ -10,8 +10,9 @@ flags of its own to such a cell, for files whose runs do not carry them:
   not keep its schedule (``capacity.bound == "loadgen"``): the figure is the
   generator's limit, a lower bound of the server's (ranked as ``≥ X``);
 - ``unconfirmed`` when a repeat's confirmation window missed the target
-  (``capacity.confirmed`` false): the rate found did not hold a second time, so
-  the cell is not ranked.
+  (``capacity.confirmed`` false) and no repeat's held: the rate found did not hold a
+  second time, so the cell is not ranked. Where some repeats held, the cell is ranked
+  by those and flagged ``partly-confirmed`` (``runners.results.cells``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from runners.report.formats import fmt_ms, fmt_num, fmt_pct
 from runners.results.bands import band_text
-from runners.results.cells import Cell, stat
+from runners.results.cells import PARTLY_CONFIRMED, Cell, stat
 from runners.results.criteria import MAX_ERROR_RATE
 from runners.results.flags import UNRANKED, order_flags
 from runners.results.record import Probe, Run
@@ -58,7 +59,7 @@ def report_cell(cell: Cell) -> ReportCell:
     if cell.open_loop:
         if any(r.capacity is not None and r.capacity.bound == "loadgen" for r in cell.ok_runs):
             extra.append("loadgen-bound")
-        if unconfirmed_runs(cell):
+        if unconfirmed_runs(cell) and PARTLY_CONFIRMED not in cell.flags:
             extra.append(UNCONFIRMED)
     fields = {f.name: getattr(cell, f.name) for f in dataclasses.fields(cell)}
     fields["flags"] = order_flags([*cell.flags, *extra])

@@ -246,6 +246,25 @@ def _bound(ok: Sequence[Run]) -> str | None:
     return max(set(bounds), key=bounds.count) if bounds else None
 
 
+UNCONFIRMED = "unconfirmed"
+PARTLY_CONFIRMED = "partly-confirmed"
+
+
+def unconfirmed(run: Run) -> bool:
+    """A repeat whose capacity did not hold in its confirmation window (or where no rate
+    passed): flagged so by the driver, or read so from its capacity record."""
+    cap = run.capacity
+    return UNCONFIRMED in run.flags or (
+        cap is not None and cap.rps is not None and not cap.confirmed
+    )
+
+
+def _confirmed(ok: tuple[Run, ...]) -> tuple[Run, ...]:
+    """The repeats whose confirmation held, when some did and some did not; else all."""
+    held = tuple(r for r in ok if not unconfirmed(r) and r.capacity is not None and r.capacity.rps)
+    return held if held else ok
+
+
 def make_cell(runs: Sequence[Run], python: str, django: str) -> Cell:
     """Aggregate the repetitions of one cell."""
     ordered = tuple(sorted(runs, key=lambda r: r.repeat))
@@ -253,9 +272,14 @@ def make_cell(runs: Sequence[Run], python: str, django: str) -> Cell:
     ok = tuple(r for r in ordered if r.ok)
     rps = stat(r.rps for r in ok)
     load = first.load or "closed"
-    capacity_per_gib = stat(r.capacity.rps_per_gib if r.capacity else None for r in ok)
+    # What is known: where some repeats' confirmation held and others' did not, the cell's
+    # capacity is that of the confirmed ones (the others stay in its runs).
+    basis = _confirmed(ok) if load == "open" else ok
+    capacity_per_gib = stat(r.capacity.rps_per_gib if r.capacity else None for r in basis)
     ranking = capacity_per_gib if load == "open" else stat(r.rps_per_gib for r in ok)
     flags: list[str] = [f for r in ordered for f in r.flags]
+    if basis != ok:
+        flags = [f for f in flags if f != UNCONFIRMED] + [PARTLY_CONFIRMED]
     if len(ok) < len(ordered):
         flags.append("failed")
     if _noisy(rps, ranking):
@@ -263,7 +287,7 @@ def make_cell(runs: Sequence[Run], python: str, django: str) -> Cell:
     # "failures" comes from the runs: any failure in a closed loop, more than the error
     # budget (0.1 %) in an open one.
     failures = sum(r.failures for r in ok)
-    lower_bound = any(is_lower_bound(r) for r in ok)
+    lower_bound = any(is_lower_bound(r) for r in basis)
     return Cell(
         runner=first.runner,
         workload=first.workload,
@@ -282,17 +306,17 @@ def make_cell(runs: Sequence[Run], python: str, django: str) -> Cell:
         rps_per_gib=stat(r.rps_per_gib for r in ok),
         rps_per_cpu_second=stat(r.rps_per_cpu_second for r in ok),
         pss_peak_bytes=stat(r.memory.pss_peak_bytes if r.memory else None for r in ok),
-        latency=cell_latency(ok),
+        latency=cell_latency(basis),
         requests=sum(r.requests for r in ok),
         failures=failures,
         flags=order_flags(flags),
         load=load,
-        capacity_rps=stat(r.capacity.rps if r.capacity else None for r in ok),
+        capacity_rps=stat(r.capacity.rps if r.capacity else None for r in basis),
         capacity_per_gib=capacity_per_gib,
-        bound=_bound(ok),
+        bound=_bound(basis),
         sweep=first.sweep,
-        capacity_band=union(capacity_band(r) for r in ok),
-        capacity_band_per_gib=union(capacity_band_per_gib(r) for r in ok),
+        capacity_band=union(capacity_band(r) for r in basis),
+        capacity_band_per_gib=union(capacity_band_per_gib(r) for r in basis),
         lower_bound=lower_bound,
         pod=first.pod_qualifiers,
     )

@@ -6,8 +6,9 @@ lost worker's and timeouts' in ``runners.bench.incidents``, profiling's in
 ``runners.bench.profiles``); the aggregation marks the runs of a ``noisy`` cell
 (``runners.results.cells``); their thresholds are in ``runners.results.criteria``;
 the console prints each flag's ``note``; the report shows ``help`` beside each badge
-and ranks no cell that carries an ``unranked`` flag. ``failed`` is a cell flag of the
-report only (a repetition of the cell failed).
+and ranks no cell that carries an ``unranked`` flag. ``failed`` and ``partly-confirmed``
+are cell flags of the report only (a repetition of the cell failed; some repeats were
+confirmed and others not, and the cell is ranked by the confirmed ones).
 
 What a flag does to the ranking is one of three things:
 
@@ -131,6 +132,14 @@ FLAGS: dict[str, Flag] = {
                 "--duration, --repeat, or a quieter machine"
             ),
             unranked=True,
+            order=4,
+        ),
+        Flag(
+            "partly-confirmed",
+            help="some repeats' confirmation windows missed the latency target: the cell is "
+            "ranked by the repeats that held it (the others are in its runs)",
+            note=None,
+            unranked=False,
             order=4,
         ),
         Flag(
