@@ -1,4 +1,5 @@
-"""The code's shape: imports run one way, and every class name is used once.
+"""The code's shape: imports run one way, every class name is used once, and no function
+is longer than 80 lines.
 
 Read with ``ast`` (nothing is imported), so it runs in the fast tier. ``LAYERS`` is the
 README's layering as a table, lowest first: a module may import from its own package
@@ -141,3 +142,29 @@ def test_every_class_name_is_used_once() -> None:
                 where[node.name].append(f"{module}:{node.lineno}")
     shared = {name: places for name, places in where.items() if len(places) > 1}
     assert not shared, f"class names defined more than once: {shared}"
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(found: dict[str, Path]) -> list[str]:
+    """The functions of ``found`` longer than ``MAX_FUNCTION_LINES``, with their length."""
+    long = []
+    for module, path in found.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{module}:{node.lineno} {node.name} ({lines} lines)")
+    return long
+
+
+def test_no_function_is_longer_than_80_lines(tmp_path: Path) -> None:
+    """A function that does one job fits a screen: split a longer one into named steps."""
+    assert not long_functions(modules()), long_functions(modules())
+    # The check itself sees one.
+    long = tmp_path / "long.py"
+    long.write_text("def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES)
+    assert long_functions({"runners.fake": long}) == [
+        f"runners.fake:1 f ({MAX_FUNCTION_LINES + 1} lines)"
+    ]

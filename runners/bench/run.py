@@ -248,13 +248,12 @@ def artifacts(spec: RunSpec, ctx: Context) -> Artifacts:
     )
 
 
-def run_one(spec: RunSpec, ctx: Context) -> Run:
-    """Serve, drive, measure one run; its record, with status ok or failed."""
+def serve_config(
+    spec: RunSpec, ctx: Context, server_log: Path, profiles: ProfilePlan
+) -> ServeConfig:
+    """How the run's server is started: its runner, CPUs, environment, runtime and pod."""
     options = ctx.options
-    run = base_run(spec, ctx)
-    server_log = ctx.runs_dir / f"{spec.stem}.server.log"
-    profiles = ProfilePlan.of(options, ctx.out_dir, spec.stem)
-    config = ServeConfig(
+    return ServeConfig(
         runner=spec.runner,
         log_path=server_log,
         workers=spec.workers,
@@ -269,7 +268,36 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
         limits=spec.pod.limits,
         rule_cpus=spec.pod.host_cpus(),
     )
-    config, early_url = ctx.hosting.reserve(config)
+
+
+def failed_run(run: Run, exc: Exception, server_log: Path) -> Run:
+    """``run`` failed with ``exc``: its first line, the server's (and Locust's) log tail,
+    and ``oom-killed`` when the OOM killer took the server."""
+    message = str(exc).strip() or type(exc).__name__
+    tails = [log_tail(server_log)]
+    if isinstance(exc, LocustError):
+        message, _, locust_tail = message.partition("\n")
+        tails.append(f"--- Locust ---\n{locust_tail}")
+    run = run.failed(
+        error=message.splitlines()[0][:500],
+        log_tail="\n".join(t for t in tails if t) or None,
+    )
+    if isinstance(exc, ServerDied) and exc.oom_kills:
+        # The OOM killer took the master (a preloading master is as large as a fresh
+        # worker): the run failed, and says why.
+        run = dataclasses.replace(
+            run, flags=("oom-killed",), notes=tuple(notes_for(["oom-killed"]))
+        )
+    return run
+
+
+def run_one(spec: RunSpec, ctx: Context) -> Run:
+    """Serve, drive, measure one run; its record, with status ok or failed."""
+    options = ctx.options
+    run = base_run(spec, ctx)
+    server_log = ctx.runs_dir / f"{spec.stem}.server.log"
+    profiles = ProfilePlan.of(options, ctx.out_dir, spec.stem)
+    config, early_url = ctx.hosting.reserve(serve_config(spec, ctx, server_log, profiles))
     try:
         with contextlib.ExitStack() as stack:
             loadgen: LoadGenerator | None = None
@@ -319,19 +347,5 @@ def run_one(spec: RunSpec, ctx: Context) -> Run:
             **(profiler.fields() if profiler is not None else {}),
         )
     except Exception as exc:  # a failed run is recorded, the matrix goes on
-        message = str(exc).strip() or type(exc).__name__
-        tails = [log_tail(server_log)]
-        if isinstance(exc, LocustError):
-            message, _, locust_tail = message.partition("\n")
-            tails.append(f"--- Locust ---\n{locust_tail}")
-        run = run.failed(
-            error=message.splitlines()[0][:500],
-            log_tail="\n".join(t for t in tails if t) or None,
-        )
-        if isinstance(exc, ServerDied) and exc.oom_kills:
-            # The OOM killer took the master (a preloading master is as large as a
-            # fresh worker): the run failed, and says why.
-            run = dataclasses.replace(
-                run, flags=("oom-killed",), notes=tuple(notes_for(["oom-killed"]))
-            )
+        run = failed_run(run, exc, server_log)
     return dataclasses.replace(run, artifacts=artifacts(spec, ctx))

@@ -252,6 +252,61 @@ def _upstream_for(config: ServeConfig) -> tuple[Child | None, str | None]:
     )
 
 
+def _spawn(
+    config: ServeConfig, argv: Sequence[str], extra: dict[str, str], upstream: Child | None
+) -> tuple[Child, Cgroup | None]:
+    """The server's process in a cgroup of its own (where one can be made); on failure
+    nothing is left, the upstream service stopped too."""
+    cgroup: Cgroup | None = None
+    try:
+        cgroup = _make_cgroup(config)
+        child = supervisor.spawn(
+            config.runner.name,
+            argv,
+            env=server_env(extra, config.subject),
+            log_path=config.log_path,
+            cpus=config.cpus,
+            die_with_parent=config.die_with_parent,
+            label=f"runner {config.runner.name}",
+            cgroup=cgroup.procs_files if cgroup is not None else (),
+        )
+    except BaseException:
+        if cgroup is not None:
+            with contextlib.suppress(CgroupError):
+                cgroups.remove(cgroup)
+        if upstream is not None:
+            supervisor.stop(upstream, 2.0)
+        raise
+    return child, cgroup
+
+
+def _wait_serving(server: RunningServer, child: Child, began: float) -> None:
+    """Wait until ``server`` (its process ``child``) answers and runs all its processes;
+    stop it (and say so when the OOM killer was at work) when it does not."""
+    config, cgroup = server.config, server.cgroup
+    try:
+        _wait_healthy(child, config.host, server.port, config.startup_timeout, config.subject)
+        remaining = max(5.0, config.startup_timeout - (time.monotonic() - began))
+        _wait_processes(child, server.expected_processes(), remaining)
+        child.track()
+    except RunnerError as exc:
+        killed = cgroups.oom_kills(cgroup) if cgroup is not None else None
+        with contextlib.suppress(RunnerError):
+            stop(server)
+        if killed:
+            limit = (config.limits.memory_bytes or 0) / 2**20
+            raise RunnerError(
+                f"runner {config.runner.name}: OOM-killed while starting ({killed} kill(s) at "
+                f"its memory limit of {limit:.0f} MiB): its idle footprint does not fit"
+                f"\n{exc}"
+            ) from None
+        raise
+    except BaseException:
+        with contextlib.suppress(RunnerError):
+            stop(server)
+        raise
+
+
 def start(config: ServeConfig) -> RunningServer:
     """Start the server of ``config`` and wait until it serves with all its workers.
 
@@ -270,44 +325,23 @@ def start(config: ServeConfig) -> RunningServer:
     port = config.port or free_port(config.host)
     if config.port:
         check_port_free(config.host, port, f"runner {runner.name}")
-    cmd = command(
-        runner,
-        Settings(
-            config.host,
-            port,
-            workers,
-            threads,
-            gc=gc,
-            python=config.python,
-            app=config.app,
-            subject=config.subject,
-        ),
+    settings = Settings(
+        config.host,
+        port,
+        workers,
+        threads,
+        gc=gc,
+        python=config.python,
+        app=config.app,
+        subject=config.subject,
     )
+    cmd = command(runner, settings)
     extra = {"BENCH_MIDDLEWARE": config.middleware, **config.env}
     upstream_child, upstream_url = _upstream_for(config)
     if upstream_url is not None:
         extra["BENCH_UPSTREAM_URL"] = upstream_url
     extra.update(cmd.env)
-    cgroup: Cgroup | None = None
-    try:
-        cgroup = _make_cgroup(config)
-        child = supervisor.spawn(
-            runner.name,
-            cmd.argv,
-            env=server_env(extra, config.subject),
-            log_path=config.log_path,
-            cpus=config.cpus,
-            die_with_parent=config.die_with_parent,
-            label=f"runner {runner.name}",
-            cgroup=cgroup.procs_files if cgroup is not None else (),
-        )
-    except BaseException:
-        if cgroup is not None:
-            with contextlib.suppress(CgroupError):
-                cgroups.remove(cgroup)
-        if upstream_child is not None:
-            supervisor.stop(upstream_child, 2.0)
-        raise
+    child, cgroup = _spawn(config, cmd.argv, extra, upstream_child)
     server = RunningServer(
         config=config,
         url=url(config.host, port),
@@ -323,27 +357,7 @@ def start(config: ServeConfig) -> RunningServer:
         _child=child,
         _upstream=upstream_child,
     )
-    try:
-        _wait_healthy(child, config.host, port, config.startup_timeout, config.subject)
-        remaining = max(5.0, config.startup_timeout - (time.monotonic() - began))
-        _wait_processes(child, server.expected_processes(), remaining)
-        child.track()
-    except RunnerError as exc:
-        killed = cgroups.oom_kills(cgroup) if cgroup is not None else None
-        with contextlib.suppress(RunnerError):
-            stop(server)
-        if killed:
-            limit = (config.limits.memory_bytes or 0) / 2**20
-            raise RunnerError(
-                f"runner {runner.name}: OOM-killed while starting ({killed} kill(s) at its "
-                f"memory limit of {limit:.0f} MiB): its idle footprint does not fit"
-                f"\n{exc}"
-            ) from None
-        raise
-    except BaseException:
-        with contextlib.suppress(RunnerError):
-            stop(server)
-        raise
+    _wait_serving(server, child, began)
     server.startup_seconds = time.monotonic() - began
     return server
 
