@@ -231,7 +231,7 @@ def test_every_workload_passes_its_checks_against_the_app(
         with serve(config) as server:
             done = locust(
                 *("-f", str(LOCUSTFILE), "--headless", "--host", server.url),
-                *("-u", str(len(classes)), "-r", str(len(classes)), "-t", "10s"),
+                *("-u", str(len(classes)), "-r", str(len(classes)), "-t", "3s"),
                 *("--only-summary", "--csv", str(tmp_path / "all"), "--variant", server.variant),
                 *("--max-user-id", str(SEED["users"]), "--max-post-id", str(SEED["posts"])),
                 *classes,

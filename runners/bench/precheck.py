@@ -2,7 +2,8 @@
 the matrix, on an idle server (TechEmpower's habit: prove correctness first).
 
 For each runner the server is started once (as a run would start it) and each URL is
-requested ``IDLE_REQUESTS`` times, one after another. The run does not start, and
+requested ``WARM_PER_WORKER`` times per worker untimed (each worker's first request is
+cold), then ``IDLE_REQUESTS`` times timed, one after another. The run does not start, and
 each problem is one line naming the URL and the runners, when
 
 - a URL answers 5xx or not at all (a connection error, a timeout);
@@ -37,8 +38,12 @@ from runners.serving.registry import RUNNERS
 from runners.serving.server import ServeConfig
 from runners.serving.supervisor import RunnerError
 
-IDLE_REQUESTS = 3
-"""Requests per URL and runner, one after another on an idle server."""
+IDLE_REQUESTS = 5
+"""Timed requests per URL and runner, one after another on an idle server."""
+WARM_PER_WORKER = 2
+"""Untimed requests per worker process before them: a worker's first request of a page
+imports, compiles templates and connects (gunicorn-sync's 3 workers each answered their
+first ``/products/`` of a small project in over 100 ms, and then in a few)."""
 TIMEOUT_S = 30.0
 SLO_FACTOR = 3.0
 """The proposed latency target: this many times the slowest URL's idle median."""
@@ -69,12 +74,15 @@ class UrlReading:
 
 
 def read_url(server: Hosted, runner: str, entry: TrafficEntry) -> UrlReading:
-    """``IDLE_REQUESTS`` requests of ``entry`` to ``server``; the last one's status and size."""
+    """``entry`` requested of ``server``: untimed until each worker has likely served it
+    (``WARM_PER_WORKER``), then ``IDLE_REQUESTS`` times timed; the last one's status and
+    size. A failure of any of them is the reading's error."""
     body = entry.body.encode() if entry.body is not None else None
     timings: list[float] = []
     status: int | None = None
     size = 0
-    for _ in range(IDLE_REQUESTS):
+    warm = WARM_PER_WORKER * max(1, server.workers)
+    for n in range(warm + IDLE_REQUESTS):
         began = time.perf_counter()
         try:
             status, answer = http_request(
@@ -88,7 +96,8 @@ def read_url(server: Hosted, runner: str, entry: TrafficEntry) -> UrlReading:
             )
         except (OSError, http.client.HTTPException) as exc:
             return UrlReading(runner, label(entry), None, 0, (), f"{type(exc).__name__}: {exc}")
-        timings.append(1000.0 * (time.perf_counter() - began))
+        if n >= warm:
+            timings.append(1000.0 * (time.perf_counter() - began))
         size = len(answer)
     return UrlReading(runner, label(entry), status, size, tuple(timings))
 
