@@ -88,6 +88,14 @@ class Target:
     max_error_rate: float = MAX_ERROR_RATE
 
 
+def cpu_load(percent: float | None, cap_percent: float) -> float | None:
+    """``percent`` of the server's CPUs as a percent of ``cap_percent``, the most it can
+    reach (100, or a CPU quota's share of those CPUs)."""
+    if percent is None:
+        return None
+    return 100.0 * percent / max(cap_percent, 1e-9)
+
+
 @dataclass(frozen=True)
 class ProbeObservation:
     """One probe: what was offered, what came back, and how busy everything was."""
@@ -141,9 +149,7 @@ class ProbeObservation:
     def server_cpu_load(self) -> float | None:
         """The server's CPU use as a percent of what it may use (its quota, else its CPUs):
         what the search's CPU rules read, so a throttled server counts as busy."""
-        if self.server_cpu_percent is None:
-            return None
-        return 100.0 * self.server_cpu_percent / max(self.server_cpu_cap_percent, 1e-9)
+        return cpu_load(self.server_cpu_percent, self.server_cpu_cap_percent)
 
     def drifting(self, target: Target) -> bool:
         """The latency grew through the window: a queue was building up."""

@@ -678,9 +678,7 @@ def closed_loop(
     result = measurement(window, options, outcome.stats.locust_rps)
     flags = window_flags(window, probing.target)
     server_slots = slots(server)
-    cpu = window.server_cpu_percent
-    if cpu is not None:
-        cpu = 100.0 * cpu / window.server_cpu_cap_percent  # a throttled server is busy
+    cpu = capacity.cpu_load(window.server_cpu_percent, window.server_cpu_cap_percent)
     if (
         "loadgen-bound" not in flags
         and cpu is not None

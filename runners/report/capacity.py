@@ -24,14 +24,12 @@ from typing import Any
 
 from runners.report.formats import fmt_ms, fmt_num, fmt_pct
 from runners.results.bands import band_text
-from runners.results.cells import PARTLY_CONFIRMED, Cell, stat
+from runners.results.cells import PARTLY_CONFIRMED, UNCONFIRMED, Cell, stat
 from runners.results.criteria import MAX_ERROR_RATE
 from runners.results.flags import UNRANKED, order_flags
 from runners.results.record import Probe, Run
 
 JSON = dict[str, Any]
-
-UNCONFIRMED = "unconfirmed"
 
 
 @dataclass(frozen=True)
