@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from runners import REPO_ROOT
+from runners import PYCACHE, REPO_ROOT
 from runners.sampling.memory import sample_tree
 from runners.serving.commands import Settings, command
 from runners.serving.net import free_port
@@ -24,6 +24,7 @@ from runners.serving.proctree import tree_pids
 from runners.serving.registry import RUNNERS, format_table, worker_count
 from runners.serving.server import (
     ServeConfig,
+    server_env,
     start,
     stop,
 )
@@ -151,6 +152,21 @@ def test_command_rejects_settings_the_server_cannot_honour(
         command(RUNNERS[name], settings)
 
 
+def test_servers_cache_bytecode_outside_the_sources_even_when_the_shell_turns_it_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker that compiled every module it imported would measure the compiler (its
+    time and its garbage); a project's folder must not get a ``__pycache__`` either."""
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    env = server_env({"BENCH_X": "1"})
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+    assert env["PYTHONPYCACHEPREFIX"] == str(PYCACHE)
+    assert not PYCACHE.is_relative_to(REPO_ROOT / "apps")
+    code = "import sys; print(sys.flags.dont_write_bytecode, sys.pycache_prefix)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["0", str(PYCACHE)], out.stderr
+
+
 def test_free_port_is_bindable() -> None:
     import socket
 
@@ -203,9 +219,12 @@ def test_runner_serves_and_accounts(name: str) -> None:
         root = sample.processes[0]
         assert root.pid == server.pid
         assert root.role == ("master" if server.command.master else "worker")
-        # The whole tree runs on the server CPUs.
+        # The whole tree runs on the server CPUs, loading its modules compiled.
         for pid in tree_pids(server.pid):
             assert _affinity(pid) == server_cpus()
+            environ = psutil.Process(pid).environ()
+            assert environ["PYTHONPYCACHEPREFIX"] == str(PYCACHE)
+            assert "PYTHONDONTWRITEBYTECODE" not in environ
         pids = tree_pids(server.pid)
     assert not server.alive()
     assert_no_processes(pids, timeout=0)
