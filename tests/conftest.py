@@ -29,6 +29,7 @@ from django.test.utils import override_settings
 from pytest_django import DjangoDbBlocker
 
 from apps.bench.seed import SeedSizes, is_seeded, seed
+from tests import sharing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL = SeedSizes(users=30, follows=5, posts=200, likes=600, comments=400)
@@ -250,6 +251,17 @@ def prepared_sqlite(tmp_path_factory: pytest.TempPathFactory) -> PreparedSqlite:
         stdout, stderr = process.communicate(timeout=120)
         results.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
     return PreparedSqlite(data_dir, env, results)
+
+
+# -- measuring modules run alone ------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _measuring_modules_run_alone(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A module marked ``measures`` holds the machine alone, the others share it
+    (``tests/sharing.py``); module-scoped, so the lock also covers a module's fixtures."""
+    with sharing.holding(alone=request.node.get_closest_marker("measures") is not None):
+        yield
 
 
 # -- the test tiers ------------------------------------------------------------

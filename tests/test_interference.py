@@ -36,6 +36,8 @@ from runners.serving.servers.launch import launch_command
 from tests.servers import run_bench
 from tests.test_report import SAMPLE, parse, place
 
+pytestmark = pytest.mark.measures  # other programs' share of the run's CPUs: runs alone
+
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 WINDOW = ("--load", "closed", "--users", "4", "--warmup", "1", "--duration", "2", "--no-report")
 

@@ -28,6 +28,8 @@ from runners.sampling.memory import (
 from runners.serving.proctree import tree_cpu_seconds, tree_pids
 from tests.servers import running
 
+pytestmark = pytest.mark.measures  # the sampler's own CPU cost and timing: runs alone
+
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "runners" / "results" / "schema.json"
 
 

@@ -29,6 +29,9 @@ from runners.serving.net import free_port
 from tests.servers import BENCH_SEED, run_bench
 from tests.stub import Stub, serving
 
+# Capacities of servers of known capacity, a kept schedule, the upstream's CPU share: alone.
+pytestmark = pytest.mark.measures
+
 
 @pytest.fixture
 def fast() -> Iterator[Stub]:

@@ -28,6 +28,8 @@ from psycopg import sql
 
 from runners.project.example import make
 
+pytestmark = pytest.mark.measures  # capacity searches on a project: runs alone
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 SHORT = ("--quick", "--duration", "1.5", "--warmup", "1", "--no-report")

@@ -15,6 +15,8 @@ from runners.bench.capacity import Target
 from runners.bench.measure import ProbeWindow
 from runners.results.criteria import DRIFT_RATIO
 
+pytestmark = pytest.mark.measures  # a schedule kept to the millisecond, in this process: runs alone
+
 
 def run_users(
     pacer: Pacer, users: int, seconds: float, service: Callable[[float], float]
