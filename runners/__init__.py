@@ -13,7 +13,8 @@ PYCACHE = REPO_ROOT / ".data" / "pycache"
 
 
 def with_bytecode_cache(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` for a Python process the suite starts (a server, Locust): it loads its
+    """``env`` for a process the suite starts (``supervisor.spawn``: a server, Locust,
+    the upstream): a Python one loads its
     modules compiled, as a deployment does, from a cache under ``.data/pycache``, never
     beside a project's sources, even where the caller turned writing bytecode off (a
     process that compiles every module it imports measures its compiler)."""

@@ -8,7 +8,6 @@ transaction and its rollback, and query counting works for both variants.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -16,7 +15,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,10 @@ from django.test.utils import override_settings
 from pytest_django import DjangoDbBlocker
 
 from apps.bench.seed import SeedSizes, is_seeded, seed
-from tests import sharing
+from tests.sharing import (  # noqa: F401 - the hooks that let a measuring module run alone
+    pytest_runtest_protocol,
+    pytest_terminal_summary,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL = SeedSizes(users=30, follows=5, posts=200, likes=600, comments=400)
@@ -252,60 +254,6 @@ def prepared_sqlite(tmp_path_factory: pytest.TempPathFactory) -> PreparedSqlite:
         stdout, stderr = process.communicate(timeout=120)
         results.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
     return PreparedSqlite(data_dir, env, results)
-
-
-# -- measuring modules run alone ------------------------------------------------
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_protocol(
-    item: pytest.Item, nextitem: pytest.Item | None
-) -> Generator[None, object, object]:
-    """Module by module: a module marked ``measures`` holds the machine alone, the others
-    share it (``tests/sharing.py``), from its first test's setup to its last one's teardown
-    (so the lock covers the module's fixtures). The wait comes before the test's timeout
-    and its timing start, and is recorded as the test's ``waited_for_cpus_s``."""
-    module = item.getparent(pytest.Module)
-    if HOLDING.module is not module:
-        HOLDING.stack.close()
-        alone = module is not None and module.get_closest_marker("measures") is not None
-        waited = HOLDING.stack.enter_context(sharing.holding(alone=alone))
-        HOLDING.module = module
-        if waited >= 0.1:
-            item.user_properties.append(("waited_for_cpus_s", round(waited, 1)))
-    try:
-        return (yield)
-    finally:
-        if nextitem is None or nextitem.getparent(pytest.Module) is not module:
-            HOLDING.stack.close()
-            HOLDING.module = None
-
-
-@dataclass
-class Holding:
-    """The module that holds the machine now, and its lock."""
-
-    module: pytest.Module | None = None
-    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
-
-
-HOLDING = Holding()
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """How long modules waited for a measuring module to finish (all workers' reports)."""
-    waits = [
-        float(value)
-        for reports in terminalreporter.stats.values()
-        for report in reports
-        for name, value in getattr(report, "user_properties", ())
-        if name == "waited_for_cpus_s" and getattr(report, "when", "") == "call"
-    ]
-    if waits:
-        terminalreporter.write_line(
-            f"{len(waits)} modules waited {sum(waits):.0f} s in all for the machine "
-            "(a measuring module runs alone; tests/sharing.py)"
-        )
 
 
 # -- the test tiers ------------------------------------------------------------

@@ -18,13 +18,13 @@ import pytest
 
 from runners import PYCACHE, REPO_ROOT
 from runners.sampling.memory import sample_tree
+from runners.serving import supervisor
 from runners.serving.commands import Settings, command
 from runners.serving.net import free_port
 from runners.serving.proctree import tree_pids
 from runners.serving.registry import RUNNERS, format_table, worker_count
 from runners.serving.server import (
     ServeConfig,
-    server_env,
     start,
     stop,
 )
@@ -152,19 +152,19 @@ def test_command_rejects_settings_the_server_cannot_honour(
         command(RUNNERS[name], settings)
 
 
-def test_servers_cache_bytecode_outside_the_sources_even_when_the_shell_turns_it_off(
-    monkeypatch: pytest.MonkeyPatch,
+def test_spawned_processes_cache_bytecode_outside_the_sources_even_when_the_shell_turns_it_off(
+    tmp_path: Path,
 ) -> None:
     """A worker that compiled every module it imported would measure the compiler (its
     time and its garbage); a project's folder must not get a ``__pycache__`` either."""
-    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
-    env = server_env({"BENCH_X": "1"})
-    assert "PYTHONDONTWRITEBYTECODE" not in env
-    assert env["PYTHONPYCACHEPREFIX"] == str(PYCACHE)
     assert not PYCACHE.is_relative_to(REPO_ROOT / "apps")
     code = "import sys; print(sys.flags.dont_write_bytecode, sys.pycache_prefix)"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.stdout.split() == ["0", str(PYCACHE)], out.stderr
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    log = tmp_path / "child.log"
+    child = supervisor.spawn("bytecode", [sys.executable, "-c", code], env=env, log_path=log)
+    child.popen.wait(timeout=30)
+    supervisor.stop(child, 2.0)
+    assert log.read_text().splitlines()[-1].split() == ["0", str(PYCACHE)], log.read_text()
 
 
 def test_free_port_is_bindable() -> None:

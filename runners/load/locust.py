@@ -37,7 +37,7 @@ from typing import Literal, Protocol
 
 from loadtests.catalog import DEFAULT_REQUEST_TIMEOUT_S, WORKLOADS
 from loadtests.window import ProbeCommand, ProbeResult
-from runners import REPO_ROOT, with_bytecode_cache
+from runners import REPO_ROOT
 from runners.results.record import Latency
 from runners.serving import supervisor
 from runners.serving.net import connect_host, free_port
@@ -352,7 +352,7 @@ class LocustProcess:
         plan.probes_dir.mkdir(parents=True, exist_ok=True)
         for stale in (plan.control, plan.html, *plan.csv_files, *plan.probes_dir.glob("*.json")):
             stale.unlink(missing_ok=True)
-        env = with_bytecode_cache({**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"})
+        env = {**os.environ, **plan.env, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
         )

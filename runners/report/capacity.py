@@ -24,7 +24,7 @@ from typing import Any
 
 from runners.report.formats import fmt_ms, fmt_num, fmt_pct
 from runners.results.bands import band_text
-from runners.results.cells import PARTLY_CONFIRMED, UNCONFIRMED, Cell, stat
+from runners.results.cells import PARTLY_CONFIRMED, UNCONFIRMED, Cell, stat, unconfirmed
 from runners.results.criteria import MAX_ERROR_RATE
 from runners.results.flags import UNRANKED, order_flags
 from runners.results.record import Probe, Run
@@ -44,11 +44,7 @@ class ReportCell(Cell):
 def unconfirmed_runs(cell: Cell) -> list[Run]:
     """The repeats whose confirmation window missed the target (not those where no
     rate passed: they had no confirmation window)."""
-    return [
-        r
-        for r in cell.ok_runs
-        if r.capacity is not None and r.capacity.rps is not None and not r.capacity.confirmed
-    ]
+    return [r for r in cell.ok_runs if unconfirmed(r) and r.capacity and r.capacity.rps]
 
 
 def report_cell(cell: Cell) -> ReportCell:

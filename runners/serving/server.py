@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runners import REPO_ROOT, with_bytecode_cache
+from runners import REPO_ROOT
 from runners.serving import cgroups, supervisor
 from runners.serving.cgroups import NO_LIMITS, Cgroup, CgroupError, Limits
 from runners.serving.commands import ServerCommand, Settings, command
@@ -177,7 +177,7 @@ def server_env(
         env["BENCH_APP_ROOT"] = subject.app_root
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
-    return with_bytecode_cache(env)
+    return env
 
 
 BROKEN_S = 5.0

@@ -34,7 +34,7 @@ from typing import IO
 
 import psutil
 
-from runners import REPO_ROOT
+from runners import REPO_ROOT, with_bytecode_cache
 from runners.serving import ledger
 from runners.serving.ledger import Entry
 from runners.serving.proctree import tree_pids
@@ -250,7 +250,8 @@ def spawn(
 ) -> Child:
     """Start ``argv`` in a session of its own, pinned to ``cpus``, output to ``log_path``
     (its first line names the command), listed in the ledger; ``cgroup``: the
-    ``cgroup.procs`` files it starts in (``runners.serving.cgroups``).
+    ``cgroup.procs`` files it starts in (``runners.serving.cgroups``). A Python process
+    loads its modules compiled, from ``.data/pycache`` (``runners.with_bytecode_cache``).
 
     ``die_with_parent``: ``PR_SET_PDEATHSIG``, the root gets SIGTERM when the thread
     that called ``spawn`` exits (so call it from a long-lived thread).
@@ -271,7 +272,7 @@ def spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
-            env=dict(env),
+            env=with_bytecode_cache(env),
             start_new_session=True,
         )
     except BaseException:
