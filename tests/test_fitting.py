@@ -108,7 +108,7 @@ def test_a_run_whose_master_the_oom_killer_took_fails_flagged(tmp_path: Path) ->
     import contextlib
     from collections.abc import Iterator
 
-    from runners.bench.measure import ServerDied
+    from runners.bench.probing import ServerDied
     from runners.bench.run import run_one
     from runners.hosting import Hosted
     from runners.results.document import Results

@@ -25,7 +25,8 @@ import pytest
 from loadtests.window import ProbeResult
 from runners.bench.capacity import Target
 from runners.bench.host_usage import interference_record
-from runners.bench.measure import ProbeWindow, window_flags
+from runners.bench.measure import window_flags
+from runners.bench.probing import ProbeWindow
 from runners.report import render_run
 from runners.results.criteria import INTERFERENCE_SHARE
 from runners.results.flags import FLAGS, notes_for

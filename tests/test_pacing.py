@@ -12,7 +12,7 @@ from hdrh.histogram import HdrHistogram
 from loadtests.pacing import Pacer, PacerWindow
 from loadtests.window import ProbeResult
 from runners.bench.capacity import Target
-from runners.bench.measure import ProbeWindow
+from runners.bench.probing import ProbeWindow
 from runners.results.criteria import DRIFT_RATIO
 
 pytestmark = pytest.mark.measures  # a schedule kept to the millisecond, in this process: runs alone

@@ -20,7 +20,8 @@ How a run goes (``run.py``, one runner x workload x settings x repeat):
    or connection carries over from one run to the next;
 2. one Locust process (or a distributed master and workers) is started, pinned to
    the load-generator CPUs, with the probes plugin (``loadtests/probes.py``);
-3. ``measure.py`` asks it for measured windows: by default the open-loop capacity
+3. ``measure.py`` asks it for measured windows (``probing.py``, each from an idle
+   server): by default the open-loop capacity
    search (``capacity.py``: a saturation probe, probes stepping up and down, a
    confirmation window whose figures are the run's); with ``--load closed`` one
    window of a fixed user count; with ``--soak`` one long closed-loop window. The

@@ -40,7 +40,7 @@ class Timing:
     duration_s: float
     """The measured window: the capacity's confirmation window, or the closed loop's."""
     probe_s: float = 0.0
-    """Each search probe's window (longer at low rates, see ``runners.bench.measure``)."""
+    """Each search probe's window (longer at low rates, see ``runners.bench.probing``)."""
     max_probes: int = 0
     """Open-loop probes after the saturation probe."""
     max_retakes: int = 0

@@ -205,7 +205,7 @@ def soak_shift(start: Breakdown, end: Breakdown) -> SoakBreakdown:
 
 
 class Profiler:
-    """One run's profiles: ``runners.bench.measure`` calls ``opened`` and
+    """One run's profiles: ``runners.bench.probing`` calls ``opened`` and
     ``closed`` around each measured window (and ``soak_started`` before a soak's
     load); ``fields`` is what the run records. A context manager: leaving it stops
     py-spy if a window never closed."""

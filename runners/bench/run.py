@@ -12,16 +12,9 @@ from pathlib import Path
 from loadtests.catalog import needs_upstream, workload_options
 from runners.bench.estimate import run_estimate_s
 from runners.bench.matrix import RunSpec, runtime_python
-from runners.bench.measure import (
-    NO_HOOKS,
-    RunFindings,
-    ServerDied,
-    WindowHooks,
-    closed_loop,
-    open_loop,
-    soak_loop,
-)
+from runners.bench.measure import RunFindings, closed_loop, open_loop, soak_loop
 from runners.bench.options import Options
+from runners.bench.probing import NO_HOOKS, ServerDied, WindowHooks
 from runners.bench.profiles import ProfilePlan, Profiler
 from runners.hosting import Hosted, LocalHost, ServerHost
 from runners.load.locust import (
